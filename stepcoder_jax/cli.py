@@ -1,0 +1,79 @@
+"""Command-line entry: `stepcoder-jax <command> [flags] [--gin_file=F] [--gin.NAME=VALUE]`.
+
+Usage errors (unknown command, bad flag, unknown gin binding, missing file) print one line and exit
+with status 2 before any heavy import.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from stepcoder_jax import gin_setup
+from stepcoder_jax.errors import UserError
+
+# command name -> module under stepcoder_jax.commands
+COMMANDS = {
+    "generate": "generate",
+    "judge": "judge",
+    "sft": "sft",
+    "train": "train",
+    "eval": "evaluate",
+    "export": "export",
+    "demo": "demo",
+    "prepare": "prepare",
+}
+
+
+class UsageError(Exception):
+  pass
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # one line, exit 2 (argparse prints usage too; we keep it short)
+    raise UsageError(f"{self.prog}: {message}")
+
+
+def _available() -> dict[str, object]:
+  mods = {}
+  for name, mod in COMMANDS.items():
+    try:
+      mods[name] = importlib.import_module(f"stepcoder_jax.commands.{mod}")
+    except ModuleNotFoundError as e:
+      if e.name != f"stepcoder_jax.commands.{mod}":
+        raise
+  return mods
+
+
+def build_parser(mods) -> argparse.ArgumentParser:
+  p = _Parser(prog="stepcoder-jax", description="StepCoder (PPO + CCCS + FGO) in JAX.")
+  sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+  for name, mod in mods.items():
+    sp = sub.add_parser(name, help=getattr(mod, "HELP", ""))
+    mod.add_arguments(sp)
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  try:
+    rest, gin_files, gin_bindings = gin_setup.split_gin_args(argv)
+    mods = _available()
+    parser = build_parser(mods)
+    if not rest or rest[0] in ("-h", "--help"):
+      parser.print_help()
+      return 0 if rest else 2
+    if rest[0] not in mods:
+      raise UsageError(f"stepcoder-jax: unknown command {rest[0]!r}; choose from {sorted(mods)}")
+    args = parser.parse_args(rest)
+    gin_setup.parse(gin_files, gin_bindings)
+    args.gin_files, args.gin_bindings = gin_files, gin_bindings
+    return int(mods[args.command].run(args) or 0)
+  except (UsageError, gin_setup.GinError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2

@@ -1,0 +1,4 @@
+"""Light gin-configurable dataclasses (no jax import)."""
+import dataclasses
+
+import gin

@@ -1,0 +1,89 @@
+"""Gin flags with t5x's spelling: --gin_file=PATH (repeatable) and --gin.NAME=VALUE (repeatable).
+
+Every gin configurable lives in a light module (no jax import) listed in CONFIG_MODULES, so that an
+unknown binding is reported before any heavy import or compile.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import gin
+
+# Light modules that declare @gin.configurable config classes. Add yours here.
+CONFIG_MODULES = (
+    "stepcoder_jax.config",
+    "stepcoder_jax.models.config",
+    "stepcoder_jax.execution.config",
+    "stepcoder_jax.data.config",
+    "stepcoder_jax.rl.config",
+)
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+class GinError(ValueError):
+  pass
+
+
+def split_gin_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
+  """Pull --gin_file and --gin.NAME=VALUE out of argv; return (rest, files, bindings)."""
+  rest, files, bindings = [], [], []
+  i = 0
+  while i < len(argv):
+    a = argv[i]
+    if a == "--gin_file" or a == "--gin_file=":
+      if i + 1 >= len(argv):
+        raise GinError("--gin_file needs a path")
+      files.append(argv[i + 1])
+      i += 2
+      continue
+    if a.startswith("--gin_file="):
+      files.append(a.split("=", 1)[1])
+    elif a.startswith("--gin."):
+      body = a[len("--gin."):]
+      if "=" not in body:
+        if i + 1 >= len(argv):
+          raise GinError(f"{a}: expected --gin.NAME=VALUE")
+        body = f"{body}={argv[i + 1]}"
+        i += 1
+      name, value = body.split("=", 1)
+      if not name:
+        raise GinError(f"{a}: empty binding name")
+      bindings.append(f"{name} = {value}")
+    else:
+      rest.append(a)
+    i += 1
+  return rest, files, bindings
+
+
+def resolve_gin_file(path: str) -> str:
+  """A gin file as given, else relative to configs/ (with or without .gin)."""
+  candidates = [Path(path), REPO_CONFIGS / path, REPO_CONFIGS / f"{path}.gin"]
+  for c in candidates:
+    if c.is_file():
+      return str(c)
+  raise GinError(f"gin file not found: {path} (also looked in {REPO_CONFIGS})")
+
+
+def parse(files: list[str], bindings: list[str]) -> None:
+  """Import the config modules and parse; any gin problem becomes a one-line GinError."""
+  for m in CONFIG_MODULES:
+    importlib.import_module(m)
+  resolved = [resolve_gin_file(f) for f in files]
+  gin.clear_config()
+  search_dirs = {os.path.dirname(os.path.abspath(f)) for f in resolved} | {str(REPO_CONFIGS)}
+  for d in sorted(search_dirs):
+    gin.add_config_file_search_path(d)
+  try:
+    gin.parse_config_files_and_bindings(resolved, bindings, finalize_config=False)
+  except (ValueError, KeyError, ImportError, SyntaxError, IOError) as e:
+    msg = " ".join(str(e).split())
+    raise GinError(f"bad gin config: {msg}") from None
+
+
+def save_operative(path: str) -> None:
+  """Write the operative config (the values actually used) next to a run's outputs."""
+  Path(path).parent.mkdir(parents=True, exist_ok=True)
+  Path(path).write_text(gin.operative_config_str())
