@@ -15,6 +15,7 @@ from stepcoder_jax.errors import UserError
 
 # command name -> module under stepcoder_jax.commands
 COMMANDS = {
+    "config": "config",
     "generate": "generate",
     "judge": "judge",
     "sft": "sft",
