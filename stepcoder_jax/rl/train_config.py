@@ -1,0 +1,53 @@
+"""Light gin configs for the training loop, SFT, evaluation and the demo (no jax import)."""
+import dataclasses
+
+import gin
+
+
+@gin.configurable("train")
+@dataclasses.dataclass
+class TrainConfig:
+  """One StepCoder run: rollouts of `problems_per_iteration` x `samples_per_problem` per step."""
+  work_dir: str = "runs/stepcoder"
+  seed: int = 0
+  num_iterations: int = 20
+  problems_per_iteration: int = 8
+  samples_per_problem: int = 1
+  max_prompt_tokens: int = 384      # prompts are left-padded to a power-of-two bucket <= this
+  max_new_tokens: int = 128
+  temperature: float = 1.0
+  top_p: float = 1.0
+  top_k: int = 0
+  prompt_style: str = "plain"       # "plain" | "chat"
+  checkpoint_every: int = 5
+  keep_checkpoints: int = 3
+  eval_every: int = 0               # 0: evaluate only before and after training
+  logprob_chunk: int = 128          # sequence chunk for log-probs (never [B, T, V] f32)
+
+
+@gin.configurable("sft")
+@dataclasses.dataclass
+class SFTConfig:
+  """Next-token training on canonical solutions (the paper's SFT stage; the reference policy)."""
+  steps: int = 30
+  batch_size: int = 8
+  learning_rate: float = 1e-5
+  warmup_steps: int = 3
+  weight_decay: float = 0.0
+  max_grad_norm: float = 1.0
+  max_len: int = 512
+  seed: int = 0
+
+
+@gin.configurable("eval")
+@dataclasses.dataclass
+class EvalConfig:
+  """pass@k from n samples (unbiased estimator) and greedy pass@1, by difficulty."""
+  split: str = "test"
+  num_samples: int = 1              # n; 1 with temperature 0 is greedy pass@1
+  ks: tuple = (1,)
+  temperature: float = 0.0
+  top_p: float = 1.0
+  max_new_tokens: int = 128
+  batch_size: int = 16
+  max_problems: int = 0             # 0: all problems of the split

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from stepcoder_jax.errors import UserError
+from stepcoder_jax.rl import batching
+
+
+def test_bucket_is_power_of_two_with_cap():
+  assert batching.bucket(1) == 8
+  assert batching.bucket(9) == 16
+  assert batching.bucket(16) == 16
+  assert batching.bucket(300, maximum=256) == 256
+
+
+def test_pack_left_pads_prompt_and_right_pads_response():
+  b = batching.pack([[5, 6, 7], [8]], [[1, 2], [3, 4, 9]], pad_id=0)
+  p = 8  # bucket(3)
+  assert b["tokens"].shape == (2, p + 8)
+  np.testing.assert_array_equal(b["tokens"][0, p - 3:p + 2], [5, 6, 7, 1, 2])
+  np.testing.assert_array_equal(b["tokens"][1, p - 1:p + 3], [8, 3, 4, 9])
+  # positions count real tokens from 0 across prompt and response
+  np.testing.assert_array_equal(b["positions"][0, p - 3:p + 2], [0, 1, 2, 3, 4])
+  np.testing.assert_array_equal(b["positions"][1, p - 1:p + 3], [0, 1, 2, 3])
+  assert b["attention_mask"][0].sum() == 5 and b["attention_mask"][1].sum() == 4
+  # the response mask never covers the prompt
+  assert b["response_mask"][:, :p].sum() == 0
+  assert b["response_mask"][0].sum() == 2 and b["response_mask"][1].sum() == 3
+
+
+def test_rewards_sit_on_the_last_response_token():
+  b = batching.pack([[5, 6], [8]], [[1, 2, 3], []], pad_id=0)
+  r = batching.place_rewards(np.array([1.0, -1.0]), b["response_mask"])
+  p = 8
+  assert r[0, p + 2] == 1.0 and r.sum() == 1.0  # the empty response gets no reward position
+
+
+def test_place_response_values_and_too_long_prompt():
+  v = batching.place_response_values([np.array([1, 0, 1])], batch_len=12, prompt_len=8)
+  np.testing.assert_array_equal(v[0, 8:11], [1, 0, 1])
+  with pytest.raises(UserError, match="prompt 0 has 9 tokens"):
+    batching.pack([list(range(9))], [[1]], pad_id=0, prompt_len=8)
