@@ -4,3 +4,88 @@ Heavy code receives these objects; gin fills them. Bindings look like `ppo.kl_co
 Each subsystem owns its dataclass here, or in its own light module listed in
 `gin_setup.CONFIG_MODULES`.
 """
+
+import dataclasses
+
+import gin
+
+# Logical axis name -> mesh axis (or axes, or None = replicated). The models annotate parameters
+# with vocab, embed, heads, kv_heads, head_dim, mlp, norm; activations and batches use batch.
+# FSDP shards the embed dimension of every matrix over `fsdp`; tensor parallelism splits heads,
+# the MLP hidden dimension and the vocabulary over `tensor`.
+DEFAULT_AXIS_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("head_dim", None),
+    ("norm", None),
+    ("length", None),
+)
+
+
+@gin.configurable("mesh")
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Device mesh shape (data, fsdp, tensor); one axis may be -1 to take the remaining devices.
+
+  The product must equal the global device count. `rules` maps the models' logical axis names
+  to mesh axes; the policy, value and reference models may each get their own rules through
+  `sharding.make_rules(overrides)`.
+  """
+  data: int = 1
+  fsdp: int = -1
+  tensor: int = 1
+  rules: tuple = DEFAULT_AXIS_RULES
+
+
+@gin.configurable("distributed")
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+  """Multi-process runtime (jax.distributed). Empty fields come from the environment.
+
+  `initialize`: "auto" initializes when JAX_COORDINATOR_ADDRESS is set or on a TPU pod slice,
+  "always" forces it, "never" skips it (one process).
+  """
+  initialize: str = "auto"
+  coordinator_address: str = ""
+  num_processes: int = 0
+  process_id: int = -1
+  local_device_ids: tuple = ()
+  initialization_timeout_s: int = 300
+
+
+@gin.configurable("checkpoint")
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """Orbax checkpoints of a training run (under <workdir>/checkpoints)."""
+  save_interval_steps: int = 50
+  max_to_keep: int = 3
+  async_save: bool = True
+  # Also keep every k-th step forever (0: none), for before/after evaluations.
+  keep_period: int = 0
+
+
+@gin.configurable("metrics")
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+  """Where and how often training metrics go (only process 0 writes)."""
+  log_every_steps: int = 1
+  tensorboard: bool = True
+  jsonl: bool = True
+  progress_bar: bool = True
+
+
+@gin.configurable("eval")
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """pass@k evaluation: n samples per problem at `temperature`, plus greedy pass@1."""
+  n_samples: int = 20
+  ks: tuple = (1, 5, 10)
+  temperature: float = 0.8
+  top_p: float = 0.95
+  greedy: bool = True
+  every_steps: int = 0  # periodic evaluation during training (0: off)
+  max_problems: int = 0  # 0: all problems of the split
