@@ -58,7 +58,10 @@ def build_parser(mods) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  # Our modules log at INFO; third-party libraries (gin's search-path chatter, absl) at WARNING.
+  logging.basicConfig(level=logging.WARNING,
+                      format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  logging.getLogger("stepcoder_jax").setLevel(logging.INFO)
   try:
     rest, gin_files, gin_bindings = gin_setup.split_gin_args(argv)
     mods = _available()
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if rest[0] not in mods:
       raise UsageError(f"stepcoder-jax: unknown command {rest[0]!r}; choose from {sorted(mods)}")
     args = parser.parse_args(rest)
+    # A command may name default gin files (e.g. the demo's experiment) used when none is given.
+    gin_files = gin_files or list(getattr(mods[args.command], "DEFAULT_GIN_FILES", ()))
     gin_setup.parse(gin_files, gin_bindings)
     args.gin_files, args.gin_bindings = gin_files, gin_bindings
     return int(mods[args.command].run(args) or 0)

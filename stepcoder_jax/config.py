@@ -78,14 +78,4 @@ class MetricsConfig:
   progress_bar: bool = True
 
 
-@gin.configurable("eval")
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-  """pass@k evaluation: n samples per problem at `temperature`, plus greedy pass@1."""
-  n_samples: int = 20
-  ks: tuple = (1, 5, 10)
-  temperature: float = 0.8
-  top_p: float = 0.95
-  greedy: bool = True
-  every_steps: int = 0  # periodic evaluation during training (0: off)
-  max_problems: int = 0  # 0: all problems of the split
+# The evaluation config ('eval') is EvalConfig in stepcoder_jax/rl/train_config.py.

@@ -6,6 +6,7 @@ unknown binding is reported before any heavy import or compile.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from pathlib import Path
 
@@ -77,11 +78,18 @@ def parse(files: list[str], bindings: list[str]) -> None:
   search_dirs = {os.path.dirname(os.path.abspath(f)) for f in resolved} | {str(REPO_CONFIGS)}
   for d in sorted(search_dirs):
     gin.add_config_file_search_path(d)
+  # gin logs "Path not found" at ERROR while it tries an include against each search path before
+  # finding it; a real failure still raises, so silence the root logger while parsing.
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.CRITICAL)
   try:
     gin.parse_config_files_and_bindings(resolved, bindings, finalize_config=False)
   except (ValueError, KeyError, ImportError, SyntaxError, IOError) as e:
     msg = " ".join(str(e).split())
     raise GinError(f"bad gin config: {msg}") from None
+  finally:
+    root.setLevel(level)
 
 
 def save_operative(path: str) -> None:

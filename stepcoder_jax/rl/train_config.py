@@ -37,6 +37,9 @@ class SFTConfig:
   max_grad_norm: float = 1.0
   max_len: int = 512
   seed: int = 0
+  prompt_style: str = "plain"       # the prompt the policy will see in train/eval
+  logprob_chunk: int = 128
+  log_every: int = 1                # metrics.jsonl / TensorBoard every this many steps
 
 
 @gin.configurable("eval")
@@ -51,3 +54,8 @@ class EvalConfig:
   max_new_tokens: int = 128
   batch_size: int = 16
   max_problems: int = 0             # 0: all problems of the split
+  greedy: bool = True               # with temperature > 0, also one greedy sample per problem
+  top_k: int = 0
+  prompt_style: str = "plain"
+  max_prompt_tokens: int = 512      # longer prompts are cut (question) / counted as failures
+  seed: int = 0

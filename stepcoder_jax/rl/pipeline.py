@@ -1,0 +1,90 @@
+"""Glue from gin configs to the pieces: load the policy and the problems, open the execution pool,
+run the trainer. Commands (`train`, `demo`) call these; tests call them with explicit configs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from stepcoder_jax import gin_setup
+from stepcoder_jax.data.config import DatasetConfig
+from stepcoder_jax.data.record import Problem
+from stepcoder_jax.execution.config import ExecutionConfig
+from stepcoder_jax.models.config import ModelSpec
+from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
+from stepcoder_jax.rl.train_config import TrainConfig
+
+_log = logging.getLogger(__name__)
+
+
+def load_policy(path: str | None = None, spec: ModelSpec | None = None):
+  """(Models) for `path`, or gin's model.path; dtypes and remat from gin's `model`."""
+  from stepcoder_jax.models import loading
+  from stepcoder_jax.rl.trainer import Models
+
+  spec = spec or ModelSpec()
+  cfg, decoder, tok = loading.load_model(path or spec.path, dtype=spec.dtype,
+                                         param_dtype=spec.param_dtype)
+  if tok is None:
+    from stepcoder_jax.errors import UserError
+    raise UserError(f"{path or spec.path}: no tokenizer files next to the model")
+  if spec.remat and not cfg.remat:
+    cfg = dataclasses.replace(cfg, remat=True)
+    decoder.cfg = cfg
+  return Models(cfg=cfg, policy=decoder, tokenizer=tok)
+
+
+def load_split(split: str, dataset: str | None = None, data_dir: str | None = None,
+               manual_dir: str | None = None, dc: DatasetConfig | None = None) -> list[Problem]:
+  from stepcoder_jax.data import load
+
+  dc = dc or DatasetConfig()
+  return load.load_problems(dataset or dc.name, split, data_dir=data_dir or dc.data_dir,
+                            manual_dir=manual_dir or dc.manual_dir)
+
+
+def open_pool(cfg: ExecutionConfig | None = None):
+  from stepcoder_jax.execution import ExecutionPool
+  return ExecutionPool(cfg or ExecutionConfig())
+
+
+def make_trainer(cfg: TrainConfig, models, problems: list[Problem], pool):
+  """A Trainer from gin's ppo/cccs/fgo configs; saves the operative config next to the run."""
+  from stepcoder_jax.rl.trainer import Trainer
+
+  trainer = Trainer(models, problems, cfg=cfg, ppo_cfg=PPOConfig(), cccs_cfg=CCCSConfig(),
+                    fgo_cfg=FGOConfig(), pool=pool)
+  gin_setup.save_operative(str(Path(cfg.work_dir) / "operative_config.gin"))
+  return trainer
+
+
+def run_trainer(trainer) -> list[dict]:
+  """Train to the configured iteration count, then plot the curves of the run."""
+  from stepcoder_jax import metrics as metrics_lib
+
+  history = trainer.run()
+  work = Path(trainer.cfg.work_dir)
+  jsonl = work / "metrics.jsonl"
+  if jsonl.exists():
+    metrics_lib.plot_curves(jsonl, work / "training_curves.png",
+                            ["reward_mean", "pass_rate", "fgo_mask_density", "ppo/approx_kl"])
+  return history
+
+
+def train(cfg: TrainConfig | None = None, *, model: str | None = None,
+          models=None, problems: list[Problem] | None = None, dataset: str | None = None,
+          data_dir: str | None = None, manual_dir: str | None = None, pool=None) -> list[dict]:
+  """Run (or resume) StepCoder training; returns the per-iteration metrics of this process."""
+  cfg = cfg or TrainConfig()
+  dc = DatasetConfig()
+  problems = problems if problems is not None else load_split(
+      dc.train_split, dataset, data_dir, manual_dir, dc)
+  models = models or load_policy(model)
+  own_pool = pool is None
+  pool = pool or open_pool()
+  try:
+    return run_trainer(make_trainer(cfg, models, problems, pool))
+  finally:
+    if own_pool:
+      pool.close()

@@ -1,0 +1,145 @@
+"""Host side of one rollout: CCCS prompts -> (sampled token ids) -> completions -> judge jobs ->
+rewards and FGO masks laid out as batch arrays.
+
+Everything here is plain Python/numpy around the device functions; the trainer calls the sampler
+and the forward passes. The split keeps each step testable without a model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from stepcoder_jax.data import prompts as prompts_lib
+from stepcoder_jax.data.record import Problem
+from stepcoder_jax.rl import batching, fgo
+from stepcoder_jax.rl.cccs import Curriculum
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Item:
+  """One sampled program: its prompt, tokens, text and (once judged) result."""
+  problem: Problem
+  stage: int
+  prompt: prompts_lib.PromptParts
+  prompt_ids: list[int]
+  response_ids: list[int] = dataclasses.field(default_factory=list)
+  completion: str = ""                      # the text judged: response cut at a stop string
+  offsets: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # per response token
+  result: Any = None                        # execution.ExecResult
+
+
+def encode_prompt(tokenizer, parts: prompts_lib.PromptParts) -> list[int]:
+  return list(tokenizer(parts.text, add_special_tokens=parts.add_special_tokens)["input_ids"])
+
+
+def make_items(problems: Sequence[Problem], curriculum: Curriculum | None, tokenizer,
+               style: str, max_prompt_tokens: int) -> tuple[list[Item], list[Problem]]:
+  """Prompts for `problems` at their current CCCS stage; too-long prompts are left out (returned)."""
+  items, skipped = [], []
+  for p in problems:
+    stage = curriculum.stage(p) if curriculum is not None else 0
+    prefix = curriculum.prefix(p) if curriculum is not None else ""
+    parts = prompts_lib.build_prompt(p, tokenizer, prefix=prefix, style=style,
+                                     max_question_tokens=max(16, max_prompt_tokens * 3 // 4))
+    ids = encode_prompt(tokenizer, parts)
+    if len(ids) > max_prompt_tokens:
+      skipped.append(p)
+      continue
+    items.append(Item(problem=p, stage=stage, prompt=parts, prompt_ids=ids))
+  if skipped:
+    _log.warning("%d prompt(s) longer than %d tokens left out: %s", len(skipped),
+                 max_prompt_tokens, ", ".join(q.id for q in skipped[:5]))
+  return items, skipped
+
+
+def token_offsets(tokenizer, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+  """Decoded text of `ids` and each token's (start, end) char span in it.
+
+  Decodes growing prefixes, so it is right for any tokenizer (byte-level BPE, SentencePiece's
+  leading spaces, multi-token characters); a special token gets an empty span.
+  """
+  text, offsets, prev = "", [], ""
+  for k in range(1, len(ids) + 1):
+    cur = tokenizer.decode(list(ids[:k]), skip_special_tokens=True,
+                           clean_up_tokenization_spaces=False)
+    if not cur.startswith(prev):  # a character still incomplete at k - 1: re-anchor
+      common = 0
+      while common < min(len(cur), len(prev)) and cur[common] == prev[common]:
+        common += 1
+      start = common
+    else:
+      start = len(prev)
+    offsets.append((start, len(cur)))
+    prev = text = cur
+  return text, offsets
+
+
+def cut_response(tokenizer, ids: Sequence[int], stop: Sequence[str],
+                 eos_ids: Sequence[int]) -> tuple[list[int], str, list[tuple[int, int]]]:
+  """Trim a sampled response: keep tokens through the first EOS or the end of the first stop
+  string (the policy is trained to emit them); the judged text ends before the stop string."""
+  ids = list(ids)
+  for i, t in enumerate(ids):
+    if t in eos_ids:
+      ids = ids[:i + 1]
+      break
+  text, offsets = token_offsets(tokenizer, ids)
+  cut, end = len(text), None
+  for s in stop:
+    j = text.find(s)
+    if j != -1 and j < cut:
+      cut, end = j, j + len(s)
+  if end is not None:
+    keep = next((k + 1 for k, (_, b) in enumerate(offsets) if b >= end), len(ids))
+    ids, offsets = ids[:keep], offsets[:keep]
+  return ids, text[:cut], offsets
+
+
+def fill_responses(items: list[Item], responses: Sequence[Sequence[int]], tokenizer,
+                   eos_ids: Sequence[int]) -> None:
+  for it, r in zip(items, responses):
+    it.response_ids, it.completion, it.offsets = cut_response(tokenizer, r, it.prompt.stop, eos_ids)
+
+
+def jobs(items: Sequence[Item]):
+  from stepcoder_jax.execution import Job  # host-only import; no jax
+  return [Job(problem=it.problem, completion=it.completion, prefix=it.prompt.code_prefix)
+          for it in items]
+
+
+def pack(items: Sequence[Item], pad_id: int, prompt_len: int, response_len: int):
+  """Token arrays of the batch (see batching.py for the layout)."""
+  return batching.pack([it.prompt_ids for it in items], [it.response_ids for it in items],
+                       pad_id=pad_id, prompt_len=prompt_len, response_len=response_len)
+
+
+def rewards_and_masks(items: Sequence[Item], batch: dict[str, np.ndarray], prompt_len: int,
+                      fgo_enabled: bool) -> dict[str, np.ndarray]:
+  """Scalar rewards [B] and FGO masks [B, L] from the judged items."""
+  rewards = np.array([it.result.reward for it in items], np.float32)
+  masks = [fgo.token_mask(it.completion, it.offsets, it.result.executed_lines,
+                          it.result.executable_lines, it.result.outcome, enabled=fgo_enabled)
+           for it in items]
+  fgo_mask = batching.place_response_values(masks, batch["tokens"].shape[1], prompt_len,
+                                            np.float32)
+  return {"rewards": rewards, "fgo_mask": fgo_mask * batch["response_mask"]}
+
+
+def summary(items: Sequence[Item], fgo_masks: np.ndarray | None = None,
+            response_mask: np.ndarray | None = None) -> dict[str, float]:
+  """Host metrics of a judged rollout: mean reward, pass rate, outcome fractions, FGO density."""
+  n = max(1, len(items))
+  out = {"reward_mean": float(np.mean([it.result.reward for it in items])) if items else 0.0,
+         "pass_rate": sum(it.result.outcome == "passed" for it in items) / n,
+         "response_tokens_mean": float(np.mean([len(it.response_ids) for it in items]))
+                                 if items else 0.0}
+  for o in ("passed", "failed", "runtime_error", "timeout", "compile_error"):
+    out[f"outcome/{o}"] = sum(it.result.outcome == o for it in items) / n
+  if fgo_masks is not None and response_mask is not None:
+    out["fgo_mask_density"] = float(fgo_masks.sum() / max(1.0, float(response_mask.sum())))
+  return out

@@ -1,0 +1,256 @@
+"""The StepCoder training loop: CCCS prompts -> sampler -> execution pool -> rewards + FGO masks
+-> reference/value/old log-prob forwards -> ppo_step -> curriculum updates -> metrics/checkpoints.
+
+Determinism and resume: every random choice of iteration i is drawn from (seed, i) alone, and a
+checkpoint holds everything else that changes (TrainState, curriculum state, the iteration).
+A run killed at any point resumes from its last checkpoint and, with deterministic XLA on CPU,
+ends in the same state as an uninterrupted run.
+
+Overlap: the sampled programs go to the host pool (futures) before the device forward passes
+(old/ref log-probs and values) are dispatched; JAX dispatch is asynchronous, so the tests run
+while the accelerator computes, and the step waits only where it needs the rewards.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from stepcoder_jax import checkpoint as ckpt_lib
+from stepcoder_jax import metrics as metrics_lib
+from stepcoder_jax.data.record import Problem
+from stepcoder_jax.errors import UserError
+from stepcoder_jax.rl import batching, ppo, rollout
+from stepcoder_jax.rl.cccs import Curriculum
+from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
+from stepcoder_jax.rl.train_config import TrainConfig
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Models:
+  """The policy (trained), its frozen reference (the SFT policy) and the tokenizer."""
+  cfg: Any
+  policy: nnx.Module
+  tokenizer: Any
+
+
+def choose_problems(problems: list[Problem], weights: np.ndarray, n: int, seed: int,
+                    iteration: int) -> list[Problem]:
+  """Problems of one iteration: weighted (CCCS favours complex programs), without replacement,
+  drawn from (seed, iteration) only so a resumed run draws the same ones."""
+  rng = np.random.default_rng([seed, iteration])
+  p = np.asarray(weights, np.float64)
+  p = p / p.sum()
+  k = min(n, len(problems))
+  idx = rng.choice(len(problems), size=k, replace=False, p=p)
+  return [problems[i] for i in idx]
+
+
+def make_rollout_forward(policy_gd, value_gd, chunk: int):
+  """Jitted old log-probs, reference log-probs and values of a packed batch (no rewards needed)."""
+
+  @jax.jit
+  def forward(state: ppo.TrainState, ref_params, tokens, positions, attention_mask):
+    pol = nnx.merge(policy_gd, state.policy, state.policy_rest)
+    ref = nnx.merge(policy_gd, ref_params, state.policy_rest)
+    val = nnx.merge(value_gd, state.value, state.value_rest)
+    old = ppo.policy_logprobs(pol, tokens, positions, attention_mask, chunk=chunk,
+                              with_entropy=False)
+    refl = ppo.policy_logprobs(ref, tokens, positions, attention_mask, chunk=chunk,
+                               with_entropy=False)
+    values = ppo.value_estimates(val, tokens, positions, attention_mask)
+    return old, refl, values
+
+  return forward
+
+
+def make_policy_sampler(policy_gd, temperature: float, top_p: float, top_k: int,
+                        max_new_tokens: int, eos_ids, pad_id: int, prompt_len: int):
+  """`sample(state, prompt_ids, rng) -> response ids per row` with the current policy params.
+
+  Prompts are left-padded to the fixed `prompt_len` bucket, so the sampler compiles once.
+  """
+  from stepcoder_jax import sampling
+  from stepcoder_jax.models.config import SamplingConfig
+
+  scfg = SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k,
+                        max_new_tokens=max_new_tokens)
+
+  def sample(state: ppo.TrainState, prompt_ids, rng):
+    gd, st = nnx.split(nnx.merge(policy_gd, state.policy, state.policy_rest))
+    fn = sampling.make_sampler(gd, scfg, eos_ids, pad_id)
+    tokens, mask = sampling.pad_prompts(prompt_ids, pad_id, min_bucket=prompt_len)
+    out = jax.device_get(fn(st, tokens, mask, rng, max_new_tokens))
+    return [[int(t) for t in out.tokens[i, :int(out.lengths[i])]] for i in range(len(prompt_ids))]
+
+  return sample
+
+
+def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
+  """Fail before compiling on a configuration that cannot run."""
+  rows = cfg.problems_per_iteration * cfg.samples_per_problem
+  per = ppo_cfg.minibatches * ppo_cfg.grad_accum
+  if rows % per:
+    raise UserError(f"train: problems_per_iteration x samples_per_problem = {rows} rows is not "
+                    f"divisible by ppo.minibatches x ppo.grad_accum = {per}")
+  if cfg.max_new_tokens < 1 or cfg.max_prompt_tokens < 8:
+    raise UserError("train: max_new_tokens must be >= 1 and max_prompt_tokens >= 8")
+  n_dev = jax.device_count()
+  if rows % n_dev and n_dev > 1:
+    raise UserError(f"train: {rows} rollout rows are not divisible by the {n_dev} devices")
+
+
+class Trainer:
+  """Owns the loop state; `run()` trains to `cfg.num_iterations`, resuming when possible."""
+
+  def __init__(self, models: Models, problems: list[Problem], *, cfg: TrainConfig | None = None,
+               ppo_cfg: PPOConfig | None = None, cccs_cfg: CCCSConfig | None = None,
+               fgo_cfg: FGOConfig | None = None, pool=None, sampler=None):
+    from stepcoder_jax.models.value import ValueModel
+
+    self.cfg = cfg or TrainConfig()
+    self.ppo_cfg = ppo_cfg or PPOConfig()
+    self.cccs_cfg = cccs_cfg or CCCSConfig()
+    self.fgo_cfg = fgo_cfg or FGOConfig()
+    _check_config(self.cfg, self.ppo_cfg)
+    if not problems:
+      raise UserError("train: the training split has no problems")
+    self.models = models
+    self.tok = models.tokenizer
+    self.problems = problems
+    self.pool = pool
+    self.sampler = sampler
+    self.work_dir = Path(self.cfg.work_dir)
+    self.work_dir.mkdir(parents=True, exist_ok=True)
+    self.curriculum = Curriculum(self.cccs_cfg)
+    self.curriculum.register_all(problems)
+    value = ValueModel.from_policy(models.policy)
+    self.policy_gd, self.value_gd, self.state = ppo.init_train_state(models.policy, value,
+                                                                     self.ppo_cfg)
+    # The reference policy is the starting policy, frozen; a copy because ppo_step donates.
+    self.ref_params = jax.tree.map(jnp.copy, self.state.policy)
+    self.ppo_step = ppo.make_ppo_step(self.policy_gd, self.value_gd, self.ppo_cfg)
+    self.forward = make_rollout_forward(self.policy_gd, self.value_gd, self.cfg.logprob_chunk)
+    self.iteration = 0
+    self.eos_ids = tuple(models.cfg.eos_ids) or (self.tok.eos_token_id,)
+    self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+    self.prompt_len = batching.bucket(self.cfg.max_prompt_tokens)
+    self.response_len = batching.bucket(self.cfg.max_new_tokens)
+    if self.sampler is None:
+      self.sampler = make_policy_sampler(
+          self.policy_gd, self.cfg.temperature, self.cfg.top_p, self.cfg.top_k,
+          self.cfg.max_new_tokens, self.eos_ids, self.pad_id, self.prompt_len)
+
+  def policy_model(self) -> nnx.Module:
+    """The current policy as a Decoder (shares the state's arrays)."""
+    return nnx.merge(self.policy_gd, self.state.policy, self.state.policy_rest)
+
+  # ---------------------------------------------------------------- checkpoints
+
+  def _trees(self) -> dict[str, Any]:
+    st = self.state
+    return {"policy": st.policy, "value": st.value, "policy_opt": st.policy_opt,
+            "value_opt": st.value_opt}
+
+  def save(self, ckpt: ckpt_lib.Checkpointer) -> None:
+    meta = {"iteration": self.iteration, "curriculum": self.curriculum.to_json(),
+            "seed": self.cfg.seed, "ppo_step": int(self.state.step),
+            "kl_coef": float(self.state.kl_coef), "gin": gin.operative_config_str()}
+    ckpt.save(self.iteration, self._trees(), meta=meta, force=True)
+
+  def maybe_restore(self, ckpt: ckpt_lib.Checkpointer) -> bool:
+    if ckpt.latest_step() is None:
+      return False
+    trees, meta = ckpt.restore(None, targets=self._trees())
+    self.state = self.state.replace(
+        **trees, step=jnp.asarray(meta["ppo_step"], jnp.int32),
+        kl_coef=jnp.asarray(meta["kl_coef"], jnp.float32))
+    self.curriculum = Curriculum.from_json(meta["curriculum"], self.cccs_cfg)
+    self.curriculum.register_all(self.problems)
+    self.iteration = int(meta["iteration"])
+    _log.info("resumed from %s at iteration %d", ckpt.directory, self.iteration)
+    return True
+
+  # ---------------------------------------------------------------- one iteration
+
+  def iterate(self) -> dict[str, float]:
+    cfg, it = self.cfg, self.iteration
+    t0 = time.time()
+    chosen = choose_problems(self.problems, self.curriculum.sampling_weights(self.problems),
+                             cfg.problems_per_iteration, cfg.seed, it)
+    chosen = [p for p in chosen for _ in range(cfg.samples_per_problem)]
+    items, skipped = rollout.make_items(chosen, self.curriculum, self.tok, cfg.prompt_style,
+                                        self.prompt_len)
+    if not items:
+      raise UserError(f"train: every prompt of iteration {it} is longer than "
+                      f"train.max_prompt_tokens={cfg.max_prompt_tokens}")
+    while len(items) % max(1, self.ppo_cfg.minibatches * self.ppo_cfg.grad_accum):
+      items.append(items[len(items) % len(items)])  # keep the batch divisible (rare: skipped)
+    rng = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), it)
+    responses = self.sampler(self.state, [i.prompt_ids for i in items], rng)
+    t_sample = time.time()
+    rollout.fill_responses(items, responses, self.tok, self.eos_ids)
+    future = self.pool.submit(rollout.jobs(items))
+    arrays = rollout.pack(items, self.pad_id, self.prompt_len, self.response_len)
+    dev = {k: jnp.asarray(v) for k, v in arrays.items()}
+    old, ref, values = self.forward(self.state, self.ref_params, dev["tokens"], dev["positions"],
+                                    dev["attention_mask"])  # dispatched; runs during judging
+    results = future.result()
+    t_judge = time.time()
+    for item, res in zip(items, results):
+      item.result = res
+    rm = rollout.rewards_and_masks(items, arrays, self.prompt_len, self.fgo_cfg.enabled)
+    resp = dev["response_mask"].astype(jnp.float32)
+    batch = {**dev, "response_mask": resp, "fgo_mask": jnp.asarray(rm["fgo_mask"]),
+             "old_logprobs": old * resp, "ref_logprobs": ref * resp, "values": values * resp,
+             "rewards": jnp.asarray(rm["rewards"])}
+    self.state, step_metrics = self.ppo_step(self.state, batch)
+    step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+    for item in items:
+      self.curriculum.record(item.problem.id, item.result.outcome == "passed")
+    self.iteration += 1
+    out = {**rollout.summary(items, rm["fgo_mask"], arrays["response_mask"]),
+           **{f"ppo/{k}": v for k, v in step_metrics.items()},
+           "prompts_skipped": len(skipped),
+           "time/sample_s": t_sample - t0, "time/judge_wait_s": t_judge - t_sample,
+           "time/iteration_s": time.time() - t0}
+    for stage, count in self.curriculum.histogram().items():
+      out[f"cccs/stage_{stage}"] = count
+    return out
+
+  # ---------------------------------------------------------------- the loop
+
+  def run(self, on_iteration=None) -> list[dict]:
+    cfg = self.cfg
+    history = []
+    ck_cfg = ckpt_lib.CheckpointConfig(max_to_keep=cfg.keep_checkpoints, save_interval_steps=1)
+    ck_dir = ckpt_lib.checkpoint_dir(self.work_dir)
+    ckpt_lib.save_inference_assets(ck_dir, self.models.cfg, self.tok)
+    with ckpt_lib.Checkpointer(ck_dir, ck_cfg) as ckpt, \
+         metrics_lib.MetricsWriter(self.work_dir) as writer:
+      self.maybe_restore(ckpt)
+      with metrics_lib.ProgressBar(cfg.num_iterations, initial=self.iteration,
+                                   desc="stepcoder") as bar:
+        while self.iteration < cfg.num_iterations:
+          m = self.iterate()
+          writer.write(self.iteration, m)
+          bar.update({"reward": m["reward_mean"], "pass": m["pass_rate"]})
+          history.append(m)
+          if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.num_iterations:
+            self.save(ckpt)
+          if on_iteration is not None:
+            on_iteration(self, m)
+      ckpt.wait()
+    return history
