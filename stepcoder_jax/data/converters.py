@@ -79,10 +79,14 @@ def _require(rec: dict, keys: tuple[str, ...], where: str, fmt: str) -> None:
     raise RecordError(f"{where}{fmt} record is missing field(s) {missing}; it has {sorted(rec)}")
 
 
-def _entry_from_asserts(test_code: str) -> str | None:
-  m = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:set\(|math\.isclose\()?\s*([A-Za-z_]\w*)\s*\(",
-                test_code)
-  return m.group(1) if m else None
+def _entry_from_asserts(test_code: str, code: str) -> str | None:
+  """The first function called by the asserts that the solution defines (MBPP has no field)."""
+  called = re.findall(r"([A-Za-z_]\w*)\s*\(", test_code)
+  defined = set(re.findall(r"^\s*def\s+([A-Za-z_]\w*)", code, flags=re.M))
+  for name in called:
+    if name in defined:
+      return name
+  return None
 
 
 def from_humaneval(rec: dict, where: str = "") -> Problem:
@@ -114,7 +118,7 @@ def from_mbpp(rec: dict, where: str = "") -> Problem:
                canonical_solution=_lf(rec["code"]),
                test_code=test_code,
                test_setup_code=_lf(rec.get("test_setup_code") or ""),
-               entry_point=_entry_from_asserts(test_code),
+               entry_point=_entry_from_asserts(test_code, rec["code"]),
                source="mbpp")
 
 
@@ -168,7 +172,7 @@ def from_apps_plus(rec: dict, index: int, path: str) -> Problem:
     raise RecordError(f"{where}is a {type(rec).__name__}, expected a JSON object")
   keys = sorted(rec)
   _, question = _pick(rec, "question")
-  _, sol = _pick(rec, "solution")
+  sol_key, sol = _pick(rec, "solution")
   tests_key, tests = _pick(rec, "tests")
   if tests_key is None and "inputs" in rec and "outputs" in rec:
     tests = {"inputs": rec["inputs"], "outputs": rec["outputs"]}
@@ -186,8 +190,8 @@ def from_apps_plus(rec: dict, index: int, path: str) -> Problem:
   if not isinstance(tests, dict) or "inputs" not in tests or "outputs" not in tests:
     raise RecordError(f"{where}record {rid!r}: tests field has no inputs/outputs; the record has "
                       f"keys {keys}")
-  sol = _maybe_json(sol, where, rid, "solution") if isinstance(sol, str) and \
-      sol.lstrip().startswith("[") else sol
+  if sol_key == "solutions" and isinstance(sol, str):  # APPS style: a JSON list in a string
+    sol = _maybe_json(sol, where, rid, sol_key)
   if isinstance(sol, list):
     sol = sol[0] if sol else ""
   if sol is not None and not isinstance(sol, str):

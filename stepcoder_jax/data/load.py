@@ -51,7 +51,9 @@ def read_json_records(path: str) -> list[Any]:
     with _open_text(path) as f:
       data = json.load(f)
   except json.JSONDecodeError as e:
-    raise RecordError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    if e.msg != "Extra data":
+      raise RecordError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    return [r for _, r in iter_jsonl(path)]  # JSON lines under a .json name
   if isinstance(data, list):
     return data
   if isinstance(data, dict):
@@ -156,3 +158,43 @@ def load_problems(dataset: str, split: str, data_dir: str | None = None,
   from stepcoder_jax.data import builders  # heavy (tensorflow_datasets); only when used
   return builders.read_split(dataset, split, data_dir=data_dir or default_data_dir(),
                              manual_dir=manual_dir)
+
+
+def add_dataset_arguments(parser, split: bool = True) -> None:
+  """The shared flags --dataset/--split/--data_dir/--manual_dir (gin `dataset.*` fills the rest)."""
+  parser.add_argument("--dataset", default=None,
+                      help="TFDS dataset name (apps_plus, apps, humaneval, mbpp, stepcoder_builtin);"
+                           " default: gin dataset.name")
+  if split:
+    parser.add_argument("--split", default=None,
+                        help="split to read; default: gin dataset.eval_split")
+  parser.add_argument("--data_dir", default=None,
+                      help="where built datasets live (default ~/.cache/stepcoder_jax/tfds)")
+  parser.add_argument("--manual_dir", default=None,
+                      help="where manually downloaded files are (looked up as DIR/<dataset>/ "
+                           "then DIR/)")
+
+
+def dataset_from_args(args, purpose: str = "eval") -> tuple[str, str, str | None, str | None]:
+  """(name, split, data_dir, manual_dir): flags first, then the gin `dataset` config.
+
+  Args:
+    args: parsed flags (any of dataset, split, data_dir, manual_dir may be missing or None).
+    purpose: 'eval' or 'train': which gin split is the default.
+  """
+  from stepcoder_jax.data.config import DatasetConfig
+  cfg = DatasetConfig()
+  name = getattr(args, "dataset", None) or cfg.name
+  split = getattr(args, "split", None) or (cfg.train_split if purpose == "train" else cfg.eval_split)
+  data_dir = getattr(args, "data_dir", None) or cfg.data_dir
+  manual_dir = getattr(args, "manual_dir", None) or cfg.manual_dir
+  return name, split, data_dir, manual_dir
+
+
+def problems_from_args(args, purpose: str = "eval") -> list[Problem]:
+  """Problems named by --problems FILE when given, else by --dataset/--split (TFDS)."""
+  path = getattr(args, "problems", None)
+  if path:
+    return load_problem_file(path)
+  name, split, data_dir, manual_dir = dataset_from_args(args, purpose)
+  return load_problems(name, split, data_dir=data_dir, manual_dir=manual_dir)

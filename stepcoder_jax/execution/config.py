@@ -2,3 +2,67 @@
 import dataclasses
 
 import gin
+
+
+@gin.configurable('execution')
+@dataclasses.dataclass
+class ExecutionConfig:
+  """The host-side sandboxed execution pool (stepcoder_jax.execution.pool).
+
+  Attributes:
+    workers: persistent worker processes; 0 means the CPU count.
+    timeout_s: wall-time limit of one test (seconds).
+    program_timeout_s: wall-time limit of one whole program (all its tests).
+    memory_mb: address-space limit (RLIMIT_AS) of a program, MiB.
+    max_processes: RLIMIT_NPROC (threads count too) of a program, enforced under a per-worker
+      sandbox uid when the pool runs as root.
+    max_output_bytes: cap of each output file, stdout and stderr (RLIMIT_FSIZE).
+    max_open_files: RLIMIT_NOFILE of a program.
+    coverage: trace executed lines (needed by FGO); off makes judging a little faster.
+    stop_at_first_failure: skip the remaining tests of a program after its first non-pass.
+    allow_fork: let programs fork (bounded by max_processes); off blocks fork/exec/spawn.
+    network_namespace: give each worker an empty network namespace when the OS permits; socket
+      creation is blocked inside programs in any case.
+    sandbox_uid_base: when root, each worker runs programs as a random uid >= this base.
+    float_rel_tol: relative tolerance of float comparisons (APPS uses numpy.allclose: 1e-5).
+    float_abs_tol: absolute tolerance of float comparisons (numpy.allclose default: 1e-8).
+    max_error_chars: the error message is cut to this many characters.
+    preload_modules: imported by each worker before forking, so programs get them for free
+      (and, when the sandbox uid cannot read the interpreter's files, at all). Big modules
+      (numpy) make every fork slower: add them only when programs need them.
+    sandbox_root: parent of the per-program temporary directories; None: /dev/shm when
+      writable, else the system temp dir.
+  """
+  workers: int = 0
+  timeout_s: float = 4.0
+  program_timeout_s: float = 30.0
+  memory_mb: int = 2048
+  max_processes: int = 32
+  max_output_bytes: int = 1 << 20
+  max_open_files: int = 64
+  coverage: bool = True
+  stop_at_first_failure: bool = False
+  allow_fork: bool = False
+  network_namespace: bool = True
+  sandbox_uid_base: int = 200000
+  float_rel_tol: float = 1e-5
+  float_abs_tol: float = 1e-8
+  max_error_chars: int = 500
+  preload_modules: tuple = (
+      "array", "atexit", "bisect", "calendar", "cmath", "collections", "contextlib", "copy",
+      "dataclasses", "datetime", "decimal", "enum", "fileinput", "fractions", "functools",
+      "hashlib", "heapq", "io", "itertools", "json", "math", "numbers", "operator", "pprint",
+      "queue", "random", "re", "statistics", "string", "struct", "textwrap", "threading", "time",
+      "typing", "unicodedata")
+  sandbox_root: str | None = None
+
+
+@gin.configurable('reward')
+@dataclasses.dataclass
+class RewardConfig:
+  """CodeRL / StepCoder reward per outcome (placed on the last generated token)."""
+  passed: float = 1.0
+  failed: float = -0.3
+  runtime_error: float = -0.6
+  timeout: float = -0.6
+  compile_error: float = -1.0

@@ -2,3 +2,88 @@
 import dataclasses
 
 import gin
+
+
+@gin.configurable('cccs')
+@dataclasses.dataclass
+class CCCSConfig:
+  """Curriculum of Code Completion Subtasks (see stepcoder_jax/rl/cccs.py).
+
+  Attributes:
+    enabled: False gives plain RL (every problem at s* = 0: question alone), for ablations.
+    rho: a stage is passed when its accumulated pass rate strictly exceeds rho.
+    min_attempts: attempts needed on a stage before its pass rate is trusted.
+    weight_power: problem sampling weight is (1 + E) ** weight_power, E = number of
+      conditional statements; 0 samples uniformly.
+  """
+  enabled: bool = True
+  rho: float = 0.5
+  min_attempts: int = 4
+  weight_power: float = 1.0
+
+
+@gin.configurable('fgo')
+@dataclasses.dataclass
+class FGOConfig:
+  """Fine-Grained Optimization: mask the tokens of unexecuted lines out of the policy loss.
+
+  Attributes:
+    enabled: False gives a mask of ones (the same compiled PPO step, for ablations).
+  """
+  enabled: bool = True
+
+
+@gin.configurable('ppo')
+@dataclasses.dataclass
+class PPOConfig:
+  """PPO hyper-parameters (see stepcoder_jax/rl/ppo.py).
+
+  Attributes:
+    gamma, lam: GAE discount and lambda over response tokens.
+    clip_eps: policy ratio clip; a token is clipped only when the ratio is strictly outside
+      [1 - clip_eps, 1 + clip_eps] in the direction that would increase the objective.
+    value_clip: clip of the new value around the rollout value (<= 0 disables).
+    value_coef: weight of the value loss (reported loss only; value params have their own optimizer).
+    kl_coef: initial per-token KL penalty coefficient against the reference policy.
+    adaptive_kl: adapt kl_coef towards kl_target (Ziegler et al. 2019) over kl_horizon sequences.
+    entropy_coef: entropy bonus weight (0 disables).
+    whiten_advantages: normalise advantages over the response tokens of the rollout batch.
+    epochs, minibatches, grad_accum: each step runs epochs x minibatches optimizer updates;
+      each minibatch is split into grad_accum micro-batches whose gradients are summed.
+    shuffle: permute the rollout rows every epoch.
+    policy_lr, value_lr: peak learning rates.
+    lr_schedule: 'constant' or 'cosine' (to 10% of peak at decay_steps), after linear warmup.
+    warmup_steps, decay_steps: in optimizer updates.
+    max_grad_norm, value_max_grad_norm: global-norm clipping (<= 0 disables).
+    weight_decay, adam_b1, adam_b2, adam_eps: AdamW settings (shared).
+    logprob_chunk: sequence chunk of the chunked log-prob computation.
+    seed: the minibatch shuffling key (folded with the step number).
+  """
+  gamma: float = 1.0
+  lam: float = 0.95
+  clip_eps: float = 0.2
+  value_clip: float = 0.2
+  value_coef: float = 0.5
+  kl_coef: float = 0.05
+  adaptive_kl: bool = False
+  kl_target: float = 6.0
+  kl_horizon: float = 10000.0
+  entropy_coef: float = 0.0
+  whiten_advantages: bool = True
+  epochs: int = 1
+  minibatches: int = 1
+  grad_accum: int = 1
+  shuffle: bool = True
+  policy_lr: float = 1e-6
+  value_lr: float = 5e-6
+  lr_schedule: str = 'constant'
+  warmup_steps: int = 0
+  decay_steps: int = 10000
+  max_grad_norm: float = 1.0
+  value_max_grad_norm: float = 1.0
+  weight_decay: float = 0.0
+  adam_b1: float = 0.9
+  adam_b2: float = 0.95
+  adam_eps: float = 1e-8
+  logprob_chunk: int = 128
+  seed: int = 0

@@ -45,8 +45,11 @@ def load_split(split: str, dataset: str | None = None, data_dir: str | None = No
 
 
 def open_pool(cfg: ExecutionConfig | None = None):
+  """A started ExecutionPool from gin's `execution` config (use as a context manager)."""
   from stepcoder_jax.execution import ExecutionPool
-  return ExecutionPool(cfg or ExecutionConfig())
+  pool = ExecutionPool(cfg or ExecutionConfig())
+  pool.start()
+  return pool
 
 
 def make_trainer(cfg: TrainConfig, models, problems: list[Problem], pool):

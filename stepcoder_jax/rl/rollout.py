@@ -107,7 +107,7 @@ def fill_responses(items: list[Item], responses: Sequence[Sequence[int]], tokeni
 
 
 def jobs(items: Sequence[Item]):
-  from stepcoder_jax.execution import Job  # host-only import; no jax
+  from stepcoder_jax.execution.job import Job  # host-only import; no jax
   return [Job(problem=it.problem, completion=it.completion, prefix=it.prompt.code_prefix)
           for it in items]
 

@@ -40,6 +40,7 @@ class SFTConfig:
   prompt_style: str = "plain"       # the prompt the policy will see in train/eval
   logprob_chunk: int = 128
   log_every: int = 1                # metrics.jsonl / TensorBoard every this many steps
+  nll_examples: int = 64            # examples whose target NLL is reported before/after (0: off)
 
 
 @gin.configurable("eval")

@@ -1,0 +1,596 @@
+"""Runs one program's tests inside its sandboxed child process and reports raw observations.
+
+The harness never decides a verdict for stdio and call-based tests (it never sees the expected
+outputs): it reports what the program printed or returned, as plain data, to a pipe whose number
+the program is not told, each record tagged with a per-program nonce. The judge (worker) compares.
+Assert-style tests (HumanEval/MBPP) must run next to the program; there the harness reports pass/
+fail per test, after making sure every value that crosses from program to test code is a fresh
+plain-data copy (``plain.plain``), so ``__eq__``/``__bool__`` tricks cannot pass an assert, and
+after restoring any stdlib module the test code reads that the program monkeypatched.
+
+Everything the harness calls after untrusted code starts is bound at import time (module globals
+here are unreachable from the program: frame and gc introspection are refused by the audit hook
+and the harness's modules are removed from ``sys.modules``), and this module's builtins are a
+private copy, so patching ``builtins`` or ``os`` does not reach it.
+
+Records (one JSON line each, ``NONCE\\t{...}``): ``compiled`` (statement units for coverage),
+``compile_error``, ``setup_error``, ``start`` / ``end`` per test, ``done``.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import io
+import json
+import os
+import sys
+import threading
+import time
+import types
+
+from stepcoder_jax.execution import lines as _lines_mod
+from stepcoder_jax.execution import plain as _plain_mod
+
+__builtins__ = dict(vars(builtins))  # pylint: disable=redefined-builtin  # private copy
+_PRISTINE_BUILTINS = dict(vars(builtins))  # given to test code, never to the program
+
+_write, _read, _close, _dup2, _open, _lseek = os.write, os.read, os.close, os.dup2, os.open, \
+    os.lseek
+_exit, _fsync = os._exit, os.fsync
+_perf = time.perf_counter
+_monotonic = time.monotonic
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+_loads = json.loads
+_plain, _encode, _NotData = _plain_mod.plain, _plain_mod.encode, _plain_mod.NotData
+_instrument, _PROBE = _lines_mod.instrument, _lines_mod.PROBE
+_enumerate_threads, _main_thread = threading.enumerate, threading.main_thread
+_ModuleType = types.ModuleType
+_BaseException_str = BaseException.__str__
+_TextIOWrapper, _FileIO, _BufferedWriter, _BufferedReader = (io.TextIOWrapper, io.FileIO,
+                                                               io.BufferedWriter,
+                                                               io.BufferedReader)
+
+PROGRAM_FILE = "<program>"
+TESTS_FILE = "<tests>"
+
+# Modules whose attributes the program could patch to fool test code; restored before tests.
+_GUARDED_MODULES = ("math", "cmath", "random", "re", "string", "collections", "itertools",
+                    "functools", "heapq", "bisect", "operator", "copy", "statistics", "fractions",
+                    "decimal", "typing", "hashlib", "numpy")
+
+# The names APPS' testing_util puts in front of every program (no textual prefix: line numbers
+# must stay the program's own).
+_APPS_HEADER = """
+import sys, time, itertools, collections, math, fractions, random, heapq, bisect, string, re
+from itertools import accumulate, product, permutations, combinations
+from collections import Counter, OrderedDict, deque, defaultdict, ChainMap
+from functools import lru_cache, reduce, cmp_to_key
+from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2, inf
+from typing import List, Tuple, Dict, Set, Optional
+from heapq import heappush, heappop, heapify, heappushpop, nlargest, nsmallest
+"""
+_APPS_HEADER_CODE = compile(_APPS_HEADER, "<apps-header>", "exec")
+
+
+_FLUSH_EVERY_S = 0.05
+
+
+class _Reporter:
+  """Writes nonce-tagged JSON lines to the private result pipe.
+
+  Records are buffered and written at most every 50 ms (and at the end): each write wakes the
+  worker, and on a busy host every wake-up costs a context switch both ways. Records carry the
+  monotonic clock, so the worker still times each test from its real start (a test gets at least
+  its limit minus 50 ms).
+  """
+
+  def __init__(self, fd: int, nonce: str):
+    self.fd, self.nonce = fd, nonce
+    self.buf: list[str] = []
+    self.last = _monotonic()
+
+  def send(self, rec: dict, flush: bool = False) -> None:
+    now = _monotonic()
+    rec["tm"] = now
+    self.buf.append(self.nonce + "\t" + _dumps(rec) + "\n")
+    if flush or now - self.last > _FLUSH_EVERY_S:
+      self.flush()
+
+  def flush(self) -> None:
+    data = "".join(self.buf).encode("ascii")
+    self.buf = []
+    self.last = _monotonic()
+    view = memoryview(data)
+    while view:
+      n = _write(self.fd, view)
+      view = view[n:]
+
+
+
+
+def _snapshot_modules(names) -> list:
+  """(module, attrs, {class: attrs}) for stdlib modules the test code may read."""
+  snaps = []
+  for name in names:
+    mod = sys.modules.get(name)
+    if mod is None or type(mod) is not _ModuleType:
+      continue
+    attrs = dict(vars(mod))
+    classes = {}
+    for v in attrs.values():
+      if type(v) is type and getattr(v, "__module__", "").split(".")[0] == name.split(".")[0]:
+        try:
+          classes[v] = dict(vars(v))
+        except TypeError:
+          pass
+    snaps.append((mod, attrs, classes))
+  return snaps
+
+
+_PRISTINE: dict[str, tuple] = {}
+
+
+def snapshot_pristine() -> None:
+  """Snapshot the guarded modules once, in the worker, before any program ran (children inherit
+  it, so a child only pays for restoring the modules its test code names)."""
+  for snap in _snapshot_modules([m for m in _GUARDED_MODULES if m in sys.modules]):
+    _PRISTINE[snap[0].__name__] = snap
+
+
+def _referenced_modules(ttree: ast.AST) -> tuple[set[str], set[str]]:
+  """(modules the test code imports, names it loads) -- what a monkeypatch could reach."""
+  imports, names = set(), set()
+  for node in ast.walk(ttree):
+    if isinstance(node, ast.Import):
+      imports.update(a.name for a in node.names)
+      names.update(a.name.split(".")[0] for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+      imports.add(node.module)
+    elif isinstance(node, ast.Name):
+      names.add(node.id)
+  return imports, names
+
+
+def _restore_modules(snaps) -> list[str]:
+  """Undo monkeypatching of snapshotted modules/classes; returns what had been changed."""
+  changed = []
+  for mod, attrs, classes in snaps:
+    d = vars(mod)
+    missing = object()
+    if len(d) != len(attrs) or any(d.get(k, missing) is not v for k, v in attrs.items()):
+      changed.append(mod.__name__)
+      d.clear()
+      d.update(attrs)
+    for cls, cattrs in classes.items():
+      now = dict(vars(cls))
+      for k in now:
+        if type(k) is str and k not in cattrs:
+          try:
+            type.__delattr__(cls, k)
+          except (AttributeError, TypeError):
+            pass
+          changed.append(f"{mod.__name__}.{cls.__name__}")
+      for k, v in cattrs.items():
+        if now.get(k) is not v and k not in ("__dict__", "__weakref__"):
+          try:
+            type.__setattr__(cls, k, v)
+          except (AttributeError, TypeError):
+            pass
+          changed.append(f"{mod.__name__}.{cls.__name__}")
+  return changed
+
+
+def _safe_str(exc) -> str:
+  return _BaseException_str(exc)
+
+
+def _error_text(exc: BaseException, run_untrusted, limit: int) -> tuple[str, str]:
+  """('TypeName: message (program line N)', innermost filename).
+
+  Called while trusted; the message (which may run the program's ``__str__`` of an argument) is
+  computed with the audit hook armed, the traceback is read with plain attribute access.
+  """
+  name = type.__dict__["__name__"].__get__(type(exc))
+  msg, bad = run_untrusted(_safe_str, exc)
+  if bad is not None or type(msg) is not str:
+    msg = "?"
+  where, line, tb = "", None, exc.__traceback__
+  while tb is not None:
+    fname = tb.tb_frame.f_code.co_filename
+    where = fname
+    if fname == PROGRAM_FILE:
+      line = tb.tb_lineno
+    tb = tb.tb_next
+  text = f"{name}: {msg}" if msg else name
+  if line is not None:
+    text += f" (program line {line})"
+  return text[:limit], where
+
+
+def _apps_wrap(tree: ast.Module) -> ast.Module:
+  """APPS runs scripts with a top-level return/nonlocal inside a function; so do we.
+
+  Imports stay at module level; line numbers are kept, so coverage is unchanged.
+  """
+  imports = [s for s in tree.body if isinstance(s, (ast.Import, ast.ImportFrom))]
+  rest = [s for s in tree.body if not isinstance(s, (ast.Import, ast.ImportFrom))]
+  if not rest:
+    rest = [ast.Pass()]
+  first = rest[0]
+  fn = ast.FunctionDef(name="__apps_main__", args=ast.arguments(
+      posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
+      defaults=[]), body=rest, decorator_list=[], returns=None, type_comment=None)
+  call = ast.Expr(ast.Call(ast.Name("__apps_main__", ast.Load()), [], []))
+  for node in (fn, call):
+    ast.copy_location(node, first)
+  mod = ast.Module(body=imports + [fn, call], type_ignores=[])
+  return ast.fix_missing_locations(mod)
+
+
+def _compile(program: str, kind: str, coverage: bool):
+  """(code, statement units, error). Compile errors are SyntaxErrors and friends; nothing ran.
+
+  With coverage the code carries probes (``lines.instrument``) and units are their spans.
+  """
+  try:
+    tree = ast.parse(program, PROGRAM_FILE)
+  except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError) as e:
+    return None, None, f"{type(e).__name__}: {e}"
+  units = []
+  if coverage:
+    tree, units = _instrument(tree)
+  try:
+    return compile(tree, PROGRAM_FILE, "exec"), units, None
+  except SyntaxError as e:
+    msg = str(e)
+    if kind == "stdio" and ("outside function" in msg or "nonlocal" in msg):
+      try:
+        return compile(_apps_wrap(tree), PROGRAM_FILE, "exec"), units, None
+      except SyntaxError:
+        pass
+    return None, None, f"SyntaxError: {e}"
+  except (ValueError, MemoryError, RecursionError, OverflowError) as e:
+    return None, None, f"{type(e).__name__}: {e}"
+
+
+def _join_threads(deadline_s: float = 3600.0) -> None:
+  """Wait for non-daemon threads the program started (APPS solutions often run main in one)."""
+  main = _main_thread()
+  for t in _enumerate_threads():
+    if t is not main and not t.daemon:
+      t.join(deadline_s)
+
+
+class Harness:
+  """Runs the tests of one job; see the module docstring."""
+
+  def __init__(self, job: dict, report: _Reporter, set_trusted):
+    self.job = job
+    self.report = report
+    self.set_trusted = set_trusted
+    self.limit = int(job.get("max_error_chars", 500))
+    self.coverage = bool(job.get("coverage"))
+    self.hits = bytearray(0)  # the program's probes set hits[k] when statement unit k runs
+    self.sent = 0
+    self.max_out = int(job["max_output_bytes"])
+
+  # -- helpers ---------------------------------------------------------------------------------
+  def _new_lines(self) -> list[int]:
+    """Unit ids hit since the last report (the program could write junk there: clamp)."""
+    hits = bytes(self.hits)
+    out = [k for k in range(len(hits)) if hits[k]]
+    return out
+
+  def _trace_namespace(self, ns: dict) -> None:
+    """Give the program's namespace the probe array (one array for all tests: merged)."""
+    ns[_PROBE] = self.hits
+
+  def _untrusted(self, fn, *args):
+    """Call fn(*args) with the audit hook armed; returns (value, exc)."""
+    self.set_trusted(False)
+    try:
+      return fn(*args), None
+    except BaseException as e:  # pylint: disable=broad-except
+      return None, e
+    finally:
+      self.set_trusted(True)
+
+  def _end(self, i, status, out=None, error="", t0=0.0):
+    rec = {"e": "end", "i": i, "status": status, "lines": self._new_lines(),
+           "t": _perf() - t0}
+    if out is not None:
+      rec["out"] = out
+    if error:
+      rec["error"] = error[:self.limit]
+    # In stop-at-first-failure mode the judge must see each verdict at once to stop the rest.
+    self.report.send(rec, flush=bool(self.job.get("stop_at_first_failure")))
+
+  def _fail_setup(self, exc):
+    text, _ = _error_text(exc, self._untrusted, self.limit)
+    self.set_trusted(True)
+    self.report.send({"e": "setup_error", "error": text, "lines": self._new_lines()})
+
+  # -- entry -----------------------------------------------------------------------------------
+  def run(self) -> None:
+    job = self.job
+    kind = job["kind"]
+    code, units, err = _compile(job["program"], kind, self.coverage)
+    if err is not None:
+      self.report.send({"e": "compile_error", "error": err[:self.limit]})
+      return
+    self.hits = bytearray(len(units))
+    self.report.send({"e": "compiled", "units": [list(u) for u in units]})
+    if kind == "stdio":
+      self._run_stdio(code)
+    elif kind == "call":
+      self._run_call(code)
+    else:
+      self._run_assert(code)
+
+  # -- stdio -----------------------------------------------------------------------------------
+  def _prepare_stdio_files(self, inputs):
+    fds = []
+    for i, text in enumerate(inputs):
+      fd = _open(f"_in{i}", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+      data = text.encode("utf-8", "surrogatepass")
+      view = memoryview(data)
+      while view:
+        view = view[_write(fd, view):]
+      fds.append(fd)
+    return fds
+
+  def _capture(self, i):
+    fd = _open(f"_out{i}", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    _dup2(fd, 1)
+    out = _TextIOWrapper(_BufferedWriter(_FileIO(1, "w", closefd=False)), encoding="utf-8",
+                         errors="replace", line_buffering=False, write_through=False)
+    sys.stdout = out
+    return fd, out
+
+  def _collect(self, fd, out) -> str:
+    try:
+      out.flush()
+    except BaseException:  # pylint: disable=broad-except
+      pass
+    try:
+      sys.__stdout__.flush()
+    except BaseException:  # pylint: disable=broad-except
+      pass
+    _lseek(fd, 0, 0)
+    chunks, total = [], 0
+    while total < self.max_out:
+      b = _read(fd, min(1 << 16, self.max_out - total))
+      if not b:
+        break
+      chunks.append(b)
+      total += len(b)
+    _close(fd)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+  def _run_stdio(self, code):
+    inputs = self.job["inputs"]
+    in_fds = self._prepare_stdio_files(inputs)
+    self.job["limit_files"]()
+    for i, in_fd in enumerate(in_fds):
+      _lseek(in_fd, 0, 0)
+      _dup2(in_fd, 0)
+      _close(in_fd)
+      sys.stdin = _TextIOWrapper(_BufferedReader(_FileIO(0, "r", closefd=False)),
+                                 encoding="utf-8", errors="replace")
+      out_fd, out = self._capture(i)
+      self.report.send({"e": "start", "i": i})
+      t0 = _perf()
+      ns = {"__name__": "__main__", "__builtins__": builtins}
+      exec(_APPS_HEADER_CODE, ns)  # pylint: disable=exec-used
+      self._trace_namespace(ns)
+      _, exc = self._untrusted(self._exec_and_join, code, ns)
+      if exc is not None and type(exc) is SystemExit:
+        status = exc.code
+        if status is None or (type(status) is int and status == 0):
+          exc = None
+      text = self._collect(out_fd, out)
+      if exc is not None:
+        self._end(i, "error", out=text, error=_error_text(exc, self._untrusted, self.limit)[0],
+                  t0=t0)
+      else:
+        self._end(i, "ok", out=text, t0=t0)
+
+  @staticmethod
+  def _exec_and_join(code, ns):
+    try:
+      exec(code, ns)  # pylint: disable=exec-used
+    finally:
+      _join_threads()
+
+  # -- call-based ------------------------------------------------------------------------------
+  def _run_call(self, code):
+    self.job["limit_files"]()
+    ns = {"__name__": "__sandbox__", "__builtins__": builtins}
+    exec(_APPS_HEADER_CODE, ns)  # pylint: disable=exec-used
+    self._trace_namespace(ns)
+    _, exc = self._untrusted(exec, code, ns)
+    if exc is not None:
+      self._fail_setup(exc)
+      return
+    fn_name = self.job["fn_name"]
+    args_all = self.job["inputs"]
+    for i, args in enumerate(args_all):
+      self.report.send({"e": "start", "i": i})
+      t0 = _perf()
+      args = _plain(args)  # a fresh copy per test: programs may mutate their arguments
+      out, exc = self._untrusted(self._call, ns, fn_name, args)
+      if exc is not None:
+        status, text = self._classify(exc)
+        self._end(i, status, error=text, t0=t0)
+      elif type(out) is not str:
+        self._end(i, "error", error="internal: result was not encoded", t0=t0)
+      else:
+        self._end(i, "ok", out=out, t0=t0)
+
+  @staticmethod
+  def _call(ns, fn_name, args):
+    sol = ns.get("Solution")
+    if isinstance(sol, type) and hasattr(sol, fn_name):
+      fn = getattr(sol(), fn_name)
+    else:
+      fn = ns[fn_name]
+    if not isinstance(args, list):
+      args = [args]
+    return _encode(fn(*args))
+
+  # -- assert (HumanEval / MBPP) -----------------------------------------------------------------
+  def _test_namespace(self, ns: dict) -> dict:
+    """Names the test code sees: plain copies and result-copying wrappers of program names.
+
+    Classes other than the entry point pass through (MBPP tests build inputs from them, e.g.
+    ``Node``/``Pair``), but calling one from test code yields an exact instance of it or a
+    plain copy; the entry point is always result-copied, even when it is a class.
+    """
+    tns = {"__name__": "__tests__", "__builtins__": dict(_PRISTINE_BUILTINS)}
+    entry = self.job.get("entry_point")
+    for k, v in list(dict.items(ns)):
+      if type(k) is not str or k.startswith("__"):
+        continue
+      if type(v) is _ModuleType:
+        tns[k] = v
+      elif type(v) is type and k != entry:
+        tns[k] = _wrap_class(v)
+      elif callable(v):
+        tns[k] = _wrap(v)
+      else:
+        copy, exc = self._untrusted(_plain, v)
+        if exc is None:
+          tns[k] = copy
+    return tns
+
+  def _run_assert(self, code):
+    job = self.job
+    test_code = job["test_code"]
+    try:
+      ttree = ast.parse(test_code, TESTS_FILE)
+    except SyntaxError as e:
+      self.report.send({"e": "setup_error", "error": f"test code does not parse: {e}"})
+      return
+    test_imports, names = _referenced_modules(ttree)
+    for name in sorted(test_imports):  # imported now, so that they are snapshotted
+      if name not in sys.modules:
+        try:
+          __import__(name)
+        except BaseException:  # pylint: disable=broad-except
+          pass
+    guarded = sorted((test_imports | names) & (set(_GUARDED_MODULES) | test_imports))
+    snaps = [_PRISTINE[m] for m in guarded if m in _PRISTINE]
+    snaps += _snapshot_modules([m for m in guarded if m not in _PRISTINE])
+    self.job["limit_files"]()
+    ns = {"__name__": "__sandbox__", "__builtins__": builtins}
+    self._trace_namespace(ns)
+    _, exc = self._untrusted(exec, code, ns)
+    if exc is not None:
+      self._fail_setup(exc)
+      return
+    patched = _restore_modules(snaps)
+    tns = self._test_namespace(ns)
+    is_check = job.get("entry_point") and any(
+        isinstance(s, ast.FunctionDef) and s.name == "check" for s in ttree.body)
+    if job.get("test_setup_code", "").strip():
+      _, exc = self._untrusted(exec, compile(job["test_setup_code"], TESTS_FILE, "exec"), tns)
+      if exc is not None:
+        self._fail_setup(exc)
+        return
+    if is_check:
+      self._run_check(ttree, ns, tns, patched)
+    else:
+      self._run_assert_lines(ttree, tns, patched)
+
+  def _classify(self, exc) -> tuple[str, str]:
+    text, where = _error_text(exc, self._untrusted, self.limit)
+    if isinstance(exc, _NotData):
+      return "fail", "returned a non-data value: " + text
+    if isinstance(exc, AssertionError) and where == TESTS_FILE:
+      return "fail", text
+    return "error", text
+
+  def _run_check(self, ttree, ns, tns, patched):
+    entry = self.job["entry_point"]
+    _, exc = self._untrusted(exec, compile(ttree, TESTS_FILE, "exec"), tns)
+    if exc is not None:
+      self._fail_setup(exc)
+      return
+    self.report.send({"e": "start", "i": 0})
+    t0 = _perf()
+    if entry not in ns:
+      self._end(0, "error", error=f"NameError: name {entry!r} is not defined", t0=t0)
+      return
+    check = tns.get("check")
+    _, exc = self._untrusted(check, _wrap(ns[entry]))
+    if exc is None:
+      self._end(0, "ok", t0=t0)
+    else:
+      status, text = self._classify(exc)
+      self._end(0, status, error=text, t0=t0)
+
+  def _run_assert_lines(self, ttree, tns, patched):
+    i = 0
+    for stmt in ttree.body:
+      mod = ast.Module(body=[stmt], type_ignores=[])
+      code = compile(mod, TESTS_FILE, "exec")
+      if not isinstance(stmt, ast.Assert):
+        _, exc = self._untrusted(exec, code, tns)
+        if exc is not None:
+          self._fail_setup(exc)
+          return
+        continue
+      self.report.send({"e": "start", "i": i})
+      t0 = _perf()
+      _, exc = self._untrusted(exec, code, tns)
+      if exc is None:
+        self._end(i, "ok", t0=t0)
+      else:
+        status, text = self._classify(exc)
+        self._end(i, status, error=text, t0=t0)
+      i += 1
+
+
+def _wrap(fn):
+  """Program callable -> callable whose results are plain-data copies (see plain.plain)."""
+  plain = _plain
+
+  def candidate(*args, **kwargs):
+    return plain(fn(*args, **kwargs))
+  return candidate
+
+
+def _wrap_class(cls):
+  """A program class called from test code: its own exact instance, else a plain copy."""
+  plain = _plain
+
+  def construct(*args, **kwargs):
+    obj = cls(*args, **kwargs)
+    if type(obj) is cls:
+      return obj
+    return plain(obj)
+  return construct
+
+
+def child_main(job_fd: int, report_fd: int, nonce: str, set_trusted, limit_files) -> None:
+  """Entry of a sandboxed child once confined: read the job, run it, report, exit."""
+  report = _Reporter(report_fd, nonce)
+  try:
+    chunks = []
+    while True:
+      b = _read(job_fd, 1 << 20)
+      if not b:
+        break
+      chunks.append(b)
+    _close(job_fd)
+    job = _loads(b"".join(chunks))
+    job["limit_files"] = limit_files
+    Harness(job, report, set_trusted).run()
+    report.send({"e": "done"}, flush=True)
+  except BaseException as e:  # pylint: disable=broad-except
+    try:
+      set_trusted(True)
+      report.send({"e": "internal", "error": f"{type(e).__name__}: {e}"[:500]}, flush=True)
+    except BaseException:  # pylint: disable=broad-except
+      pass
+  _exit(0)

@@ -1,0 +1,79 @@
+"""What the pool is given (Job) and what it returns (ExecResult); see docs/ARCHITECTURE.md."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+
+from stepcoder_jax.data.record import Problem
+
+
+@dataclasses.dataclass
+class Job:
+  """One program to judge: ``prefix + completion`` against ``problem``'s tests.
+
+  ``prefix`` is given (starter code or a CCCS prefix) and never trained on, so its lines are
+  reported apart from the completion's.
+  """
+  problem: Problem
+  completion: str
+  prefix: str = ""
+
+  @property
+  def program(self) -> str:
+    return self.prefix + self.completion
+
+
+@dataclasses.dataclass
+class ExecResult:
+  """The verdict on one program.
+
+  Line numbers are 1-based in the completion's own coordinates: line 1 is the program line that
+  holds the completion's first character. ``prefix_executed_lines`` are in the prefix's (= the
+  program's) coordinates and only count lines wholly before the completion.
+  """
+  outcome: str
+  reward: float
+  tests_passed: int
+  tests_total: int
+  executed_lines: list[int] = dataclasses.field(default_factory=list)
+  executable_lines: list[int] = dataclasses.field(default_factory=list)
+  prefix_executed_lines: list[int] = dataclasses.field(default_factory=list)
+  error: str = ""
+  duration_s: float = 0.0
+
+  @property
+  def passed(self) -> bool:
+    return self.outcome == "passed"
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def count_tests(problem: Problem) -> int:
+  """Tests of a problem as the judge counts them.
+
+  stdio/call: one per input. Assert-style: a HumanEval ``check(candidate)`` is one test (it is one
+  call); MBPP's asserts are one test each (each runs on its own, so a partial pass is visible).
+  """
+  if problem.test_kind != "assert":
+    return len(problem.inputs)
+  try:
+    tree = ast.parse(problem.test_code)
+  except SyntaxError:
+    return 1
+  if problem.entry_point and any(isinstance(s, ast.FunctionDef) and s.name == "check"
+                                 for s in tree.body):
+    return 1
+  return max(1, sum(isinstance(s, ast.Assert) for s in tree.body))
+
+
+def job_message(job: Job) -> dict:
+  """What the pool sends a worker (expected outputs included: the worker keeps them)."""
+  p = job.problem
+  msg = {"kind": p.test_kind, "program": job.program, "n_tests": count_tests(p)}
+  if p.test_kind == "assert":
+    msg.update(test_code=p.test_code, test_setup_code=p.test_setup_code,
+               entry_point=p.entry_point)
+  else:
+    msg.update(inputs=p.inputs, outputs=p.outputs, fn_name=p.fn_name)
+  return msg

@@ -1,0 +1,481 @@
+"""A persistent worker process: judges one program at a time, each in a fresh forked child.
+
+Run as ``python -m stepcoder_jax.execution.worker`` by the pool, which talks to it over stdin/
+stdout with length-prefixed JSON frames: first the config, then jobs; each job gets one reply.
+
+Why this shape: a worker pre-imports the harness and the stdlib modules programs use, then forks a
+child per program (a fork of a warm interpreter costs about a millisecond; a new interpreter ~20).
+The next child is forked *before* the next job arrives, so it never holds any expected output in
+its memory; the worker keeps those and computes the verdict from what the child reports. The
+worker enforces the per-test and per-program wall-time limits (SIGKILL to the child's process
+group), reaps every process it created (it is a child subreaper), and removes each sandbox dir.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import os
+import random
+import secrets
+import select
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+
+from stepcoder_jax.execution import compare, harness, sandbox
+from stepcoder_jax.execution import lines as lines_mod
+
+_HDR = struct.Struct(">I")
+_MAX_RECORD_BYTES = 8 << 20
+
+
+def read_frame(fd: int) -> bytes | None:
+  """One length-prefixed frame, or None at EOF."""
+  head = _read_exact(fd, 4)
+  if head is None:
+    return None
+  (n,) = _HDR.unpack(head)
+  return _read_exact(fd, n) if n else b""
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+  chunks, got = [], 0
+  while got < n:
+    b = os.read(fd, min(n - got, 1 << 20))
+    if not b:
+      return None
+    chunks.append(b)
+    got += len(b)
+  return b"".join(chunks)
+
+
+def write_frame(fd: int, payload: bytes) -> None:
+  _write_all(fd, _HDR.pack(len(payload)) + payload)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+  view = memoryview(data)
+  while view:
+    view = view[os.write(fd, view):]
+
+
+class _Child:
+  """A forked, confined process waiting for its job."""
+
+  def __init__(self, pid, pidfd, job_w, rep_r, nonce, sandbox_dir):
+    self.pid, self.pidfd, self.job_w, self.rep_r = pid, pidfd, job_w, rep_r
+    self.nonce, self.sandbox_dir = nonce, sandbox_dir
+
+
+class Worker:
+  """State of one worker process (see module docstring)."""
+
+  def __init__(self, cfg: dict):
+    self.cfg = cfg
+    self.is_root = os.geteuid() == 0
+    self.uid = None
+    if self.is_root:
+      base = int(cfg.get("sandbox_uid_base", 200000))
+      self.uid = base + random.SystemRandom().randrange(1 << 20)
+    self.netns = sandbox.enter_netns() if cfg.get("network_namespace", True) else "off"
+    self.subreaper = sandbox.become_subreaper()
+    self.nproc = None
+    if self.is_root or cfg.get("allow_fork"):
+      # As root the uid is ours alone; otherwise RLIMIT_NPROC counts all of this user's
+      # processes, so allow what runs now plus the configured amount.
+      self.nproc = cfg["max_processes"] + (0 if self.is_root else _count_user_processes())
+    self.child: _Child | None = None
+    self.dying: list[int] = []  # killed children not reaped yet
+    for name in cfg.get("preload_modules", ()):
+      try:
+        importlib.import_module(name)
+      except ImportError:
+        pass
+    root = cfg.get("sandbox_root")
+    if not root:
+      root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    self.sandbox_root = root
+    exec(harness._APPS_HEADER_CODE, {})  # pylint: disable=exec-used,protected-access
+    harness.snapshot_pristine()
+
+  # -- children ----------------------------------------------------------------------------------
+  def prefork(self) -> None:
+    sandbox_dir = tempfile.mkdtemp(prefix="scj-", dir=self.sandbox_root)
+    if self.uid is not None:
+      os.chown(sandbox_dir, self.uid, self.uid)
+    job_r, job_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    nonce = secrets.token_hex(12)
+    gc.freeze()  # the child's gc then skips the inherited objects (fewer copy-on-write faults)
+    pid = os.fork()
+    if pid == 0:  # child
+      try:
+        self._child_setup(sandbox_dir, job_r, rep_w, nonce)
+      finally:
+        os._exit(3)
+    os.close(job_r)
+    os.close(rep_w)
+    os.set_blocking(rep_r, False)
+    try:
+      pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+      pidfd = None
+    self.child = _Child(pid, pidfd, job_w, rep_r, nonce, sandbox_dir)
+
+  def _child_setup(self, sandbox_dir, job_r, rep_w, nonce):
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+      signal.signal(sig, signal.SIG_DFL)
+    os.chdir(sandbox_dir)
+    # Private fds at random high numbers (above RLIMIT_NOFILE), everything else closed.
+    rng = random.SystemRandom()
+    jfd, rfd = rng.sample(range(300, 1000), 2)
+    os.dup2(job_r, jfd)
+    os.dup2(rep_w, rfd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    out = os.open("_stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    err = os.open("_stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    lo, hi = sorted((jfd, rfd))
+    os.closerange(3, lo)
+    os.closerange(lo + 1, hi)
+    os.closerange(hi + 1, 1 << 16)
+    if self.uid is not None:
+      os.chown("_stdout", self.uid, self.uid)
+      os.chown("_stderr", self.uid, self.uid)
+    # Nothing of ours stays importable or reachable by module name.
+    for name in list(sys.modules):
+      if name.startswith("stepcoder_jax") or name in ("__main__", "ctypes", "_ctypes",
+                                                      "ctypes.util", "_posixsubprocess"):
+        del sys.modules[name]
+    cfg = dict(self.cfg, nproc=self.nproc)
+    sandbox.set_limits(cfg)
+    if self.uid is not None:
+      sandbox.drop_privileges(self.uid)
+    max_out = int(cfg["max_output_bytes"])
+    set_trusted = sandbox.install_audit_hook(sandbox_dir, bool(cfg.get("allow_fork")))
+    harness.child_main(jfd, rfd, nonce, set_trusted,
+                       lambda: sandbox.limit_file_size(max_out))
+
+  def _kill(self, child: _Child) -> None:
+    for fn, target in ((os.killpg, child.pid), (os.kill, child.pid)):
+      try:
+        fn(target, signal.SIGKILL)
+      except (ProcessLookupError, PermissionError):
+        pass
+
+  def _reap_uid(self) -> None:
+    """Kill every process left under this worker's sandbox uid (forked descendants)."""
+    if self.uid is None:
+      return
+    pid = os.fork()
+    if pid == 0:
+      try:
+        os.setgid(self.uid)
+        os.setuid(self.uid)
+        os.kill(-1, signal.SIGKILL)
+      finally:
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+  def _reap_orphans(self) -> None:
+    still = []
+    for pid in self.dying:
+      try:
+        if os.waitpid(pid, os.WNOHANG)[0] == 0:
+          still.append(pid)
+      except ChildProcessError:
+        pass
+    self.dying = still
+    while True:
+      try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+      except ChildProcessError:
+        return
+      if pid == 0:
+        return
+
+  # -- one job -----------------------------------------------------------------------------------
+  def judge(self, job: dict) -> dict:
+    """Runs ``job`` in the pre-forked child; returns the ExecResult fields."""
+    if self.child is None:
+      self.prefork()
+    child, self.child = self.child, None
+    t0 = time.perf_counter()
+    expected = job.pop("outputs", None)
+    kind = job["kind"]
+    n = int(job["n_tests"])
+    cfg = self.cfg
+    job["max_output_bytes"] = cfg["max_output_bytes"]
+    job["max_error_chars"] = cfg["max_error_chars"]
+    job.setdefault("coverage", cfg["coverage"])
+    job["stop_at_first_failure"] = bool(cfg.get("stop_at_first_failure"))
+    verdicts: list[str | None] = [None] * n
+    errors: list[str] = []
+    units: list[tuple[int, int]] = []
+    traced: set[int] = set()  # ids of the statement units that ran
+    state = {"compile_error": None, "setup_error": None, "done": False, "current": None,
+             "bad": None, "stop": False, "last_done": None}
+    rel, abs_ = cfg["float_rel_tol"], cfg["float_abs_tol"]
+
+    def on_record(rec: dict) -> None:
+      e = rec.get("e")
+      if e == "compiled":
+        state["last_tm"] = max(state["last_tm"], float(rec.get("tm", 0.0)))
+        units.extend((int(a), int(b)) for a, b in rec.get("units", []))
+      elif e == "compile_error":
+        state["compile_error"] = str(rec.get("error", "SyntaxError"))
+      elif e == "setup_error":
+        state["setup_error"] = str(rec.get("error", "error"))
+        traced.update(int(x) for x in rec.get("lines", []))
+      elif e == "start":
+        i = int(rec["i"])
+        if not 0 <= i < n:
+          raise ValueError("test index out of range")
+        state["current"] = i
+        state["last_tm"] = max(state["last_tm"], float(rec.get("tm", 0.0)))
+      elif e == "end" and state["stop"]:
+        return  # tests after the first failure do not count
+      elif e == "end":
+        i = int(rec["i"])
+        if not 0 <= i < n or state["current"] != i:
+          raise ValueError("unexpected test end")
+        state["current"] = None
+        state["last_done"] = i
+        state["last_tm"] = max(state["last_tm"], float(rec.get("tm", 0.0)))
+        traced.update(int(x) for x in rec.get("lines", []))
+        status = rec.get("status")
+        if status == "ok" and kind == "stdio":
+          status = "ok" if compare.stdio_equal(str(rec.get("out", "")), expected[i], rel, abs_) \
+              else "fail"
+        elif status == "ok" and kind == "call":
+          try:
+            got = compare.decode(str(rec.get("out", "null")))
+            status = "ok" if compare.call_equal(got, expected[i], rel, abs_) else "fail"
+          except (ValueError, RecursionError):
+            status = "fail"
+        if status not in ("ok", "fail", "error"):
+          raise ValueError("bad status")
+        verdicts[i] = {"ok": "pass", "fail": "fail", "error": "error"}[status]
+        if status != "ok":
+          if rec.get("error"):
+            errors.append(f"test {i}: {rec['error']}")
+          elif status == "fail" and not errors:
+            errors.append(f"test {i}: wrong answer")
+          if cfg.get("stop_at_first_failure"):
+            state["stop"] = True
+      elif e == "done":
+        state["done"] = True
+      elif e == "internal":
+        state["bad"] = "harness error: " + str(rec.get("error", ""))
+      else:
+        raise ValueError("unknown record")
+
+    payload = json.dumps(job).encode()
+    try:
+      _write_all(child.job_w, payload)
+    except OSError:
+      state["bad"] = "sandbox process died before the job started"
+    os.close(child.job_w)
+    deadline = t0 + cfg["program_timeout_s"]
+    # The running test (or the setup before test 0) started at the latest event the child
+    # reported, or when the job was sent; the child reports with at most 50 ms of delay.
+    state["last_tm"] = time.monotonic()
+    mono_to_perf = time.perf_counter() - time.monotonic()
+    timed_out = False
+    poller = select.poll()
+    poller.register(child.rep_r, select.POLLIN)
+    if child.pidfd is not None:
+      poller.register(child.pidfd, select.POLLIN)
+    prefix = child.nonce.encode() + b"\t"
+    buf = [b""]
+
+    def feed(data: bytes) -> None:
+      b = buf[0] + data
+      while b"\n" in b and not state["bad"]:
+        line, b = b.split(b"\n", 1)
+        if not line.startswith(prefix):
+          state["bad"] = "the judge's result pipe received data not written by the harness"
+          break
+        try:
+          on_record(json.loads(line[len(prefix):]))
+        except (ValueError, KeyError, TypeError, IndexError):
+          state["bad"] = "malformed record on the judge's result pipe"
+      if len(b) > _MAX_RECORD_BYTES:
+        state["bad"] = "oversized record on the judge's result pipe"
+      buf[0] = b
+
+    def read_available() -> bool:
+      """Reads what is there; False at EOF."""
+      while True:
+        try:
+          data = os.read(child.rep_r, 1 << 20)
+        except BlockingIOError:
+          return True
+        if not data:
+          return False
+        feed(data)
+        if state["bad"]:
+          return True
+
+    while True:
+      now = time.perf_counter()
+      dl = min(deadline, state["last_tm"] + mono_to_perf + cfg["timeout_s"])
+      if now >= dl:
+        timed_out = True
+        break
+      if state["stop"] or state["bad"] or state["done"]:
+        break  # a finished child is killed, not awaited: its exit is slow and proves nothing
+      events = poller.poll(max(1, int((dl - now) * 1000) + 1))
+      fds = {fd for fd, _ in events}
+      if child.rep_r in fds and not read_available():
+        break  # EOF: the child (and anything it forked) is gone or closed the pipe
+      if child.pidfd is not None and child.pidfd in fds:
+        read_available()  # whatever it wrote before exiting; descendants may hold the pipe
+        break
+    current = state["current"]
+    if timed_out and current is None:
+      # Reports lag up to 50 ms: it was in the test after the last one it reported.
+      nxt = 0 if state["last_done"] is None else state["last_done"] + 1
+      current = nxt if nxt < n else None
+    if state["done"]:
+      status = 0
+      self._kill(child)
+      self.dying.append(child.pid)
+    else:
+      self._kill(child)
+      _, status = os.waitpid(child.pid, 0)
+    if self.cfg.get("allow_fork"):
+      self._reap_uid()
+    self._reap_orphans()
+    for fd in (child.rep_r, child.pidfd):
+      if fd is not None:
+        os.close(fd)
+    shutil.rmtree(child.sandbox_dir, ignore_errors=True)
+    duration = time.perf_counter() - t0
+
+    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    outcome, error = _decide(state, verdicts, errors, timed_out, current, signum, cfg)
+    passed = sum(v == "pass" for v in verdicts)
+    executed, executable = _coverage(units, traced)
+    return {"outcome": outcome, "tests_passed": passed, "tests_total": n,
+            "executed": sorted(executed), "executable": sorted(executable),
+            "error": error[:cfg["max_error_chars"]], "duration_s": duration}
+
+  def close(self) -> None:
+    for pid in self.dying:
+      try:
+        os.waitpid(pid, 0)
+      except ChildProcessError:
+        pass
+    self.dying = []
+    if self.child is not None:
+      self._kill(self.child)
+      try:
+        os.waitpid(self.child.pid, 0)
+      except ChildProcessError:
+        pass
+      shutil.rmtree(self.child.sandbox_dir, ignore_errors=True)
+      self.child = None
+
+
+def _decide(state, verdicts, errors, timed_out, current, signum, cfg) -> tuple[str, str]:
+  """Outcome from the per-test verdicts (CodeRL priority: compile > runtime/timeout > fail)."""
+  if state["compile_error"]:
+    return "compile_error", state["compile_error"]
+  if state["bad"]:
+    return "runtime_error", state["bad"]
+  if timed_out:
+    if current is not None:
+      verdicts[current] = "timeout"
+      errors.insert(0, f"test {current}: time limit ({cfg['timeout_s']} s) exceeded")
+    else:
+      return "timeout", f"program time limit ({cfg['program_timeout_s']} s) exceeded"
+  if state["setup_error"]:
+    return "runtime_error", state["setup_error"]
+  if not state["done"] and not timed_out and not state["stop"]:
+    if signum in (signal.SIGXCPU, signal.SIGKILL) and current is not None:
+      verdicts[current] = "timeout"
+      errors.insert(0, f"test {current}: CPU time limit exceeded")
+    else:
+      i = current if current is not None else next(
+          (k for k, v in enumerate(verdicts) if v is None), None)
+      why = f"killed by signal {signal.Signals(signum).name}" if signum else \
+          "exited before the tests finished"
+      if i is not None:
+        verdicts[i] = "error"
+      errors.insert(0, f"test {i}: program {why}" if i is not None else f"program {why}")
+  for v in verdicts:
+    if v in ("timeout", "error"):
+      return ("timeout" if v == "timeout" else "runtime_error"), "; ".join(errors)
+  if any(v == "fail" for v in verdicts):
+    return "failed", "; ".join(errors)
+  if all(v == "pass" for v in verdicts):
+    return "passed", ""
+  return "failed", "; ".join(errors) or "not all tests ran"
+
+
+def _coverage(units, hit_ids) -> tuple[set[int], set[int]]:
+  """(executed, executable) program lines from the statement units and the ids of those run."""
+  hits = [False] * len(units)
+  for k in hit_ids:
+    if 0 <= k < len(units):
+      hits[k] = True
+  return lines_mod.covered(units, hits)
+
+
+def _count_user_processes() -> int:
+  uid, n = os.getuid(), 0
+  for d in os.listdir("/proc"):
+    if d.isdigit():
+      try:
+        if os.stat(f"/proc/{d}").st_uid == uid:
+          n += 1
+      except OSError:
+        pass
+  return n
+
+
+def main() -> int:
+  in_fd, out_fd = os.dup(0), os.dup(1)
+  null = os.open(os.devnull, os.O_RDWR)
+  os.dup2(null, 0)
+  os.dup2(null, 1)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pool shuts us down, not ^C
+  first = read_frame(in_fd)
+  if first is None:
+    return 0
+  worker = Worker(json.loads(first))
+  worker.prefork()
+  write_frame(out_fd, json.dumps({"ready": True, "netns": worker.netns, "uid": worker.uid,
+                                  "pid": os.getpid()}).encode())
+  try:
+    while True:
+      frame = read_frame(in_fd)
+      if frame is None:
+        break
+      job = json.loads(frame)
+      try:
+        result = worker.judge(job)
+      except Exception as e:  # pylint: disable=broad-except  # report, stay alive
+        result = {"outcome": "runtime_error", "tests_passed": 0, "tests_total":
+                  int(job.get("n_tests", 0)), "executed": [], "executable": [],
+                  "error": f"judge error: {type(e).__name__}: {e}", "duration_s": 0.0}
+        worker.child = None
+        worker._reap_orphans()  # pylint: disable=protected-access
+      write_frame(out_fd, json.dumps(result).encode())
+      if worker.child is None:
+        worker.prefork()  # the next child, ready before the next job arrives
+  finally:
+    worker.close()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

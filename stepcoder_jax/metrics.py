@@ -1,0 +1,245 @@
+"""Training metrics: a JSONL log, TensorBoard event files, a progress bar and plots.
+
+Only process 0 writes (every process computes the same global metrics, so one copy suffices).
+The JSONL log is the source of truth (one object per step, flushed at once so a killed run keeps
+every finished step); TensorBoard is for watching a run live; the plots are for the README.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+JSONL_NAME = "metrics.jsonl"
+TB_DIR = "tensorboard"
+
+
+def _is_process_zero() -> bool:
+  import jax  # only here: plotting and reading logs must not need a backend
+  return jax.process_index() == 0
+
+
+def _scalar(v: Any) -> float | int | None:
+  """A Python number for scalars (numpy / jax 0-d arrays too); None for anything else."""
+  if isinstance(v, (bool, np.bool_)):
+    return int(v)
+  if isinstance(v, np.generic):
+    return v.item()
+  if isinstance(v, numbers.Number):
+    return v  # type: ignore[return-value]
+  if hasattr(v, "shape") and getattr(v, "size", 0) == 1 and np.ndim(v) == 0:
+    return np.asarray(v).item()
+  return None
+
+
+def _jsonable(v: Any) -> Any:
+  s = _scalar(v)
+  if s is not None:
+    return None if isinstance(s, float) and not math.isfinite(s) else s
+  if hasattr(v, "shape"):
+    return np.asarray(v).tolist()
+  if isinstance(v, Mapping):
+    return {str(k): _jsonable(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [_jsonable(x) for x in v]
+  return v
+
+
+class MetricsWriter:
+  """Appends one JSON object per step to `<workdir>/metrics.jsonl` and mirrors the scalars to
+  TensorBoard (`<workdir>/tensorboard`). Arrays and lists (e.g. the curriculum stage histogram)
+  go to TensorBoard as histograms and to the JSONL as lists.
+
+  Args:
+    workdir: run directory.
+    enabled: default: only process 0 writes.
+    tensorboard / jsonl: which outputs.
+  """
+
+  def __init__(self, workdir: str | Path, *, enabled: bool | None = None, tensorboard: bool = True,
+               jsonl: bool = True):
+    self.workdir = Path(workdir)
+    self.enabled = _is_process_zero() if enabled is None else enabled
+    self._jsonl = None
+    self._tb = None
+    if not self.enabled:
+      return
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    if jsonl:
+      self._jsonl = open(self.workdir / JSONL_NAME, "a", encoding="utf-8")
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(logdir=str(self.workdir / TB_DIR), flush_secs=10)
+
+  @property
+  def jsonl_path(self) -> Path:
+    return self.workdir / JSONL_NAME
+
+  def write(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> None:
+    """Record `metrics` at `step` (keys become `prefix + key`)."""
+    if not self.enabled:
+      return
+    row = {"step": int(step), "time": round(time.time(), 3)}
+    for k, v in metrics.items():
+      row[prefix + k] = _jsonable(v)
+    if self._jsonl is not None:
+      self._jsonl.write(json.dumps(row, sort_keys=False) + "\n")
+      self._jsonl.flush()
+    if self._tb is not None:
+      for k, v in metrics.items():
+        name = prefix + k
+        s = _scalar(v)
+        if s is not None:
+          self._tb.add_scalar(name, s, step)
+        elif hasattr(v, "shape") or isinstance(v, (list, tuple)):
+          arr = np.asarray(v, dtype=np.float64).ravel()
+          if arr.size:
+            self._tb.add_histogram(name, arr, step)
+
+  def write_text(self, step: int, tag: str, text: str) -> None:
+    """Free text (e.g. a sampled completion, the gin config) into TensorBoard."""
+    if self.enabled and self._tb is not None:
+      self._tb.add_text(tag, text, step)
+
+  def flush(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.flush()
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.close()
+      self._jsonl = None
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+  def __enter__(self) -> "MetricsWriter":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+  """The rows of a metrics log; a torn last line (killed run) is skipped."""
+  rows = []
+  for line in Path(path).read_text(encoding="utf-8").splitlines():
+    line = line.strip()
+    if not line:
+      continue
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return rows
+
+
+class ProgressBar:
+  """A tqdm bar over training iterations showing reward, pass rate and tqdm's own ETA."""
+
+  def __init__(self, total: int, initial: int = 0, *, enabled: bool | None = None,
+               desc: str = "train", keys: Sequence[str] = ("reward", "pass_rate"), file: Any = None):
+    self.enabled = _is_process_zero() if enabled is None else enabled
+    self.keys = tuple(keys)
+    self._bar = None
+    self.shown: dict[str, str] = {}  # what the bar shows after the counter
+    if self.enabled:
+      from tqdm import tqdm
+      self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
+                       smoothing=0.1, unit="it", file=file)
+
+  def update(self, metrics: Mapping[str, Any] | None = None, n: int = 1) -> None:
+    if self._bar is None:
+      return
+    if metrics:
+      shown = {}
+      for k in self.keys:
+        s = _scalar(metrics.get(k)) if k in metrics else None
+        if s is not None:
+          shown[k] = f"{s:.3f}"
+      self.shown = shown
+      self._bar.set_postfix(shown, refresh=False)
+    self._bar.update(n)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+      self._bar = None
+
+  def __enter__(self) -> "ProgressBar":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg")  # files only; never a display
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def plot_curves(jsonl_path: str | Path, out_png: str | Path, keys: Iterable[str],
+                *, smooth: int = 1, title: str | None = None) -> Path:
+  """One panel per key of `metrics.jsonl` against step (moving average over `smooth` points)."""
+  rows = read_jsonl(jsonl_path)
+  keys = list(keys)
+  if not keys:
+    raise ValueError("plot_curves: no keys")
+  plt = _pyplot()
+  fig, axes = plt.subplots(len(keys), 1, figsize=(6, 2.4 * len(keys)), squeeze=False, sharex=True)
+  for ax, key in zip(axes[:, 0], keys):
+    pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+    if pts:
+      steps, vals = map(np.asarray, zip(*pts))
+      if smooth > 1 and len(vals) >= smooth:
+        kernel = np.ones(smooth) / smooth
+        vals = np.convolve(vals, kernel, mode="valid")
+        steps = steps[smooth - 1:]
+      ax.plot(steps, vals)
+    else:
+      ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylabel(key)
+    ax.grid(alpha=0.3)
+  axes[-1, 0].set_xlabel("step")
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  out = Path(out_png)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=100)
+  plt.close(fig)
+  return out
+
+
+def plot_pass_at_1_bars(before: Mapping[str, float], after: Mapping[str, float],
+                        out_png: str | Path, *, labels: tuple[str, str] = ("before", "after"),
+                        title: str = "pass@1 by difficulty") -> Path:
+  """Grouped bars of pass@1 (in %) per difficulty, before and after training."""
+  groups = list(dict.fromkeys(list(before) + list(after)))
+  plt = _pyplot()
+  x = np.arange(len(groups))
+  width = 0.38
+  fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(groups) + 2), 3.2))
+  for i, (vals, label) in enumerate(((before, labels[0]), (after, labels[1]))):
+    ys = [100.0 * float(vals.get(g, float("nan"))) for g in groups]
+    bars = ax.bar(x + (i - 0.5) * width, ys, width, label=label)
+    ax.bar_label(bars, fmt="%.1f", fontsize=7)
+  ax.set_xticks(x, groups)
+  ax.set_ylabel("pass@1 (%)")
+  ax.set_title(title)
+  ax.legend()
+  fig.tight_layout()
+  out = Path(out_png)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=100)
+  plt.close(fig)
+  return out

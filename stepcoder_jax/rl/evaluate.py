@@ -1,0 +1,241 @@
+"""Evaluation: sample n completions per problem, judge them, report pass@k and greedy pass@1.
+
+Each problem's prompt is `build_prompt(problem, prefix='')` (the question plus the starter code,
+as in RL at the last curriculum stage s* = 0). The sampler completes it; the completion is cut at
+the style's stop strings and the program judged is `code_prefix + completion`, exactly as in
+training (`execution.Job(problem, completion, prefix=code_prefix)`).
+
+Samples: with temperature 0 the n samples would be identical, so one greedy sample is drawn and
+it is both the n = 1 sample set and the greedy pass@1 verdict. With temperature > 0, n samples
+give pass@k (unbiased estimator, `stepcoder_jax.eval`) for every requested k <= n, and (when
+`cfg.greedy`) one extra greedy sample per problem gives greedy pass@1.
+
+A prompt longer than `cfg.max_prompt_tokens` (after cutting the question) is not sampled; its
+samples count as failures (outcome 'prompt_too_long'), so a long-prompt problem lowers the score
+instead of silently leaving the denominator.
+
+Outputs (when `out_dir` is given): `<name>.md` and `<name>.json` (the table by difficulty, the
+settings and the per-problem counts) and `<name>_samples.jsonl` (one line per judged sample).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from stepcoder_jax import eval as eval_lib
+from stepcoder_jax.data import prompts as prompts_lib
+from stepcoder_jax.data.record import Problem
+from stepcoder_jax.rl.train_config import EvalConfig
+
+_log = logging.getLogger(__name__)
+
+PROMPT_TOO_LONG = "prompt_too_long"
+
+# (problem, prompt, sample index) -> raw completion text; replaces the sampler (tests, baselines).
+CompletionFn = Callable[[Problem, prompts_lib.PromptParts, int], str]
+
+
+@dataclasses.dataclass
+class EvalReport:
+  """What `evaluate` measured.
+
+  Attributes:
+    table: {difficulty: {"problems", "pass@k"..., "greedy pass@1"}}, "all" last (eval.aggregate).
+    problems: per problem, n samples and c passing (ProblemResult).
+    samples: one dict per judged sample (problem_id, difficulty, sample, greedy, completion,
+      outcome, reward, tests_passed, tests_total, error).
+    settings: the EvalConfig used and the effective n and ks.
+  """
+  table: dict[str, dict]
+  problems: list[eval_lib.ProblemResult]
+  samples: list[dict]
+  settings: dict
+
+  def pass_at(self, k: int, group: str = eval_lib.ALL) -> float | None:
+    return self.table.get(group, {}).get(f"pass@{k}")
+
+  def greedy_pass_at_1(self, group: str = eval_lib.ALL) -> float | None:
+    return self.table.get(group, {}).get("greedy pass@1")
+
+  def metrics(self) -> dict[str, float]:
+    """Flat scalars for a metrics log: '<difficulty>/pass@k', '<difficulty>/greedy_pass@1'."""
+    out = {}
+    for group, row in self.table.items():
+      for col, v in row.items():
+        if col != "problems" and v is not None:
+          out[f"{group}/{col.replace(' ', '_')}"] = float(v)
+    return out
+
+
+def effective_samples(cfg: EvalConfig) -> tuple[int, tuple[int, ...], bool]:
+  """(n sampled per problem, ks reported, whether an extra greedy sample is drawn)."""
+  greedy_only = cfg.temperature <= 0.0
+  n = 1 if greedy_only else max(1, int(cfg.num_samples))
+  if greedy_only and cfg.num_samples > 1:
+    _log.warning("eval: temperature 0 gives identical samples; drawing n = 1 (greedy)")
+  ks = tuple(sorted({int(k) for k in cfg.ks if 0 < int(k) <= n})) or (1,)
+  dropped = sorted({int(k) for k in cfg.ks} - set(ks))
+  if dropped:
+    _log.warning("eval: pass@k for k = %s needs n >= k; n = %d, not reported", dropped, n)
+  return n, ks, (cfg.greedy and not greedy_only)
+
+
+def _encode(tokenizer, parts: prompts_lib.PromptParts) -> list[int]:
+  return list(tokenizer(parts.text, add_special_tokens=parts.add_special_tokens)["input_ids"])
+
+
+def _sample(model, tokenizer, rows: list[tuple[int, list[int], tuple[str, ...]]],
+            cfg: EvalConfig, temperature: float, seed: int) -> Iterator[dict[int, str]]:
+  """Completion texts of (row id, prompt ids, stop strings) rows, one dict per sampler batch.
+
+  Batches have a fixed size (the last one padded by repetition) and share one prompt bucket, so
+  the sampler compiles once per temperature. Yielding per batch lets the caller start judging a
+  batch while the next one is sampled.
+  """
+  import jax
+
+  from stepcoder_jax import sampling
+  from stepcoder_jax.models.config import SamplingConfig
+
+  if not rows:
+    return
+  eos = sampling.eos_ids_for(model.cfg, tokenizer)
+  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+  longest = max(len(ids) for _, ids, _ in rows)
+  scfg = SamplingConfig(temperature=temperature, top_p=cfg.top_p if temperature > 0 else 1.0,
+                        top_k=cfg.top_k if temperature > 0 else 0,
+                        max_new_tokens=cfg.max_new_tokens,
+                        min_prompt_bucket=sampling.bucket(longest, 16))
+  bs = max(1, min(cfg.batch_size, len(rows)))
+  key = jax.random.key(seed)
+  for b, start in enumerate(range(0, len(rows), bs)):
+    chunk = rows[start:start + bs]
+    ids = [r[1] for r in chunk] + [chunk[0][1]] * (bs - len(chunk))
+    res = sampling.generate_ids(model, ids, scfg, jax.random.fold_in(key, b), eos, pad)
+    out: dict[int, str] = {}
+    for i, (row_id, _, stop) in enumerate(chunk):
+      n = int(res.lengths[i])
+      toks = [int(t) for t in res.tokens[i, :n]]
+      if res.finished[i] and toks:
+        toks = toks[:-1]  # the EOS token is not text
+      out[row_id], _, _ = sampling.apply_stop_strings(tokenizer, toks, stop)
+    yield out
+
+
+def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, pool, *,
+             out_dir: str | Path | None = None, name: str = "eval",
+             completion_fn: CompletionFn | None = None, progress: bool = False) -> EvalReport:
+  """pass@k (n samples) and greedy pass@1 of `model` on `problems`, by difficulty.
+
+  Args:
+    model: a Decoder (unused when `completion_fn` is given).
+    tokenizer: its tokenizer (prompts are built and encoded with it).
+    problems: the problems; `cfg.max_problems` > 0 keeps the first that many.
+    cfg: EvalConfig.
+    pool: a started execution.ExecutionPool (`submit(jobs)` -> a future of list[ExecResult]).
+    out_dir: where to write the tables and the per-sample JSONL; None writes nothing.
+    name: file name prefix of the outputs (e.g. 'eval_step100' during training).
+    completion_fn: replaces the sampler: (problem, prompt, sample index) -> completion text,
+      cut at the prompt's stop strings like a sampled one. Sample index n means the greedy sample.
+    progress: log the judging progress.
+  """
+  from stepcoder_jax.execution.job import Job
+
+  problems = list(problems)
+  if cfg.max_problems > 0:
+    problems = problems[:cfg.max_problems]
+  n, ks, extra_greedy = effective_samples(cfg)
+  per_problem = n + int(extra_greedy)
+  prompts = [prompts_lib.build_prompt(p, tokenizer, prefix="", style=cfg.prompt_style,
+                                      max_question_tokens=max(16, cfg.max_prompt_tokens * 3 // 4))
+             for p in problems]
+  prompt_ids = [_encode(tokenizer, parts) for parts in prompts]
+  too_long = {i for i, ids in enumerate(prompt_ids) if len(ids) > cfg.max_prompt_tokens}
+  if too_long:
+    _log.warning("eval: %d prompt(s) longer than %d tokens count as failures: %s", len(too_long),
+                 cfg.max_prompt_tokens, ", ".join(problems[i].id for i in sorted(too_long)[:5]))
+
+  # Row id = problem index * per_problem + sample index (sample n is the extra greedy one).
+  sampled = [i for i in range(len(problems)) if i not in too_long]
+  if completion_fn is not None:
+    chunks: Iterable[dict[int, str]] = [{
+        i * per_problem + s: prompts_lib.strip_stop(completion_fn(problems[i], prompts[i], s),
+                                                    prompts[i].stop)
+        for i in sampled for s in range(per_problem)}]
+  else:
+    temp_rows = [(i * per_problem + s, prompt_ids[i], prompts[i].stop)
+                 for i in sampled for s in range(n)]
+    greedy_rows = [(i * per_problem + n, prompt_ids[i], prompts[i].stop)
+                   for i in sampled] if extra_greedy else []
+    chunks = itertools.chain(
+        _sample(model, tokenizer, temp_rows, cfg, max(cfg.temperature, 0.0), cfg.seed),
+        _sample(model, tokenizer, greedy_rows, cfg, 0.0, cfg.seed))
+
+  # Judge each chunk as soon as it is sampled: the pool works while the sampler runs.
+  completions: dict[int, str] = {}
+  pending = []
+  for chunk in chunks:
+    ids = sorted(chunk)
+    completions.update(chunk)
+    jobs = [Job(problem=problems[r // per_problem], completion=chunk[r],
+                prefix=prompts[r // per_problem].code_prefix) for r in ids]
+    if jobs:
+      pending.append((ids, pool.submit(jobs)))
+  verdicts = {}
+  for ids, fut in pending:
+    verdicts.update(zip(ids, fut.result()))
+  if progress:
+    _log.info("eval: judged %d programs of %d problems", len(verdicts), len(problems))
+
+  samples, results = [], []
+  for i, p in enumerate(problems):
+    passed = []
+    for s in range(per_problem):
+      r = i * per_problem + s
+      v = verdicts.get(r)
+      row = {"problem_id": p.id, "difficulty": p.difficulty, "sample": s,
+             "greedy": s == n or cfg.temperature <= 0.0, "completion": completions.get(r, ""),
+             "outcome": v.outcome if v is not None else PROMPT_TOO_LONG,
+             "reward": v.reward if v is not None else None,
+             "tests_passed": v.tests_passed if v is not None else 0,
+             "tests_total": v.tests_total if v is not None else p.num_tests,
+             "error": v.error if v is not None else ""}
+      samples.append(row)
+      passed.append(row["outcome"] == "passed")
+    greedy = passed[n] if extra_greedy else (passed[0] if cfg.temperature <= 0.0 else None)
+    results.append(eval_lib.ProblemResult(problem_id=p.id, difficulty=p.difficulty, n=n,
+                                          c=sum(passed[:n]), greedy_passed=greedy))
+  table = eval_lib.aggregate(results, ks)
+  settings = {"config": dataclasses.asdict(cfg), "n": n, "ks": list(ks),
+              "extra_greedy_sample": extra_greedy, "problems": len(problems),
+              "prompt_too_long": len(too_long)}
+  report = EvalReport(table=table, problems=results, samples=samples, settings=settings)
+  if out_dir is not None:
+    write_report(report, out_dir, name)
+  return report
+
+
+def write_report(report: EvalReport, out_dir: str | Path, name: str = "eval") -> dict[str, Path]:
+  """`<name>.md`, `<name>.json` (table, settings, per-problem counts), `<name>_samples.jsonl`."""
+  out = Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  n = report.settings.get("n")
+  title = f"pass@k by difficulty (n = {n}, temperature {report.settings['config']['temperature']})"
+  md, js = eval_lib.write_tables(
+      report.table, out / name, title=title,
+      extra={"settings": report.settings,
+             "problems": [dataclasses.asdict(r) for r in report.problems]})
+  sp = out / f"{name}_samples.jsonl"
+  with open(sp, "w", encoding="utf-8") as f:
+    for row in report.samples:
+      f.write(json.dumps(row) + "\n")
+  return {"markdown": md, "json": js, "samples": sp}
+
+
+def table_text(report: EvalReport) -> str:
+  """The markdown table (for printing and TensorBoard text)."""
+  return eval_lib.to_markdown(report.table)

@@ -1,0 +1,432 @@
+"""PPO for StepCoder: pure GAE and losses, and a jitted `ppo_step(state, batch) -> (state, metrics)`.
+
+Per-token conventions (shared with rl/batching.py): every `[B, T]` array indexed by t describes
+token t. `logprobs[t] = log pi(tokens[t] | tokens[:t])`, computed from the hidden state at t - 1;
+`values[t]` = V(tokens[:t]), the value of the state in which token t was chosen (also read at
+t - 1). Column 0 has no predecessor and holds 0. `response_mask[t]` = 1 for generated tokens
+only (never the question or the CCCS prefix); `fgo_mask[t]` = 0 for tokens FGO drops.
+`policy_logprobs` and `value_estimates` below compute the rollout's old/ref log-probs and values
+with exactly these conventions.
+
+The step: rewards (scalar outcome on the last response token) minus the per-token KL penalty
+kl_coef * (old_logprob - ref_logprob) -> GAE(gamma, lambda) over response tokens -> advantages
+whitened over the response tokens of the whole rollout batch -> epochs x minibatches optimizer
+updates (lax.scan), each summing the gradients of `grad_accum` micro-batches. Loss denominators
+are the token counts of the whole minibatch, so accumulation gives the same gradient as one big
+micro-batch. The policy loss and the entropy bonus are averaged over `response_mask * fgo_mask`;
+the value loss over `response_mask` (FGO concerns which tokens the policy is credited for, not
+how well returns are predicted).
+
+`fgo_mask` is an ordinary array operand: FGO off is the same compiled function with a mask of
+ones (the rollout builds it with `fgo.token_mask(..., enabled=False)`).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from stepcoder_jax.rl.config import PPOConfig
+
+Batch = Mapping[str, jax.Array]
+BATCH_KEYS = ("tokens", "positions", "attention_mask", "response_mask", "fgo_mask",
+              "old_logprobs", "ref_logprobs", "values", "rewards")
+# Canonical dtypes: the jitted step is compiled for these, so an int8 FGO mask from fgo.py and an
+# int32 mask of ones hit the same compiled function.
+BATCH_DTYPES = {"tokens": jnp.int32, "positions": jnp.int32, "attention_mask": jnp.int32,
+                "response_mask": jnp.int32, "fgo_mask": jnp.int32, "old_logprobs": jnp.float32,
+                "ref_logprobs": jnp.float32, "values": jnp.float32, "rewards": jnp.float32}
+
+
+# ----------------------------------------------------------------------------- pure math
+
+
+def masked_sum(x: jax.Array, mask: jax.Array) -> jax.Array:
+  return jnp.sum(jnp.where(mask > 0, x, 0.0))
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean over mask > 0 (0 for an empty mask); masked entries get exactly zero gradient."""
+  return masked_sum(x, mask) / jnp.maximum(jnp.sum(mask > 0), 1)
+
+
+def masked_var(x: jax.Array, mask: jax.Array) -> jax.Array:
+  mean = masked_mean(x, mask)
+  return masked_mean(jnp.square(x - mean), mask)
+
+
+def masked_whiten(x: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array:
+  """(x - mean) / std over the masked entries; unmasked entries become 0."""
+  mean = masked_mean(x, mask)
+  var = masked_var(x, mask)
+  return jnp.where(mask > 0, (x - mean) * jax.lax.rsqrt(var + eps), 0.0)
+
+
+def kl_penalized_rewards(rewards: jax.Array, old_logprobs: jax.Array, ref_logprobs: jax.Array,
+                         response_mask: jax.Array, kl_coef: jax.Array | float) -> jax.Array:
+  """Per-token rewards: the outcome reward minus kl_coef * (log pi_old - log pi_ref)."""
+  kl = jnp.where(response_mask > 0, old_logprobs - ref_logprobs, 0.0)
+  return rewards - kl_coef * kl
+
+
+def gae(rewards: jax.Array, values: jax.Array, mask: jax.Array, gamma: float,
+        lam: float) -> tuple[jax.Array, jax.Array]:
+  """Generalized advantage estimation along the last axis, over the tokens with mask > 0.
+
+  The response is the contiguous run of masked tokens; the episode ends after its last token
+  (no bootstrap value there). Unmasked tokens get advantage and return 0.
+
+  Args:
+    rewards, values, mask: [B, T].
+  Returns:
+    (advantages, returns) [B, T], returns = advantages + values on the masked tokens.
+  """
+  m = (mask > 0).astype(jnp.float32)
+  r = rewards.astype(jnp.float32) * m
+  v = values.astype(jnp.float32) * m
+  next_v = jnp.concatenate([v[:, 1:], jnp.zeros_like(v[:, :1])], axis=1)
+  delta = r + gamma * next_v - v
+
+  def back(carry, x):
+    d, mt = x
+    a = mt * (d + gamma * lam * carry)
+    return a, a
+
+  _, adv = jax.lax.scan(back, jnp.zeros(r.shape[0], jnp.float32), (delta.T, m.T), reverse=True)
+  adv = adv.T
+  return adv, (adv + v) * m
+
+
+def policy_loss_terms(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
+                      mask: jax.Array, clip_eps: float):
+  """Per-token clipped surrogate loss, clip indicator and approximate KL (zero where mask = 0).
+
+  PPO's -min(r A, clip(r, 1 - eps, 1 + eps) A) written out so the boundary is explicit: a token
+  is clipped (constant loss, no gradient) only when the ratio is strictly beyond 1 + eps with
+  A > 0, or strictly below 1 - eps with A < 0. At exactly 1 +/- eps the gradient still flows.
+  The log-ratio is zeroed outside the mask before exp, so padding can never produce inf/NaN that
+  would leak into the gradient of the kept tokens.
+  """
+  keep = mask > 0
+  log_ratio = jnp.where(keep, logprobs - old_logprobs, 0.0)
+  ratio = jnp.exp(log_ratio)
+  clipped = ((advantages > 0) & (ratio > 1.0 + clip_eps)) | (
+      (advantages < 0) & (ratio < 1.0 - clip_eps))
+  bound = jnp.where(advantages > 0, 1.0 + clip_eps, 1.0 - clip_eps)
+  loss = -advantages * jnp.where(clipped, bound, ratio)
+  approx_kl = (ratio - 1.0) - log_ratio  # k3 estimator of KL(old || new), >= 0
+  zero = jnp.zeros_like(loss)
+  return (jnp.where(keep, loss, zero), jnp.where(keep & clipped, 1.0, zero),
+          jnp.where(keep, approx_kl, zero))
+
+
+def policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps):
+  """Clipped policy loss averaged over mask (= response_mask * fgo_mask); with clip fraction."""
+  loss, clipped, kl = policy_loss_terms(logprobs, old_logprobs, advantages, mask, clip_eps)
+  return masked_mean(loss, mask), {"clip_frac": masked_mean(clipped, mask),
+                                   "approx_kl": masked_mean(kl, mask)}
+
+
+def value_loss_terms(values: jax.Array, old_values: jax.Array, returns: jax.Array,
+                     mask: jax.Array, value_clip: float):
+  """Per-token 0.5 * max((v - R)^2, (v_clipped - R)^2) and its clip indicator."""
+  keep = mask > 0
+  l1 = jnp.square(values - returns)
+  if value_clip > 0:
+    v_c = old_values + jnp.clip(values - old_values, -value_clip, value_clip)
+    l2 = jnp.square(v_c - returns)
+    clipped = l2 > l1
+    loss = jnp.where(clipped, l2, l1)
+  else:
+    clipped = jnp.zeros_like(keep)
+    loss = l1
+  zero = jnp.zeros_like(loss)
+  return jnp.where(keep, 0.5 * loss, zero), jnp.where(keep & clipped, 1.0, zero)
+
+
+def value_loss(values, old_values, returns, mask, value_clip):
+  loss, clipped = value_loss_terms(values, old_values, returns, mask, value_clip)
+  return masked_mean(loss, mask), {"value_clip_frac": masked_mean(clipped, mask)}
+
+
+def explained_variance(values: jax.Array, returns: jax.Array, mask: jax.Array) -> jax.Array:
+  """1 - Var(R - V) / Var(R) over the masked tokens (1 = perfect value predictions)."""
+  var_r = masked_var(returns, mask)
+  return 1.0 - masked_var(returns - values, mask) / jnp.maximum(var_r, 1e-8)
+
+
+def adaptive_kl_coef(kl_coef: jax.Array, kl: jax.Array, n_steps: int | jax.Array, target: float,
+                     horizon: float) -> jax.Array:
+  """Ziegler et al. (2019) proportional controller: move kl_coef so the KL tracks the target."""
+  err = jnp.clip(kl / target - 1.0, -0.2, 0.2)
+  return kl_coef * (1.0 + err * n_steps / horizon)
+
+
+def place_rewards(rewards: jax.Array, response_mask: jax.Array) -> jax.Array:
+  """[B] outcome rewards -> [B, T] with each on its row's last response token."""
+  t = response_mask.shape[1]
+  cols = jnp.arange(t)[None, :]
+  last = jnp.max(jnp.where(response_mask > 0, cols, -1), axis=1)
+  return jnp.where(cols == last[:, None], rewards[:, None], 0.0).astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------- model forwards
+
+
+def _shift_right(x: jax.Array) -> jax.Array:
+  """Column t gets what was computed at t - 1; column 0 gets 0."""
+  return jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
+
+
+def policy_logprobs(model, tokens, positions, attention_mask, *, chunk: int,
+                    with_entropy: bool = True):
+  """Per-token log pi(tokens[t] | tokens[:t]) (and entropy of that distribution), [B, T] f32.
+
+  Goes through the chunked `logprobs.token_logprobs`, so no [B, T, V] logits exist at once.
+  """
+  from stepcoder_jax.models import logprobs as lp  # the models' chunked log-softmax
+  hidden, _ = model(tokens, positions, attention_mask)
+  w, softcap = model.head_weight()
+  logp, ent = lp.token_logprobs(hidden[:, :-1], w, tokens[:, 1:], chunk=chunk, softcap=softcap)
+  logp = _shift_right(jnp.pad(logp, ((0, 0), (0, 1))))
+  ent = _shift_right(jnp.pad(ent, ((0, 0), (0, 1))))
+  return (logp, ent) if with_entropy else logp
+
+
+def value_estimates(value_model, tokens, positions, attention_mask) -> jax.Array:
+  """values[t] = V(tokens[:t]): the value head read at t - 1, [B, T] f32."""
+  v = value_model(tokens, positions, attention_mask)
+  return _shift_right(v.astype(jnp.float32))
+
+
+# ----------------------------------------------------------------------------- train state
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything `ppo_step` updates: a pytree (checkpointable with orbax as is).
+
+  Attributes:
+    policy, value: nnx.Param states of the policy and value models.
+    policy_rest, value_rest: their non-trainable variables (often empty).
+    policy_opt, value_opt: optax states (separate learning rates, schedules and clipping).
+    step: number of ppo_steps taken.
+    kl_coef: the current KL penalty coefficient (adapted when ppo.adaptive_kl).
+  """
+  policy: Any
+  value: Any
+  policy_rest: Any
+  value_rest: Any
+  policy_opt: Any
+  value_opt: Any
+  step: jax.Array
+  kl_coef: jax.Array
+
+
+def lr_schedule(peak: float, cfg: PPOConfig) -> optax.Schedule:
+  """Linear warmup to `peak`, then constant or cosine decay to 10% at cfg.decay_steps."""
+  if cfg.lr_schedule == "constant":
+    after = optax.constant_schedule(peak)
+  elif cfg.lr_schedule == "cosine":
+    after = optax.cosine_decay_schedule(peak, max(1, cfg.decay_steps - cfg.warmup_steps), 0.1)
+  else:
+    raise ValueError(f"ppo.lr_schedule: {cfg.lr_schedule!r} is not 'constant' or 'cosine'")
+  if cfg.warmup_steps <= 0:
+    return after
+  warm = optax.linear_schedule(0.0, peak, cfg.warmup_steps)
+  return optax.join_schedules([warm, after], [cfg.warmup_steps])
+
+
+def make_optimizer(peak_lr: float, max_grad_norm: float, cfg: PPOConfig):
+  parts = []
+  if max_grad_norm > 0:
+    parts.append(optax.clip_by_global_norm(max_grad_norm))
+  parts.append(optax.adamw(lr_schedule(peak_lr, cfg), b1=cfg.adam_b1, b2=cfg.adam_b2,
+                           eps=cfg.adam_eps, weight_decay=cfg.weight_decay))
+  return optax.chain(*parts)
+
+
+def make_optimizers(cfg: PPOConfig):
+  """(policy_tx, value_tx): built the same way by `init_train_state` and `make_ppo_step`."""
+  return (make_optimizer(cfg.policy_lr, cfg.max_grad_norm, cfg),
+          make_optimizer(cfg.value_lr, cfg.value_max_grad_norm, cfg))
+
+
+def init_train_state(policy_model: nnx.Module, value_model: nnx.Module, cfg: PPOConfig):
+  """Split the models into graph definitions and a TrainState.
+
+  Returns:
+    (policy_graphdef, value_graphdef, state).
+  """
+  pgd, pparams, prest = nnx.split(policy_model, nnx.Param, ...)
+  vgd, vparams, vrest = nnx.split(value_model, nnx.Param, ...)
+  ptx, vtx = make_optimizers(cfg)
+  state = TrainState(policy=pparams, value=vparams, policy_rest=prest, value_rest=vrest,
+                     policy_opt=ptx.init(pparams), value_opt=vtx.init(vparams),
+                     step=jnp.zeros((), jnp.int32), kl_coef=jnp.asarray(cfg.kl_coef, jnp.float32))
+  return pgd, vgd, state
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def check_batch(batch: Mapping[str, Any], cfg: PPOConfig) -> None:
+  """Fail before compiling when the batch cannot be split as configured."""
+  missing = [k for k in BATCH_KEYS if k not in batch]
+  if missing:
+    raise ValueError(f"ppo batch: missing key(s) {missing}")
+  b = batch["tokens"].shape[0]
+  per = cfg.minibatches * cfg.grad_accum
+  if b % per:
+    raise ValueError(f"ppo batch: {b} rows are not divisible by ppo.minibatches x ppo.grad_accum"
+                     f" = {cfg.minibatches} x {cfg.grad_accum}")
+  for k in BATCH_KEYS:
+    if batch[k].shape[0] != b or (k != "rewards" and batch[k].shape != batch["tokens"].shape):
+      raise ValueError(f"ppo batch: {k!r} has shape {batch[k].shape}, tokens {batch['tokens'].shape}")
+
+
+def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
+                  in_shardings: Any = None, out_shardings: Any = None,
+                  donate: bool = True) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """Build the jitted `ppo_step(state, batch) -> (state, metrics)`.
+
+  Args:
+    policy_graphdef, value_graphdef: from `init_train_state`.
+    cfg: PPOConfig (static).
+    in_shardings, out_shardings: passed to jax.jit as is (e.g. from sharding.py); None lets jit
+      infer them from the arguments.
+    donate: donate the input state's buffers (halves peak memory; the caller must not reuse the
+      state it passed in).
+  """
+  ptx, vtx = make_optimizers(cfg)
+  eps, vclip, ent_coef = cfg.clip_eps, cfg.value_clip, cfg.entropy_coef
+
+  def policy_objective(params, rest, mb, denom):
+    model = nnx.merge(policy_graphdef, params, rest)
+    logp, ent = policy_logprobs(model, mb["tokens"], mb["positions"], mb["attention_mask"],
+                                chunk=cfg.logprob_chunk)
+    m = mb["loss_mask"]
+    loss, clipped, kl = policy_loss_terms(logp, mb["old_logprobs"], mb["advantages"], m, eps)
+    ent_sum = masked_sum(ent, m)
+    pg = jnp.sum(loss) / denom
+    total = pg - ent_coef * ent_sum / denom
+    return total, {"policy_loss": pg, "clip_frac": jnp.sum(clipped) / denom,
+                   "approx_kl": jnp.sum(kl) / denom, "entropy": ent_sum / denom}
+
+  def value_objective(params, rest, mb, denom):
+    model = nnx.merge(value_graphdef, params, rest)
+    v = value_estimates(model, mb["tokens"], mb["positions"], mb["attention_mask"])
+    loss, clipped = value_loss_terms(v, mb["values"], mb["returns"], mb["response_mask"], vclip)
+    vl = jnp.sum(loss) / denom
+    return vl, {"value_loss": vl, "value_clip_frac": jnp.sum(clipped) / denom}
+
+  p_grad = jax.value_and_grad(policy_objective, has_aux=True)
+  v_grad = jax.value_and_grad(value_objective, has_aux=True)
+
+  def split(x, n):
+    return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+
+  def update(carry, mb):
+    """One optimizer update of both models from one minibatch (grad_accum micro-batches)."""
+    pparams, vparams, popt, vopt, prest, vrest = carry
+    p_den = jnp.maximum(jnp.sum(mb["loss_mask"]), 1.0)
+    v_den = jnp.maximum(jnp.sum(mb["response_mask"]), 1.0)
+
+    def micro(acc, mu):
+      pg, vg, met = acc
+      (_, pm), g1 = p_grad(pparams, prest, mu, p_den)
+      (_, vm), g2 = v_grad(vparams, vrest, mu, v_den)
+      add = lambda a, b: jax.tree.map(jnp.add, a, b)
+      return (add(pg, g1), add(vg, g2), add(met, {**pm, **vm})), None
+
+    zeros = lambda t: jax.tree.map(jnp.zeros_like, t)
+    met0 = {k: jnp.zeros((), jnp.float32) for k in
+            ("policy_loss", "clip_frac", "approx_kl", "entropy", "value_loss", "value_clip_frac")}
+    (pg, vg, met), _ = jax.lax.scan(
+        micro, (zeros(pparams), zeros(vparams), met0),
+        jax.tree.map(lambda x: split(x, cfg.grad_accum), mb))
+    met["policy_grad_norm"] = optax.tree.norm(pg)
+    met["value_grad_norm"] = optax.tree.norm(vg)
+    pu, popt = ptx.update(pg, popt, pparams)
+    vu, vopt = vtx.update(vg, vopt, vparams)
+    pparams = optax.apply_updates(pparams, pu)
+    vparams = optax.apply_updates(vparams, vu)
+    return (pparams, vparams, popt, vopt, prest, vrest), met
+
+  def ppo_step(state: TrainState, batch: Batch):
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    resp = f32(batch["response_mask"])
+    loss_mask = resp * f32(batch["fgo_mask"])
+    rewards = f32(batch["rewards"])
+    if rewards.ndim == 1:
+      rewards = place_rewards(rewards, resp)
+    old_lp, ref_lp, old_v = f32(batch["old_logprobs"]), f32(batch["ref_logprobs"]), f32(
+        batch["values"])
+    shaped = kl_penalized_rewards(rewards, old_lp, ref_lp, resp, state.kl_coef)
+    adv, ret = gae(shaped, old_v, resp, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+      adv = masked_whiten(adv, resp)
+    data = {"tokens": batch["tokens"], "positions": batch["positions"],
+            "attention_mask": batch["attention_mask"], "response_mask": resp,
+            "loss_mask": loss_mask, "old_logprobs": old_lp, "values": old_v,
+            "advantages": adv, "returns": ret}
+    b = batch["tokens"].shape[0]
+    key = jax.random.fold_in(jax.random.key(cfg.seed), state.step)
+
+    def epoch(carry, k):
+      if cfg.shuffle:
+        perm = jax.random.permutation(k, b)
+        d = jax.tree.map(lambda x: jnp.take(x, perm, axis=0), data)
+      else:
+        d = data
+      return jax.lax.scan(update, carry, jax.tree.map(lambda x: split(x, cfg.minibatches), d))
+
+    carry = (state.policy, state.value, state.policy_opt, state.value_opt, state.policy_rest,
+             state.value_rest)
+    carry, met = jax.lax.scan(epoch, carry, jax.random.split(key, cfg.epochs))
+    met = jax.tree.map(jnp.mean, met)  # over epochs x minibatches
+
+    n_resp = jnp.maximum(jnp.sum(resp), 1.0)
+    ref_kl = jnp.mean(jnp.sum(jnp.where(resp > 0, old_lp - ref_lp, 0.0), axis=1))
+    kl_coef = state.kl_coef
+    if cfg.adaptive_kl:
+      kl_coef = adaptive_kl_coef(kl_coef, ref_kl, b, cfg.kl_target, cfg.kl_horizon)
+    updates = state.step * cfg.epochs * cfg.minibatches
+    met.update({
+        "mean_reward": jnp.mean(jnp.sum(rewards, axis=1)),
+        "ref_kl": ref_kl,
+        "kl_coef": state.kl_coef,
+        "explained_variance": explained_variance(old_v, ret, resp),
+        "advantage_mean": masked_mean(adv, resp),
+        "return_mean": masked_mean(ret, resp),
+        "value_mean": masked_mean(old_v, resp),
+        "fgo_density": jnp.sum(loss_mask) / n_resp,
+        "response_length": jnp.mean(jnp.sum(resp, axis=1)),
+        "policy_lr": lr_schedule(cfg.policy_lr, cfg)(updates),
+        "value_lr": lr_schedule(cfg.value_lr, cfg)(updates),
+    })
+    pparams, vparams, popt, vopt, _, _ = carry
+    new = state.replace(policy=pparams, value=vparams, policy_opt=popt, value_opt=vopt,
+                        step=state.step + 1, kl_coef=jnp.asarray(kl_coef, jnp.float32))
+    return new, met
+
+  jit_kwargs: dict[str, Any] = {"donate_argnums": (0,) if donate else ()}
+  if in_shardings is not None:
+    jit_kwargs["in_shardings"] = in_shardings
+  if out_shardings is not None:
+    jit_kwargs["out_shardings"] = out_shardings
+  jitted = jax.jit(ppo_step, **jit_kwargs)
+
+  @functools.wraps(ppo_step)
+  def checked(state: TrainState, batch: Batch):
+    check_batch(batch, cfg)
+    batch = {k: jnp.asarray(batch[k], BATCH_DTYPES[k]) for k in BATCH_KEYS}
+    return jitted(state, batch)
+
+  checked.jitted = jitted  # for .lower(), cost analysis and cache inspection
+  return checked

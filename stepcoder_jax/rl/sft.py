@@ -1,0 +1,278 @@
+"""Supervised fine-tuning on canonical solutions: the paper's SFT baseline and the frozen
+reference policy that PPO's KL penalty is measured against.
+
+One example per problem: the prompt is exactly what RL and evaluation show the model
+(`build_prompt(problem, prefix='')`, i.e. the question plus the starter code), and the target is
+the rest of the canonical solution followed by the closing code fence, so the model also learns
+where to stop (the sampler's stop string). Prompt and target are tokenized separately, as the
+sampler sees them (prompt ids, then generated ids), and packed with `batching.pack`; the loss is
+the mean negative log-likelihood over the target tokens only (`response_mask`), computed with
+PPO's `policy_logprobs`, so SFT, PPO and evaluation share one layout and one log-prob function.
+
+`sft_step(params, opt_state, batch)` is pure and jitted; the loop around it (shuffling, metrics,
+saving) is plain host code. Shapes are fixed for the whole run (buckets over all examples), so the
+step compiles once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from stepcoder_jax.data import prompts as prompts_lib
+from stepcoder_jax.data.record import Problem
+from stepcoder_jax.errors import UserError
+from stepcoder_jax.rl import batching
+from stepcoder_jax.rl.ppo import policy_logprobs
+from stepcoder_jax.rl.train_config import SFTConfig
+
+_log = logging.getLogger(__name__)
+
+CLOSING_FENCE = "```"
+SKIP_REASONS = ("no_solution", "prefix_mismatch", "too_long")
+
+
+@dataclasses.dataclass
+class SFTExample:
+  """One (prompt, target) pair in token ids; the target is the only thing trained on."""
+  problem_id: str
+  prompt_ids: list[int]
+  target_ids: list[int]
+  target_text: str
+
+
+def target_text(solution: str, code_prefix: str) -> str | None:
+  """The solution after the code prefix, then the closing fence; None if it does not extend it.
+
+  The fence goes on its own line, so the text contains the stop string "\\n```" exactly once, at
+  its end: the sampler stops there and the judged program is the solution itself.
+  """
+  if not solution.strip() or not solution.startswith(code_prefix):
+    return None
+  rest = solution[len(code_prefix):]
+  return rest + (CLOSING_FENCE if rest.endswith("\n") else "\n" + CLOSING_FENCE)
+
+
+def build_examples(problems: Sequence[Problem], tokenizer, *, style: str = "plain",
+                   max_len: int = 512,
+                   max_question_tokens: int | None = None
+                   ) -> tuple[list[SFTExample], dict[str, list[str]]]:
+  """SFT examples of `problems` and the ids of the problems skipped, by reason.
+
+  Reasons: 'no_solution' (empty canonical solution), 'prefix_mismatch' (the solution does not
+  start with the prompt's code prefix, e.g. a starter code the solution rewrote), 'too_long'
+  (prompt + target > max_len tokens).
+  """
+  examples: list[SFTExample] = []
+  skipped: dict[str, list[str]] = {r: [] for r in SKIP_REASONS}
+  for p in problems:
+    parts = prompts_lib.build_prompt(p, tokenizer, prefix="", style=style,
+                                     max_question_tokens=max_question_tokens)
+    if not p.canonical_solution.strip():
+      skipped["no_solution"].append(p.id)
+      continue
+    text = target_text(p.canonical_solution, parts.code_prefix)
+    if text is None:
+      skipped["prefix_mismatch"].append(p.id)
+      continue
+    prompt_ids = list(tokenizer(parts.text, add_special_tokens=parts.add_special_tokens)
+                      ["input_ids"])
+    target_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if len(prompt_ids) + len(target_ids) > max_len:
+      skipped["too_long"].append(p.id)
+      continue
+    examples.append(SFTExample(p.id, prompt_ids, target_ids, text))
+  for reason, ids in skipped.items():
+    if ids:
+      _log.warning("sft: %d problem(s) skipped (%s): %s", len(ids), reason, ", ".join(ids[:5]))
+  return examples, skipped
+
+
+def pack_examples(examples: Sequence[SFTExample], pad_id: int, prompt_len: int,
+                  response_len: int) -> dict[str, np.ndarray]:
+  return batching.pack([e.prompt_ids for e in examples], [e.target_ids for e in examples],
+                       pad_id=pad_id, prompt_len=prompt_len, response_len=response_len)
+
+
+def example_shapes(examples: Sequence[SFTExample]) -> tuple[int, int]:
+  """(prompt_len, response_len): power-of-two buckets covering every example (one compile)."""
+  return (batching.bucket(max(len(e.prompt_ids) for e in examples)),
+          batching.bucket(max(len(e.target_ids) for e in examples)))
+
+
+# ----------------------------------------------------------------------------- device side
+
+
+def nll(model, batch: dict[str, jax.Array], chunk: int) -> tuple[jax.Array, jax.Array]:
+  """(mean NLL per target token, target token count) of a packed batch under `model`."""
+  logp = policy_logprobs(model, batch["tokens"], batch["positions"], batch["attention_mask"],
+                         chunk=chunk, with_entropy=False)
+  mask = batch["response_mask"].astype(jnp.float32)
+  count = jnp.sum(mask)
+  return -jnp.sum(logp * mask) / jnp.maximum(count, 1.0), count
+
+
+def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
+  """AdamW with linear warmup then a constant rate, after global-norm clipping."""
+  sched = optax.constant_schedule(cfg.learning_rate)
+  if cfg.warmup_steps > 0:
+    sched = optax.join_schedules(
+        [optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps), sched],
+        [cfg.warmup_steps])
+  parts = [optax.clip_by_global_norm(cfg.max_grad_norm)] if cfg.max_grad_norm > 0 else []
+  parts.append(optax.adamw(sched, weight_decay=cfg.weight_decay))
+  return optax.chain(*parts)
+
+
+def make_sft_step(graphdef, rest, tx: optax.GradientTransformation, chunk: int
+                  ) -> Callable[[Any, Any, dict], tuple[Any, Any, dict]]:
+  """The jitted pure `sft_step(params, opt_state, batch) -> (params, opt_state, metrics)`."""
+
+  def loss_fn(params, batch):
+    return nll(nnx.merge(graphdef, params, rest), batch, chunk)
+
+  def sft_step(params, opt_state, batch):
+    (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, {"loss": loss, "target_tokens": count,
+                               "grad_norm": optax.tree.norm(grads)}
+
+  return jax.jit(sft_step, donate_argnums=(0, 1))
+
+
+def make_eval_nll(graphdef, rest, chunk: int):
+  """Jitted `(params, batch) -> mean NLL` (no update), for before/after measurements."""
+  return jax.jit(lambda params, batch: nll(nnx.merge(graphdef, params, rest), batch, chunk)[0])
+
+
+# ----------------------------------------------------------------------------- host loop
+
+
+def batch_order(n_examples: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+  """[steps, batch_size] example indices: concatenated shuffled epochs, deterministic by seed."""
+  rng = np.random.default_rng(seed)
+  need = steps * batch_size
+  epochs = [rng.permutation(n_examples) for _ in range(-(-need // n_examples))]
+  return np.concatenate(epochs)[:need].reshape(steps, batch_size)
+
+
+def dataset_nll(eval_fn, params, examples: Sequence[SFTExample], pad_id: int,
+                shapes: tuple[int, int], batch_size: int) -> float:
+  """Token-weighted mean NLL of the targets of `examples` (padding rows repeat example 0)."""
+  total, count = 0.0, 0
+  for i in range(0, len(examples), batch_size):
+    chunk = list(examples[i:i + batch_size])
+    real = len(chunk)
+    chunk += [chunk[0]] * (batch_size - real)  # fixed shape; the extra rows are dropped below
+    b = pack_examples(chunk, pad_id, *shapes)
+    b["response_mask"][real:] = 0
+    n = int(b["response_mask"].sum())
+    total += float(eval_fn(params, b)) * n
+    count += n
+  return total / max(count, 1)
+
+
+def _pad_id(tokenizer, model) -> int:
+  pid = getattr(tokenizer, "pad_token_id", None)
+  if pid is None:
+    pid = model.cfg.pad_token_id if model.cfg.pad_token_id is not None else 0
+  return int(pid)
+
+
+def run_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
+            out_dir: str | Path | None, *, progress: bool = True) -> Any:
+  """Fine-tune `model` (a Decoder, updated in place) on the canonical solutions of `problems`.
+
+  Writes to `out_dir` (when given): an HF directory (config.json, safetensors, tokenizer) that
+  `models.loading.load_model` reads back, so `train` can start from it and use it as the frozen
+  reference policy; `metrics.jsonl` + TensorBoard events of the loss; `sft_summary.json`.
+
+  Returns:
+    the model (the same object, with the trained parameters).
+  """
+  return train_sft(model, tokenizer, problems, cfg, out_dir, progress=progress)[0]
+
+
+def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
+              out_dir: str | Path | None, *, progress: bool = True) -> tuple[Any, dict]:
+  """`run_sft`, also returning its summary (example count, NLL before/after, skipped ids)."""
+  examples, skipped = build_examples(problems, tokenizer, style=cfg.prompt_style,
+                                     max_len=cfg.max_len)
+  if not examples:
+    raise UserError(f"sft: none of the {len(problems)} problems gives a training example "
+                    f"(skipped: { {k: len(v) for k, v in skipped.items()} })")
+  pad_id = _pad_id(tokenizer, model)
+  shapes = example_shapes(examples)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  tx = make_optimizer(cfg)
+  opt_state = tx.init(params)
+  step_fn = make_sft_step(graphdef, rest, tx, cfg.logprob_chunk)
+  eval_fn = make_eval_nll(graphdef, rest, cfg.logprob_chunk)
+  order = batch_order(len(examples), cfg.batch_size, cfg.steps, cfg.seed)
+  # A fixed subset (the first examples) measures the fit before and after; it costs forward
+  # passes only, but over a whole large split that would rival the training itself.
+  held = examples[:max(0, cfg.nll_examples)]
+
+  def measure() -> float | None:
+    return dataset_nll(eval_fn, params, held, pad_id, shapes, cfg.batch_size) if held else None
+
+  initial = measure()
+  _log.info("sft: %d examples, %d steps of %d, shapes prompt %d + target %d, initial NLL %s",
+            len(examples), cfg.steps, cfg.batch_size, *shapes, initial)
+
+  writer = bar = None
+  if out_dir is not None:
+    from stepcoder_jax.metrics import MetricsWriter
+    writer = MetricsWriter(out_dir)
+  if progress:
+    from stepcoder_jax.metrics import ProgressBar
+    bar = ProgressBar(cfg.steps, desc="sft", keys=("loss",))
+  losses = []
+  try:
+    for step in range(cfg.steps):
+      batch = pack_examples([examples[i] for i in order[step]], pad_id, *shapes)
+      params, opt_state, met = step_fn(params, opt_state, batch)
+      met = {k: float(v) for k, v in jax.device_get(met).items()}
+      losses.append(met["loss"])
+      if writer is not None and (step % max(1, cfg.log_every) == 0 or step == cfg.steps - 1):
+        writer.write(step + 1, met, prefix="sft/")
+      if bar is not None:
+        bar.update(met)
+  finally:
+    # The step donates its inputs (the model's own arrays on the first step), so the model must
+    # get the latest parameters back even when the loop is interrupted.
+    nnx.update(model, params)
+    if bar is not None:
+      bar.close()
+  final = measure()
+  _log.info("sft: NLL of the targets %s -> %s", initial, final)
+  summary = {"examples": len(examples), "steps": cfg.steps, "nll_examples": len(held),
+             "initial_nll": initial, "final_nll": final,
+             "last_loss": losses[-1] if losses else None, "skipped": dict(skipped),
+             "config": dataclasses.asdict(cfg)}
+  if writer is not None:
+    if held:
+      writer.write(cfg.steps, {"initial_nll": initial, "final_nll": final}, prefix="sft/")
+    writer.close()
+  if out_dir is not None:
+    save(model, tokenizer, out_dir, summary)
+  return model, summary
+
+
+def save(model, tokenizer, out_dir: str | Path, summary: dict | None = None) -> Path:
+  """Write `model` as an HF directory (what `load_model` and `train --model` read)."""
+  import json
+
+  from stepcoder_jax.models import hf_io
+  out = hf_io.export(model.cfg, model, tokenizer, out_dir)
+  if summary is not None:
+    (Path(out) / "sft_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+  return Path(out)

