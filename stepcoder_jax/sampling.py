@@ -119,7 +119,7 @@ def draw(logits: jax.Array, rng: jax.Array, cfg: SamplingConfig | _Static,
 
 @functools.lru_cache(maxsize=64)
 def _cached_sampler(graphdef, key: _Static, eos_ids: tuple[int, ...], pad_id: int):
-  return jax.jit(_build(graphdef, key, eos_ids, pad_id))
+  return jax.jit(sample_fn(graphdef, key, eos_ids, pad_id))
 
 
 def make_sampler(graphdef: nnx.GraphDef, cfg: SamplingConfig, eos_ids: Sequence[int] = (),
@@ -148,7 +148,16 @@ def make_sampler(graphdef: nnx.GraphDef, cfg: SamplingConfig, eos_ids: Sequence[
   return sample
 
 
-def _build(graphdef, cfg: _Static, eos_ids: tuple[int, ...], pad_id: int):
+def sample_fn(graphdef, cfg: SamplingConfig | _Static, eos_ids: tuple[int, ...] = (),
+              pad_id: int = 0):
+  """The un-jitted pure sampler, for callers that jit it themselves (e.g. with shardings).
+
+  Returns `run(state, tokens, mask, rng, max_new_tokens, temperature, top_p) -> SampleOutput`;
+  the last three are scalar arrays (int32, float32, float32). Prefer `make_sampler` otherwise.
+  """
+  if isinstance(cfg, SamplingConfig):
+    cfg = _Static.of(cfg)
+  eos_ids = tuple(int(e) for e in eos_ids)
   n_buf = cfg.new_bucket
 
   def run(state, tokens, mask, rng, max_new_tokens, temperature, top_p) -> SampleOutput:

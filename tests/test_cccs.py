@@ -181,6 +181,8 @@ def test_sampling_weights_grow_with_conditionals():
   assert np.isclose(w.sum(), 1.0)
   np.testing.assert_allclose(w, np.array([1, 6, 5]) / 12)
   np.testing.assert_allclose(cccs.sampling_weights(probs, 0.0), np.full(3, 1 / 3))
+  cur = cccs.Curriculum(CCCSConfig(weight_power=1.0))
+  np.testing.assert_allclose(cur.sampling_weights(probs), w)
   w2 = cccs.sampling_weights(probs, 2.0)
   assert w2[1] / w2[0] == pytest.approx(36.0)
 

@@ -179,8 +179,8 @@ def test_no_zombies_fd_leaks_or_growth_over_many_programs():
     res = p.run(jobs)
     assert sum(r.passed for r in res) == 300
     time.sleep(0.2)
-    assert [_fd_count(x) for x in w] == fds
+    # A leak would add hundreds; the pre-forked child's pipes come and go (+-3).
+    assert all(_fd_count(x) <= n + 3 for x, n in zip(w, fds))
     for x in w:  # at most the current pre-forked child and one being reaped
       assert len(_children(x)) <= 2
     assert all(_rss_kb(x) < r + 4096 for x, r in zip(w, rss))
-  assert not [d for d in os.listdir("/dev/shm") if d.startswith("scj-")] or True

@@ -184,3 +184,69 @@ def test_truncated_sharded_file_names_the_shard(llama_dir, tmp_path):
   (out / shard).unlink()
   with pytest.raises(UserError, match=f"{shard}.*missing"):
     hf_io.load(out)
+
+
+def test_import_path_needs_no_torch(llama_dir):
+  """hf_io.load reads safetensors with numpy: torch and transformers are never imported."""
+  import subprocess
+  import sys
+  code = ("import sys; from stepcoder_jax.models import hf_io; "
+          f"cfg, m = hf_io.load({str(llama_dir[0])!r}); "
+          "bad = [k for k in ('torch', 'transformers') if k in sys.modules]; "
+          "print(cfg.family, bad)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "llama []"
+
+
+# Legacy (transformers 4.x) spellings, as in the config.json files of released checkpoints.
+LEGACY = {
+    "gemma3": {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+               "vocab_size": 262144, "hidden_size": 640, "intermediate_size": 2048,
+               "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 1,
+               "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+               "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+               "rope_local_base_freq": 10000.0, "rope_scaling": None, "sliding_window": 512,
+               "layer_types": ["sliding_attention"] * 5 + ["full_attention"],
+               "max_position_embeddings": 32768, "bos_token_id": 2, "eos_token_id": 1,
+               "pad_token_id": 0, "torch_dtype": "bfloat16", "attn_logit_softcapping": None,
+               "final_logit_softcapping": None},
+    "llama": {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 1000,
+              "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+              "num_attention_heads": 8, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+              "rope_theta": 500000.0, "tie_word_embeddings": False,
+              "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                               "high_freq_factor": 4.0,
+                               "original_max_position_embeddings": 8192},
+              "bos_token_id": 128000, "eos_token_id": [128001, 128009], "torch_dtype": "bfloat16"},
+    "qwen2": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 1000,
+              "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 1000000.0,
+              "sliding_window": 32768, "use_sliding_window": False, "max_window_layers": 21,
+              "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "eos_token_id": 151643,
+              "torch_dtype": "bfloat16"},
+}
+
+
+@pytest.mark.parametrize("family", sorted(LEGACY))
+def test_legacy_config_spelling_parses_like_transformers(family, tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps(LEGACY[family]))
+  ours = hf_io.read_config(tmp_path)
+  theirs = transformers.AutoConfig.from_pretrained(str(tmp_path))
+  rp = theirs.rope_parameters
+  assert ours.family == family and ours.param_dtype == "bfloat16"
+  assert ours.head_dim == (getattr(theirs, "head_dim", None)
+                           or theirs.hidden_size // theirs.num_attention_heads)
+  if family == "gemma3":
+    assert ours.rope_theta == rp["full_attention"]["rope_theta"] == 1e6
+    assert ours.rope_local_theta == rp["sliding_attention"]["rope_theta"] == 1e4
+    assert ours.layer_types == tuple(theirs.layer_types) and ours.sliding_window == 512
+    assert ours.tie_embeddings and ours.query_pre_attn_scalar == 256
+  else:
+    assert ours.rope_theta == rp["rope_theta"]
+    assert ours.sliding_window is None
+  if family == "llama":
+    assert ours.rope_scaling_dict()["factor"] == rp["factor"] == 8.0
+    assert ours.eos_ids == (128001, 128009) and not ours.tie_embeddings
+  # And our export spelling reads back identically.
+  assert hf_io.config_from_hf(hf_io.config_to_hf(ours)) == ours

@@ -69,6 +69,8 @@ def test_tiny_cpu_run_leaves_all_artifacts(tmp_path):
   assert (work / "operative_config.gin").read_text().count("train.") > 3
   assert (work / "checkpoints" / "2").is_dir()
   assert (work / "training_curves.png").stat().st_size > 1000
+  assert "pass@1" in (work / "eval" / "step2.md").read_text()  # the end-of-run eval table
+  assert "eval/all/pass@1" in rows[-1], sorted(rows[-1])
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ _write, _read, _close, _dup2, _open, _lseek = os.write, os.read, os.close, os.du
 _exit, _fsync = os._exit, os.fsync
 _perf = time.perf_counter
 _monotonic = time.monotonic
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+_dumps = _plain_mod.dump_json  # not json.dumps: the program may patch the json module
 _loads = json.loads
 _plain, _encode, _NotData = _plain_mod.plain, _plain_mod.encode, _plain_mod.NotData
 _instrument, _PROBE = _lines_mod.instrument, _lines_mod.PROBE
@@ -49,6 +49,10 @@ _BaseException_str = BaseException.__str__
 _TextIOWrapper, _FileIO, _BufferedWriter, _BufferedReader = (io.TextIOWrapper, io.FileIO,
                                                                io.BufferedWriter,
                                                                io.BufferedReader)
+_flush = io.TextIOWrapper.flush  # unbound: an instance attribute set by the program is ignored
+_ORIG_STDOUT = sys.__stdout__
+_O_RW_NEW = os.O_RDWR | os.O_CREAT | os.O_TRUNC
+_get_traceback = BaseException.__dict__["__traceback__"].__get__
 
 PROGRAM_FILE = "<program>"
 TESTS_FILE = "<tests>"
@@ -194,7 +198,7 @@ def _error_text(exc: BaseException, run_untrusted, limit: int) -> tuple[str, str
   msg, bad = run_untrusted(_safe_str, exc)
   if bad is not None or type(msg) is not str:
     msg = "?"
-  where, line, tb = "", None, exc.__traceback__
+  where, line, tb = "", None, _get_traceback(exc)
   while tb is not None:
     fname = tb.tb_frame.f_code.co_filename
     where = fname
@@ -331,7 +335,7 @@ class Harness:
   def _prepare_stdio_files(self, inputs):
     fds = []
     for i, text in enumerate(inputs):
-      fd = _open(f"_in{i}", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+      fd = _open(f"_in{i}", _O_RW_NEW, 0o600)
       data = text.encode("utf-8", "surrogatepass")
       view = memoryview(data)
       while view:
@@ -340,7 +344,7 @@ class Harness:
     return fds
 
   def _capture(self, i):
-    fd = _open(f"_out{i}", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = _open(f"_out{i}", _O_RW_NEW, 0o600)
     _dup2(fd, 1)
     out = _TextIOWrapper(_BufferedWriter(_FileIO(1, "w", closefd=False)), encoding="utf-8",
                          errors="replace", line_buffering=False, write_through=False)
@@ -348,14 +352,12 @@ class Harness:
     return fd, out
 
   def _collect(self, fd, out) -> str:
-    try:
-      out.flush()
-    except BaseException:  # pylint: disable=broad-except
-      pass
-    try:
-      sys.__stdout__.flush()
-    except BaseException:  # pylint: disable=broad-except
-      pass
+    for stream in (out, _ORIG_STDOUT):
+      try:
+        if type(stream) is _TextIOWrapper:
+          _flush(stream)
+      except BaseException:  # pylint: disable=broad-except
+        pass
     _lseek(fd, 0, 0)
     chunks, total = [], 0
     while total < self.max_out:
@@ -504,9 +506,9 @@ class Harness:
 
   def _classify(self, exc) -> tuple[str, str]:
     text, where = _error_text(exc, self._untrusted, self.limit)
-    if isinstance(exc, _NotData):
+    if issubclass(type(exc), _NotData):
       return "fail", "returned a non-data value: " + text
-    if isinstance(exc, AssertionError) and where == TESTS_FILE:
+    if issubclass(type(exc), AssertionError) and where == TESTS_FILE:
       return "fail", text
     return "error", text
 

@@ -105,6 +105,35 @@ def _tag(x):
   raise NotData(type(x).__name__)
 
 
+_esc = json.encoder.encode_basestring_ascii  # the C function, bound now: patching json later
+_float_repr, _int_repr = float.__repr__, int.__repr__  # (from the program) cannot reach us
+
+
+def dump_json(x) -> str:
+  """Compact ASCII JSON of plain JSON data, without the (patchable) json module internals."""
+  t = type(x)
+  if x is None:
+    return "null"
+  if t is bool:
+    return "true" if x else "false"
+  if t is int:
+    return _int_repr(x)
+  if t is float:
+    if x != x:
+      return "NaN"
+    if x in (float("inf"), float("-inf")):
+      return "Infinity" if x > 0 else "-Infinity"
+    return _float_repr(x)
+  if t is str:
+    return _esc(x)
+  if t is list or t is tuple:
+    return "[" + ",".join([dump_json(v) for v in x]) + "]"
+  if t is dict:
+    return "{" + ",".join([_esc(str.__str__(k)) + ":" + dump_json(v)
+                           for k, v in dict.items(x)]) + "}"
+  raise NotData(f"cannot write {t.__name__} as JSON")
+
+
 def encode(x) -> str:
   """JSON text of a plain value (see ``plain``), for the trip to the judge."""
-  return json.dumps(_tag(plain(x)), separators=(",", ":"))
+  return dump_json(_tag(plain(x)))

@@ -100,6 +100,8 @@ class Worker:
       root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
     self.sandbox_root = root
     exec(harness._APPS_HEADER_CODE, {})  # pylint: disable=exec-used,protected-access
+    import socket  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    # (importable in programs, so that the sandbox, not a missing file, refuses the network)
     harness.snapshot_pristine()
 
   # -- children ----------------------------------------------------------------------------------
@@ -151,8 +153,8 @@ class Worker:
       os.chown("_stderr", self.uid, self.uid)
     # Nothing of ours stays importable or reachable by module name.
     for name in list(sys.modules):
-      if name.startswith("stepcoder_jax") or name in ("__main__", "ctypes", "_ctypes",
-                                                      "ctypes.util", "_posixsubprocess"):
+      if name.startswith(("stepcoder_jax", "ctypes", "multiprocessing")) or name in (
+          "__main__", "_ctypes", "_posixsubprocess", "subprocess"):
         del sys.modules[name]
     cfg = dict(self.cfg, nproc=self.nproc)
     sandbox.set_limits(cfg)

@@ -90,13 +90,13 @@ class Decoder(nnx.Module):
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     pdt = jnp.dtype(cfg.param_dtype)
     self.cfg = cfg
-    self.embed = layers._param(rngs, nnx.initializers.normal(0.02),
+    self.embed = layers.param(rngs, nnx.initializers.normal(0.02),
                                (cfg.vocab_size, cfg.hidden_size), pdt, ("vocab", "embed"))
     self.layers = nnx.List([Block(cfg, i, rngs) for i in range(cfg.num_layers)])
     self.final_norm = layers.RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, gemma=cfg.is_gemma,
                                      param_dtype=pdt, rngs=rngs)
     if lm_head and not cfg.tie_embeddings:
-      self.lm_head = layers._param(rngs, nnx.initializers.normal(0.02),
+      self.lm_head = layers.param(rngs, nnx.initializers.normal(0.02),
                                    (cfg.vocab_size, cfg.hidden_size), pdt, ("vocab", "embed"))
 
   @property

@@ -53,8 +53,8 @@ def _rope_params(d: dict, family: str) -> tuple[float, float, dict | None, dict 
   else:
     glob = dict(d.get("rope_scaling") or {})
     glob.setdefault("rope_theta", d.get("rope_theta", default_theta))
-    loc = {"rope_theta": d.get("rope_local_base_freq", 10000.0 if family == "gemma3"
-                               else glob["rope_theta"])}
+    loc = ({"rope_theta": d.get("rope_local_base_freq", 10000.0)} if family == "gemma3"
+           else glob)
 
   def scaling(p: dict) -> dict | None:
     kind = p.get("rope_type", p.get("type", "default"))

@@ -25,7 +25,7 @@ from stepcoder_jax.models.config import ModelConfig
 _MASK_VALUE = -1e30
 
 
-def _param(rngs: nnx.Rngs | None, init: Callable, shape: tuple[int, ...], dtype,
+def param(rngs: nnx.Rngs | None, init: Callable, shape: tuple[int, ...], dtype,
            axes: tuple[str, ...]) -> nnx.Param:
   """A parameter initialised by `init`, annotated with logical axis names."""
   key = rngs.params() if rngs is not None else jax.random.key(0)
@@ -104,17 +104,17 @@ class Attention(nnx.Module):
     pdt = jnp.dtype(cfg.param_dtype)
     d, h, kvh, hd = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     init = nnx.initializers.normal(0.02)
-    self.q_proj = _param(rngs, init, (d, h, hd), pdt, ("embed", "heads", "head_dim"))
-    self.k_proj = _param(rngs, init, (d, kvh, hd), pdt, ("embed", "kv_heads", "head_dim"))
-    self.v_proj = _param(rngs, init, (d, kvh, hd), pdt, ("embed", "kv_heads", "head_dim"))
-    self.o_proj = _param(rngs, init, (h, hd, d), pdt, ("heads", "head_dim", "embed"))
+    self.q_proj = param(rngs, init, (d, h, hd), pdt, ("embed", "heads", "head_dim"))
+    self.k_proj = param(rngs, init, (d, kvh, hd), pdt, ("embed", "kv_heads", "head_dim"))
+    self.v_proj = param(rngs, init, (d, kvh, hd), pdt, ("embed", "kv_heads", "head_dim"))
+    self.o_proj = param(rngs, init, (h, hd, d), pdt, ("heads", "head_dim", "embed"))
     if cfg.attention_bias:
       zeros = nnx.initializers.zeros
-      self.q_bias = _param(rngs, zeros, (h, hd), pdt, ("heads", "head_dim"))
-      self.k_bias = _param(rngs, zeros, (kvh, hd), pdt, ("kv_heads", "head_dim"))
-      self.v_bias = _param(rngs, zeros, (kvh, hd), pdt, ("kv_heads", "head_dim"))
+      self.q_bias = param(rngs, zeros, (h, hd), pdt, ("heads", "head_dim"))
+      self.k_bias = param(rngs, zeros, (kvh, hd), pdt, ("kv_heads", "head_dim"))
+      self.v_bias = param(rngs, zeros, (kvh, hd), pdt, ("kv_heads", "head_dim"))
     if cfg.attention_out_bias:
-      self.o_bias = _param(rngs, nnx.initializers.zeros, (d,), pdt, ("embed",))
+      self.o_bias = param(rngs, nnx.initializers.zeros, (d,), pdt, ("embed",))
     if cfg.is_gemma:
       self.q_norm = RMSNorm(hd, cfg.rms_norm_eps, gemma=True, param_dtype=pdt, rngs=rngs)
       self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, gemma=True, param_dtype=pdt, rngs=rngs)
@@ -187,14 +187,14 @@ class MLP(nnx.Module):
     pdt = jnp.dtype(cfg.param_dtype)
     d, f = cfg.hidden_size, cfg.intermediate_size
     init = nnx.initializers.normal(0.02)
-    self.gate_proj = _param(rngs, init, (d, f), pdt, ("embed", "mlp"))
-    self.up_proj = _param(rngs, init, (d, f), pdt, ("embed", "mlp"))
-    self.down_proj = _param(rngs, init, (f, d), pdt, ("mlp", "embed"))
+    self.gate_proj = param(rngs, init, (d, f), pdt, ("embed", "mlp"))
+    self.up_proj = param(rngs, init, (d, f), pdt, ("embed", "mlp"))
+    self.down_proj = param(rngs, init, (f, d), pdt, ("mlp", "embed"))
     if cfg.mlp_bias:
       zeros = nnx.initializers.zeros
-      self.gate_bias = _param(rngs, zeros, (f,), pdt, ("mlp",))
-      self.up_bias = _param(rngs, zeros, (f,), pdt, ("mlp",))
-      self.down_bias = _param(rngs, zeros, (d,), pdt, ("embed",))
+      self.gate_bias = param(rngs, zeros, (f,), pdt, ("mlp",))
+      self.up_bias = param(rngs, zeros, (f,), pdt, ("mlp",))
+      self.down_bias = param(rngs, zeros, (d,), pdt, ("embed",))
     self.act_name = cfg.hidden_act
     self.has_bias = cfg.mlp_bias
     self.dtype = jnp.dtype(cfg.dtype)

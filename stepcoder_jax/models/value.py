@@ -23,9 +23,9 @@ class ValueModel(nnx.Module):
     self.backbone = Decoder(cfg, rngs, lm_head=False)
     pdt = jnp.dtype(cfg.param_dtype)
     # Small init so the first value estimates are near zero and do not swamp early advantages.
-    self.value_head = layers._param(rngs, nnx.initializers.normal(1e-3), (cfg.hidden_size,), pdt,
+    self.value_head = layers.param(rngs, nnx.initializers.normal(1e-3), (cfg.hidden_size,), pdt,
                                     ("embed",))
-    self.value_bias = layers._param(rngs, nnx.initializers.zeros, (), pdt, ())
+    self.value_bias = layers.param(rngs, nnx.initializers.zeros, (), pdt, ())
 
   def __call__(self, tokens: jax.Array, positions: jax.Array,
                attention_mask: jax.Array) -> jax.Array:

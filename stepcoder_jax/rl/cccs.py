@@ -252,7 +252,10 @@ class Curriculum:
     return dict(sorted(h.items()))
 
   def sampling_weights(self, problems: Sequence[Problem]) -> np.ndarray:
-    return sampling_weights(problems, self.cfg.weight_power)
+    """As the module-level `sampling_weights`, from the cached plans."""
+    e = np.array([len(self._plan(p).statements) for p in problems], np.float64)
+    w = (1.0 + e) ** self.cfg.weight_power
+    return w / w.sum()
 
   def to_json(self) -> str:
     return json.dumps({

@@ -21,6 +21,13 @@ class CCCSConfig:
   min_attempts: int = 4
   weight_power: float = 1.0
 
+  def __post_init__(self):
+    from stepcoder_jax.errors import UserError
+    if not 0.0 <= self.rho < 1.0:
+      raise UserError(f"gin cccs.rho: {self.rho} is not in [0, 1) (a pass rate must exceed it)")
+    if self.min_attempts < 1:
+      raise UserError(f"gin cccs.min_attempts: {self.min_attempts} must be >= 1")
+
 
 @gin.configurable('fgo')
 @dataclasses.dataclass
@@ -43,7 +50,8 @@ class PPOConfig:
     clip_eps: policy ratio clip; a token is clipped only when the ratio is strictly outside
       [1 - clip_eps, 1 + clip_eps] in the direction that would increase the objective.
     value_clip: clip of the new value around the rollout value (<= 0 disables).
-    value_coef: weight of the value loss (reported loss only; value params have their own optimizer).
+    value_coef: weight of the value loss in the reported total 'loss' metric (the value model
+      has its own optimizer, so it does not scale any gradient).
     kl_coef: initial per-token KL penalty coefficient against the reference policy.
     adaptive_kl: adapt kl_coef towards kl_target (Ziegler et al. 2019) over kl_horizon sequences.
     entropy_coef: entropy bonus weight (0 disables).
@@ -87,3 +95,22 @@ class PPOConfig:
   adam_eps: float = 1e-8
   logprob_chunk: int = 128
   seed: int = 0
+
+  def __post_init__(self):
+    from stepcoder_jax.errors import UserError
+
+    def bad(field, why):
+      raise UserError(f"gin ppo.{field}: {getattr(self, field)!r} {why}")
+
+    for f in ("epochs", "minibatches", "grad_accum", "logprob_chunk"):
+      if int(getattr(self, f)) < 1:
+        bad(f, "must be >= 1")
+    for f in ("gamma", "lam"):
+      if not 0.0 <= getattr(self, f) <= 1.0:
+        bad(f, "must be in [0, 1]")
+    if self.clip_eps <= 0:
+      bad("clip_eps", "must be > 0")
+    if self.lr_schedule not in ("constant", "cosine"):
+      bad("lr_schedule", "is not 'constant' or 'cosine'")
+    if self.adaptive_kl and (self.kl_target <= 0 or self.kl_horizon <= 0):
+      bad("kl_target", "and ppo.kl_horizon must be > 0 with ppo.adaptive_kl")

@@ -13,7 +13,7 @@ from stepcoder_jax.data.record import Problem
 from stepcoder_jax.execution.config import ExecutionConfig
 from stepcoder_jax.models.config import ModelSpec
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
-from stepcoder_jax.rl.train_config import TrainConfig
+from stepcoder_jax.rl.train_config import EvalConfig, TrainConfig
 
 _log = logging.getLogger(__name__)
 
@@ -52,12 +52,14 @@ def open_pool(cfg: ExecutionConfig | None = None):
   return pool
 
 
-def make_trainer(cfg: TrainConfig, models, problems: list[Problem], pool):
-  """A Trainer from gin's ppo/cccs/fgo configs; saves the operative config next to the run."""
+def make_trainer(cfg: TrainConfig, models, problems: list[Problem], pool,
+                 eval_problems: list[Problem] | None = None):
+  """A Trainer from gin's ppo/cccs/fgo/eval configs; saves the operative config by the run."""
   from stepcoder_jax.rl.trainer import Trainer
 
   trainer = Trainer(models, problems, cfg=cfg, ppo_cfg=PPOConfig(), cccs_cfg=CCCSConfig(),
-                    fgo_cfg=FGOConfig(), pool=pool)
+                    fgo_cfg=FGOConfig(), pool=pool, eval_problems=eval_problems,
+                    eval_cfg=EvalConfig())
   gin_setup.save_operative(str(Path(cfg.work_dir) / "operative_config.gin"))
   return trainer
 
@@ -83,11 +85,13 @@ def train(cfg: TrainConfig | None = None, *, model: str | None = None,
   dc = DatasetConfig()
   problems = problems if problems is not None else load_split(
       dc.train_split, dataset, data_dir, manual_dir, dc)
+  eval_problems = load_split(EvalConfig().split or dc.eval_split, dataset, data_dir, manual_dir,
+                             dc) if cfg.eval_every else None
   models = models or load_policy(model)
   own_pool = pool is None
   pool = pool or open_pool()
   try:
-    return run_trainer(make_trainer(cfg, models, problems, pool))
+    return run_trainer(make_trainer(cfg, models, problems, pool, eval_problems))
   finally:
     if own_pool:
       pool.close()

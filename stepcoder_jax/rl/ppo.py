@@ -1,4 +1,4 @@
-"""PPO for StepCoder: pure GAE and losses, and a jitted `ppo_step(state, batch) -> (state, metrics)`.
+"""StepCoder PPO: pure GAE and losses, and a jitted `ppo_step(state, batch) -> (state, metrics)`.
 
 Per-token conventions (shared with rl/batching.py): every `[B, T]` array indexed by t describes
 token t. `logprobs[t] = log pi(tokens[t] | tokens[:t])`, computed from the hidden state at t - 1;
@@ -287,7 +287,8 @@ def check_batch(batch: Mapping[str, Any], cfg: PPOConfig) -> None:
                      f" = {cfg.minibatches} x {cfg.grad_accum}")
   for k in BATCH_KEYS:
     if batch[k].shape[0] != b or (k != "rewards" and batch[k].shape != batch["tokens"].shape):
-      raise ValueError(f"ppo batch: {k!r} has shape {batch[k].shape}, tokens {batch['tokens'].shape}")
+      raise ValueError(f"ppo batch: {k!r} has shape {batch[k].shape}, "
+                       f"tokens {batch['tokens'].shape}")
 
 
 def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
@@ -390,6 +391,8 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
              state.value_rest)
     carry, met = jax.lax.scan(epoch, carry, jax.random.split(key, cfg.epochs))
     met = jax.tree.map(jnp.mean, met)  # over epochs x minibatches
+    met["loss"] = (met["policy_loss"] - cfg.entropy_coef * met["entropy"] +
+                   cfg.value_coef * met["value_loss"])
 
     n_resp = jnp.maximum(jnp.sum(resp), 1.0)
     ref_kl = jnp.mean(jnp.sum(jnp.where(resp > 0, old_lp - ref_lp, 0.0), axis=1))

@@ -19,9 +19,7 @@ class TrainConfig:
   top_p: float = 1.0
   top_k: int = 0
   prompt_style: str = "plain"       # "plain" | "chat"
-  checkpoint_every: int = 5
-  keep_checkpoints: int = 3
-  eval_every: int = 0               # 0: evaluate only before and after training
+  eval_every: int = 0               # evaluate every N iterations and at the end (0: never)
   logprob_chunk: int = 128          # sequence chunk for log-probs (never [B, T, V] f32)
 
 

@@ -28,6 +28,7 @@ from flax import nnx
 
 from stepcoder_jax import checkpoint as ckpt_lib
 from stepcoder_jax import metrics as metrics_lib
+from stepcoder_jax.config import CheckpointConfig
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
 from stepcoder_jax.rl import batching, ppo, rollout
@@ -117,7 +118,8 @@ class Trainer:
 
   def __init__(self, models: Models, problems: list[Problem], *, cfg: TrainConfig | None = None,
                ppo_cfg: PPOConfig | None = None, cccs_cfg: CCCSConfig | None = None,
-               fgo_cfg: FGOConfig | None = None, pool=None, sampler=None):
+               fgo_cfg: FGOConfig | None = None, pool=None, sampler=None,
+               eval_problems: list[Problem] | None = None, eval_cfg=None):
     from stepcoder_jax.models.value import ValueModel
 
     self.cfg = cfg or TrainConfig()
@@ -132,6 +134,8 @@ class Trainer:
     self.problems = problems
     self.pool = pool
     self.sampler = sampler
+    self.eval_problems = eval_problems or []
+    self.eval_cfg = eval_cfg
     self.work_dir = Path(self.cfg.work_dir)
     self.work_dir.mkdir(parents=True, exist_ok=True)
     self.curriculum = Curriculum(self.cccs_cfg)
@@ -230,12 +234,22 @@ class Trainer:
       out[f"cccs/stage_{stage}"] = count
     return out
 
+  def evaluate(self, name: str):
+    """pass@k of the current policy on the eval problems (tables under <work_dir>/eval)."""
+    from stepcoder_jax.rl import evaluate as eval_run
+    from stepcoder_jax.rl.train_config import EvalConfig
+
+    return eval_run.evaluate(self.policy_model(), self.tok, self.eval_problems,
+                             self.eval_cfg or EvalConfig(), self.pool,
+                             out_dir=self.work_dir / "eval", name=name)
+
   # ---------------------------------------------------------------- the loop
 
   def run(self, on_iteration=None) -> list[dict]:
     cfg = self.cfg
     history = []
-    ck_cfg = ckpt_lib.CheckpointConfig(max_to_keep=cfg.keep_checkpoints, save_interval_steps=1)
+    ck_cfg = CheckpointConfig()  # gin: checkpoint.save_interval_steps, max_to_keep, async_save
+    every = max(1, ck_cfg.save_interval_steps)
     ck_dir = ckpt_lib.checkpoint_dir(self.work_dir)
     ckpt_lib.save_inference_assets(ck_dir, self.models.cfg, self.tok)
     with ckpt_lib.Checkpointer(ck_dir, ck_cfg) as ckpt, \
@@ -245,10 +259,14 @@ class Trainer:
                                    desc="stepcoder") as bar:
         while self.iteration < cfg.num_iterations:
           m = self.iterate()
+          if (cfg.eval_every and self.eval_problems and
+              (self.iteration % cfg.eval_every == 0 or self.iteration == cfg.num_iterations)):
+            rep = self.evaluate(f"step{self.iteration}")
+            m.update({f"eval/{k}": v for k, v in rep.metrics().items()})
           writer.write(self.iteration, m)
           bar.update({"reward": m["reward_mean"], "pass": m["pass_rate"]})
           history.append(m)
-          if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.num_iterations:
+          if self.iteration % every == 0 or self.iteration == cfg.num_iterations:
             self.save(ckpt)
           if on_iteration is not None:
             on_iteration(self, m)
