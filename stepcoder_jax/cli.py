@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
   logging.basicConfig(level=logging.WARNING,
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   logging.getLogger("stepcoder_jax").setLevel(logging.INFO)
+  logging.getLogger("absl").setLevel(logging.ERROR)  # TFDS's "custom data configuration" notes
   try:
     rest, gin_files, gin_bindings = gin_setup.split_gin_args(argv)
     mods = _available()
