@@ -55,12 +55,65 @@ def pool_rate(jobs: list[Job], workers: int, coverage: bool, rounds: int):
   return best, passed, startup
 
 
+def _proc_facts(pid: int) -> dict:
+  """fds, RSS (kB), live and zombie children of a worker."""
+  live = zombies = 0
+  for d in os.listdir("/proc"):
+    if not d.isdigit():
+      continue
+    try:
+      with open(f"/proc/{d}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+      continue
+    if int(fields[1]) == pid:
+      zombies += fields[0] == "Z"
+      live += fields[0] != "Z"
+  with open(f"/proc/{pid}/status") as f:
+    rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+  return {"fds": len(os.listdir(f"/proc/{pid}/fd")), "rss_kb": rss, "children": live,
+          "zombies": zombies}
+
+
+def soak(jobs: list[Job], n: int, workers: int) -> dict:
+  """Judge n programs (cycling through jobs, with failing and crashing variants); report the
+  workers' fds/RSS/children before and after, and leftover sandbox directories."""
+  import itertools  # pylint: disable=import-outside-toplevel
+  variants = []
+  for j in jobs:
+    variants += [j, Job(j.problem, "  return None\n", j.prefix),
+                 Job(j.problem, "  raise ValueError(1)\n", j.prefix)]
+  stream = itertools.islice(itertools.cycle(variants), n)
+  shm = lambda: sum(d.startswith("scj-") for d in os.listdir("/dev/shm"))  # noqa: E731
+  dirs0 = shm()
+  cfg = ExecutionConfig(workers=workers, timeout_s=10.0)
+  with ExecutionPool(cfg) as pool:
+    pool.run(variants[:200])
+    before = {pid: _proc_facts(pid) for pid in pool.worker_pids}
+    t = time.perf_counter()
+    done = 0
+    while done < n:
+      chunk = list(itertools.islice(stream, 1000))
+      if not chunk:
+        break
+      pool.run(chunk)
+      done += len(chunk)
+    dt = time.perf_counter() - t
+    time.sleep(0.5)
+    after = {pid: _proc_facts(pid) for pid in pool.worker_pids}
+    replaced = pool.replaced
+  return {"programs": done, "seconds": round(dt, 1), "workers_replaced": replaced,
+          "before": before, "after": after, "leftover_sandbox_dirs": shm() - dirs0}
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--data", default=str(REPO.parent / "shared/data/humaneval/HumanEval.jsonl.gz"))
   ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
   ap.add_argument("--rounds", type=int, default=3)
   ap.add_argument("--json", default=None, help="also write the figures here")
+  ap.add_argument("--soak", type=int, default=0,
+                  help="instead: judge this many programs and report leaks (fds, RSS, zombies)")
   args = ap.parse_args(argv)
 
   with gzip.open(args.data, "rt") as f:
@@ -70,6 +123,9 @@ def main(argv=None) -> int:
   jobs = [Job(p, p.canonical_solution[len(p.starter_code):], prefix=p.starter_code)
           for p in problems]
 
+  if args.soak:
+    print(json.dumps(soak(jobs, args.soak, args.workers), indent=1))
+    return 0
   on, on_passed, startup = pool_rate(jobs, args.workers, True, args.rounds)
   off, off_passed, _ = pool_rate(jobs, args.workers, False, args.rounds)
   he_best, he_passed = 0.0, 0

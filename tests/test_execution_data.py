@@ -52,7 +52,6 @@ def test_mbpp_reference_pass_rate():
       p.id: (r.outcome, r.error[:200]) for p, r in zip(problems, res) if not r.passed}
 
 
-@pytest.mark.slow
 def test_apps_subset_reference_pass_rate():
   problems = _load("apps/apps_subset.jsonl")
   res = _judge(problems, timeout_s=20.0, preload_modules=ExecutionConfig().preload_modules +

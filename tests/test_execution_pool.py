@@ -184,3 +184,12 @@ def test_no_zombies_fd_leaks_or_growth_over_many_programs():
     for x in w:  # at most the current pre-forked child and one being reaped
       assert len(_children(x)) <= 2
     assert all(_rss_kb(x) < r + 4096 for x, r in zip(w, rss))
+
+
+def test_execution_package_imports_no_jax():
+  import subprocess
+  import sys
+  code = ("import sys, stepcoder_jax.execution.pool, stepcoder_jax.execution.worker, "
+          "stepcoder_jax.commands.judge\n"
+          "assert not [m for m in sys.modules if m == 'jax' or m.startswith('jax.')]\n")
+  subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -250,3 +250,26 @@ def test_legacy_config_spelling_parses_like_transformers(family, tmp_path):
     assert ours.eos_ids == (128001, 128009) and not ours.tie_embeddings
   # And our export spelling reads back identically.
   assert hf_io.config_from_hf(hf_io.config_to_hf(ours)) == ours
+
+
+def test_multimodal_gemma3_dir_loads_its_text_decoder(tmp_path):
+  """model_type 'gemma3' (Gemma 3 4B+): text_config + tensors under model.language_model."""
+  src = tmp_path / "text"
+  model = make_hf_model("gemma3", src, seed=11)
+  mm = tmp_path / "mm"
+  mm.mkdir()
+  text_cfg = json.loads((src / "config.json").read_text())
+  (mm / "config.json").write_text(json.dumps(
+      {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+       "text_config": text_cfg, "vision_config": {"model_type": "siglip_vision_model"}}))
+  tensors = load_file(str(src / "model.safetensors"))
+  renamed = {k.replace("model.", "model.language_model.", 1): v for k, v in tensors.items()
+             if k.startswith("model.")}
+  renamed["model.vision_tower.dummy"] = np.zeros(3, np.float32)
+  save_file(renamed, str(mm / "model.safetensors"), metadata={"format": "pt"})
+  cfg, decoder = hf_io.load(mm)
+  assert cfg.family == "gemma3" and cfg.tie_embeddings
+  tokens, mask = padded_batch(seed=6)
+  real = mask.astype(bool)
+  np.testing.assert_allclose(our_logits(decoder, tokens, mask)[real],
+                             hf_logits(model, tokens, mask)[real], atol=1e-4)

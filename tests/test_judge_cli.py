@@ -101,3 +101,13 @@ def test_module_entry_point(tmp_path):
   rows = _lines(out)
   # HumanEval: the prompt is the prefix, lines are the body's own; the else branch ran no test.
   assert rows[1]["executable_lines"] == [1, 2, 4] and rows[1]["executed_lines"] == [1, 2]
+
+
+def test_gin_binds_execution_config(tmp_path, capsys):
+  out = tmp_path / "r.jsonl"
+  assert main(["judge", "--problems", _he_file(tmp_path), "--use-canonical", "--out", str(out),
+               "--workers", "1", "--gin.execution.coverage=False"]) == 0
+  assert all(r["executable_lines"] == [] for r in _lines(out))
+  assert main(["judge", "--problems", _he_file(tmp_path), "--use-canonical", "--out", str(out),
+               "--gin.execution.no_such_field=1"]) == 2
+  capsys.readouterr()

@@ -14,6 +14,7 @@ Test kinds:
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 from typing import Any
@@ -49,9 +50,18 @@ class Problem:
 
   @property
   def num_tests(self) -> int:
-    if self.test_kind == "assert":
-      return max(1, sum(1 for l in self.test_code.splitlines() if l.strip().startswith("assert")))
-    return len(self.inputs)
+    """Tests as the judge counts them: one per input (stdio/call); a HumanEval
+    ``check(candidate)`` is one test (one call); each MBPP assert is one test (run on its own)."""
+    if self.test_kind != "assert":
+      return len(self.inputs)
+    try:
+      tree = ast.parse(self.test_code)
+    except SyntaxError:
+      return 1
+    if self.entry_point and any(isinstance(s, ast.FunctionDef) and s.name == "check"
+                                for s in tree.body):
+      return 1
+    return max(1, sum(isinstance(s, ast.Assert) for s in tree.body))
 
   def validate(self, where: str = "") -> None:
     """Raise RecordError naming the record and field when the record cannot be judged."""

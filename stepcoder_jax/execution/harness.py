@@ -36,7 +36,7 @@ _PRISTINE_BUILTINS = dict(vars(builtins))  # given to test code, never to the pr
 
 _write, _read, _close, _dup2, _open, _lseek = os.write, os.read, os.close, os.dup2, os.open, \
     os.lseek
-_exit, _fsync = os._exit, os.fsync
+_exit = os._exit
 _perf = time.perf_counter
 _monotonic = time.monotonic
 _dumps = _plain_mod.dump_json  # not json.dumps: the program may patch the json module

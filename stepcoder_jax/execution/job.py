@@ -1,7 +1,6 @@
 """What the pool is given (Job) and what it returns (ExecResult); see docs/ARCHITECTURE.md."""
 from __future__ import annotations
 
-import ast
 import dataclasses
 
 from stepcoder_jax.data.record import Problem
@@ -50,21 +49,8 @@ class ExecResult:
 
 
 def count_tests(problem: Problem) -> int:
-  """Tests of a problem as the judge counts them.
-
-  stdio/call: one per input. Assert-style: a HumanEval ``check(candidate)`` is one test (it is one
-  call); MBPP's asserts are one test each (each runs on its own, so a partial pass is visible).
-  """
-  if problem.test_kind != "assert":
-    return len(problem.inputs)
-  try:
-    tree = ast.parse(problem.test_code)
-  except SyntaxError:
-    return 1
-  if problem.entry_point and any(isinstance(s, ast.FunctionDef) and s.name == "check"
-                                 for s in tree.body):
-    return 1
-  return max(1, sum(isinstance(s, ast.Assert) for s in tree.body))
+  """Tests of a problem as the judge counts them (see Problem.num_tests)."""
+  return problem.num_tests
 
 
 def job_message(job: Job) -> dict:

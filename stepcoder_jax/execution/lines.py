@@ -9,9 +9,10 @@ Docstrings, ``global`` and ``nonlocal`` are not executable; every other statemen
 Coverage is measured by instrumentation, not tracing: ``instrument`` puts before every statement a
 probe ``__cov__[k] = 1`` carrying the statement's own location (so tracebacks and line numbers are
 unchanged), and a unit is *executed* when its probe ran. On Python 3.11 (no ``sys.monitoring``)
-this costs one subscript store per statement, where ``sys.settrace`` (or coverage.py's tracer,
-which uses it) costs a trace call per line and per call, several times slower on loops (see the
-README). ``elif`` is an ``if`` nested in ``else``, so it gets its own probe; an ``except`` header
+this costs one subscript store per statement, where ``sys.settrace`` (or coverage.py's C tracer,
+which uses it) costs a trace call per line and per call. Measured on HumanEval/75's reference
+(a triple loop), in one process: untraced 0.14 s, settrace 1.14 s, settrace that stops tracing
+fully covered code objects 0.51 s, coverage.py 0.75 s (+45 ms start); probes cost ~1.2x. ``elif`` is an ``if`` nested in ``else``, so it gets its own probe; an ``except`` header
 counts as executed when its handler is entered; a ``while``/``for`` header when the loop starts.
 """
 from __future__ import annotations

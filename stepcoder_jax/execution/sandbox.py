@@ -64,10 +64,16 @@ def enter_netns() -> str:
   """Move the calling (worker) process into an empty network namespace; returns what happened."""
   try:
     libc = _libc()
-    flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWUSER | CLONE_NEWNET
-    if libc.unshare(flags) == 0:
-      return "netns"
-    return "no-netns"
+    root = os.geteuid() == 0
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(CLONE_NEWNET if root else CLONE_NEWUSER | CLONE_NEWNET) != 0:
+      return "no-netns"
+    if not root:  # keep our own ids inside the new user namespace (files stay ours)
+      for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                         ("/proc/self/gid_map", f"{gid} {gid} 1")):
+        with open(path, "w") as f:
+          f.write(text)
+    return "netns"
   except (OSError, AttributeError):
     return "no-netns"
 

@@ -9,6 +9,9 @@ The next child is forked *before* the next job arrives, so it never holds any ex
 its memory; the worker keeps those and computes the verdict from what the child reports. The
 worker enforces the per-test and per-program wall-time limits (SIGKILL to the child's process
 group), reaps every process it created (it is a child subreaper), and removes each sandbox dir.
+
+The worker imports as little as it can (no shutil/tempfile: they load compression libraries):
+forking and exiting cost grows with every mapped shared library, and a child is forked per program.
 """
 from __future__ import annotations
 
@@ -16,14 +19,10 @@ import gc
 import importlib
 import json
 import os
-import random
-import secrets
 import select
-import shutil
 import signal
 import struct
 import sys
-import tempfile
 import time
 
 from stepcoder_jax.execution import compare, harness, sandbox
@@ -80,7 +79,7 @@ class Worker:
     self.uid = None
     if self.is_root:
       base = int(cfg.get("sandbox_uid_base", 200000))
-      self.uid = base + random.SystemRandom().randrange(1 << 20)
+      self.uid = base + int.from_bytes(os.urandom(4), "little") % (1 << 20)
     self.netns = sandbox.enter_netns() if cfg.get("network_namespace", True) else "off"
     self.subreaper = sandbox.become_subreaper()
     self.nproc = None
@@ -97,7 +96,7 @@ class Worker:
         pass
     root = cfg.get("sandbox_root")
     if not root:
-      root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+      root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else os.environ.get("TMPDIR", "/tmp")
     self.sandbox_root = root
     exec(harness._APPS_HEADER_CODE, {})  # pylint: disable=exec-used,protected-access
     import socket  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
@@ -106,12 +105,13 @@ class Worker:
 
   # -- children ----------------------------------------------------------------------------------
   def prefork(self) -> None:
-    sandbox_dir = tempfile.mkdtemp(prefix="scj-", dir=self.sandbox_root)
+    sandbox_dir = os.path.join(self.sandbox_root, "scj-" + os.urandom(8).hex())
+    os.mkdir(sandbox_dir, 0o700)
     if self.uid is not None:
       os.chown(sandbox_dir, self.uid, self.uid)
     job_r, job_w = os.pipe()
     rep_r, rep_w = os.pipe()
-    nonce = secrets.token_hex(12)
+    nonce = os.urandom(12).hex()
     gc.freeze()  # the child's gc then skips the inherited objects (fewer copy-on-write faults)
     pid = os.fork()
     if pid == 0:  # child
@@ -134,8 +134,8 @@ class Worker:
       signal.signal(sig, signal.SIG_DFL)
     os.chdir(sandbox_dir)
     # Private fds at random high numbers (above RLIMIT_NOFILE), everything else closed.
-    rng = random.SystemRandom()
-    jfd, rfd = rng.sample(range(300, 1000), 2)
+    jfd = 300 + int.from_bytes(os.urandom(2), "little") % 350
+    rfd = 650 + int.from_bytes(os.urandom(2), "little") % 350
     os.dup2(job_r, jfd)
     os.dup2(rep_w, rfd)
     null = os.open(os.devnull, os.O_RDONLY)
@@ -359,7 +359,7 @@ class Worker:
     for fd in (child.rep_r, child.pidfd):
       if fd is not None:
         os.close(fd)
-    shutil.rmtree(child.sandbox_dir, ignore_errors=True)
+    _rmtree(child.sandbox_dir)
     duration = time.perf_counter() - t0
 
     signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
@@ -383,8 +383,30 @@ class Worker:
         os.waitpid(self.child.pid, 0)
       except ChildProcessError:
         pass
-      shutil.rmtree(self.child.sandbox_dir, ignore_errors=True)
+      _rmtree(self.child.sandbox_dir)
       self.child = None
+
+
+def _rmtree(path: str) -> None:
+  """Remove a sandbox directory without following links (no shutil: see module docstring)."""
+  try:
+    os.chmod(path, 0o700)  # a program may have made its own subdirectories unreadable
+    with os.scandir(path) as it:
+      entries = list(it)
+  except OSError:
+    entries = []
+  for e in entries:
+    try:
+      if e.is_dir(follow_symlinks=False):
+        _rmtree(e.path)
+      else:
+        os.unlink(e.path)
+    except OSError:
+      pass
+  try:
+    os.rmdir(path)
+  except OSError:
+    pass
 
 
 def _decide(state, verdicts, errors, timed_out, current, signum, cfg) -> tuple[str, str]:

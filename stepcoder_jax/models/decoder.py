@@ -23,6 +23,10 @@ from stepcoder_jax.models import layers
 from stepcoder_jax.models.config import ModelConfig
 
 
+# Logical axis names of a KVCache's keys/values, for sharding.py (positions/valid: batch, length).
+KV_CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")
+
+
 @flax.struct.dataclass
 class KVCache:
   """Keys/values of every layer plus the bookkeeping attention needs.

@@ -69,7 +69,14 @@ def _rope_params(d: dict, family: str) -> tuple[float, float, dict | None, dict 
 
 def config_from_hf(d: dict, source: str = "config.json", *, dtype: str | None = None,
                    param_dtype: str | None = None) -> ModelConfig:
-  """Our ModelConfig from the dict of an HF config.json (`source` names it in errors)."""
+  """Our ModelConfig from the dict of an HF config.json (`source` names it in errors).
+
+  A multimodal Gemma 3 config (model_type 'gemma3', e.g. Gemma 3 4B) yields its text decoder.
+  """
+  if d.get("model_type") == "gemma3" and isinstance(d.get("text_config"), dict):
+    text = {"tie_word_embeddings": d.get("tie_word_embeddings", True),
+            "torch_dtype": d.get("torch_dtype"), "dtype": d.get("dtype")}
+    d = text | d["text_config"] | {"model_type": "gemma3_text"}
   model_type = d.get("model_type")
   if model_type not in MODEL_TYPES:
     raise UserError(f"{source}: model_type {model_type!r} is not supported "
@@ -304,25 +311,37 @@ def _weight_files(path: Path) -> dict[str, Path]:
   raise UserError(f"{path}: no {_SINGLE} or {_INDEX} (only safetensors weights are read)")
 
 
-def read_tensors(path: Path, names: list[str]) -> Iterator[tuple[str, Path, np.ndarray]]:
-  """Yield (name, file, array) for the requested HF tensor names; errors name file and tensor."""
+_TEXT_PREFIXES = ("model.language_model.", "language_model.model.")
+
+
+def read_tensors(path: Path,
+                 names: list[str]) -> Iterator[tuple[str, str, Path, np.ndarray]]:
+  """Yield (name, name in the file, file, array) for the requested HF tensor names.
+
+  Errors name the file and the tensor.
+  """
   from safetensors import safe_open  # pylint: disable=import-outside-toplevel
 
-  where = _weight_files(path)
-  missing = [n for n in names if n not in where]
+  files = _weight_files(path)
+  stored = {n: n for n in files}  # our name -> name in the file
+  # Multimodal Gemma 3 stores the text decoder under another prefix: read it under our names.
+  for prefix in _TEXT_PREFIXES:
+    if "model.embed_tokens.weight" not in stored and prefix + "embed_tokens.weight" in files:
+      stored = {"model." + k[len(prefix):]: k for k in files if k.startswith(prefix)}
+  missing = [n for n in names if n not in stored]
   if missing:
-    files = sorted({f.name for f in where.values()}) or ["(none)"]
-    raise UserError(f"{path}: tensor {missing[0]} not found in {', '.join(files)}"
+    fnames = sorted({f.name for f in files.values()}) or ["(none)"]
+    raise UserError(f"{path}: tensor {missing[0]} not found in {', '.join(fnames)}"
                     + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""))
   by_file: dict[Path, list[str]] = {}
   for n in names:
-    by_file.setdefault(where[n], []).append(n)
+    by_file.setdefault(files[stored[n]], []).append(n)
   for file, file_names in by_file.items():
     _check_safetensors(file)
     try:
       with safe_open(str(file), framework="numpy") as f:
         for n in file_names:
-          yield n, file, f.get_tensor(n)
+          yield n, stored[n], file, f.get_tensor(stored[n])
     except UserError:
       raise
     except Exception as e:  # safetensors raises its own error types for corrupt files
@@ -372,12 +391,12 @@ def decoder_from_tensors(cfg: ModelConfig, path: Path) -> Decoder:
   flat = dict(nnx.to_flat_state(state))
   table = {e.hf: e for e in tensor_table(cfg)}
   pdt = jnp.dtype(cfg.param_dtype)
-  for name, file, x in read_tensors(path, list(table)):
+  for name, stored, file, x in read_tensors(path, list(table)):
     entry = table[name]
     var = flat[entry.ours]
     want = _hf_shape(entry, var.shape)
     if tuple(x.shape) != want:
-      raise UserError(f"{file}: tensor {name} has shape {list(x.shape)}, expected {list(want)} "
+      raise UserError(f"{file}: tensor {stored} has shape {list(x.shape)}, expected {list(want)} "
                       "from config.json")
     var.set_value(jnp.asarray(_to_ours(entry, x, var.shape), dtype=pdt))
   state = nnx.from_flat_state(list(flat.items()))

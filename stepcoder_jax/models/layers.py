@@ -1,9 +1,9 @@
 """Building blocks of the decoder: RMSNorm, RoPE (incl. linear and Llama-3 scaling), GQA attention,
 gated MLP.
 
-Every parameter carries logical axis names (`out_sharding` metadata, set by
-`nnx.with_partitioning`) from {vocab, embed, heads, kv_heads, head_dim, mlp, norm}; sharding.py maps
-them to mesh axes. Parameters are created unsharded (`eager_sharding=False`): names like 'vocab' are
+Every parameter carries logical axis names in its `out_sharding` metadata (what
+`nnx.with_partitioning` sets and `nnx.get_partition_spec` reads) from {vocab, embed, heads, kv_heads,
+head_dim, mlp, norm}; sharding.py maps them to mesh axes. Parameters are created unsharded (`eager_sharding=False`): names like 'vocab' are
 logical, not mesh axes, so placing them is sharding.py's job (nnx.get_partition_spec + its rules).
 Kernels are stored in "math" layout ([in, ...out]), so HF's [out, in] matrices are
 transposed on import (see hf_io.py).
@@ -26,7 +26,7 @@ _MASK_VALUE = -1e30
 
 
 def param(rngs: nnx.Rngs | None, init: Callable, shape: tuple[int, ...], dtype,
-           axes: tuple[str, ...]) -> nnx.Param:
+          axes: tuple[str, ...]) -> nnx.Param:
   """A parameter initialised by `init`, annotated with logical axis names."""
   key = rngs.params() if rngs is not None else jax.random.key(0)
   return nnx.Param(init(key, shape, dtype), out_sharding=axes, eager_sharding=False)

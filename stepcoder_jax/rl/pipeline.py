@@ -1,5 +1,10 @@
 """Glue from gin configs to the pieces: load the policy and the problems, open the execution pool,
 run the trainer. Commands (`train`, `demo`) call these; tests call them with explicit configs.
+
+Multi-host: `train` first joins jax.distributed (`sharding.distributed_init`, from gin's
+`distributed` config or the JAX_* environment that launch/ sets), then every process loads the
+same model and problems and opens its own execution pool for its own rollout rows; only process 0
+writes files other than checkpoints (orbax writes its shards from every process).
 """
 from __future__ import annotations
 
@@ -57,21 +62,26 @@ def make_trainer(cfg: TrainConfig, models, problems: list[Problem], pool,
   """A Trainer from gin's ppo/cccs/fgo/eval configs; saves the operative config by the run."""
   from stepcoder_jax.rl.trainer import Trainer
 
+  import jax
+
   trainer = Trainer(models, problems, cfg=cfg, ppo_cfg=PPOConfig(), cccs_cfg=CCCSConfig(),
                     fgo_cfg=FGOConfig(), pool=pool, eval_problems=eval_problems,
                     eval_cfg=EvalConfig())
-  gin_setup.save_operative(str(Path(cfg.work_dir) / "operative_config.gin"))
+  if jax.process_index() == 0:
+    gin_setup.save_operative(str(Path(cfg.work_dir) / "operative_config.gin"))
   return trainer
 
 
 def run_trainer(trainer) -> list[dict]:
   """Train to the configured iteration count, then plot the curves of the run."""
+  import jax
+
   from stepcoder_jax import metrics as metrics_lib
 
   history = trainer.run()
   work = Path(trainer.cfg.work_dir)
   jsonl = work / "metrics.jsonl"
-  if jsonl.exists():
+  if jax.process_index() == 0 and jsonl.exists():
     metrics_lib.plot_curves(jsonl, work / "training_curves.png",
                             ["reward_mean", "pass_rate", "fgo_mask_density", "ppo/approx_kl"])
   return history
@@ -80,7 +90,12 @@ def run_trainer(trainer) -> list[dict]:
 def train(cfg: TrainConfig | None = None, *, model: str | None = None,
           models=None, problems: list[Problem] | None = None, dataset: str | None = None,
           data_dir: str | None = None, manual_dir: str | None = None, pool=None) -> list[dict]:
-  """Run (or resume) StepCoder training; returns the per-iteration metrics of this process."""
+  """Run (or resume) StepCoder training; returns the per-iteration metrics (the same on every
+  process; those of the end-of-run evaluation only on process 0)."""
+  from stepcoder_jax import sharding
+  from stepcoder_jax.config import DistributedConfig
+
+  sharding.distributed_init(DistributedConfig())  # before anything touches the devices
   cfg = cfg or TrainConfig()
   dc = DatasetConfig()
   problems = problems if problems is not None else load_split(

@@ -13,9 +13,8 @@ while the accelerator computes, and the step waits only where it needs the rewar
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,11 @@ from flax import nnx
 
 from stepcoder_jax import checkpoint as ckpt_lib
 from stepcoder_jax import metrics as metrics_lib
-from stepcoder_jax.config import CheckpointConfig
+from stepcoder_jax import sharding
+from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.rl import batching, ppo, rollout
+from stepcoder_jax.rl import batching, ppo, rollout, spmd
 from stepcoder_jax.rl.cccs import Curriculum
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
 from stepcoder_jax.rl.train_config import TrainConfig
@@ -59,44 +59,77 @@ def choose_problems(problems: list[Problem], weights: np.ndarray, n: int, seed: 
   return [problems[i] for i in idx]
 
 
-def make_rollout_forward(policy_gd, value_gd, chunk: int):
-  """Jitted old log-probs, reference log-probs and values of a packed batch (no rewards needed)."""
+def make_rollout_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placement):
+  """Jitted old log-probs, reference log-probs and values of a packed batch (no rewards needed),
+  zero outside the response; global [B, T] arrays sharded by rows."""
 
-  @jax.jit
-  def forward(state: ppo.TrainState, ref_params, tokens, positions, attention_mask):
+  def forward(state: ppo.TrainState, ref_params, tokens, positions, attention_mask,
+              response_mask):
     pol = nnx.merge(policy_gd, state.policy, state.policy_rest)
     ref = nnx.merge(policy_gd, ref_params, state.policy_rest)
     val = nnx.merge(value_gd, state.value, state.value_rest)
+    resp = response_mask.astype(jnp.float32)
     old = ppo.policy_logprobs(pol, tokens, positions, attention_mask, chunk=chunk,
                               with_entropy=False)
     refl = ppo.policy_logprobs(ref, tokens, positions, attention_mask, chunk=chunk,
                                with_entropy=False)
     values = ppo.value_estimates(val, tokens, positions, attention_mask)
-    return old, refl, values
+    return old * resp, refl * resp, values * resp
 
-  return forward
+  b2 = placement.batch(2)
+  return jax.jit(forward, in_shardings=(placement.state, placement.ref, b2, b2, b2, b2),
+                 out_shardings=(b2, b2, b2))
 
 
 def make_policy_sampler(policy_gd, temperature: float, top_p: float, top_k: int,
-                        max_new_tokens: int, eos_ids, pad_id: int, prompt_len: int):
+                        max_new_tokens: int, eos_ids, pad_id: int, prompt_len: int,
+                        placement: spmd.Placement):
   """`sample(state, prompt_ids, rng) -> response ids per row` with the current policy params.
 
-  Prompts are left-padded to the fixed `prompt_len` bucket, so the sampler compiles once.
+  `prompt_ids` are this process's rows (`placement.rows`); the sampler runs on the global batch
+  (every process calls it), so FSDP/tensor-sharded parameters work across hosts. Prompts are
+  left-padded to the fixed `prompt_len` bucket, so the sampler compiles once.
   """
   from stepcoder_jax import sampling
   from stepcoder_jax.models.config import SamplingConfig
 
   scfg = SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k,
                         max_new_tokens=max_new_tokens)
+  eos_ids = tuple(int(e) for e in eos_ids)
+
+  def run(params, rest, tokens, mask, rng, n, temp, p):
+    gd, st = nnx.split(nnx.merge(policy_gd, params, rest))
+    return sampling.sample_fn(gd, scfg, eos_ids, pad_id)(st, tokens, mask, rng, n, temp, p)
+
+  b2, rep = placement.batch(2), placement.replicated
+  jitted = jax.jit(run, in_shardings=(placement.state.policy, placement.state.policy_rest, b2,
+                                      b2, rep, rep, rep, rep),
+                   out_shardings=placement.batch(1))  # a prefix: every output is [B, ...]
+  knobs = spmd.to_global(
+      (np.asarray(max_new_tokens, np.int32),
+       np.asarray(temperature if temperature > 0 else 1.0, np.float32),
+       np.asarray(top_p, np.float32)), (rep, rep, rep))
 
   def sample(state: ppo.TrainState, prompt_ids, rng):
-    gd, st = nnx.split(nnx.merge(policy_gd, state.policy, state.policy_rest))
-    fn = sampling.make_sampler(gd, scfg, eos_ids, pad_id)
     tokens, mask = sampling.pad_prompts(prompt_ids, pad_id, min_bucket=prompt_len)
-    out = jax.device_get(fn(st, tokens, mask, rng, max_new_tokens))
-    return [[int(t) for t in out.tokens[i, :int(out.lengths[i])]] for i in range(len(prompt_ids))]
+    n = placement.global_rows(len(prompt_ids))
+    lo, hi = placement.rows(n)
+    g = spmd.from_local_rows({"tokens": tokens, "mask": mask}, placement, n)
+    out = jitted(state.policy, state.policy_rest, g["tokens"], g["mask"],
+                 spmd.to_global(rng, rep), *knobs)
+    toks = spmd.local_rows(out.tokens, lo, hi)
+    lens = spmd.local_rows(out.lengths, lo, hi)
+    return [[int(t) for t in toks[i, :int(lens[i])]] for i in range(len(prompt_ids))]
 
+  sample.jitted = jitted
   return sample
+
+
+def make_sharded_ppo_step(policy_gd, value_gd, ppo_cfg: PPOConfig, placement: spmd.Placement):
+  """ppo_step jitted with the state's and the batch's shardings (metrics replicated)."""
+  return ppo.make_ppo_step(policy_gd, value_gd, ppo_cfg,
+                           in_shardings=(placement.state, placement.batch_tree()),
+                           out_shardings=(placement.state, placement.replicated))
 
 
 def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
@@ -108,13 +141,25 @@ def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
                     f"divisible by ppo.minibatches x ppo.grad_accum = {per}")
   if cfg.max_new_tokens < 1 or cfg.max_prompt_tokens < 8:
     raise UserError("train: max_new_tokens must be >= 1 and max_prompt_tokens >= 8")
-  n_dev = jax.device_count()
-  if rows % n_dev and n_dev > 1:
-    raise UserError(f"train: {rows} rollout rows are not divisible by the {n_dev} devices")
+
+
+def _check_rows(cfg: TrainConfig, placement: spmd.Placement) -> None:
+  rows = cfg.problems_per_iteration * cfg.samples_per_problem
+  div = placement.row_divisor
+  if rows % div:
+    raise UserError(f"train: problems_per_iteration x samples_per_problem = {rows} rollout rows "
+                    f"are not divisible by {div} (devices along the batch mesh axes "
+                    f"{sharding.batch_axes(placement.mesh, placement.rules)} of mesh "
+                    f"{sharding.describe(placement.mesh)}, and {jax.process_count()} processes)")
 
 
 class Trainer:
-  """Owns the loop state; `run()` trains to `cfg.num_iterations`, resuming when possible."""
+  """Owns the loop state; `run()` trains to `cfg.num_iterations`, resuming when possible.
+
+  The mesh comes from gin (`mesh.*`, over all global devices); the policy, value and reference
+  parameters and the optimizer states are placed on it by the logical-axis rules. With several
+  processes, every process constructs the Trainer identically and calls `run()`.
+  """
 
   def __init__(self, models: Models, problems: list[Problem], *, cfg: TrainConfig | None = None,
                ppo_cfg: PPOConfig | None = None, cccs_cfg: CCCSConfig | None = None,
@@ -141,12 +186,22 @@ class Trainer:
     self.curriculum = Curriculum(self.cccs_cfg)
     self.curriculum.register_all(problems)
     value = ValueModel.from_policy(models.policy)
-    self.policy_gd, self.value_gd, self.state = ppo.init_train_state(models.policy, value,
-                                                                     self.ppo_cfg)
-    # The reference policy is the starting policy, frozen; a copy because ppo_step donates.
-    self.ref_params = jax.tree.map(jnp.copy, self.state.policy)
-    self.ppo_step = ppo.make_ppo_step(self.policy_gd, self.value_gd, self.ppo_cfg)
-    self.forward = make_rollout_forward(self.policy_gd, self.value_gd, self.cfg.logprob_chunk)
+    self.policy_gd, self.value_gd, state = ppo.init_train_state(models.policy, value,
+                                                                self.ppo_cfg)
+    mesh_cfg = MeshConfig()
+    self.mesh = sharding.make_mesh(mesh_cfg)
+    self.placement = spmd.make_placement(state, self.mesh, sharding.make_rules(mesh_cfg.rules))
+    _check_rows(self.cfg, self.placement)
+    # Every process holds the same initial weights; each device keeps only its shard.
+    self.state = spmd.to_global(state, self.placement.state)
+    # The reference policy is the starting policy, frozen; its own buffers (ppo_step donates).
+    self.ref_params = spmd.to_global(state.policy, self.placement.ref)
+    del state
+    _log.info("mesh %s on %d process(es)", sharding.describe(self.mesh), jax.process_count())
+    self.ppo_step = make_sharded_ppo_step(self.policy_gd, self.value_gd, self.ppo_cfg,
+                                          self.placement)
+    self.forward = make_rollout_forward(self.policy_gd, self.value_gd, self.cfg.logprob_chunk,
+                                        self.placement)
     self.iteration = 0
     self.eos_ids = tuple(models.cfg.eos_ids) or (self.tok.eos_token_id,)
     self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
@@ -155,7 +210,7 @@ class Trainer:
     if self.sampler is None:
       self.sampler = make_policy_sampler(
           self.policy_gd, self.cfg.temperature, self.cfg.top_p, self.cfg.top_k,
-          self.cfg.max_new_tokens, self.eos_ids, self.pad_id, self.prompt_len)
+          self.cfg.max_new_tokens, self.eos_ids, self.pad_id, self.prompt_len, self.placement)
 
   def policy_model(self) -> nnx.Module:
     """The current policy as a Decoder (shares the state's arrays)."""
@@ -177,10 +232,11 @@ class Trainer:
   def maybe_restore(self, ckpt: ckpt_lib.Checkpointer) -> bool:
     if ckpt.latest_step() is None:
       return False
-    trees, meta = ckpt.restore(None, targets=self._trees())
-    self.state = self.state.replace(
-        **trees, step=jnp.asarray(meta["ppo_step"], jnp.int32),
-        kl_coef=jnp.asarray(meta["kl_coef"], jnp.float32))
+    trees, meta = ckpt.restore(None, targets=self._trees())  # onto this run's shardings
+    rep = self.placement.replicated
+    step, kl = spmd.to_global((np.asarray(meta["ppo_step"], np.int32),
+                               np.asarray(meta["kl_coef"], np.float32)), (rep, rep))
+    self.state = self.state.replace(**trees, step=step, kl_coef=kl)
     self.curriculum = Curriculum.from_json(meta["curriculum"], self.cccs_cfg)
     self.curriculum.register_all(self.problems)
     self.iteration = int(meta["iteration"])
@@ -192,6 +248,7 @@ class Trainer:
   def iterate(self) -> dict[str, float]:
     cfg, it = self.cfg, self.iteration
     t0 = time.time()
+    # Every process draws the same problems and builds the same prompts (cheap host work) ...
     chosen = choose_problems(self.problems, self.curriculum.sampling_weights(self.problems),
                              cfg.problems_per_iteration, cfg.seed, it)
     chosen = [p for p in chosen for _ in range(cfg.samples_per_problem)]
@@ -200,32 +257,41 @@ class Trainer:
     if not items:
       raise UserError(f"train: every prompt of iteration {it} is longer than "
                       f"train.max_prompt_tokens={cfg.max_prompt_tokens}")
-    while len(items) % max(1, self.ppo_cfg.minibatches * self.ppo_cfg.grad_accum):
+    per = math.lcm(max(1, self.ppo_cfg.minibatches * self.ppo_cfg.grad_accum),
+                   self.placement.row_divisor)
+    while len(items) % per:
       items.append(items[len(items) % len(items)])  # keep the batch divisible (rare: skipped)
+    # ... then samples, judges and packs only its own rows.
+    n = len(items)
+    lo, hi = self.placement.rows(n)
+    mine = items[lo:hi]
     rng = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), it)
-    responses = self.sampler(self.state, [i.prompt_ids for i in items], rng)
+    responses = self.sampler(self.state, [i.prompt_ids for i in mine], rng)
     t_sample = time.time()
-    rollout.fill_responses(items, responses, self.tok, self.eos_ids)
-    future = self.pool.submit(rollout.jobs(items))
-    arrays = rollout.pack(items, self.pad_id, self.prompt_len, self.response_len)
-    dev = {k: jnp.asarray(v) for k, v in arrays.items()}
+    rollout.fill_responses(mine, responses, self.tok, self.eos_ids)
+    future = self.pool.submit(rollout.jobs(mine))
+    arrays = rollout.pack(mine, self.pad_id, self.prompt_len, self.response_len)
+    dev = spmd.from_local_rows(arrays, self.placement, n)
     old, ref, values = self.forward(self.state, self.ref_params, dev["tokens"], dev["positions"],
-                                    dev["attention_mask"])  # dispatched; runs during judging
+                                    dev["attention_mask"], dev["response_mask"])
+    # (dispatched asynchronously: the device computes while the pool judges)
     results = future.result()
     t_judge = time.time()
-    for item, res in zip(items, results):
+    for item, res in zip(mine, results):
       item.result = res
-    rm = rollout.rewards_and_masks(items, arrays, self.prompt_len, self.fgo_cfg.enabled)
-    resp = dev["response_mask"].astype(jnp.float32)
-    batch = {**dev, "response_mask": resp, "fgo_mask": jnp.asarray(rm["fgo_mask"]),
-             "old_logprobs": old * resp, "ref_logprobs": ref * resp, "values": values * resp,
-             "rewards": jnp.asarray(rm["rewards"])}
+    rm = rollout.rewards_and_masks(mine, arrays, self.prompt_len, self.fgo_cfg.enabled)
+    judged = spmd.from_local_rows({"fgo_mask": rm["fgo_mask"].astype(np.int32),
+                                   "rewards": rm["rewards"].astype(np.float32)},
+                                  self.placement, n)
+    batch = {**dev, **judged, "old_logprobs": old, "ref_logprobs": ref, "values": values}
     self.state, step_metrics = self.ppo_step(self.state, batch)
     step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-    for item in items:
-      self.curriculum.record(item.problem.id, item.result.outcome == "passed")
+    # The curriculum sees every row's verdict, in global row order, on every process.
+    rows = spmd.exchange_results(mine, rm["fgo_mask"], arrays["response_mask"], lo, hi, n)
+    for item, passed in zip(items, rows.passed):
+      self.curriculum.record(item.problem.id, bool(passed))
     self.iteration += 1
-    out = {**rollout.summary(items, rm["fgo_mask"], arrays["response_mask"]),
+    out = {**spmd.summary(rows),
            **{f"ppo/{k}": v for k, v in step_metrics.items()},
            "prompts_skipped": len(skipped),
            "time/sample_s": t_sample - t0, "time/judge_wait_s": t_judge - t_sample,
@@ -235,11 +301,22 @@ class Trainer:
     return out
 
   def evaluate(self, name: str):
-    """pass@k of the current policy on the eval problems (tables under <work_dir>/eval)."""
+    """pass@k of the current policy on the eval problems (tables under <work_dir>/eval).
+
+    With several processes the policy is gathered to every host and process 0 alone evaluates
+    (returns None elsewhere): evaluation is host-local sampling, not part of the SPMD program.
+    """
     from stepcoder_jax.rl import evaluate as eval_run
     from stepcoder_jax.rl.train_config import EvalConfig
 
-    return eval_run.evaluate(self.policy_model(), self.tok, self.eval_problems,
+    model = self.policy_model()
+    if jax.process_count() > 1:
+      params, rest = spmd.host_copy((self.state.policy, self.state.policy_rest))
+      if jax.process_index() != 0:
+        return None
+      dev = jax.local_devices()[0]
+      model = nnx.merge(self.policy_gd, jax.device_put(params, dev), jax.device_put(rest, dev))
+    return eval_run.evaluate(model, self.tok, self.eval_problems,
                              self.eval_cfg or EvalConfig(), self.pool,
                              out_dir=self.work_dir / "eval", name=name)
 
@@ -262,7 +339,8 @@ class Trainer:
           if (cfg.eval_every and self.eval_problems and
               (self.iteration % cfg.eval_every == 0 or self.iteration == cfg.num_iterations)):
             rep = self.evaluate(f"step{self.iteration}")
-            m.update({f"eval/{k}": v for k, v in rep.metrics().items()})
+            if rep is not None:
+              m.update({f"eval/{k}": v for k, v in rep.metrics().items()})
           writer.write(self.iteration, m)
           bar.update({"reward": m["reward_mean"], "pass": m["pass_rate"]})
           history.append(m)
