@@ -310,3 +310,22 @@ def test_explicit_shardings_pass_through_to_jit(setup):
   assert all(x.sharding == rep for x in jax.tree.leaves(s2))
   for a, b in zip(jax.tree.leaves((s1, m1)), jax.tree.leaves((s2, m2))):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_response_start_projects_only_response_columns_with_the_same_values(setup):
+  policy, value, batch, state, _ = setup
+  args = (policy, batch["tokens"], batch["positions"], batch["attention_mask"])
+  full, ent_full = ppo.policy_logprobs(*args, chunk=8)
+  part, ent_part = ppo.policy_logprobs(*args, chunk=8, response_start=6)  # the prompt bucket
+  np.testing.assert_allclose(part[:, 6:], full[:, 6:], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(ent_part[:, 6:], ent_full[:, 6:], rtol=1e-6, atol=1e-6)
+  assert float(jnp.abs(part[:, :6]).max()) == 0.0
+  # the step built with response_start takes the same update as the full one
+  s_full = ppo.make_ppo_step(*ppo.init_train_state(policy, value, BASE)[:2], BASE, donate=False)
+  s_part = ppo.make_ppo_step(*ppo.init_train_state(policy, value, BASE)[:2], BASE, donate=False,
+                             response_start=6)
+  a, ma = s_full(state, batch)
+  b, mb = s_part(state, batch)
+  for k in ma:
+    np.testing.assert_allclose(np.asarray(mb[k]), np.asarray(ma[k]), rtol=1e-5, atol=1e-6,
+                               err_msg=k)

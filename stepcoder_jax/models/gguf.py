@@ -82,6 +82,17 @@ def convert(gguf_path: Path, out_dir: Path) -> None:
   tok.save_pretrained(out_dir)
 
 
+def _remove_stale_temps(final: Path, max_age_s: float = 3600.0) -> None:
+  """Temp dirs of this entry left by a killed converter (a live one is younger than an hour)."""
+  import time
+  for d in final.parent.glob(f".tmp-{final.name}-*"):
+    try:
+      if time.time() - d.stat().st_mtime > max_age_s:
+        shutil.rmtree(d, ignore_errors=True)
+    except OSError:
+      pass
+
+
 def hf_dir_for(gguf_path: str | os.PathLike, sha256: str | None = None) -> Path:
   """The cached HF directory for a GGUF file, converting it on first use.
 
@@ -98,6 +109,7 @@ def hf_dir_for(gguf_path: str | os.PathLike, sha256: str | None = None) -> Path:
   if _is_complete(final):
     return final
   final.parent.mkdir(parents=True, exist_ok=True)
+  _remove_stale_temps(final)
   log.info("converting %s to an HF directory at %s (once; later loads use the cache)", p, final)
   tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
   try:
@@ -105,8 +117,10 @@ def hf_dir_for(gguf_path: str | os.PathLike, sha256: str | None = None) -> Path:
     convert(p, out)
     (out / _MARKER).write_text(json.dumps(
         {"source": str(p), "size": size, "sha256": sha256}, indent=2) + "\n")
-    if final.exists():  # an incomplete leftover (no marker) from an old layout: replace it
-      shutil.rmtree(final)
+    if _is_complete(final):  # a concurrent converter finished first: keep theirs
+      return final
+    if final.exists():  # an incomplete leftover (no marker): replace it
+      shutil.rmtree(final, ignore_errors=True)
     try:
       os.rename(out, final)
     except OSError:

@@ -184,17 +184,22 @@ def _shift_right(x: jax.Array) -> jax.Array:
 
 
 def policy_logprobs(model, tokens, positions, attention_mask, *, chunk: int,
-                    with_entropy: bool = True):
+                    with_entropy: bool = True, response_start: int | None = None):
   """Per-token log pi(tokens[t] | tokens[:t]) (and entropy of that distribution), [B, T] f32.
 
   Goes through the chunked `logprobs.token_logprobs`, so no [B, T, V] logits exist at once.
+  `response_start` (static): the column where every row's response begins (the batch layout puts
+  it at the prompt bucket P). Only columns >= it get the output projection, the dominant cost
+  with a large vocabulary; earlier columns are 0, which the response mask ignores anyway.
   """
   from stepcoder_jax.models import logprobs as lp  # the models' chunked log-softmax
   hidden, _ = model(tokens, positions, attention_mask)
   w, softcap = model.head_weight()
-  logp, ent = lp.token_logprobs(hidden[:, :-1], w, tokens[:, 1:], chunk=chunk, softcap=softcap)
-  logp = _shift_right(jnp.pad(logp, ((0, 0), (0, 1))))
-  ent = _shift_right(jnp.pad(ent, ((0, 0), (0, 1))))
+  s = 1 if response_start is None else max(1, int(response_start))
+  logp, ent = lp.token_logprobs(hidden[:, s - 1:-1], w, tokens[:, s:], chunk=chunk,
+                                softcap=softcap)
+  logp = jnp.pad(logp, ((0, 0), (s, 0)))
+  ent = jnp.pad(ent, ((0, 0), (s, 0)))
   return (logp, ent) if with_entropy else logp
 
 
@@ -293,7 +298,8 @@ def check_batch(batch: Mapping[str, Any], cfg: PPOConfig) -> None:
 
 def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
                   in_shardings: Any = None, out_shardings: Any = None,
-                  donate: bool = True) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                  donate: bool = True, response_start: int | None = None
+                  ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """Build the jitted `ppo_step(state, batch) -> (state, metrics)`.
 
   Args:
@@ -303,6 +309,8 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
       infer them from the arguments.
     donate: donate the input state's buffers (halves peak memory; the caller must not reuse the
       state it passed in).
+    response_start: the first response column of every batch (see `policy_logprobs`); None
+      projects every column.
   """
   ptx, vtx = make_optimizers(cfg)
   eps, vclip, ent_coef = cfg.clip_eps, cfg.value_clip, cfg.entropy_coef
@@ -310,7 +318,7 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
   def policy_objective(params, rest, mb, denom):
     model = nnx.merge(policy_graphdef, params, rest)
     logp, ent = policy_logprobs(model, mb["tokens"], mb["positions"], mb["attention_mask"],
-                                chunk=cfg.logprob_chunk)
+                                chunk=cfg.logprob_chunk, response_start=response_start)
     m = mb["loss_mask"]
     loss, clipped, kl = policy_loss_terms(logp, mb["old_logprobs"], mb["advantages"], m, eps)
     ent_sum = masked_sum(ent, m)

@@ -158,7 +158,9 @@ class Trainer:
 
   The mesh comes from gin (`mesh.*`, over all global devices); the policy, value and reference
   parameters and the optimizer states are placed on it by the logical-axis rules. With several
-  processes, every process constructs the Trainer identically and calls `run()`.
+  processes, every process constructs the Trainer identically and calls `run()`; `pool` judges
+  this process's rows, and a custom `sampler(state, prompt_ids, rng) -> token id lists` gets this
+  process's rows too (every process must call it: it is a collective on a mesh).
   """
 
   def __init__(self, models: Models, problems: list[Problem], *, cfg: TrainConfig | None = None,

@@ -1,0 +1,162 @@
+"""A learning test that can fail: PPO raises the mean reward when the curriculum leaves one line.
+
+Task. Eight call-based problems (tests/fixtures/learning/problems.jsonl) whose canonical solutions
+end with one short line, ``    return <accumulator>``, where the accumulator differs per problem
+(total, count, hi, lo, value, n, word, arr: one token each in the tiny vocabulary). The curriculum
+gives everything but that line, so a right answer is 4 tokens and the 3-token fence; the name must
+come from the problem (its question or its prefix).
+
+Curriculum. The real `Curriculum` class (registration, stage bookkeeping, histogram), with a plan
+whose latest stage starts at the last line. Real CCCS stages start only at conditional statements,
+and a tail of exactly one line would need a solution ending in a one-line compound statement,
+which none of these programs has. rho / min_attempts pin every problem to that stage for the whole
+run: were a problem to move to s* = 0 (the question alone), its reward would fall for a reason
+that is not a failure to learn, and the curve would measure curriculum moves instead of learning.
+
+Warm-up. A random tiny model never writes the line, so a short SFT (rl/sft.run_sft) fits the same
+task first: the SFT copy of each problem has the stage prefix as starter code, so SFT prompts are
+exactly the RL prompts. Full-solution SFT does not work here: its targets tokenize "\\n    return"
+as "\\n   " + " return", while a CCCS prompt ends with a lone "\\n" token that SFT only saw before
+the closing fence, so the SFT model closes the block at once (reward -1 everywhere). The step
+count is set so that the sampled (temperature 1) policy passes roughly a third of the programs:
+rewards are reachable but far below the ceiling of 1.
+
+Measurement and threshold: see `MARGIN` below.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stepcoder_jax.data.record import Problem, read_jsonl
+from stepcoder_jax.rl import cccs
+from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
+from stepcoder_jax.rl.train_config import SFTConfig, TrainConfig
+
+FIXTURE = Path(__file__).parent / "fixtures" / "learning" / "problems.jsonl"
+SEED = 0
+ITERATIONS = 30
+WINDOW = 6             # iterations averaged at each end of the curve
+SFT_STEPS = 40
+# Required rise of the mean reward, last WINDOW iterations minus first WINDOW iterations.
+# Measured while developing (see the report): with policy_lr = 0 the difference of the two window
+# means is pure sampling noise, |diff| <= ~0.35 over the seeds tried; with learning it is >= ~0.6.
+MARGIN = 0.3
+
+
+class LastLineCurriculum(cccs.Curriculum):
+  """CCCS with two stages per problem: the question alone (0) and all but the last line (1)."""
+
+  def _plan(self, problem: Problem) -> cccs.Plan:
+    p = self._plans.get(problem.id)
+    if p is None:
+      cut = last_line_start(problem.canonical_solution)
+      p = self._plans[problem.id] = cccs.Plan(((cut, len(problem.canonical_solution)),), (0, cut))
+    return p
+
+
+def last_line_start(solution: str) -> int:
+  """Char offset of the start of the solution's last non-empty line."""
+  return solution.rstrip("\n").rfind("\n") + 1
+
+
+def staged(problem: Problem) -> Problem:
+  """The SFT copy of `problem`: its starter code is the stage prefix, so the SFT prompt is the RL
+  prompt and the SFT target is the last line and the fence."""
+  return dataclasses.replace(
+      problem, starter_code=problem.canonical_solution[:last_line_start(problem.canonical_solution)])
+
+
+@pytest.fixture(scope="module")
+def problems() -> list[Problem]:
+  return read_jsonl(str(FIXTURE))
+
+
+@pytest.fixture(scope="module")
+def warm_params(problems):
+  """(cfg, tokenizer, SFT params) shared by both tests (the SFT run is deterministic)."""
+  from flax import nnx
+
+  from stepcoder_jax.models.loading import load_model
+  from stepcoder_jax.rl import sft
+
+  cfg, model, tok = load_model("tiny-llama")
+  sft.run_sft(model, tok, [staged(p) for p in problems],
+              SFTConfig(steps=SFT_STEPS, batch_size=8, learning_rate=3e-3, warmup_steps=0,
+                        seed=SEED, nll_examples=0, logprob_chunk=64), None, progress=False)
+  return cfg, tok, nnx.state(model)
+
+
+def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> list[float]:
+  """Per-iteration mean rewards of a PPO run from the SFT policy."""
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
+  from stepcoder_jax.models.decoder import Decoder
+  from stepcoder_jax.rl.trainer import Models, Trainer
+
+  cfg, tok, state = warm_params
+  model = Decoder(cfg, nnx.Rngs(0))
+  nnx.update(model, jax_copy(state))  # a fresh copy: the PPO step donates its inputs
+  train_cfg = TrainConfig(work_dir=str(work_dir), seed=SEED, num_iterations=ITERATIONS,
+                          problems_per_iteration=len(problems), samples_per_problem=2,
+                          max_prompt_tokens=256, max_new_tokens=12, temperature=1.0,
+                          logprob_chunk=64)
+  ppo_cfg = PPOConfig(policy_lr=policy_lr, value_lr=1e-3, kl_coef=0.0, epochs=4, minibatches=2,
+                      seed=SEED)
+  # Pinned at the last-line stage for the whole run (see the module docstring).
+  cccs_cfg = CCCSConfig(enabled=True, rho=0.99, min_attempts=10 ** 6, weight_power=0.0)
+  pool = ExecutionPool(ExecutionConfig(workers=2, timeout_s=2.0, program_timeout_s=8.0,
+                                       memory_mb=512))
+  pool.start()
+  try:
+    trainer = Trainer(Models(cfg, model, tok), problems, cfg=train_cfg, ppo_cfg=ppo_cfg,
+                      cccs_cfg=cccs_cfg, fgo_cfg=FGOConfig(enabled=True), pool=pool)
+    # No injection point for a curriculum yet: replace it before the first iteration (the fresh
+    # work dir has no checkpoint, so run() does not restore another one over it).
+    trainer.curriculum = LastLineCurriculum(cccs_cfg)
+    trainer.curriculum.register_all(problems)
+    history = trainer.run()
+  finally:
+    pool.close()
+  assert trainer.curriculum.histogram() == {1: len(problems)}  # never left the last-line stage
+  assert all(h["prompts_skipped"] == 0 for h in history)
+  return [h["reward_mean"] for h in history]
+
+
+def jax_copy(tree):
+  import jax
+  import jax.numpy as jnp
+  return jax.tree.map(jnp.copy, tree)
+
+
+def rise(rewards: list[float]) -> float:
+  return float(np.mean(rewards[-WINDOW:]) - np.mean(rewards[:WINDOW]))
+
+
+def test_fixture_tasks_leave_one_short_line(problems):
+  cur = LastLineCurriculum(CCCSConfig(enabled=True))
+  for p in problems:
+    tail = p.canonical_solution[len(cur.prefix(p)):]
+    assert tail.count("\n") == 1 and tail.startswith("    return ") and len(tail) <= 24, p.id
+    assert cur.stage(p) == 1
+  assert len({p.canonical_solution.split()[-1] for p in problems}) == len(problems)
+
+
+@pytest.mark.slow
+def test_ppo_raises_mean_reward_within_30_iterations(problems, warm_params, tmp_path):
+  r = train_rewards(problems, warm_params, tmp_path / "ppo", policy_lr=3e-3)
+  first = float(np.mean(r[:WINDOW]))
+  assert first < 0.5, f"the warm-up already solves the task: {np.round(r, 2)}"
+  assert rise(r) > MARGIN, f"mean reward did not rise by {MARGIN}: {np.round(r, 2)}"
+
+
+@pytest.mark.slow
+def test_reward_does_not_rise_without_policy_updates(problems, warm_params, tmp_path):
+  """The control: the same run with policy_lr = 0 must not pass the learning assertion."""
+  r = train_rewards(problems, warm_params, tmp_path / "frozen", policy_lr=0.0)
+  assert rise(r) <= MARGIN, f"reward rose without learning: {np.round(r, 2)}"
