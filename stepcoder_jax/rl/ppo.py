@@ -140,7 +140,9 @@ def value_loss_terms(values: jax.Array, old_values: jax.Array, returns: jax.Arra
   if value_clip > 0:
     v_c = old_values + jnp.clip(values - old_values, -value_clip, value_clip)
     l2 = jnp.square(v_c - returns)
-    clipped = l2 > l1
+    # Clipped when the new value left the trust region and that side has the larger loss (a
+    # comparison of l2 with l1 alone would count one-ulp rounding of old + (v - old) as clipped).
+    clipped = (jnp.abs(values - old_values) > value_clip) & (l2 > l1)
     loss = jnp.where(clipped, l2, l1)
   else:
     clipped = jnp.zeros_like(keep)

@@ -83,19 +83,27 @@ def _span(s: slice, n: int) -> tuple[int, int]:
   return start, stop
 
 
-def make_placement(state: ppo.TrainState, mesh: Mesh, rules: Mapping[str, Any]) -> Placement:
-  """Shardings for a TrainState (concrete or abstract) from the models' logical-axis metadata."""
+def make_placement(state: ppo.TrainState, mesh: Mesh, rules: Mapping[str, Any], *,
+                   value_rules: Mapping[str, Any] | None = None,
+                   ref_rules: Mapping[str, Any] | None = None) -> Placement:
+  """Shardings for a TrainState (concrete or abstract) from the models' logical-axis metadata.
+
+  The value model and the frozen reference policy may use their own rules (default: `rules`),
+  e.g. a replicated reference on a mesh where the policy is FSDP-sharded.
+  """
   rep = sharding.replicated(mesh)
+  vrules = rules if value_rules is None else value_rules
   pol = sharding.state_shardings(state.policy, mesh, rules)
-  val = sharding.state_shardings(state.value, mesh, rules)
+  val = sharding.state_shardings(state.value, mesh, vrules)
   st = ppo.TrainState(
       policy=pol, value=val,
       policy_rest=sharding.state_shardings(state.policy_rest, mesh, rules),
-      value_rest=sharding.state_shardings(state.value_rest, mesh, rules),
+      value_rest=sharding.state_shardings(state.value_rest, mesh, vrules),
       policy_opt=sharding.opt_state_shardings(state.policy_opt, state.policy, pol, mesh),
       value_opt=sharding.opt_state_shardings(state.value_opt, state.value, val, mesh),
       step=rep, kl_coef=rep)
-  return Placement(mesh=mesh, rules=dict(rules), state=st, ref=pol)
+  ref = pol if ref_rules is None else sharding.state_shardings(state.policy, mesh, ref_rules)
+  return Placement(mesh=mesh, rules=dict(rules), state=st, ref=ref)
 
 
 def to_global(tree: Any, shardings: Any) -> Any:

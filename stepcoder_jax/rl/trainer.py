@@ -6,6 +6,12 @@ checkpoint holds everything else that changes (TrainState, curriculum state, the
 A run killed at any point resumes from its last checkpoint and, with deterministic XLA on CPU,
 ends in the same state as an uninterrupted run.
 
+Scale-out (see rl/spmd.py): the state lives on the gin mesh (`mesh.*`); the sampler, the rollout
+forwards and ppo_step are jitted with explicit shardings over global arrays, rows split over the
+batch axes. With several processes (jax.distributed), all draw the same problems, each samples,
+judges and packs its own block of rows, the global batch is assembled from the blocks, and the
+per-row verdicts are all-gathered so that the curriculum and the metrics are the same everywhere.
+
 Overlap: the sampled programs go to the host pool (futures) before the device forward passes
 (old/ref log-probs and values) are dispatched; JAX dispatch is asynchronous, so the tests run
 while the accelerator computes, and the step waits only where it needs the rewards.
@@ -59,9 +65,11 @@ def choose_problems(problems: list[Problem], weights: np.ndarray, n: int, seed: 
   return [problems[i] for i in idx]
 
 
-def make_rollout_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placement):
+def make_rollout_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placement,
+                         response_start: int | None = None):
   """Jitted old log-probs, reference log-probs and values of a packed batch (no rewards needed),
-  zero outside the response; global [B, T] arrays sharded by rows."""
+  zero outside the response; global [B, T] arrays sharded by rows. `response_start`: the prompt
+  bucket, where every response begins (the vocabulary projection runs from there on)."""
 
   def forward(state: ppo.TrainState, ref_params, tokens, positions, attention_mask,
               response_mask):
@@ -70,9 +78,9 @@ def make_rollout_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placem
     val = nnx.merge(value_gd, state.value, state.value_rest)
     resp = response_mask.astype(jnp.float32)
     old = ppo.policy_logprobs(pol, tokens, positions, attention_mask, chunk=chunk,
-                              with_entropy=False)
+                              with_entropy=False, response_start=response_start)
     refl = ppo.policy_logprobs(ref, tokens, positions, attention_mask, chunk=chunk,
-                               with_entropy=False)
+                               with_entropy=False, response_start=response_start)
     values = ppo.value_estimates(val, tokens, positions, attention_mask)
     return old * resp, refl * resp, values * resp
 
@@ -125,11 +133,13 @@ def make_policy_sampler(policy_gd, temperature: float, top_p: float, top_k: int,
   return sample
 
 
-def make_sharded_ppo_step(policy_gd, value_gd, ppo_cfg: PPOConfig, placement: spmd.Placement):
+def make_sharded_ppo_step(policy_gd, value_gd, ppo_cfg: PPOConfig, placement: spmd.Placement,
+                          response_start: int | None = None):
   """ppo_step jitted with the state's and the batch's shardings (metrics replicated)."""
   return ppo.make_ppo_step(policy_gd, value_gd, ppo_cfg,
                            in_shardings=(placement.state, placement.batch_tree()),
-                           out_shardings=(placement.state, placement.replicated))
+                           out_shardings=(placement.state, placement.replicated),
+                           response_start=response_start)
 
 
 def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
@@ -200,15 +210,15 @@ class Trainer:
     self.ref_params = spmd.to_global(state.policy, self.placement.ref)
     del state
     _log.info("mesh %s on %d process(es)", sharding.describe(self.mesh), jax.process_count())
-    self.ppo_step = make_sharded_ppo_step(self.policy_gd, self.value_gd, self.ppo_cfg,
-                                          self.placement)
-    self.forward = make_rollout_forward(self.policy_gd, self.value_gd, self.cfg.logprob_chunk,
-                                        self.placement)
     self.iteration = 0
     self.eos_ids = tuple(models.cfg.eos_ids) or (self.tok.eos_token_id,)
     self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
     self.prompt_len = batching.bucket(self.cfg.max_prompt_tokens)
     self.response_len = batching.bucket(self.cfg.max_new_tokens)
+    self.ppo_step = make_sharded_ppo_step(self.policy_gd, self.value_gd, self.ppo_cfg,
+                                          self.placement, response_start=self.prompt_len)
+    self.forward = make_rollout_forward(self.policy_gd, self.value_gd, self.cfg.logprob_chunk,
+                                        self.placement, response_start=self.prompt_len)
     if self.sampler is None:
       self.sampler = make_policy_sampler(
           self.policy_gd, self.cfg.temperature, self.cfg.top_p, self.cfg.top_k,
