@@ -111,3 +111,25 @@ def test_gin_binds_execution_config(tmp_path, capsys):
   assert main(["judge", "--problems", _he_file(tmp_path), "--use-canonical", "--out", str(out),
                "--gin.execution.no_such_field=1"]) == 2
   capsys.readouterr()
+
+
+def test_use_canonical_on_the_whole_bundled_set_through_tfds(tmp_path, capsys):
+  """`judge --dataset stepcoder_builtin --split S --use-canonical`: every reference passes."""
+  for split in ("train", "test"):
+    out = tmp_path / f"{split}.jsonl"
+    rc = main(["judge", "--dataset", "stepcoder_builtin", "--split", split,
+               "--data_dir", str(tmp_path / "tfds"), "--use-canonical", "--out", str(out),
+               "--workers", "2"])
+    assert rc == 0, capsys.readouterr().err
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert len(rows) == {"train": 128, "test": 32}[split]
+    bad = [(r["problem_id"], r["outcome"], r["error"]) for r in rows if r["outcome"] != "passed"]
+    assert not bad, bad[:3]
+    assert all(r["reward"] == 1.0 and r["tests_passed"] == r["tests_total"] >= 5 for r in rows)
+
+
+def test_problems_and_dataset_together_is_a_usage_error(tmp_path, capsys):
+  rc = main(["judge", "--problems", "x.jsonl", "--dataset", "mbpp", "--use-canonical",
+             "--out", str(tmp_path / "o.jsonl")])
+  assert rc == 2
+  assert "either --problems" in capsys.readouterr().err

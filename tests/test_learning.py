@@ -1,8 +1,8 @@
 """A learning test that can fail: PPO raises the mean reward when the curriculum leaves one line.
 
-Task. Eight call-based problems (tests/fixtures/learning/problems.jsonl) whose canonical solutions
+Task. Four call-based problems (tests/fixtures/learning/problems.jsonl) whose canonical solutions
 end with one short line, ``    return <accumulator>``, where the accumulator differs per problem
-(total, count, hi, lo, value, n, word, arr: one token each in the tiny vocabulary). The curriculum
+(total, count, hi, lo: one token each in the tiny vocabulary). The curriculum
 gives everything but that line, so a right answer is 4 tokens and the 3-token fence; the name must
 come from the problem (its question or its prefix).
 
@@ -38,8 +38,9 @@ from stepcoder_jax.rl.train_config import SFTConfig, TrainConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "learning" / "problems.jsonl"
 SEED = 0
-ITERATIONS = 30
-WINDOW = 6             # iterations averaged at each end of the curve
+ITERATIONS = 20
+SAMPLES = 4            # per problem and iteration: 16 programs per rollout
+FIRST, LAST = 5, 10    # iterations averaged at the start and at the end of the curve
 SFT_STEPS = 40
 # Required rise of the mean reward, last WINDOW iterations minus first WINDOW iterations.
 # Measured while developing (see the report): with policy_lr = 0 the difference of the two window
@@ -103,11 +104,13 @@ def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> li
   model = Decoder(cfg, nnx.Rngs(0))
   nnx.update(model, jax_copy(state))  # a fresh copy: the PPO step donates its inputs
   train_cfg = TrainConfig(work_dir=str(work_dir), seed=SEED, num_iterations=ITERATIONS,
-                          problems_per_iteration=len(problems), samples_per_problem=2,
-                          max_prompt_tokens=256, max_new_tokens=12, temperature=1.0,
+                          problems_per_iteration=len(problems), samples_per_problem=SAMPLES,
+                          max_prompt_tokens=256, max_new_tokens=8, temperature=1.0,
                           logprob_chunk=64)
-  ppo_cfg = PPOConfig(policy_lr=policy_lr, value_lr=1e-3, kl_coef=0.0, epochs=4, minibatches=2,
-                      seed=SEED)
+  # lam = 1: every token of a 7-token answer gets the whole return (R - V), not a share decayed
+  # from the last token; the KL penalty keeps the policy near the SFT policy it starts from.
+  ppo_cfg = PPOConfig(policy_lr=policy_lr, value_lr=1e-3, kl_coef=0.05, lam=1.0, epochs=4,
+                      minibatches=2, seed=SEED)
   # Pinned at the last-line stage for the whole run (see the module docstring).
   cccs_cfg = CCCSConfig(enabled=True, rho=0.99, min_attempts=10 ** 6, weight_power=0.0)
   pool = ExecutionPool(ExecutionConfig(workers=2, timeout_s=2.0, program_timeout_s=8.0,
@@ -135,7 +138,7 @@ def jax_copy(tree):
 
 
 def rise(rewards: list[float]) -> float:
-  return float(np.mean(rewards[-WINDOW:]) - np.mean(rewards[:WINDOW]))
+  return float(np.mean(rewards[-LAST:]) - np.mean(rewards[:FIRST]))
 
 
 def test_fixture_tasks_leave_one_short_line(problems):
@@ -148,9 +151,9 @@ def test_fixture_tasks_leave_one_short_line(problems):
 
 
 @pytest.mark.slow
-def test_ppo_raises_mean_reward_within_30_iterations(problems, warm_params, tmp_path):
+def test_ppo_raises_mean_reward_within_20_iterations(problems, warm_params, tmp_path):
   r = train_rewards(problems, warm_params, tmp_path / "ppo", policy_lr=3e-3)
-  first = float(np.mean(r[:WINDOW]))
+  first = float(np.mean(r[:FIRST]))
   assert first < 0.5, f"the warm-up already solves the task: {np.round(r, 2)}"
   assert rise(r) > MARGIN, f"mean reward did not rise by {MARGIN}: {np.round(r, 2)}"
 

@@ -25,8 +25,11 @@ RESULT_FIELDS = ("problem_id", "outcome", "reward", "tests_passed", "tests_total
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--problems", required=True,
-                      help="problem file: our JSONL, HumanEval .jsonl(.gz), MBPP .jsonl, APPS")
+  from stepcoder_jax.data.load import add_dataset_arguments  # light: no TFDS import here
+  parser.add_argument("--problems", default=None,
+                      help="problem file: our JSONL, HumanEval .jsonl(.gz), MBPP .jsonl, APPS; "
+                           "or name a TFDS dataset with --dataset/--split")
+  add_dataset_arguments(parser)
   parser.add_argument("--completions", default=None,
                       help='JSONL of {"problem_id", "completion"[, "prefix"]} lines')
   parser.add_argument("--out", required=True, help="where to write the results (JSONL)")
@@ -98,15 +101,18 @@ def read_completions(path: str, problems: dict, bad_lines: str):
 
 
 def run(args) -> int:
-  from stepcoder_jax.data.load import load_problem_file  # pylint: disable=import-outside-toplevel
+  from stepcoder_jax.data.load import problems_from_args  # pylint: disable=import-outside-toplevel
   from stepcoder_jax.execution import (  # pylint: disable=import-outside-toplevel
       ExecutionConfig, ExecutionPool, RewardConfig)
 
-  problems = load_problem_file(args.problems)
+  if args.problems and args.dataset:
+    raise UserError("give either --problems FILE or --dataset NAME [--split SPLIT], not both")
+  problems = problems_from_args(args)
+  source = args.problems or f"dataset {args.dataset or 'stepcoder_builtin'}"
   by_id = {p.id: p for p in problems}
   if len(by_id) != len(problems):
     dup = [k for k, c in collections.Counter(p.id for p in problems).items() if c > 1][:3]
-    raise UserError(f"{args.problems}: duplicate problem ids {dup}")
+    raise UserError(f"{source}: duplicate problem ids {dup}")
   if args.use_canonical:
     if args.completions:
       raise UserError("--use-canonical judges the reference solutions: drop --completions")
