@@ -2,24 +2,31 @@
 
 Task. Four call-based problems (tests/fixtures/learning/problems.jsonl) whose canonical solutions
 end with one short line, ``    return <accumulator>``, where the accumulator differs per problem
-(total, count, hi, lo: one token each in the tiny vocabulary). The curriculum
-gives everything but that line, so a right answer is 4 tokens and the 3-token fence; the name must
-come from the problem (its question or its prefix).
+(total, count, hi, lo: one token each in the tiny vocabulary). The curriculum gives everything but
+that line, so a right answer is 4 tokens and the 3-token fence; the name must come from the
+problem (its question or its prefix). Four problems x 4 samples per iteration: with 8 x 2 the
+per-problem contrast was too thin and the reward did not rise within 30 iterations.
 
-Curriculum. The real `Curriculum` class (registration, stage bookkeeping, histogram), with a plan
-whose latest stage starts at the last line. Real CCCS stages start only at conditional statements,
-and a tail of exactly one line would need a solution ending in a one-line compound statement,
-which none of these programs has. rho / min_attempts pin every problem to that stage for the whole
-run: were a problem to move to s* = 0 (the question alone), its reward would fall for a reason
-that is not a failure to learn, and the curve would measure curriculum moves instead of learning.
+Curriculum. The real `Curriculum` (registration, stages, `record`, histogram; the trainer calls it
+as usual) with a plan whose latest stage starts at the last line. Real CCCS stages start only at
+conditional statements, and a tail of exactly one line would need a solution ending in a one-line
+compound statement, which natural programs do not have. rho / min_attempts pin every problem to
+that stage for the whole run: a problem moving to s* = 0 (the question alone) would lower its
+reward for a reason that is not a failure to learn.
 
 Warm-up. A random tiny model never writes the line, so a short SFT (rl/sft.run_sft) fits the same
 task first: the SFT copy of each problem has the stage prefix as starter code, so SFT prompts are
 exactly the RL prompts. Full-solution SFT does not work here: its targets tokenize "\\n    return"
 as "\\n   " + " return", while a CCCS prompt ends with a lone "\\n" token that SFT only saw before
-the closing fence, so the SFT model closes the block at once (reward -1 everywhere). The step
-count is set so that the sampled (temperature 1) policy passes roughly a third of the programs:
-rewards are reachable but far below the ceiling of 1.
+the closing fence, so the SFT model closes the block at once (reward -1 everywhere). On an
+8-problem version of the fixture 25 SFT steps left the samples garbage (no pass) and 60 passed
+~85%. At 40 the sampled (temperature 1) policy passes about half and its mean reward over the
+first 5 iterations was 0.18, -0.37 and 0.12 (seeds 0, 1, 2): reachable, and far below the
+ceiling of 1.
+
+Horizon. 20 iterations: the rise shows by iteration ~10. Longer runs of this tiny setup were seen
+to collapse after a batch where every program passed (whitened advantages of near-equal rewards
+are noise at unit scale), so the test does not reward running longer.
 
 Measurement and threshold: see `MARGIN` below.
 """
@@ -42,10 +49,14 @@ ITERATIONS = 20
 SAMPLES = 4            # per problem and iteration: 16 programs per rollout
 FIRST, LAST = 5, 10    # iterations averaged at the start and at the end of the curve
 SFT_STEPS = 40
-# Required rise of the mean reward, last WINDOW iterations minus first WINDOW iterations.
-# Measured while developing (see the report): with policy_lr = 0 the difference of the two window
-# means is pure sampling noise, |diff| <= ~0.35 over the seeds tried; with learning it is >= ~0.6.
-MARGIN = 0.3
+# Required rise: mean reward of the last LAST iterations minus that of the first FIRST ones.
+# Rewards lie in [-1, 1] (+1 passed, -0.3 wrong, -1 syntax error). Measured while developing with
+# this setup: with policy_lr = 0, one iteration's mean reward (16 programs) has a standard
+# deviation of 0.25 (pooled over seeds 0-2), so a frozen policy's rise is noise with a standard
+# error of 0.25 * sqrt(1/5 + 1/10) = 0.14; its measured rises were 0.12, 0.10, -0.19 (seeds
+# 0, 1, 2). With learning the rises were 0.36, 0.60, 0.44, 0.29 (seeds 0-3). 0.25 is 1.8
+# standard errors above a frozen policy and below every learning run.
+MARGIN = 0.25
 
 
 class LastLineCurriculum(cccs.Curriculum):
@@ -55,7 +66,8 @@ class LastLineCurriculum(cccs.Curriculum):
     p = self._plans.get(problem.id)
     if p is None:
       cut = last_line_start(problem.canonical_solution)
-      p = self._plans[problem.id] = cccs.Plan(((cut, len(problem.canonical_solution)),), (0, cut))
+      end = len(problem.canonical_solution)
+      p = self._plans[problem.id] = cccs.Plan(((cut, end),), (0, cut))
     return p
 
 
@@ -67,8 +79,8 @@ def last_line_start(solution: str) -> int:
 def staged(problem: Problem) -> Problem:
   """The SFT copy of `problem`: its starter code is the stage prefix, so the SFT prompt is the RL
   prompt and the SFT target is the last line and the fence."""
-  return dataclasses.replace(
-      problem, starter_code=problem.canonical_solution[:last_line_start(problem.canonical_solution)])
+  solution = problem.canonical_solution
+  return dataclasses.replace(problem, starter_code=solution[:last_line_start(solution)])
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +105,6 @@ def warm_params(problems):
 
 def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> list[float]:
   """Per-iteration mean rewards of a PPO run from the SFT policy."""
-  import jax.numpy as jnp
   from flax import nnx
 
   from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
@@ -118,11 +129,8 @@ def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> li
   pool.start()
   try:
     trainer = Trainer(Models(cfg, model, tok), problems, cfg=train_cfg, ppo_cfg=ppo_cfg,
-                      cccs_cfg=cccs_cfg, fgo_cfg=FGOConfig(enabled=True), pool=pool)
-    # No injection point for a curriculum yet: replace it before the first iteration (the fresh
-    # work dir has no checkpoint, so run() does not restore another one over it).
-    trainer.curriculum = LastLineCurriculum(cccs_cfg)
-    trainer.curriculum.register_all(problems)
+                      cccs_cfg=cccs_cfg, fgo_cfg=FGOConfig(enabled=True), pool=pool,
+                      curriculum=LastLineCurriculum(cccs_cfg))
     history = trainer.run()
   finally:
     pool.close()
@@ -134,7 +142,7 @@ def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> li
 def jax_copy(tree):
   import jax
   import jax.numpy as jnp
-  return jax.tree.map(jnp.copy, tree)
+  return jax.tree.map(jnp.copy, tree)  # jnp.copy: new buffers, safe to donate
 
 
 def rise(rewards: list[float]) -> float:
@@ -152,7 +160,8 @@ def test_fixture_tasks_leave_one_short_line(problems):
 
 @pytest.mark.slow
 def test_ppo_raises_mean_reward_within_20_iterations(problems, warm_params, tmp_path):
-  r = train_rewards(problems, warm_params, tmp_path / "ppo", policy_lr=3e-3)
+  r = train_rewards(problems, warm_params, tmp_path / "ppo", policy_lr=1e-3)
+  print("rewards", np.round(r, 2), "rise", round(rise(r), 3))
   first = float(np.mean(r[:FIRST]))
   assert first < 0.5, f"the warm-up already solves the task: {np.round(r, 2)}"
   assert rise(r) > MARGIN, f"mean reward did not rise by {MARGIN}: {np.round(r, 2)}"
@@ -162,4 +171,5 @@ def test_ppo_raises_mean_reward_within_20_iterations(problems, warm_params, tmp_
 def test_reward_does_not_rise_without_policy_updates(problems, warm_params, tmp_path):
   """The control: the same run with policy_lr = 0 must not pass the learning assertion."""
   r = train_rewards(problems, warm_params, tmp_path / "frozen", policy_lr=0.0)
+  print("rewards", np.round(r, 2), "rise", round(rise(r), 3))
   assert rise(r) <= MARGIN, f"reward rose without learning: {np.round(r, 2)}"

@@ -162,7 +162,8 @@ class Decoder(nnx.Module):
       mask_local = mask_global & (dist < cfg.sliding_window)
 
     x = self.embed_tokens(tokens)
-    run = _run_block_remat if cfg.remat else _run_block
+    # Remat only helps a backward pass; the cached decode path (sampling) never differentiates.
+    run = _run_block_remat if (cfg.remat and cache is None) else _run_block
     new_keys, new_values = [], []
     for i, block in enumerate(self.layers):
       mask = mask_local if block.is_local else mask_global

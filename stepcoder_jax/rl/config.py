@@ -66,6 +66,8 @@ class PPOConfig:
     weight_decay, adam_b1, adam_b2, adam_eps: AdamW settings (shared).
     logprob_chunk: sequence chunk of the chunked log-prob computation.
     seed: the minibatch shuffling key (folded with the step number).
+    train_embeddings: False freezes the token embedding (and a tied output matrix) of both
+      models: a memory saving for large vocabularies on small machines (the CPU demo).
   """
   gamma: float = 1.0
   lam: float = 0.95
@@ -95,6 +97,7 @@ class PPOConfig:
   adam_eps: float = 1e-8
   logprob_chunk: int = 128
   seed: int = 0
+  train_embeddings: bool = True
 
   def __post_init__(self):
     from stepcoder_jax.errors import UserError

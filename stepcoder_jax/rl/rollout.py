@@ -79,21 +79,27 @@ def token_offsets(tokenizer, ids: Sequence[int]) -> tuple[str, list[tuple[int, i
   return text, offsets
 
 
-def cut_response(tokenizer, ids: Sequence[int], stop: Sequence[str],
-                 eos_ids: Sequence[int]) -> tuple[list[int], str, list[tuple[int, int]]]:
+def cut_response(tokenizer, ids: Sequence[int], stop: Sequence[str], eos_ids: Sequence[int],
+                 context: str = "") -> tuple[list[int], str, list[tuple[int, int]]]:
   """Trim a sampled response: keep tokens through the first EOS or the end of the first stop
-  string (the policy is trained to emit them); the judged text ends before the stop string."""
+  string (the policy is trained to emit them); the judged text ends before the stop string.
+
+  `context` is the end of the prompt: a stop string may start there (a prompt ending in a
+  newline, then a response opening with the closing fence is an empty answer, not code).
+  """
   ids = list(ids)
   for i, t in enumerate(ids):
     if t in eos_ids:
       ids = ids[:i + 1]
       break
   text, offsets = token_offsets(tokenizer, ids)
+  tail = context[-(max((len(x) for x in stop), default=1) - 1):] if stop and context else ""
+  joined = tail + text
   cut, end = len(text), None
-  for s in stop:
-    j = text.find(s)
-    if j != -1 and j < cut:
-      cut, end = j, j + len(s)
+  for x in stop:
+    j = joined.find(x)
+    if j != -1 and j - len(tail) < cut:
+      cut, end = max(0, j - len(tail)), j + len(x) - len(tail)
   if end is not None:
     keep = next((k + 1 for k, (_, b) in enumerate(offsets) if b >= end), len(ids))
     ids, offsets = ids[:keep], offsets[:keep]
@@ -103,7 +109,8 @@ def cut_response(tokenizer, ids: Sequence[int], stop: Sequence[str],
 def fill_responses(items: list[Item], responses: Sequence[Sequence[int]], tokenizer,
                    eos_ids: Sequence[int]) -> None:
   for it, r in zip(items, responses):
-    it.response_ids, it.completion, it.offsets = cut_response(tokenizer, r, it.prompt.stop, eos_ids)
+    it.response_ids, it.completion, it.offsets = cut_response(
+        tokenizer, r, it.prompt.stop, eos_ids, context=it.prompt.text)
 
 
 def jobs(items: Sequence[Item]):

@@ -176,7 +176,8 @@ class Trainer:
   def __init__(self, models: Models, problems: list[Problem], *, cfg: TrainConfig | None = None,
                ppo_cfg: PPOConfig | None = None, cccs_cfg: CCCSConfig | None = None,
                fgo_cfg: FGOConfig | None = None, pool=None, sampler=None,
-               eval_problems: list[Problem] | None = None, eval_cfg=None):
+               eval_problems: list[Problem] | None = None, eval_cfg=None,
+               curriculum: Curriculum | None = None):
     from stepcoder_jax.models.value import ValueModel
 
     self.cfg = cfg or TrainConfig()
@@ -195,7 +196,8 @@ class Trainer:
     self.eval_cfg = eval_cfg
     self.work_dir = Path(self.cfg.work_dir)
     self.work_dir.mkdir(parents=True, exist_ok=True)
-    self.curriculum = Curriculum(self.cccs_cfg)
+    # A caller may bring its own curriculum (a subclass, e.g. a fixed stage in tests).
+    self.curriculum = curriculum if curriculum is not None else Curriculum(self.cccs_cfg)
     self.curriculum.register_all(problems)
     value = ValueModel.from_policy(models.policy)
     self.policy_gd, self.value_gd, state = ppo.init_train_state(models.policy, value,
@@ -231,9 +233,10 @@ class Trainer:
   # ---------------------------------------------------------------- checkpoints
 
   def _trees(self) -> dict[str, Any]:
+    # "policy" is the whole Decoder state (frozen parts too), so generate/export can load it.
     st = self.state
-    return {"policy": st.policy, "value": st.value, "policy_opt": st.policy_opt,
-            "value_opt": st.value_opt}
+    return {"policy": nnx.merge_state(st.policy, st.policy_rest), "value": st.value,
+            "policy_opt": st.policy_opt, "value_opt": st.value_opt}
 
   def save(self, ckpt: ckpt_lib.Checkpointer) -> None:
     meta = {"iteration": self.iteration, "curriculum": self.curriculum.to_json(),
@@ -245,11 +248,13 @@ class Trainer:
     if ckpt.latest_step() is None:
       return False
     trees, meta = ckpt.restore(None, targets=self._trees())  # onto this run's shardings
+    trees["policy"], trees["policy_rest"] = nnx.split_state(trees["policy"],
+                                                            ppo.trainable(self.ppo_cfg), ...)
     rep = self.placement.replicated
     step, kl = spmd.to_global((np.asarray(meta["ppo_step"], np.int32),
                                np.asarray(meta["kl_coef"], np.float32)), (rep, rep))
     self.state = self.state.replace(**trees, step=step, kl_coef=kl)
-    self.curriculum = Curriculum.from_json(meta["curriculum"], self.cccs_cfg)
+    self.curriculum = type(self.curriculum).from_json(meta["curriculum"], self.cccs_cfg)
     self.curriculum.register_all(self.problems)
     self.iteration = int(meta["iteration"])
     _log.info("resumed from %s at iteration %d", ckpt.directory, self.iteration)
