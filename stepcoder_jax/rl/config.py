@@ -56,6 +56,8 @@ class PPOConfig:
     adaptive_kl: adapt kl_coef towards kl_target (Ziegler et al. 2019) over kl_horizon sequences.
     entropy_coef: entropy bonus weight (0 disables).
     whiten_advantages: normalise advantages over the response tokens of the rollout batch.
+    whiten_min_std: divide by at least this (rewards differ by 0.3 or more between outcomes, so
+      a smaller spread means every program got the same outcome: don't amplify it).
     epochs, minibatches, grad_accum: each step runs epochs x minibatches optimizer updates;
       each minibatch is split into grad_accum micro-batches whose gradients are summed.
     shuffle: permute the rollout rows every epoch.
@@ -80,6 +82,7 @@ class PPOConfig:
   kl_horizon: float = 10000.0
   entropy_coef: float = 0.0
   whiten_advantages: bool = True
+  whiten_min_std: float = 0.1
   epochs: int = 1
   minibatches: int = 1
   grad_accum: int = 1

@@ -60,11 +60,16 @@ def masked_var(x: jax.Array, mask: jax.Array) -> jax.Array:
   return masked_mean(jnp.square(x - mean), mask)
 
 
-def masked_whiten(x: jax.Array, mask: jax.Array, eps: float = 1e-8) -> jax.Array:
-  """(x - mean) / std over the masked entries; unmasked entries become 0."""
+def masked_whiten(x: jax.Array, mask: jax.Array, eps: float = 1e-8,
+                  min_std: float = 0.0) -> jax.Array:
+  """(x - mean) / max(std, min_std) over the masked entries; unmasked entries become 0.
+
+  `min_std` > 0 keeps a batch whose programs all earned the same reward (advantages that differ
+  only by the small KL term) from being blown up to unit variance: noise, not signal.
+  """
   mean = masked_mean(x, mask)
-  var = masked_var(x, mask)
-  return jnp.where(mask > 0, (x - mean) * jax.lax.rsqrt(var + eps), 0.0)
+  std = jnp.sqrt(masked_var(x, mask) + eps)
+  return jnp.where(mask > 0, (x - mean) / jnp.maximum(std, min_std), 0.0)
 
 
 def kl_penalized_rewards(rewards: jax.Array, old_logprobs: jax.Array, ref_logprobs: jax.Array,
@@ -399,7 +404,7 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
     shaped = kl_penalized_rewards(rewards, old_lp, ref_lp, resp, state.kl_coef)
     adv, ret = gae(shaped, old_v, resp, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
-      adv = masked_whiten(adv, resp)
+      adv = masked_whiten(adv, resp, min_std=cfg.whiten_min_std)
     data = {"tokens": batch["tokens"], "positions": batch["positions"],
             "attention_mask": batch["attention_mask"], "response_mask": resp,
             "loss_mask": loss_mask, "old_logprobs": old_lp, "values": old_v,
