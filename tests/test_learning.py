@@ -49,6 +49,8 @@ ITERATIONS = 20
 SAMPLES = 4            # per problem and iteration: 16 programs per rollout
 FIRST, LAST = 5, 10    # iterations averaged at the start and at the end of the curve
 SFT_STEPS = 40
+EPOCHS = 2             # PPO epochs per rollout batch
+POLICY_LR = 5e-4
 # Required rise: mean reward of the last LAST iterations minus that of the first FIRST ones.
 # Rewards lie in [-1, 1] (+1 passed, -0.3 wrong, -1 syntax error). Measured while developing with
 # this setup: with policy_lr = 0, one iteration's mean reward (16 programs) has a standard
@@ -56,6 +58,10 @@ SFT_STEPS = 40
 # error of 0.25 * sqrt(1/5 + 1/10) = 0.14; its measured rises were 0.12, 0.10, -0.19 (seeds
 # 0, 1, 2). With learning the rises were 0.36, 0.60, 0.44, 0.29 (seeds 0-3). 0.25 is 1.8
 # standard errors above a frozen policy and below every learning run.
+# Re-measured after the stop-string, response-only projection and whitening-floor changes, with
+# EPOCHS = 2 and POLICY_LR = 5e-4 (4 epochs at 1e-3 now collapsed once mid-run): learning rises
+# 0.33, 0.37, 0.21 (seeds 0, 1, 2); frozen 0.13 (seed 0). Seed 0 is pinned and deterministic on
+# CPU; the margin is thin (one seed of three falls below it), said so in the closing note.
 MARGIN = 0.25
 
 
@@ -120,7 +126,7 @@ def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> li
                           logprob_chunk=64)
   # lam = 1: every token of a 7-token answer gets the whole return (R - V), not a share decayed
   # from the last token; the KL penalty keeps the policy near the SFT policy it starts from.
-  ppo_cfg = PPOConfig(policy_lr=policy_lr, value_lr=1e-3, kl_coef=0.05, lam=1.0, epochs=4,
+  ppo_cfg = PPOConfig(policy_lr=policy_lr, value_lr=1e-3, kl_coef=0.05, lam=1.0, epochs=EPOCHS,
                       minibatches=2, seed=SEED)
   # Pinned at the last-line stage for the whole run (see the module docstring).
   cccs_cfg = CCCSConfig(enabled=True, rho=0.99, min_attempts=10 ** 6, weight_power=0.0)
@@ -160,7 +166,7 @@ def test_fixture_tasks_leave_one_short_line(problems):
 
 @pytest.mark.slow
 def test_ppo_raises_mean_reward_within_20_iterations(problems, warm_params, tmp_path):
-  r = train_rewards(problems, warm_params, tmp_path / "ppo", policy_lr=1e-3)
+  r = train_rewards(problems, warm_params, tmp_path / "ppo", policy_lr=POLICY_LR)
   print("rewards", np.round(r, 2), "rise", round(rise(r), 3))
   first = float(np.mean(r[:FIRST]))
   assert first < 0.5, f"the warm-up already solves the task: {np.round(r, 2)}"
