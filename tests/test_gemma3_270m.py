@@ -5,8 +5,6 @@ reference model is read from the GGUF by transformers. Gemma terms of use apply 
 """
 from __future__ import annotations
 
-import time
-
 import jax
 import numpy as np
 import pytest
@@ -47,12 +45,13 @@ def test_config_is_gemma3_270m(ours):
   assert len(tok) == cfg.vocab_size
 
 
-def test_second_load_from_cache_under_10s(ours):
-  t = time.perf_counter()
+def test_second_load_reads_the_cache_without_converting(ours, monkeypatch):
+  """Speed is a benchmark's job (benchmarks/load.py prints the seconds); here: no reconversion."""
+  def no_convert(*a, **k):
+    raise AssertionError("the second load converted the GGUF again")
+  monkeypatch.setattr(gguf, "convert", no_convert)
   cfg, _, tok = load_model(gguf.BUNDLED_NAME)
-  elapsed = time.perf_counter() - t
   assert cfg == ours[0] and tok is not None
-  assert elapsed < 10.0, f"second load took {elapsed:.1f} s"
 
 
 def test_cached_tokenizer_equals_gguf_tokenizer(ours, reference):
