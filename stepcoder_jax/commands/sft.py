@@ -13,13 +13,9 @@ HELP = "fine-tune on canonical solutions; writes an HF model dir (the reference 
 
 
 def add_arguments(parser) -> None:
-  from stepcoder_jax.data.load import add_dataset_arguments
-  parser.add_argument("--model", default=None,
-                      help="HF dir, .gguf, checkpoint, gemma3-270m or tiny-{llama,qwen2,gemma3}; "
-                           "default: gin model.path")
-  add_dataset_arguments(parser)
-  parser.add_argument("--problems", default=None,
-                      help="read problems from this file instead of a TFDS dataset")
+  from stepcoder_jax.commands import add_model_argument, add_problem_arguments
+  add_model_argument(parser)
+  add_problem_arguments(parser)
   parser.add_argument("--out", required=True, help="output directory (an HF model dir)")
   parser.add_argument("--steps", type=int, default=None, help="override gin sft.steps")
 
