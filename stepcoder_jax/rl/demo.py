@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from stepcoder_jax.models.config import ModelSpec
 from stepcoder_jax.rl import pipeline
 from stepcoder_jax.rl.train_config import EvalConfig, SFTConfig, TrainConfig
 
@@ -72,7 +73,7 @@ def run_demo(work_dir: str, model: str | None = None) -> str:
 
   table = comparison_table(results, counts)
   text = (f"# StepCoder demo: pass@1 on the bundled test split\n\n{table}\n\n"
-          f"model: {model or 'gin model.path'}; SFT: {sft_dir}; "
+          f"model: {model or ModelSpec().path}; SFT: {sft_dir}; "
           f"training run: {work / 'stepcoder'}\n")
   (work / "report.md").write_text(text)
   (work / "report.json").write_text(json.dumps({"pass@1": results, "problems": counts},
