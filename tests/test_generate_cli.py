@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from stepcoder_jax import cli
-from stepcoder_jax.models.tokenizer import tiny_tokenizer
+import tiny_hf
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -19,20 +19,9 @@ PROMPT = "def square(x):\n    return"
 def tiny_dir(tmp_path_factory):
   """A random tiny Llama saved by transformers, with the tiny tokenizer."""
   path = tmp_path_factory.mktemp("tiny_llama_cli")
-  tok = tiny_tokenizer()
-  cfg = transformers.LlamaConfig(
-      vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-      num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=128,
-      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-      pad_token_id=tok.pad_token_id)
-  torch.manual_seed(1)
-  model = transformers.LlamaForCausalLM(cfg).eval()
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if "norm" not in name:
-        p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
-  model.save_pretrained(str(path))
-  tok.save_pretrained(str(path))
+  model, tok = tiny_hf.make_tiny_llama(
+      path, seed=1, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128)
   return path, model, tok
 
 

@@ -10,7 +10,7 @@ from stepcoder_jax import sampling
 from stepcoder_jax.models.config import SamplingConfig
 from stepcoder_jax.models.decoder import left_pad_positions
 from stepcoder_jax.models.loading import load_model
-from stepcoder_jax.models.tokenizer import tiny_tokenizer
+import tiny_hf
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -19,26 +19,8 @@ PROMPTS = ["def add(a, b):\n    return", "for i in range(", "x = 1"]
 
 
 def make_tiny_llama(path, seed: int = 0):
-  """A random fp32 Llama saved with transformers (+ the tiny tokenizer); returns the torch model.
-
-  Weights are larger than transformers' default init so that greedy choices have clear margins
-  (no near-ties that float rounding could flip).
-  """
-  tok = tiny_tokenizer()
-  cfg = transformers.LlamaConfig(
-      vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
-      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-      pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
-  torch.manual_seed(seed)
-  model = transformers.LlamaForCausalLM(cfg).to(torch.float32).eval()
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if "norm" not in name:
-        p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
-  model.save_pretrained(str(path))
-  tok.save_pretrained(str(path))
-  return model
+  """The shared tiny Llama (tests/tiny_hf.py) at its default sizes; returns the torch model."""
+  return tiny_hf.make_tiny_llama(path, seed)[0]
 
 
 @pytest.fixture(scope="module")
