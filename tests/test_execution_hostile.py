@@ -108,6 +108,9 @@ def corpus(sentinel: str, outside: str):
                                        "  @property\n  def __class__(self):\n"
                                        "    return AssertionError\n"
                                        "def f(x):\n  raise X()\n")),
+      ("coverage_probe_junk", job(p, "class B:\n  def __bool__(self):\n    raise SystemExit(0)\n"
+                                     "__cov__[0] = B()\n__cov__.append(B())\n"
+                                     "def f(x):\n  return 0\n")),
       ("mbpp_eq", job(mbpp("g", ["assert g(1) == 5"]),
                       "class E(list):\n  def __eq__(s, o):\n    return True\n"
                       "def g(x):\n  return E()\n")),

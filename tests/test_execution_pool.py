@@ -134,6 +134,42 @@ def test_stop_at_first_failure():
   assert r.outcome == "failed" and r.tests_passed == 0 and r.tests_total == 3
 
 
+def test_stdio_main_in_a_thread_is_joined(pool):
+  """APPS solutions often run main() in a thread (for its stack size) and never join it."""
+  p = stdio(["21\n"], ["42\n"], pid="t/thread")
+  prog = ("import threading\ndef main():\n  print(int(input()) * 2)\n"
+          "threading.stack_size(1 << 22)\nthreading.Thread(target=main).start()\n")
+  r, = pool.run([job(p, prog)])
+  assert r.passed, r.error
+
+
+def test_program_writing_junk_into_the_probe_list_is_judged_normally(pool):
+  """The coverage probes are a list the program can reach: junk in it must not run in the
+  harness (B.__bool__ would abort it) nor change the verdict."""
+  prog = ("class B:\n  def __bool__(self):\n    raise SystemExit(1)\n"
+          "__cov__[0] = B()\n__cov__.append(B())\n"
+          "def f(x):\n  return x * x\n")
+  r, = pool.run([job(SQUARE, prog)])
+  assert r.passed, r.error
+  assert 6 in r.executed_lines and 7 in r.executed_lines
+
+
+def test_program_too_long_is_a_compile_error(pool):
+  prog = "def f(x):\n  return x * x\n" + "#" * (1 << 20)
+  r, = pool.run([job(SQUARE, prog)])
+  assert r.outcome == "compile_error" and "program too long" in r.error
+
+
+def test_worker_replaced_when_its_zygote_dies(pool):
+  """A worker whose fork server is gone exits; the pool replaces it and retries the job."""
+  w = pool.worker_pids[0]
+  zygote, = _children(w)
+  os.kill(zygote, 9)
+  res = pool.run([job(SQUARE, "def f(x):\n  return x * x\n") for _ in range(6)])
+  assert all(r.passed for r in res)
+  assert pool.replaced >= 1 and w not in pool.worker_pids
+
+
 def test_worker_replaced_after_being_killed(pool):
   before = list(pool.worker_pids)
   os.kill(before[0], 9)
@@ -146,14 +182,15 @@ def _fd_count(pid: int) -> int:
   return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _children(pid: int) -> list[int]:
+def _children(pid: int, state: str | None = None) -> list[int]:
+  """Children of pid (only those in ``state``, e.g. "Z" for zombies, when given)."""
   out = []
   for d in os.listdir("/proc"):
     if d.isdigit():
       try:
         with open(f"/proc/{d}/stat") as f:
           fields = f.read().rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
+        if int(fields[1]) == pid and state in (None, fields[0]):
           out.append(int(d))
       except OSError:
         pass
@@ -181,8 +218,11 @@ def test_no_zombies_fd_leaks_or_growth_over_many_programs():
     time.sleep(0.2)
     # A leak would add hundreds; the pre-forked child's pipes come and go (+-3).
     assert all(_fd_count(x) <= n + 3 for x, n in zip(w, fds))
-    for x in w:  # at most the current pre-forked child and one being reaped
-      assert len(_children(x)) <= 2
+    for x in w:  # a worker's one child is its zygote, which forks and reaps the programs
+      zygotes = _children(x)
+      assert len(zygotes) == 1 and not _children(x, "Z")
+      # at most the current pre-forked child and one being reaped; no zombies
+      assert len(_children(zygotes[0])) <= 2 and not _children(zygotes[0], "Z")
     assert all(_rss_kb(x) < r + 4096 for x, r in zip(w, rss))
 
 

@@ -12,7 +12,8 @@ unchanged), and a unit is *executed* when its probe ran. On Python 3.11 (no ``sy
 this costs one subscript store per statement, where ``sys.settrace`` (or coverage.py's C tracer,
 which uses it) costs a trace call per line and per call. Measured on HumanEval/75's reference
 (a triple loop), in one process: untraced 0.14 s, settrace 1.14 s, settrace that stops tracing
-fully covered code objects 0.51 s, coverage.py 0.75 s (+45 ms start); probes cost ~1.2x. ``elif`` is an ``if`` nested in ``else``, so it gets its own probe; an ``except`` header
+fully covered code objects 0.51 s, coverage.py 0.75 s (+45 ms start), probes 0.17 s (1.27x). The
+probe array is a list: 3.11 specializes a store into a list, not into a bytearray (0.23 s). ``elif`` is an ``if`` nested in ``else``, so it gets its own probe; an ``except`` header
 counts as executed when its handler is entered; a ``while``/``for`` header when the loop starts.
 """
 from __future__ import annotations
@@ -81,11 +82,13 @@ class _Instrumenter:
 
   @staticmethod
   def _probe(k: int, loc: ast.AST) -> ast.stmt:
-    target = ast.Subscript(ast.Name(PROBE, ast.Load()), ast.Constant(k), ast.Store())
-    node = ast.Assign(targets=[target], value=ast.Constant(1), lineno=loc.lineno,
-                      col_offset=loc.col_offset, end_lineno=loc.lineno,
-                      end_col_offset=loc.col_offset)
-    return ast.fix_missing_locations(ast.copy_location(node, loc))
+    # Every node carries loc's position (built directly: fix_missing_locations was a third of
+    # the instrumentation time).
+    pos = {"lineno": loc.lineno, "col_offset": loc.col_offset, "end_lineno": loc.end_lineno,
+           "end_col_offset": loc.end_col_offset}
+    target = ast.Subscript(ast.Name(PROBE, ast.Load(), **pos), ast.Constant(k, **pos),
+                           ast.Store(), **pos)
+    return ast.Assign(targets=[target], value=ast.Constant(1, **pos), **pos)
 
   def block(self, stmts: list, parent) -> list:
     """A statement list with a probe before each executable statement (after a docstring and

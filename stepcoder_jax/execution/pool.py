@@ -41,6 +41,7 @@ class WorkerDied(RuntimeError):
 def _cfg_dict(cfg: ExecutionConfig) -> dict:
   d = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
   d["preload_modules"] = list(d["preload_modules"])
+  d["import_on_demand"] = list(d["import_on_demand"])
   return d
 
 

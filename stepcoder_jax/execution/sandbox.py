@@ -26,6 +26,7 @@ __builtins__ = dict(vars(builtins))  # pylint: disable=redefined-builtin  # priv
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 
 _ALWAYS_DENIED = frozenset({
     "os.exec", "os.posix_spawn", "os.spawn", "os.system", "subprocess.Popen", "os.startfile",
@@ -82,6 +83,14 @@ def become_subreaper() -> bool:
   """Orphans of our programs get reparented to the worker, which reaps them (no zombies)."""
   try:
     return _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+  except (OSError, AttributeError):
+    return False
+
+
+def die_with_parent() -> bool:
+  """SIGKILL the calling process when its parent exits (the zygote goes with its worker)."""
+  try:
+    return _libc().prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
   except (OSError, AttributeError):
     return False
 

@@ -3,19 +3,21 @@
 Run as ``python -m stepcoder_jax.execution.worker`` by the pool, which talks to it over stdin/
 stdout with length-prefixed JSON frames: first the config, then jobs; each job gets one reply.
 
-Why this shape: a worker pre-imports the harness and the stdlib modules programs use, then forks a
-child per program (a fork of a warm interpreter costs about a millisecond; a new interpreter ~20).
-The next child is forked *before* the next job arrives, so it never holds any expected output in
-its memory; the worker keeps those and computes the verdict from what the child reports. The
-worker enforces the per-test and per-program wall-time limits (SIGKILL to the child's process
-group), reaps every process it created (it is a child subreaper), and removes each sandbox dir.
+Why this shape: a worker pre-imports the harness and the stdlib modules programs use, then has a
+child forked per program (a fork of a warm interpreter costs about a millisecond; a new
+interpreter ~20). The forks come from the worker's zygote (``zygote.py``), a copy of the worker
+made before the first job, so no child ever holds another job's data or any expected output; the
+worker keeps those and computes the verdict from what the child reports. The worker parses,
+instruments and compiles each program itself (``harness.prepare``) and hands the child code
+objects. It enforces the per-test and per-program wall-time limits (SIGKILL to the child's process
+group) and removes each sandbox dir; the zygote reaps.
 
-The worker imports as little as it can (no shutil/tempfile: they load compression libraries):
-forking and exiting cost grows with every mapped shared library, and a child is forked per program.
+The worker imports as little as it can (no shutil/tempfile: they load compression libraries;
+no threading: its at-fork hook runs in every child): forking and exiting cost grows with every
+page the zygote maps and every page a child writes.
 """
 from __future__ import annotations
 
-import gc
 import importlib
 import json
 import os
@@ -25,7 +27,7 @@ import struct
 import sys
 import time
 
-from stepcoder_jax.execution import compare, harness, sandbox
+from stepcoder_jax.execution import compare, harness, sandbox, zygote
 from stepcoder_jax.execution import lines as lines_mod
 
 _HDR = struct.Struct(">I")
@@ -65,8 +67,8 @@ def _write_all(fd: int, data: bytes) -> None:
 class _Child:
   """A forked, confined process waiting for its job."""
 
-  def __init__(self, pid, pidfd, job_w, rep_r, nonce, sandbox_dir):
-    self.pid, self.pidfd, self.job_w, self.rep_r = pid, pidfd, job_w, rep_r
+  def __init__(self, pid, job_w, rep_r, nonce, sandbox_dir):
+    self.pid, self.job_w, self.rep_r = pid, job_w, rep_r
     self.nonce, self.sandbox_dir = nonce, sandbox_dir
 
 
@@ -85,10 +87,9 @@ class Worker:
     self.nproc = None
     if self.is_root or cfg.get("allow_fork"):
       # As root the uid is ours alone; otherwise RLIMIT_NPROC counts all of this user's
-      # processes, so allow what runs now plus the configured amount.
-      self.nproc = cfg["max_processes"] + (0 if self.is_root else _count_user_processes())
+      # processes, so allow what runs now (and the zygote) plus the configured amount.
+      self.nproc = cfg["max_processes"] + (0 if self.is_root else _count_user_processes() + 1)
     self.child: _Child | None = None
-    self.dying: list[int] = []  # killed children not reaped yet
     for name in cfg.get("preload_modules", ()):
       try:
         importlib.import_module(name)
@@ -102,6 +103,13 @@ class Worker:
     import socket  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     # (importable in programs, so that the sandbox, not a missing file, refuses the network)
     harness.snapshot_pristine()
+    # Nothing of ours stays importable or reachable by module name in a child (names fixed now:
+    # scanning sys.modules in each child would touch, and copy, a page per module name).
+    self.drop_modules = tuple(
+        name for name in sys.modules
+        if name.startswith(("stepcoder_jax", "ctypes", "multiprocessing")) or name in (
+            "__main__", "_ctypes", "_posixsubprocess", "subprocess"))
+    self.zygote = zygote.Zygote(self._child_setup)
 
   # -- children ----------------------------------------------------------------------------------
   def prefork(self) -> None:
@@ -112,23 +120,21 @@ class Worker:
     job_r, job_w = os.pipe()
     rep_r, rep_w = os.pipe()
     nonce = os.urandom(12).hex()
-    gc.freeze()  # the child's gc then skips the inherited objects (fewer copy-on-write faults)
-    pid = os.fork()
-    if pid == 0:  # child
-      try:
-        self._child_setup(sandbox_dir, job_r, rep_w, nonce)
-      finally:
-        os._exit(3)
-    os.close(job_r)
-    os.close(rep_w)
-    os.set_blocking(rep_r, False)
     try:
-      pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-      pidfd = None
-    self.child = _Child(pid, pidfd, job_w, rep_r, nonce, sandbox_dir)
+      pid = self.zygote.fork(sandbox_dir, nonce, job_r, rep_w)
+    except zygote.ZygoteDied:
+      for fd in (job_w, rep_r):
+        os.close(fd)
+      _rmtree(sandbox_dir)
+      raise
+    finally:
+      os.close(job_r)
+      os.close(rep_w)
+    os.set_blocking(rep_r, False)
+    self.child = _Child(pid, job_w, rep_r, nonce, sandbox_dir)
 
   def _child_setup(self, sandbox_dir, job_r, rep_w, nonce):
+    """Runs in the child (forked by the zygote): confine, then run the harness."""
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
       signal.signal(sig, signal.SIG_DFL)
@@ -151,18 +157,18 @@ class Worker:
     if self.uid is not None:
       os.chown("_stdout", self.uid, self.uid)
       os.chown("_stderr", self.uid, self.uid)
-    # Nothing of ours stays importable or reachable by module name.
-    for name in list(sys.modules):
-      if name.startswith(("stepcoder_jax", "ctypes", "multiprocessing")) or name in (
-          "__main__", "_ctypes", "_posixsubprocess", "subprocess"):
-        del sys.modules[name]
+    # The job is read (and the modules it names imported) before confinement: the worker wrote
+    # it, and a sandbox uid may not be able to read the interpreter's files.
+    job, blob = harness.read_job(jfd)
+    for name in self.drop_modules:
+      sys.modules.pop(name, None)
     cfg = dict(self.cfg, nproc=self.nproc)
     sandbox.set_limits(cfg)
     if self.uid is not None:
       sandbox.drop_privileges(self.uid)
     max_out = int(cfg["max_output_bytes"])
     set_trusted = sandbox.install_audit_hook(sandbox_dir, bool(cfg.get("allow_fork")))
-    harness.child_main(jfd, rfd, nonce, set_trusted,
+    harness.child_main(job, blob, rfd, nonce, set_trusted,
                        lambda: sandbox.limit_file_size(max_out))
 
   def _kill(self, child: _Child) -> None:
@@ -186,29 +192,9 @@ class Worker:
         os._exit(0)
     os.waitpid(pid, 0)
 
-  def _reap_orphans(self) -> None:
-    still = []
-    for pid in self.dying:
-      try:
-        if os.waitpid(pid, os.WNOHANG)[0] == 0:
-          still.append(pid)
-      except ChildProcessError:
-        pass
-    self.dying = still
-    while True:
-      try:
-        pid, _ = os.waitpid(-1, os.WNOHANG)
-      except ChildProcessError:
-        return
-      if pid == 0:
-        return
-
   # -- one job -----------------------------------------------------------------------------------
   def judge(self, job: dict) -> dict:
     """Runs ``job`` in the pre-forked child; returns the ExecResult fields."""
-    if self.child is None:
-      self.prefork()
-    child, self.child = self.child, None
     t0 = time.perf_counter()
     expected = job.pop("outputs", None)
     kind = job["kind"]
@@ -218,22 +204,28 @@ class Worker:
     job["max_error_chars"] = cfg["max_error_chars"]
     job.setdefault("coverage", cfg["coverage"])
     job["stop_at_first_failure"] = bool(cfg.get("stop_at_first_failure"))
+    blob, units, compile_error, setup_error = harness.prepare(
+        job, bool(job["coverage"]), cfg.get("import_on_demand", ()))
+    if blob is None:  # nothing to run: no child is used
+      executed, executable = _coverage(units, ())
+      outcome, error = (("compile_error", compile_error) if compile_error is not None
+                        else ("runtime_error", setup_error))
+      return {"outcome": outcome, "tests_passed": 0, "tests_total": n, "executed": [],
+              "executable": sorted(executable), "error": error[:cfg["max_error_chars"]],
+              "duration_s": time.perf_counter() - t0}
+    if self.child is None:
+      self.prefork()
+    child, self.child = self.child, None
     verdicts: list[str | None] = [None] * n
     errors: list[str] = []
-    units: list[tuple[int, int]] = []
     traced: set[int] = set()  # ids of the statement units that ran
-    state = {"compile_error": None, "setup_error": None, "done": False, "current": None,
+    state = {"setup_error": None, "done": False, "current": None,
              "bad": None, "stop": False, "last_done": None}
     rel, abs_ = cfg["float_rel_tol"], cfg["float_abs_tol"]
 
     def on_record(rec: dict) -> None:
       e = rec.get("e")
-      if e == "compiled":
-        state["last_tm"] = max(state["last_tm"], float(rec.get("tm", 0.0)))
-        units.extend((int(a), int(b)) for a, b in rec.get("units", []))
-      elif e == "compile_error":
-        state["compile_error"] = str(rec.get("error", "SyntaxError"))
-      elif e == "setup_error":
+      if e == "setup_error":
         state["setup_error"] = str(rec.get("error", "error"))
         traced.update(int(x) for x in rec.get("lines", []))
       elif e == "start":
@@ -279,7 +271,7 @@ class Worker:
       else:
         raise ValueError("unknown record")
 
-    payload = json.dumps(job).encode()
+    payload = harness.job_frame(job, blob)
     try:
       _write_all(child.job_w, payload)
     except OSError:
@@ -293,8 +285,7 @@ class Worker:
     timed_out = False
     poller = select.poll()
     poller.register(child.rep_r, select.POLLIN)
-    if child.pidfd is not None:
-      poller.register(child.pidfd, select.POLLIN)
+    poller.register(self.zygote.fileno(), select.POLLIN)  # reports the child's exit
     prefix = child.nonce.encode() + b"\t"
     buf = [b""]
 
@@ -338,31 +329,27 @@ class Worker:
       fds = {fd for fd, _ in events}
       if child.rep_r in fds and not read_available():
         break  # EOF: the child (and anything it forked) is gone or closed the pipe
-      if child.pidfd is not None and child.pidfd in fds:
-        read_available()  # whatever it wrote before exiting; descendants may hold the pipe
-        break
+      if self.zygote.fileno() in fds:
+        self.zygote.drain()
+        if child.pid in self.zygote.exited:
+          read_available()  # whatever it wrote before exiting; descendants may hold the pipe
+          break
     current = state["current"]
     if timed_out and current is None:
       # Reports lag up to 50 ms: it was in the test after the last one it reported.
       nxt = 0 if state["last_done"] is None else state["last_done"] + 1
       current = nxt if nxt < n else None
-    if state["done"]:
-      status = 0
-      self._kill(child)
-      self.dying.append(child.pid)
-    else:
-      self._kill(child)
-      _, status = os.waitpid(child.pid, 0)
+    self._kill(child)
+    # A finished child is not awaited (its exit is slow and proves nothing); the zygote reaps it.
+    status = None if state["done"] else self.zygote.wait_exit(child.pid)
+    self.zygote.exited.clear()
     if self.cfg.get("allow_fork"):
       self._reap_uid()
-    self._reap_orphans()
-    for fd in (child.rep_r, child.pidfd):
-      if fd is not None:
-        os.close(fd)
+    os.close(child.rep_r)
     _rmtree(child.sandbox_dir)
     duration = time.perf_counter() - t0
 
-    signum = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    signum = os.WTERMSIG(status) if status is not None and os.WIFSIGNALED(status) else None
     outcome, error = _decide(state, verdicts, errors, timed_out, current, signum, cfg)
     passed = sum(v == "pass" for v in verdicts)
     executed, executable = _coverage(units, traced)
@@ -371,20 +358,11 @@ class Worker:
             "error": error[:cfg["max_error_chars"]], "duration_s": duration}
 
   def close(self) -> None:
-    for pid in self.dying:
-      try:
-        os.waitpid(pid, 0)
-      except ChildProcessError:
-        pass
-    self.dying = []
     if self.child is not None:
       self._kill(self.child)
-      try:
-        os.waitpid(self.child.pid, 0)
-      except ChildProcessError:
-        pass
       _rmtree(self.child.sandbox_dir)
       self.child = None
+    self.zygote.close()  # it kills whatever it still runs, then exits
 
 
 def _rmtree(path: str) -> None:
@@ -411,8 +389,6 @@ def _rmtree(path: str) -> None:
 
 def _decide(state, verdicts, errors, timed_out, current, signum, cfg) -> tuple[str, str]:
   """Outcome from the per-test verdicts (CodeRL priority: compile > runtime/timeout > fail)."""
-  if state["compile_error"]:
-    return "compile_error", state["compile_error"]
   if state["bad"]:
     return "runtime_error", state["bad"]
   if timed_out:
@@ -480,25 +456,32 @@ def main() -> int:
   write_frame(out_fd, json.dumps({"ready": True, "netns": worker.netns, "uid": worker.uid,
                                   "pid": os.getpid()}).encode())
   try:
-    while True:
-      frame = read_frame(in_fd)
-      if frame is None:
-        break
-      job = json.loads(frame)
-      try:
-        result = worker.judge(job)
-      except Exception as e:  # pylint: disable=broad-except  # report, stay alive
-        result = {"outcome": "runtime_error", "tests_passed": 0, "tests_total":
-                  int(job.get("n_tests", 0)), "executed": [], "executable": [],
-                  "error": f"judge error: {type(e).__name__}: {e}", "duration_s": 0.0}
-        worker.child = None
-        worker._reap_orphans()  # pylint: disable=protected-access
-      write_frame(out_fd, json.dumps(result).encode())
-      if worker.child is None:
-        worker.prefork()  # the next child, ready before the next job arrives
+    return _serve(worker, in_fd, out_fd)
+  except zygote.ZygoteDied:
+    return 1  # the pool sees the pipe close, replaces this worker and retries its job
   finally:
     worker.close()
-  return 0
+
+
+def _serve(worker: Worker, in_fd: int, out_fd: int) -> int:
+  """Answer jobs until the pool closes our stdin."""
+  while True:
+    frame = read_frame(in_fd)
+    if frame is None:
+      return 0
+    job = json.loads(frame)
+    try:
+      result = worker.judge(job)
+    except zygote.ZygoteDied:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # report, stay alive
+      result = {"outcome": "runtime_error", "tests_passed": 0, "tests_total":
+                int(job.get("n_tests", 0)), "executed": [], "executable": [],
+                "error": f"judge error: {type(e).__name__}: {e}", "duration_s": 0.0}
+      worker.child = None
+    write_frame(out_fd, json.dumps(result).encode())
+    if worker.child is None:
+      worker.prefork()  # the next child, ready before the next job arrives
 
 
 if __name__ == "__main__":
