@@ -81,6 +81,15 @@ def _proc_facts(pid: int) -> dict:
           "zombies": zombies}
 
 
+def _worker_facts(pid: int) -> dict:
+  """The worker's facts, and its zygote's (the fork server whose children run the programs)."""
+  facts = _proc_facts(pid)
+  with open(f"/proc/{pid}/task/{pid}/children") as f:
+    zygotes = [int(d) for d in f.read().split()]
+  facts["zygotes"] = {z: _proc_facts(z) for z in zygotes}
+  return facts
+
+
 def soak(jobs: list[Job], n: int, workers: int) -> dict:
   """Judge n programs (cycling through jobs, with failing and crashing variants); report the
   workers' fds/RSS/children before and after, and leftover sandbox directories."""
@@ -95,7 +104,7 @@ def soak(jobs: list[Job], n: int, workers: int) -> dict:
   cfg = ExecutionConfig(workers=workers, timeout_s=10.0)
   with ExecutionPool(cfg) as pool:
     pool.run(variants[:200])
-    before = {pid: _proc_facts(pid) for pid in pool.worker_pids}
+    before = {pid: _worker_facts(pid) for pid in pool.worker_pids}
     t = time.perf_counter()
     done = 0
     while done < n:
@@ -106,7 +115,7 @@ def soak(jobs: list[Job], n: int, workers: int) -> dict:
       done += len(chunk)
     dt = time.perf_counter() - t
     time.sleep(0.5)
-    after = {pid: _proc_facts(pid) for pid in pool.worker_pids}
+    after = {pid: _worker_facts(pid) for pid in pool.worker_pids}
     replaced = pool.replaced
   return {"programs": done, "seconds": round(dt, 1), "workers_replaced": replaced,
           "before": before, "after": after, "leftover_sandbox_dirs": shm() - dirs0}

@@ -535,7 +535,9 @@ class Harness:
     ``Node``/``Pair``), but calling one from test code yields an exact instance of it or a
     plain copy; the entry point is always result-copied, even when it is a class.
     """
-    tns = {"__name__": "__tests__", "__builtins__": dict(_PRISTINE_BUILTINS)}
+    # Not a copy: the program cannot reach it, and the child ends with this one test run (a copy
+    # would touch, and copy-on-write, the page of every builtin).
+    tns = {"__name__": "__tests__", "__builtins__": _PRISTINE_BUILTINS}
     entry = self.job.get("entry_point")
     for k, v in list(dict.items(ns)):
       if type(k) is not str or k.startswith("__"):
