@@ -4,7 +4,11 @@ Each program below attacks the judge (or the machine) and would "pass" a naive h
 bound every attack: fork bombs by the audit hook and RLIMIT_NPROC, memory bombs by RLIMIT_AS,
 endless output by RLIMIT_FSIZE, loops by the wall-time limit.
 """
+import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -184,3 +188,47 @@ def test_fork_bomb_bounded_by_nproc_when_fork_is_allowed():
     assert ok.passed
   time.sleep(0.2)
   assert not _sandbox_processes(uids)
+
+
+_UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+_UNPRIVILEGED_CHECK = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from execution_helpers import SQUARE, job, stdio
+from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
+ok = "def f(x):\\n  return x * x\\n"
+jobs = [job(SQUARE, ok),
+        job(SQUARE, "import os, signal\\nos.kill(os.getppid(), signal.SIGKILL)\\n" + ok),
+        job(SQUARE, "import socket\\nsocket.socket().connect(('1.1.1.1', 80))\\n" + ok),
+        job(SQUARE, "import os\\ndef f(x):\\n  while True:\\n    os.fork()\\n"),
+        job(stdio(["3\\n"], ["6\\n"]), "import threading\\ndef m():\\n  print(int(input()) * 2)\\n"
+            "threading.Thread(target=m).start()\\n")]
+with ExecutionPool(ExecutionConfig(workers=1)) as pool:
+  res = pool.run(jobs)
+  print(json.dumps({"outcomes": [r.outcome for r in res], "info": pool.worker_info}))
+"""
+
+
+def _unprivileged_python_runs() -> bool:
+  """Root, setpriv, and an interpreter (and this checkout) that uid 65534 can read."""
+  if os.geteuid() != 0 or not shutil.which("setpriv"):
+    return False
+  spawn = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+           "'import stepcoder_jax.execution.worker'], check=True)")  # as the pool does
+  r = subprocess.run(_UNPRIVILEGED + [sys.executable, "-c", spawn],
+                     capture_output=True, timeout=60, check=False)
+  return r.returncode == 0
+
+
+@pytest.mark.skipif(not _unprivileged_python_runs(), reason="needs root, setpriv and an "
+                    "interpreter uid 65534 can run (not here: /root, holding pyenv, is 0700)")
+def test_unprivileged_pool_judges_and_confines():
+  """The non-root path: a user + network namespace instead of a sandbox uid."""
+  tests_dir = os.path.dirname(os.path.abspath(__file__))
+  r = subprocess.run(_UNPRIVILEGED + [sys.executable, "-c", _UNPRIVILEGED_CHECK, tests_dir],
+                     capture_output=True, text=True, timeout=300, check=True,
+                     env=dict(os.environ, HOME="/tmp"))
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  assert out["outcomes"] == ["passed", "runtime_error", "runtime_error", "runtime_error",
+                             "passed"]
+  assert out["info"][0]["uid"] is None and out["info"][0]["netns"] in ("netns", "no-netns")
