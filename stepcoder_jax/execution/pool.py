@@ -50,6 +50,10 @@ class _WorkerProc:
 
   def __init__(self, cfg: dict, start_timeout_s: float = 120.0):
     env = dict(os.environ)
+    # One BLAS thread in programs that use numpy: a thread pool per program would count against
+    # RLIMIT_NPROC and its buffers against RLIMIT_AS.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+      env.setdefault(var, "1")
     env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + env["PYTHONPATH"]
                                        if env.get("PYTHONPATH") else "")
     self.proc = subprocess.Popen(
