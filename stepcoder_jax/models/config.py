@@ -27,6 +27,9 @@ class ModelConfig:
     attention_bias: bias on q, k, v projections; attention_out_bias: bias on o_proj.
     dtype: compute dtype name ('float32' | 'bfloat16'); param_dtype: storage dtype name.
     remat: rematerialize each block in the backward pass (nnx.remat).
+    scan_layers: full forward passes (training, scoring) run the blocks as one `lax.scan` over
+      their stacked parameters: one block to compile instead of num_layers. Decoding with a KV
+      cache keeps the loop.
   """
   family: str = "llama"
   vocab_size: int = 32000
@@ -57,6 +60,7 @@ class ModelConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   remat: bool = False
+  scan_layers: bool = False
 
   def __post_init__(self):
     if self.family not in FAMILIES:
@@ -115,11 +119,13 @@ class ModelSpec:
 
   dtype / param_dtype: compute and storage dtypes ('float32' | 'bfloat16'); None keeps the
   checkpoint's. remat: rematerialize blocks in the backward pass (saves memory in PPO/SFT).
+  scan_layers: run full forward passes as a scan over the blocks (ModelConfig.scan_layers).
   """
   path: str = "tiny-llama"
   dtype: str | None = None
   param_dtype: str | None = None
   remat: bool = False
+  scan_layers: bool = False
 
   @property
   def preset_family(self) -> str | None:

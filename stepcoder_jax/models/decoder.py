@@ -17,6 +17,7 @@ from __future__ import annotations
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from stepcoder_jax.models import layers
@@ -69,8 +70,8 @@ class Block(nnx.Module):
     self.is_local = cfg.layer_type(layer_idx) == "sliding_attention"
     self.gemma = g
 
-  def __call__(self, x, positions, mask, kv=None, write_index=None):
-    h, kv = self.attn(self.input_norm(x), positions, mask, kv, write_index)
+  def __call__(self, x, positions, mask, kv=None, write_index=None, inv_freq=None):
+    h, kv = self.attn(self.input_norm(x), positions, mask, kv, write_index, inv_freq)
     if self.gemma:
       h = self.post_attn_norm(h)
     x = x + h
@@ -162,6 +163,8 @@ class Decoder(nnx.Module):
       mask_local = mask_global & (dist < cfg.sliding_window)
 
     x = self.embed_tokens(tokens)
+    if cfg.scan_layers and cache is None:
+      return self.final_norm(self._scan_blocks(x, positions, mask_local, mask_global)), None
     # Remat only helps a backward pass; the cached decode path (sampling) never differentiates.
     run = _run_block_remat if (cfg.remat and cache is None) else _run_block
     new_keys, new_values = [], []
@@ -177,6 +180,27 @@ class Decoder(nnx.Module):
       cache = KVCache(keys=tuple(new_keys), values=tuple(new_values), positions=k_pos,
                       valid=k_valid, index=write_index + t)
     return x, cache
+
+  def _scan_blocks(self, x, positions, mask_local, mask_global):
+    """The blocks as one `lax.scan`: their parameters stacked on a leading layer axis, and what
+    differs between layers (local or global attention, RoPE frequencies) passed as data."""
+    graphdef = nnx.graphdef(self.layers[0])
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs),
+                           *[nnx.state(b, nnx.Param) for b in self.layers])
+    is_local = jnp.asarray([b.is_local for b in self.layers])
+    inv_freq = jnp.asarray(np.array([b.attn._inv_freq for b in self.layers], np.float32))
+
+    def body(h, layer):
+      state, local, freqs = layer
+      block = nnx.merge(graphdef, state)
+      mask = jnp.where(local, mask_local, mask_global)
+      h, _ = block(h, positions, mask, None, None, freqs)
+      return h, None
+
+    if self.cfg.remat:
+      body = jax.checkpoint(body)
+    x, _ = jax.lax.scan(body, x, (stacked, is_local, inv_freq))
+    return x
 
   def head_weight(self) -> tuple[jax.Array, float | None]:
     """The [V, D] output matrix (the embedding when tied) and the final logit softcap."""

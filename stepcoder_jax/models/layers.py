@@ -136,7 +136,7 @@ class Attention(nnx.Module):
 
   def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
                kv: tuple[jax.Array, jax.Array] | None = None,
-               write_index: jax.Array | None = None):
+               write_index: jax.Array | None = None, inv_freq: jax.Array | None = None):
     """Attend.
 
     Args:
@@ -145,6 +145,8 @@ class Attention(nnx.Module):
       mask: [B, T, S] bool, True where query t may see key slot s (S = T without a cache).
       kv: this layer's cache (keys, values), each [B, S, Hkv, Dh], or None.
       write_index: slot where the T new keys are written when kv is given.
+      inv_freq: [Dh/2] RoPE frequencies overriding this layer's own (a scan over layers passes
+        each layer's as data).
 
     Returns:
       ([B, T, D] output, updated (keys, values) or None).
@@ -155,7 +157,8 @@ class Attention(nnx.Module):
     v = self._project(x, self.v_proj, getattr(self, "v_bias", None))
     if cfg.is_gemma:
       q, k = self.q_norm(q), self.k_norm(k)
-    inv_freq = np.asarray(self._inv_freq, np.float32)
+    if inv_freq is None:
+      inv_freq = np.asarray(self._inv_freq, np.float32)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
     if kv is not None:

@@ -24,7 +24,7 @@ _log = logging.getLogger(__name__)
 
 
 def load_policy(path: str | None = None, spec: ModelSpec | None = None):
-  """(Models) for `path`, or gin's model.path; dtypes and remat from gin's `model`."""
+  """(Models) for `path`, or gin's model.path; dtypes, remat and scan_layers from gin's `model`."""
   from stepcoder_jax.models import loading
   from stepcoder_jax.rl.trainer import Models
 
@@ -34,8 +34,9 @@ def load_policy(path: str | None = None, spec: ModelSpec | None = None):
   if tok is None:
     from stepcoder_jax.errors import UserError
     raise UserError(f"{path or spec.path}: no tokenizer files next to the model")
-  if spec.remat and not cfg.remat:
-    cfg = dataclasses.replace(cfg, remat=True)
+  flags = {k: True for k in ("remat", "scan_layers") if getattr(spec, k) and not getattr(cfg, k)}
+  if flags:
+    cfg = dataclasses.replace(cfg, **flags)
     decoder.cfg = cfg
   return Models(cfg=cfg, policy=decoder, tokenizer=tok)
 
