@@ -23,24 +23,27 @@ def test_left_pad_positions():
   np.testing.assert_array_equal(left_pad_positions(mask), [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma3"])
-def test_remat_gives_same_loss_and_gradients(family):
-  cfg = ModelConfig.tiny(family, vocab_size=64)
-  plain = Decoder(cfg, nnx.Rngs(1))
-  remat = Decoder(cfg.replace(remat=True), nnx.Rngs(1))
-  tokens, pos, mask = _batch()
-
+def _assert_same_loss_and_gradients(model_a, model_b, tokens, pos, mask):
+  """Sequence log-prob loss and its gradients agree (rtol 1e-6 and atol 1e-6)."""
   @nnx.jit
   def loss_and_grad(model):
     def loss(m):
       return -sequence_logprobs(m, tokens, pos, mask, chunk=4)[0].sum()
     return nnx.value_and_grad(loss)(model)
 
-  l1, g1 = loss_and_grad(plain)
-  l2, g2 = loss_and_grad(remat)
+  l1, g1 = loss_and_grad(model_a)
+  l2, g2 = loss_and_grad(model_b)
   np.testing.assert_allclose(l1, l2, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_remat_gives_same_loss_and_gradients(family):
+  cfg = ModelConfig.tiny(family, vocab_size=64)
+  plain = Decoder(cfg, nnx.Rngs(1))
+  remat = Decoder(cfg.replace(remat=True), nnx.Rngs(1))
+  _assert_same_loss_and_gradients(plain, remat, *_batch())
   plain.set_remat(True)
   assert plain.cfg.remat
 
@@ -55,18 +58,7 @@ def test_scan_over_layers_gives_same_loss_and_gradients(family):
   tokens = jax.random.randint(jax.random.key(0), (2, 9), 3, 64)  # longer than the window (4)
   mask = jnp.array([[0, 0, 1, 1, 1, 1, 1, 1, 1], [1] * 9])
   pos = left_pad_positions(mask)
-
-  @nnx.jit
-  def loss_and_grad(model):
-    def loss(m):
-      return -sequence_logprobs(m, tokens, pos, mask, chunk=4)[0].sum()
-    return nnx.value_and_grad(loss)(model)
-
-  l1, g1 = loss_and_grad(loop)
-  l2, g2 = loss_and_grad(scan)
-  np.testing.assert_allclose(l1, l2, rtol=1e-6)
-  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-    np.testing.assert_allclose(a, b, atol=1e-6)
+  _assert_same_loss_and_gradients(loop, scan, tokens, pos, mask)
   h_loop, _ = loop(tokens, pos, mask)
   h_scan, _ = scan(tokens, pos, mask)
   np.testing.assert_allclose(h_loop, h_scan, atol=1e-5)
