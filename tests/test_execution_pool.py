@@ -170,6 +170,34 @@ def test_worker_replaced_when_its_zygote_dies(pool):
   assert pool.replaced >= 1 and w not in pool.worker_pids
 
 
+def test_killing_a_worker_leaves_no_program_running():
+  """Worker -> zygote -> program all go: each dies with its parent (PR_SET_PDEATHSIG)."""
+  with ExecutionPool(cfg(workers=1, timeout_s=2.0, program_timeout_s=3.0)) as p:
+    fut = p.submit([job(SQUARE, "import time\ndef f(x):\n  time.sleep(60)\n")])
+    w = p.worker_pids[0]
+    zygote, = _children(w)
+    time.sleep(0.5)  # the program is asleep in the zygote's one child
+    programs = _children(zygote)
+    assert programs
+    os.kill(w, 9)
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/proc/{x}") and _state(x) != "Z" for x in programs + [zygote]) \
+        and time.monotonic() < deadline:
+      time.sleep(0.05)
+    assert not [x for x in programs + [zygote] if os.path.exists(f"/proc/{x}") and
+                _state(x) != "Z"]
+    r, = fut.result()  # retried on the replacement worker, where it times out (2 s)
+    assert r.outcome == "timeout"
+
+
+def _state(pid: int) -> str:
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0]
+  except OSError:
+    return "gone"
+
+
 def test_worker_replaced_after_being_killed(pool):
   before = list(pool.worker_pids)
   os.kill(before[0], 9)

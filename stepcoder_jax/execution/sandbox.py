@@ -56,9 +56,16 @@ class SandboxViolation(PermissionError):
   """Raised inside the program when it tries something the sandbox refuses."""
 
 
+_LIBC: list = []
+
+
 def _libc():
-  import ctypes  # only in the worker (trusted); removed from sys.modules in children
-  return ctypes.CDLL(None, use_errno=True)
+  """libc through ctypes, loaded once per worker (children inherit it; ctypes itself is removed
+  from their sys.modules)."""
+  if not _LIBC:
+    import ctypes  # pylint: disable=import-outside-toplevel
+    _LIBC.append(ctypes.CDLL(None, use_errno=True))
+  return _LIBC[0]
 
 
 def enter_netns() -> str:
@@ -88,7 +95,8 @@ def become_subreaper() -> bool:
 
 
 def die_with_parent() -> bool:
-  """SIGKILL the calling process when its parent exits (the zygote goes with its worker)."""
+  """SIGKILL the calling process when its parent exits: the zygote goes with its worker, and a
+  program with its zygote (a worker killed by the pool leaves no sleeping program behind)."""
   try:
     return _libc().prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
   except (OSError, AttributeError):

@@ -135,6 +135,7 @@ class Worker:
 
   def _child_setup(self, sandbox_dir, job_r, rep_w, nonce):
     """Runs in the child (forked by the zygote): confine, then run the harness."""
+    zygote_pid = os.getppid()
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
       signal.signal(sig, signal.SIG_DFL)
@@ -166,6 +167,11 @@ class Worker:
     sandbox.set_limits(cfg)
     if self.uid is not None:
       sandbox.drop_privileges(self.uid)
+    # After the uid change, which clears it: die with the zygote (a worker the pool kills must
+    # not leave a sleeping program behind).
+    sandbox.die_with_parent()
+    if os.getppid() != zygote_pid:
+      os._exit(3)
     max_out = int(cfg["max_output_bytes"])
     set_trusted = sandbox.install_audit_hook(sandbox_dir, bool(cfg.get("allow_fork")))
     harness.child_main(job, blob, rfd, nonce, set_trusted,
