@@ -359,7 +359,6 @@ class Harness:
     self.report = report
     self.set_trusted = set_trusted
     self.limit = int(job.get("max_error_chars", 500))
-    self.coverage = bool(job.get("coverage"))
     # The program's probes set hits[k] = 1 when statement unit k runs. A list, not a bytearray:
     # 3.11 specializes a store into a list (HumanEval/75's triple loop: 1.27x instead of 1.68x).
     self.hits: list = []

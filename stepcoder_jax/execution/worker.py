@@ -213,7 +213,7 @@ class Worker:
     blob, units, compile_error, setup_error = harness.prepare(
         job, bool(job["coverage"]), cfg.get("import_on_demand", ()))
     if blob is None:  # nothing to run: no child is used
-      executed, executable = _coverage(units, ())
+      _, executable = _coverage(units, ())
       outcome, error = (("compile_error", compile_error) if compile_error is not None
                         else ("runtime_error", setup_error))
       return {"outcome": outcome, "tests_passed": 0, "tests_total": n, "executed": [],

@@ -152,16 +152,12 @@ class Zygote:
 
   def wait_exit(self, pid: int, timeout_s: float = 10.0) -> int | None:
     """The exit status of ``pid`` (which was killed or exited), or None after timeout_s."""
-    self.drain()
-    if pid in self.exited:
-      return self.exited.pop(pid)
-    r, _, _ = select.select([self.sock], [], [], timeout_s)
-    while r:
+    while True:
       self.drain()
       if pid in self.exited:
         return self.exited.pop(pid)
-      r, _, _ = select.select([self.sock], [], [], timeout_s)
-    return None
+      if not select.select([self.sock], [], [], timeout_s)[0]:
+        return None
 
   def close(self) -> None:
     try:
