@@ -70,6 +70,15 @@ class PPOConfig:
     seed: the minibatch shuffling key (folded with the step number).
     train_embeddings: False freezes the token embedding (and a tied output matrix) of both
       models: a memory saving for large vocabularies on small machines (the CPU demo).
+    advantage: 'gae' (the paper: value model + GAE), or a critic-free estimator over the
+      train.samples_per_problem samples of a prompt: 'grpo' (reward minus the group mean,
+      divided by the group std) or 'rloo' (reward minus the mean of the group's other samples).
+      Critic-free runs build no value model at all.
+    grpo_scale_std: False gives GRPO without the division by the group std.
+    grpo_min_std: GRPO divides by at least this (a group whose programs all got the same
+      outcome differs only by the small KL term: don't amplify it to unit size).
+    kl_in_loss: True moves the KL to the reference out of the reward and into the loss
+      (kl_coef x the k3 estimator of KL(new || ref) per token).
   """
   gamma: float = 1.0
   lam: float = 0.95
@@ -101,6 +110,15 @@ class PPOConfig:
   logprob_chunk: int = 128
   seed: int = 0
   train_embeddings: bool = True
+  advantage: str = 'gae'
+  grpo_scale_std: bool = True
+  grpo_min_std: float = 0.1
+  kl_in_loss: bool = False
+
+  @property
+  def critic_free(self) -> bool:
+    """No value model: advantages come from the samples of the same prompt."""
+    return self.advantage != 'gae'
 
   def __post_init__(self):
     from stepcoder_jax.errors import UserError
@@ -120,3 +138,7 @@ class PPOConfig:
       bad("lr_schedule", "is not 'constant' or 'cosine'")
     if self.adaptive_kl and (self.kl_target <= 0 or self.kl_horizon <= 0):
       bad("kl_target", "and ppo.kl_horizon must be > 0 with ppo.adaptive_kl")
+    if self.advantage not in ('gae', 'grpo', 'rloo'):
+      bad("advantage", "is not 'gae', 'grpo' or 'rloo'")
+    if self.grpo_min_std <= 0:
+      bad("grpo_min_std", "must be > 0 (it floors a divisor)")
