@@ -329,3 +329,22 @@ def test_response_start_projects_only_response_columns_with_the_same_values(setu
   for k in ma:
     np.testing.assert_allclose(np.asarray(mb[k]), np.asarray(ma[k]), rtol=1e-5, atol=1e-6,
                                err_msg=k)
+
+
+def test_policy_loss_is_normalized_by_response_tokens_not_fgo_kept_tokens(setup):
+  """The four ablation arms share one normalization: FGO zeroes the masked tokens' terms and
+  leaves the others' weight alone (dividing by the kept count would rescale them by 1/density)."""
+  policy, _, batch, state, step = setup
+  _, met = step(state, batch)
+  resp = batch["response_mask"]
+  shaped = ppo.kl_penalized_rewards(batch["rewards"], batch["old_logprobs"],
+                                    batch["ref_logprobs"], resp, BASE.kl_coef)
+  adv, _ = ppo.gae(shaped, batch["values"], resp, BASE.gamma, BASE.lam)
+  adv = ppo.masked_whiten(adv, resp, min_std=BASE.whiten_min_std)
+  logp = ppo.policy_logprobs(policy, batch["tokens"], batch["positions"],
+                             batch["attention_mask"], chunk=8, with_entropy=False)
+  kept = resp * batch["fgo_mask"]
+  terms, _, _ = ppo.policy_loss_terms(logp, batch["old_logprobs"], adv, kept, BASE.clip_eps)
+  assert float(jnp.sum(kept)) < float(jnp.sum(resp))  # the mask really drops tokens
+  want = float(jnp.sum(terms)) / float(jnp.sum(resp))
+  np.testing.assert_allclose(met["policy_loss"], want, rtol=1e-5, atol=1e-7)

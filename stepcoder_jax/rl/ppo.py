@@ -11,11 +11,24 @@ with exactly these conventions.
 The step: rewards (scalar outcome on the last response token) minus the per-token KL penalty
 kl_coef * (old_logprob - ref_logprob) -> GAE(gamma, lambda) over response tokens -> advantages
 whitened over the response tokens of the whole rollout batch -> epochs x minibatches optimizer
-updates (lax.scan), each summing the gradients of `grad_accum` micro-batches. Loss denominators
-are the token counts of the whole minibatch, so accumulation gives the same gradient as one big
-micro-batch. The policy loss and the entropy bonus are averaged over `response_mask * fgo_mask`;
-the value loss over `response_mask` (FGO concerns which tokens the policy is credited for, not
-how well returns are predicted).
+updates (lax.scan), each summing the gradients of `grad_accum` micro-batches. Every loss term is
+divided by the number of RESPONSE tokens of the whole minibatch, so accumulation gives the same
+gradient as one big micro-batch, and all ablation arms share one normalization: the policy loss
+and the entropy bonus sum over `response_mask * fgo_mask` (FGO zeroes the masked tokens' terms
+and leaves the weight of the others unchanged); the value loss sums over `response_mask` (FGO
+concerns which tokens the policy is credited for, not how well returns are predicted).
+
+Critic-free estimators (`ppo.advantage = 'grpo' | 'rloo'`) replace the value model and GAE. The
+batch then carries `group` [B] int32 (rows sampled from the same prompt share an id in [0, B))
+and no `values`. A row's sequence reward is its outcome reward minus kl_coef x its summed
+per-token KL to the reference (as in TRL's RLOO: the KL penalty is part of what the group
+baseline compares), or the outcome alone with `ppo.kl_in_loss`; its advantage against the group
+is given to every response token. Group statistics are segment sums over the global [B] arrays
+inside the jitted step, so they are right however the rows are split over devices or processes.
+There is no value model, value loss or value optimizer: the TrainState's value fields are None.
+With `ppo.kl_in_loss` (any estimator) the KL leaves the reward and becomes a loss term,
+kl_coef x the k3 estimator exp(ref - new) - (ref - new) - 1 per token, summed over the same
+FGO-kept response tokens and divided by the same response-token count as the policy loss.
 
 `fgo_mask` is an ordinary array operand: FGO off is the same compiled function with a mask of
 ones (the rollout builds it with `fgo.token_mask(..., enabled=False)`).
@@ -28,6 +41,7 @@ from typing import Any, Callable, Mapping
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -36,11 +50,20 @@ from stepcoder_jax.rl.config import PPOConfig
 Batch = Mapping[str, jax.Array]
 BATCH_KEYS = ("tokens", "positions", "attention_mask", "response_mask", "fgo_mask",
               "old_logprobs", "ref_logprobs", "values", "rewards")
+# The critic-free step has no rollout values; it needs each row's group (prompt) id instead.
+CRITIC_FREE_KEYS = tuple(k for k in BATCH_KEYS if k != "values") + ("group",)
+ROW_KEYS = ("rewards", "group")  # [B]; every other key is [B, T]
 # Canonical dtypes: the jitted step is compiled for these, so an int8 FGO mask from fgo.py and an
 # int32 mask of ones hit the same compiled function.
 BATCH_DTYPES = {"tokens": jnp.int32, "positions": jnp.int32, "attention_mask": jnp.int32,
                 "response_mask": jnp.int32, "fgo_mask": jnp.int32, "old_logprobs": jnp.float32,
-                "ref_logprobs": jnp.float32, "values": jnp.float32, "rewards": jnp.float32}
+                "ref_logprobs": jnp.float32, "values": jnp.float32, "rewards": jnp.float32,
+                "group": jnp.int32}
+
+
+def batch_keys(cfg: PPOConfig) -> tuple[str, ...]:
+  """The batch arrays the step built for `cfg` reads (and is compiled for)."""
+  return CRITIC_FREE_KEYS if cfg.critic_free else BATCH_KEYS
 
 
 # ----------------------------------------------------------------------------- pure math
@@ -107,6 +130,57 @@ def gae(rewards: jax.Array, values: jax.Array, mask: jax.Array, gamma: float,
   return adv, (adv + v) * m
 
 
+def _group_sums(x: jax.Array, group: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(size, sum of x) of each row's group, per row; ids in [0, B)."""
+  n = x.shape[0]
+  count = jax.ops.segment_sum(jnp.ones_like(x), group, num_segments=n)
+  total = jax.ops.segment_sum(x, group, num_segments=n)
+  return count[group], total[group]
+
+
+def grpo_advantages(rewards: jax.Array, group: jax.Array, scale_std: bool = True,
+                    min_std: float = 0.1) -> jax.Array:
+  """GRPO: (r - group mean) / max(group std, min_std); [B] -> [B].
+
+  The std is the population std of the group (a group of one has std 0 and advantage 0).
+  `scale_std` False leaves the centred reward unscaled.
+  """
+  r = rewards.astype(jnp.float32)
+  count, total = _group_sums(r, group)
+  centred = r - total / count
+  if not scale_std:
+    return centred
+  _, sq = _group_sums(jnp.square(centred), group)
+  return centred / jnp.maximum(jnp.sqrt(sq / count), min_std)
+
+
+def rloo_advantages(rewards: jax.Array, group: jax.Array) -> jax.Array:
+  """RLOO: r minus the mean of the OTHER samples of its group; [B] -> [B].
+
+  A group of one has no baseline and gets advantage 0 (no signal rather than a raw reward).
+  """
+  r = rewards.astype(jnp.float32)
+  count, total = _group_sums(r, group)
+  baseline = (total - r) / jnp.maximum(count - 1.0, 1.0)
+  return jnp.where(count > 1, r - baseline, 0.0)
+
+
+def group_advantages(rewards: jax.Array, group: jax.Array, cfg: PPOConfig) -> jax.Array:
+  """The sequence-level advantage [B] of the critic-free estimator `cfg.advantage`."""
+  if cfg.advantage == "grpo":
+    return grpo_advantages(rewards, group, cfg.grpo_scale_std, cfg.grpo_min_std)
+  if cfg.advantage == "rloo":
+    return rloo_advantages(rewards, group)
+  raise ValueError(f"ppo.advantage: {cfg.advantage!r} is not a critic-free estimator")
+
+
+def kl_to_ref_k3(logprobs: jax.Array, ref_logprobs: jax.Array, mask: jax.Array) -> jax.Array:
+  """Per-token k3 estimate of KL(new || ref): exp(d) - d - 1 with d = ref - new (>= 0), zero
+  where mask = 0 (d is zeroed before exp, so padding cannot overflow)."""
+  d = jnp.where(mask > 0, ref_logprobs - logprobs, 0.0)
+  return jnp.where(mask > 0, jnp.exp(d) - d - 1.0, 0.0)
+
+
 def policy_loss_terms(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
                       mask: jax.Array, clip_eps: float):
   """Per-token clipped surrogate loss, clip indicator and approximate KL (zero where mask = 0).
@@ -135,6 +209,28 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps):
   loss, clipped, kl = policy_loss_terms(logprobs, old_logprobs, advantages, mask, clip_eps)
   return masked_mean(loss, mask), {"clip_frac": masked_mean(clipped, mask),
                                    "approx_kl": masked_mean(kl, mask)}
+
+
+def token_policy_objective(logprobs: jax.Array, entropy: jax.Array, mb: Mapping[str, jax.Array],
+                           denom: jax.Array, cfg: PPOConfig, kl_coef: jax.Array | float):
+  """The step's policy objective from per-token log-probs and entropies: (total, metrics).
+
+  Sums over `mb["loss_mask"]` (response x FGO) and divides by `denom`, the minibatch's number of
+  response tokens, so a token FGO drops has zero gradient and the others keep theirs. With
+  `cfg.kl_in_loss`, adds kl_coef x the k3 KL to `mb["ref_logprobs"]` over the same tokens.
+  """
+  m = mb["loss_mask"]
+  loss, clipped, kl = policy_loss_terms(logprobs, mb["old_logprobs"], mb["advantages"], m,
+                                        cfg.clip_eps)
+  ent_sum = masked_sum(entropy, m)
+  pg = jnp.sum(loss) / denom
+  total = pg - cfg.entropy_coef * ent_sum / denom
+  met = {"policy_loss": pg, "clip_frac": jnp.sum(clipped) / denom,
+         "approx_kl": jnp.sum(kl) / denom, "entropy": ent_sum / denom}
+  if cfg.kl_in_loss:
+    met["kl_loss"] = jnp.sum(kl_to_ref_k3(logprobs, mb["ref_logprobs"], m)) / denom
+    total = total + kl_coef * met["kl_loss"]
+  return total, met
 
 
 def value_loss_terms(values: jax.Array, old_values: jax.Array, returns: jax.Array,
@@ -227,6 +323,8 @@ class TrainState:
     policy, value: nnx.Param states of the policy and value models.
     policy_rest, value_rest: their non-trainable variables (often empty).
     policy_opt, value_opt: optax states (separate learning rates, schedules and clipping).
+      With a critic-free `ppo.advantage`, value, value_rest and value_opt are None: empty
+      pytrees, so nothing of a value model is placed, sharded, donated or checkpointed.
     step: number of ppo_steps taken.
     kl_coef: the current KL penalty coefficient (adapted when ppo.adaptive_kl).
   """
@@ -278,17 +376,27 @@ def trainable(cfg: PPOConfig):
   return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("embed")))
 
 
-def init_train_state(policy_model: nnx.Module, value_model: nnx.Module, cfg: PPOConfig):
+def init_train_state(policy_model: nnx.Module, value_model: nnx.Module | None,
+                     cfg: PPOConfig):
   """Split the models into graph definitions and a TrainState.
+
+  `value_model` is None exactly when `cfg.critic_free` (then the value graphdef and the value
+  fields of the state are None).
 
   Returns:
     (policy_graphdef, value_graphdef, state).
   """
+  if cfg.critic_free != (value_model is None):
+    raise ValueError(f"ppo.advantage={cfg.advantage!r} "
+                     f"{'takes no' if cfg.critic_free else 'needs a'} value model")
   pgd, pparams, prest = nnx.split(policy_model, trainable(cfg), ...)
-  vgd, vparams, vrest = nnx.split(value_model, trainable(cfg), ...)
   ptx, vtx = make_optimizers(cfg)
+  vgd = vparams = vrest = vopt = None
+  if value_model is not None:
+    vgd, vparams, vrest = nnx.split(value_model, trainable(cfg), ...)
+    vopt = vtx.init(vparams)
   state = TrainState(policy=pparams, value=vparams, policy_rest=prest, value_rest=vrest,
-                     policy_opt=ptx.init(pparams), value_opt=vtx.init(vparams),
+                     policy_opt=ptx.init(pparams), value_opt=vopt,
                      step=jnp.zeros((), jnp.int32), kl_coef=jnp.asarray(cfg.kl_coef, jnp.float32))
   return pgd, vgd, state
 
@@ -298,18 +406,26 @@ def init_train_state(policy_model: nnx.Module, value_model: nnx.Module, cfg: PPO
 
 def check_batch(batch: Mapping[str, Any], cfg: PPOConfig) -> None:
   """Fail before compiling when the batch cannot be split as configured."""
-  missing = [k for k in BATCH_KEYS if k not in batch]
+  keys = batch_keys(cfg)
+  missing = [k for k in keys if k not in batch]
   if missing:
-    raise ValueError(f"ppo batch: missing key(s) {missing}")
+    raise ValueError(f"ppo batch: missing key(s) {missing} (ppo.advantage={cfg.advantage!r})")
   b = batch["tokens"].shape[0]
   per = cfg.minibatches * cfg.grad_accum
   if b % per:
     raise ValueError(f"ppo batch: {b} rows are not divisible by ppo.minibatches x ppo.grad_accum"
                      f" = {cfg.minibatches} x {cfg.grad_accum}")
-  for k in BATCH_KEYS:
-    if batch[k].shape[0] != b or (k != "rewards" and batch[k].shape != batch["tokens"].shape):
+  for k in keys:
+    if batch[k].shape[0] != b or (k not in ROW_KEYS and batch[k].shape != batch["tokens"].shape):
       raise ValueError(f"ppo batch: {k!r} has shape {batch[k].shape}, "
                        f"tokens {batch['tokens'].shape}")
+  if "group" in keys and batch["group"].ndim != 1:
+    raise ValueError(f"ppo batch: 'group' has shape {batch['group'].shape}, want [{b}]")
+  group = batch.get("group") if "group" in keys else None
+  if group is not None and getattr(group, "is_fully_addressable", True):
+    g = np.asarray(group)
+    if g.size and (g.min() < 0 or g.max() >= b):
+      raise ValueError(f"ppo batch: group ids must be in [0, {b}), got [{g.min()}, {g.max()}]")
 
 
 def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
@@ -319,7 +435,7 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
   """Build the jitted `ppo_step(state, batch) -> (state, metrics)`.
 
   Args:
-    policy_graphdef, value_graphdef: from `init_train_state`.
+    policy_graphdef, value_graphdef: from `init_train_state` (value None when critic-free).
     cfg: PPOConfig (static).
     in_shardings, out_shardings: passed to jax.jit as is (e.g. from sharding.py); None lets jit
       infer them from the arguments.
@@ -328,20 +444,17 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
     response_start: the first response column of every batch (see `policy_logprobs`); None
       projects every column.
   """
+  critic_free = cfg.critic_free
+  if not critic_free and value_graphdef is None:
+    raise ValueError("ppo.advantage='gae' needs the value model's graphdef")
   ptx, vtx = make_optimizers(cfg)
-  eps, vclip, ent_coef = cfg.clip_eps, cfg.value_clip, cfg.entropy_coef
+  vclip = cfg.value_clip
 
-  def policy_objective(params, rest, mb, denom):
+  def policy_objective(params, rest, mb, denom, kl_coef):
     model = nnx.merge(policy_graphdef, params, rest)
     logp, ent = policy_logprobs(model, mb["tokens"], mb["positions"], mb["attention_mask"],
                                 chunk=cfg.logprob_chunk, response_start=response_start)
-    m = mb["loss_mask"]
-    loss, clipped, kl = policy_loss_terms(logp, mb["old_logprobs"], mb["advantages"], m, eps)
-    ent_sum = masked_sum(ent, m)
-    pg = jnp.sum(loss) / denom
-    total = pg - ent_coef * ent_sum / denom
-    return total, {"policy_loss": pg, "clip_frac": jnp.sum(clipped) / denom,
-                   "approx_kl": jnp.sum(kl) / denom, "entropy": ent_sum / denom}
+    return token_policy_objective(logp, ent, mb, denom, cfg, kl_coef)
 
   def value_objective(params, rest, mb, denom):
     model = nnx.merge(value_graphdef, params, rest)
@@ -352,6 +465,11 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
 
   p_grad = jax.value_and_grad(policy_objective, has_aux=True)
   v_grad = jax.value_and_grad(value_objective, has_aux=True)
+  metric_keys = ("policy_loss", "clip_frac", "approx_kl", "entropy")
+  if cfg.kl_in_loss:
+    metric_keys += ("kl_loss",)
+  if not critic_free:
+    metric_keys += ("value_loss", "value_clip_frac")
 
   def split(x, n):
     return x.reshape((n, x.shape[0] // n) + x.shape[1:])
@@ -365,52 +483,67 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
     carry, y = f(carry, jax.tree.map(lambda x: x[0], xs))
     return carry, jax.tree.map(lambda v: v[None], y)
 
-  def update(carry, mb):
-    """One optimizer update of both models from one minibatch (grad_accum micro-batches)."""
+  add = lambda a, b: jax.tree.map(jnp.add, a, b)
+  zeros = lambda t: jax.tree.map(jnp.zeros_like, t)
+
+  def update(kl_coef, carry, mb):
+    """One optimizer update of both models (or the policy alone) from one minibatch."""
     pparams, vparams, popt, vopt, prest, vrest = carry
-    p_den = jnp.maximum(jnp.sum(mb["loss_mask"]), 1.0)
-    v_den = jnp.maximum(jnp.sum(mb["response_mask"]), 1.0)
+    den = jnp.maximum(jnp.sum(mb["response_mask"]), 1.0)  # one denominator for every term
 
     def micro(acc, mu):
       pg, vg, met = acc
-      (_, pm), g1 = p_grad(pparams, prest, mu, p_den)
-      (_, vm), g2 = v_grad(vparams, vrest, mu, v_den)
-      add = lambda a, b: jax.tree.map(jnp.add, a, b)
+      (_, pm), g1 = p_grad(pparams, prest, mu, den, kl_coef)
+      if critic_free:
+        return (add(pg, g1), vg, add(met, pm)), None
+      (_, vm), g2 = v_grad(vparams, vrest, mu, den)
       return (add(pg, g1), add(vg, g2), add(met, {**pm, **vm})), None
 
-    zeros = lambda t: jax.tree.map(jnp.zeros_like, t)
-    met0 = {k: jnp.zeros((), jnp.float32) for k in
-            ("policy_loss", "clip_frac", "approx_kl", "entropy", "value_loss", "value_clip_frac")}
+    met0 = {k: jnp.zeros((), jnp.float32) for k in metric_keys}
     (pg, vg, met), _ = scan(
         micro, (zeros(pparams), zeros(vparams), met0),
         jax.tree.map(lambda x: split(x, cfg.grad_accum), mb))
     met["policy_grad_norm"] = optax.tree.norm(pg)
-    met["value_grad_norm"] = optax.tree.norm(vg)
     pu, popt = ptx.update(pg, popt, pparams)
-    vu, vopt = vtx.update(vg, vopt, vparams)
     pparams = optax.apply_updates(pparams, pu)
-    vparams = optax.apply_updates(vparams, vu)
+    if not critic_free:
+      met["value_grad_norm"] = optax.tree.norm(vg)
+      vu, vopt = vtx.update(vg, vopt, vparams)
+      vparams = optax.apply_updates(vparams, vu)
     return (pparams, vparams, popt, vopt, prest, vrest), met
 
+  def advantages(batch, rewards, resp, old_lp, ref_lp, kl_coef):
+    """Per-token advantages [B, T], and the GAE returns and rollout values (None critic-free)."""
+    kl = 0.0 if cfg.kl_in_loss else kl_coef
+    if critic_free:
+      seq = jnp.sum(kl_penalized_rewards(rewards, old_lp, ref_lp, resp, kl), axis=1)
+      adv = group_advantages(seq, batch["group"], cfg)
+      return adv[:, None] * resp, None, None
+    old_v = f32(batch["values"])
+    adv, ret = gae(kl_penalized_rewards(rewards, old_lp, ref_lp, resp, kl), old_v, resp,
+                   cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+      adv = masked_whiten(adv, resp, min_std=cfg.whiten_min_std)
+    return adv, ret, old_v
+
   def ppo_step(state: TrainState, batch: Batch):
-    f32 = lambda x: jnp.asarray(x, jnp.float32)
     resp = f32(batch["response_mask"])
     loss_mask = resp * f32(batch["fgo_mask"])
     rewards = f32(batch["rewards"])
     if rewards.ndim == 1:
       rewards = place_rewards(rewards, resp)
-    old_lp, ref_lp, old_v = f32(batch["old_logprobs"]), f32(batch["ref_logprobs"]), f32(
-        batch["values"])
-    shaped = kl_penalized_rewards(rewards, old_lp, ref_lp, resp, state.kl_coef)
-    adv, ret = gae(shaped, old_v, resp, cfg.gamma, cfg.lam)
-    if cfg.whiten_advantages:
-      adv = masked_whiten(adv, resp, min_std=cfg.whiten_min_std)
+    old_lp, ref_lp = f32(batch["old_logprobs"]), f32(batch["ref_logprobs"])
+    adv, ret, old_v = advantages(batch, rewards, resp, old_lp, ref_lp, state.kl_coef)
     data = {"tokens": batch["tokens"], "positions": batch["positions"],
             "attention_mask": batch["attention_mask"], "response_mask": resp,
-            "loss_mask": loss_mask, "old_logprobs": old_lp, "values": old_v,
-            "advantages": adv, "returns": ret}
+            "loss_mask": loss_mask, "old_logprobs": old_lp, "advantages": adv}
+    if cfg.kl_in_loss:
+      data["ref_logprobs"] = ref_lp
+    if not critic_free:
+      data.update(values=old_v, returns=ret)
     b = batch["tokens"].shape[0]
     key = jax.random.fold_in(jax.random.key(cfg.seed), state.step)
+    step_update = functools.partial(update, state.kl_coef)
 
     def epoch(carry, k):
       if cfg.shuffle:
@@ -418,14 +551,17 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
         d = jax.tree.map(lambda x: jnp.take(x, perm, axis=0), data)
       else:
         d = data
-      return scan(update, carry, jax.tree.map(lambda x: split(x, cfg.minibatches), d))
+      return scan(step_update, carry, jax.tree.map(lambda x: split(x, cfg.minibatches), d))
 
     carry = (state.policy, state.value, state.policy_opt, state.value_opt, state.policy_rest,
              state.value_rest)
     carry, met = scan(epoch, carry, jax.random.split(key, cfg.epochs))
     met = jax.tree.map(jnp.mean, met)  # over epochs x minibatches
-    met["loss"] = (met["policy_loss"] - cfg.entropy_coef * met["entropy"] +
-                   cfg.value_coef * met["value_loss"])
+    met["loss"] = met["policy_loss"] - cfg.entropy_coef * met["entropy"]
+    if cfg.kl_in_loss:
+      met["loss"] = met["loss"] + state.kl_coef * met["kl_loss"]
+    if not critic_free:
+      met["loss"] = met["loss"] + cfg.value_coef * met["value_loss"]
 
     n_resp = jnp.maximum(jnp.sum(resp), 1.0)
     ref_kl = jnp.mean(jnp.sum(jnp.where(resp > 0, old_lp - ref_lp, 0.0), axis=1))
@@ -437,15 +573,18 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
         "mean_reward": jnp.mean(jnp.sum(rewards, axis=1)),
         "ref_kl": ref_kl,
         "kl_coef": state.kl_coef,
-        "explained_variance": explained_variance(old_v, ret, resp),
         "advantage_mean": masked_mean(adv, resp),
-        "return_mean": masked_mean(ret, resp),
-        "value_mean": masked_mean(old_v, resp),
         "fgo_density": jnp.sum(loss_mask) / n_resp,
         "response_length": jnp.mean(jnp.sum(resp, axis=1)),
         "policy_lr": lr_schedule(cfg.policy_lr, cfg)(updates),
-        "value_lr": lr_schedule(cfg.value_lr, cfg)(updates),
     })
+    if not critic_free:
+      met.update({
+          "explained_variance": explained_variance(old_v, ret, resp),
+          "return_mean": masked_mean(ret, resp),
+          "value_mean": masked_mean(old_v, resp),
+          "value_lr": lr_schedule(cfg.value_lr, cfg)(updates),
+      })
     pparams, vparams, popt, vopt, _, _ = carry
     new = state.replace(policy=pparams, value=vparams, policy_opt=popt, value_opt=vopt,
                         step=state.step + 1, kl_coef=jnp.asarray(kl_coef, jnp.float32))
@@ -457,14 +596,17 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
   if out_shardings is not None:
     jit_kwargs["out_shardings"] = out_shardings
   jitted = jax.jit(ppo_step, **jit_kwargs)
+  keys = batch_keys(cfg)
 
   @functools.wraps(ppo_step)
   def checked(state: TrainState, batch: Batch):
     check_batch(batch, cfg)
-    batch = {k: jnp.asarray(batch[k], BATCH_DTYPES[k]) for k in BATCH_KEYS}
+    batch = {k: jnp.asarray(batch[k], BATCH_DTYPES[k]) for k in keys}
     return jitted(state, batch)
-
-  checked.jitted = jitted  # for AOT lowering (memory analysis, benchmarks)
 
   checked.jitted = jitted  # for .lower(), cost analysis and cache inspection
   return checked
+
+
+def f32(x) -> jax.Array:
+  return jnp.asarray(x, jnp.float32)
