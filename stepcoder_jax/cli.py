@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-from stepcoder_jax import gin_setup
+from stepcoder_jax import cache, gin_setup
 from stepcoder_jax.errors import UserError
 
 # command name -> module under stepcoder_jax.commands
@@ -24,6 +24,7 @@ COMMANDS = {
     "export": "export",
     "demo": "demo",
     "prepare": "prepare",
+    "curriculum": "curriculum",
 }
 
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   logging.getLogger("stepcoder_jax").setLevel(logging.INFO)
   logging.getLogger("absl").setLevel(logging.ERROR)  # TFDS's "custom data configuration" notes
+  cache.route_library_caches()  # matplotlib, HF, TFDS caches under $STEPCODER_JAX_CACHE, not ~
   try:
     rest, gin_files, gin_bindings = gin_setup.split_gin_args(argv)
     mods = _available()

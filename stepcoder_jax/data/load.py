@@ -21,10 +21,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from stepcoder_jax import cache
 from stepcoder_jax.data import converters
 from stepcoder_jax.data.record import Problem, RecordError
-
-DEFAULT_DATA_DIR = os.path.join("~", ".cache", "stepcoder_jax", "tfds")
 
 
 def _open_text(path: str):
@@ -142,7 +141,8 @@ def load_problem_file(path: str) -> list[Problem]:
 
 
 def default_data_dir() -> str:
-  return os.path.expanduser(DEFAULT_DATA_DIR)
+  """Built TFDS datasets live in the project's cache root (moved by $STEPCODER_JAX_CACHE)."""
+  return str(cache.cache_root() / "tfds")
 
 
 def load_problems(dataset: str, split: str, data_dir: str | None = None,
@@ -152,7 +152,7 @@ def load_problems(dataset: str, split: str, data_dir: str | None = None,
   Args:
     dataset: a builder name (see ``stepcoder_jax.data.builders.BUILDERS``).
     split: a split name of that builder (e.g. 'train', 'test').
-    data_dir: where TFDS keeps built datasets; default ~/.cache/stepcoder_jax/tfds.
+    data_dir: where TFDS keeps built datasets; default `default_data_dir()`.
     manual_dir: where manually downloaded files are (APPS+ data.json, APPS, HumanEval, MBPP).
   """
   from stepcoder_jax.data import builders  # heavy (tensorflow_datasets); only when used
@@ -169,7 +169,8 @@ def add_dataset_arguments(parser, split: bool = True) -> None:
     parser.add_argument("--split", default=None,
                         help="split to read; default: gin dataset.eval_split")
   parser.add_argument("--data_dir", default=None,
-                      help="where built datasets live (default ~/.cache/stepcoder_jax/tfds)")
+                      help="where built datasets live (default $STEPCODER_JAX_CACHE/tfds, "
+                           "$STEPCODER_JAX_CACHE defaulting to ~/.cache/stepcoder_jax)")
   parser.add_argument("--manual_dir", default=None,
                       help="where manually downloaded files are (looked up as DIR/<dataset>/ "
                            "then DIR/)")

