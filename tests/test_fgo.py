@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from stepcoder_jax.errors import UserError
 from stepcoder_jax.rl import fgo
 
 CODE = (
@@ -62,16 +63,39 @@ def test_multi_line_tokens_kept_if_any_line_is_kept():
   assert m.tolist() == [1, 0, 1, 0, 1]
 
 
-@pytest.mark.parametrize("executed, outcome, enabled", [
-    (EXECUTED, "compile_error", True),   # no coverage possible
-    (None, "timeout", True),             # coverage lost
-    (set(), "runtime_error", True),      # nothing recorded
-    (EXECUTED, "failed", False),         # FGO off
+@pytest.mark.parametrize("executed, outcome, enabled, measured", [
+    (EXECUTED, "compile_error", True, None),   # no coverage possible
+    (None, "timeout", True, None),             # coverage lost
+    (set(), "runtime_error", True, False),     # coverage not measured (switched off)
+    (EXECUTED, "failed", False, True),         # FGO off
 ])
-def test_all_ones_cases(executed, outcome, enabled):
+def test_all_ones_cases(executed, outcome, enabled, measured):
   offs = _line_tokens(CODE)
-  m = fgo.token_mask(CODE, offs, executed, EXECUTABLE, outcome, enabled=enabled)
+  m = fgo.token_mask(CODE, offs, executed, EXECUTABLE, outcome, enabled=enabled,
+                     coverage_measured=measured)
   assert m.tolist() == [1] * len(offs)
+
+
+@pytest.mark.parametrize("outcome", ["runtime_error", "failed", "timeout", "passed"])
+def test_ran_but_never_reached_the_completion_is_all_zeros(outcome):
+  # e.g. the CCCS prefix raised or returned before the completion's first line
+  offs = _line_tokens(CODE) + [(len(CODE), len(CODE))]  # EOS too: the paper masks everything
+  m = fgo.token_mask(CODE, offs, [], EXECUTABLE, outcome, coverage_measured=True)
+  assert m.tolist() == [0] * len(offs)
+  assert fgo.token_mask(CODE, offs, [], None, outcome).tolist() == [0] * len(offs)
+
+
+def test_completion_without_code_lines_keeps_its_tokens():
+  text = "# nothing to run\n"
+  offs = [(0, len(text) - 1), (len(text) - 1, len(text)), (len(text), len(text))]
+  assert fgo.token_mask(text, offs, [], [], "passed", coverage_measured=True).tolist() == [1] * 3
+
+
+def test_fgo_without_coverage_is_a_configuration_error():
+  fgo.check_config(True, True)
+  fgo.check_config(False, False)
+  with pytest.raises(UserError, match=r"^gin fgo.enabled = True needs execution.coverage = True"):
+    fgo.check_config(True, False)
 
 
 def test_fully_executed_program_is_all_ones():

@@ -7,9 +7,13 @@ operand of the jitted PPO step, so FGO off is the same compiled function with a 
 Rules of `token_mask` (1 = the token is trained, 0 = masked out):
 
 * FGO disabled -> all ones.
-* ``compile_error`` or no coverage (``executed_lines`` empty or None, e.g. a run killed before
-  coverage was written) -> all ones: nothing says which code was dead, and the reward (-1 for a
-  syntax error) is about the whole program.
+* ``compile_error``, or coverage not measured (``coverage_measured`` False: coverage switched off
+  or lost) -> all ones: nothing says which code was dead, and the reward (-1 for a syntax error)
+  is about the whole program.
+* The program ran under coverage but executed no line of the completion (it failed or returned
+  before reaching it) -> all zeros, EOS included: the paper's rule, since nothing the policy
+  wrote influenced the reward. (A completion with no executable line at all keeps all ones:
+  no code of it went unexecuted.)
 * A token is masked only if every completion line it touches is *unexecuted code*: a line the
   coverage tool lists as executable that no test executed.
 * A token spanning several lines (e.g. ``"\\n    "`` = the end of one line and the indentation of
@@ -33,6 +37,15 @@ from typing import Collection, Iterable, Sequence
 
 import numpy as np
 
+from stepcoder_jax.errors import UserError
+
+
+def check_config(enabled: bool, coverage: bool) -> None:
+  """FGO needs line coverage: with `execution.coverage` off every mask would silently be ones."""
+  if enabled and not coverage:
+    raise UserError("gin fgo.enabled = True needs execution.coverage = True (FGO masks the lines "
+                    "no test executed); set fgo.enabled = False for plain PPO")
+
 
 def code_lines(completion: str) -> set[int]:
   """Fallback executable lines: every line that is not blank or comment-only (1-based)."""
@@ -49,7 +62,8 @@ def token_mask(completion: str,
                executed_lines: Iterable[int] | None,
                executable_lines: Iterable[int] | None,
                outcome: str,
-               enabled: bool = True) -> np.ndarray:
+               enabled: bool = True,
+               coverage_measured: bool | None = None) -> np.ndarray:
   """Per-token FGO mask of one completion (see the module docstring for the rules).
 
   Args:
@@ -61,6 +75,8 @@ def token_mask(completion: str,
     outcome: the execution outcome (``passed``, ``failed``, ``runtime_error``, ``timeout``,
       ``compile_error``).
     enabled: False gives all ones (FGO off).
+    coverage_measured: whether the run measured coverage (`ExecResult.coverage_state`); None
+      derives it: `executed_lines` given and the program compiled.
 
   Returns:
     np.int8 array [len(token_offsets)].
@@ -68,10 +84,14 @@ def token_mask(completion: str,
   offsets = np.asarray(token_offsets, np.int64).reshape(-1, 2)
   n = offsets.shape[0]
   ones = np.ones(n, np.int8)
-  executed = set(executed_lines) if executed_lines is not None else set()
-  if not enabled or outcome == "compile_error" or not executed:
+  if coverage_measured is None:
+    coverage_measured = executed_lines is not None
+  if not enabled or outcome == "compile_error" or not coverage_measured:
     return ones
+  executed = set(executed_lines or ())
   executable = set(executable_lines) if executable_lines is not None else code_lines(completion)
+  if not executed and executable:
+    return np.zeros(n, np.int8)  # ran, but never reached the completion
   dead = executable - executed  # unexecuted code lines
   if not dead:
     return ones
