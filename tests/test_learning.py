@@ -66,14 +66,14 @@ MARGIN = 0.25
 
 
 class LastLineCurriculum(cccs.Curriculum):
-  """CCCS with two stages per problem: the question alone (0) and all but the last line (1)."""
+  """CCCS with two stages per problem: all but the last line (0), then the question alone (1)."""
 
   def _plan(self, problem: Problem) -> cccs.Plan:
     p = self._plans.get(problem.id)
     if p is None:
       cut = last_line_start(problem.canonical_solution)
       end = len(problem.canonical_solution)
-      p = self._plans[problem.id] = cccs.Plan(((cut, end),), (0, cut))
+      p = self._plans[problem.id] = cccs.Plan(((cut, end),), (cut, 0))
     return p
 
 
@@ -129,7 +129,7 @@ def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> li
   ppo_cfg = PPOConfig(policy_lr=policy_lr, value_lr=1e-3, kl_coef=0.05, lam=1.0, epochs=EPOCHS,
                       minibatches=2, seed=SEED)
   # Pinned at the last-line stage for the whole run (see the module docstring).
-  cccs_cfg = CCCSConfig(enabled=True, rho=0.99, min_attempts=10 ** 6, weight_power=0.0)
+  cccs_cfg = CCCSConfig(enabled=True, rho=0.99, min_attempts=10 ** 6)
   pool = ExecutionPool(ExecutionConfig(workers=2, timeout_s=2.0, program_timeout_s=8.0,
                                        memory_mb=512))
   pool.start()
@@ -140,7 +140,7 @@ def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> li
     history = trainer.run()
   finally:
     pool.close()
-  assert trainer.curriculum.histogram() == {1: len(problems)}  # never left the last-line stage
+  assert trainer.curriculum.histogram() == {"stage_0": len(problems), "final": 0}  # stayed
   assert all(h["prompts_skipped"] == 0 for h in history)
   return [h["reward_mean"] for h in history]
 
@@ -160,7 +160,7 @@ def test_fixture_tasks_leave_one_short_line(problems):
   for p in problems:
     tail = p.canonical_solution[len(cur.prefix(p)):]
     assert tail.count("\n") == 1 and tail.startswith("    return ") and len(tail) <= 24, p.id
-    assert cur.stage(p) == 1
+    assert cur.stage(p) == 0
   assert len({p.canonical_solution.split()[-1] for p in problems}) == len(problems)
 
 

@@ -5,20 +5,39 @@ canonical solution up to a late conditional statement and the policy only writes
 policy succeeds, the given prefix shrinks, one stage at a time, until the prompt is the question
 alone (s* = 0, plain RL).
 
-Conditional statements (E_i). We count the ``ast`` compound statements that branch or repeat:
-``if`` (each ``elif`` is its own nested ``If`` node, so it counts too), ``for``/``async for``,
-``while``, ``try`` / ``try ... except*``, ``match`` and ``with``/``async with`` (the brief's set:
-``with`` scopes a block whose body may raise and skip the rest, so it is a control point in the
-same sense). Nested statements count as well: a stage boundary inside a loop body is a smaller
-subtask than one before the loop. Function and class definitions are not conditionals, and neither
+Conditional statements (E_i), `cccs.statements`:
+  * ``'if'`` (the default): ``if`` statements, each ``elif`` included (it is its own nested ``If``
+    node). The paper samples start points "at the beginning of conditional statements"; in Python
+    that names the ``if`` statement, so this is the set its wording supports.
+  * ``'branching'``: also the other compound statements that branch or repeat: ``for`` / ``async
+    for``, ``while``, ``try`` / ``try ... except*``, ``match``, ``with`` / ``async with`` (a wider
+    reading: more start points for loop-heavy stdio programs that have few ``if``\\ s).
+Nested statements count as well. Function and class definitions are not conditionals, and neither
 are expression-level conditionals (``a if c else b``, comprehension filters): a prefix cannot end
 inside an expression at a line start.
 
-Stages. With E statements sorted by their start there are S = ceil(sqrt(E)) stages, each spanning
-ceil(E / S) statements: stage g covers statements [g * span, (g + 1) * span). Training on a problem
-starts at the latest stage s* = S' - 1 (S' = the number of non-empty stages, normally S), whose
-prefix is the solution up to the start of statement s* * span. Stage s* = 0 is the question alone
-(no prefix): it covers the code before the first conditional too.
+Stages, as the paper defines them. With E statements in source order there are S = ceil(sqrt(E))
+start points, spaced span = ceil(E / S) statements apart and counted back from the last one:
+statements E-1, E-1-span, ..., S of them (kept >= 0). After them comes the final stage, s* = 0,
+the question alone. E = 0 gives only the final stage; E = 1 gives statement 0, then s* = 0; E = 9
+gives statements 8, 5, 2, then s* = 0. A start point whose prefix would be empty (the solution
+opens with it) is the final stage already and is not repeated.
+
+Numbering. A problem's `stage` in the state is its position in training order: 0 is the first
+subtask (the shortest tail), `num_stages - 1` is s* = 0 (the question alone; plain RL). With CCCS
+disabled every problem has one stage, stage 0, which is s* = 0.
+
+"More frequent sampling" (the paper: programs with more conditional statements need more
+independent paths). We read it as the number of start points per problem, ceil(sqrt(E)): a
+complex program gets more subtasks, so it is sampled on more stages. It is not a re-weighting of
+the dataset: every ablation arm draws the same problems in the same order (trainer.
+choose_problems), so CCCS changes only the prompts.
+
+Bookkeeping. `record(problem_id, stage, passed)` counts a verdict only toward the stage its prompt
+was built at: rows drawn at an easier stage that are judged after the problem advanced are
+ignored (counted in `ignored`). When at least `min_attempts` verdicts were seen on the current
+stage and passes / attempts strictly exceeds rho, the problem advances one stage and the counters
+reset. `skip_stage` advances without a verdict (a stage whose prompt can never fit).
 
 Line snapping. A compound statement always begins a logical line, so its start is the first
 non-blank character of a line. The prefix ends at the start of that line (after the previous
@@ -28,7 +47,7 @@ model writes the indentation itself. Line numbers of the completion then count f
 as the execution contract expects.
 
 The per-problem state (stage, attempts, passes on the current stage) is plain data and serializes
-to JSON exactly, for checkpoints.
+to versioned JSON exactly, for checkpoints.
 """
 from __future__ import annotations
 
@@ -41,15 +60,23 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from stepcoder_jax.data.record import Problem
+from stepcoder_jax.errors import UserError
 from stepcoder_jax.rl.config import CCCSConfig
 
-# The statement kinds that count as conditional statements (see the module docstring).
-CONDITIONAL_NODES: tuple[type, ...] = tuple(
-    getattr(ast, name) for name in
-    ("If", "For", "AsyncFor", "While", "Try", "TryStar", "Match", "With", "AsyncWith")
-    if hasattr(ast, name))
 
-STATE_VERSION = 1
+def _nodes(*names: str) -> tuple[type, ...]:
+  return tuple(getattr(ast, n) for n in names if hasattr(ast, n))
+
+
+# cccs.statements -> the ast node kinds counted as conditional statements (module docstring).
+STATEMENT_KINDS: dict[str, tuple[type, ...]] = {
+    "if": _nodes("If"),
+    "branching": _nodes("If", "For", "AsyncFor", "While", "Try", "TryStar", "Match", "With",
+                        "AsyncWith"),
+}
+
+# 2: stages in training order and the statement set in the state (1 counted down to s* = 0).
+STATE_VERSION = 2
 
 
 def _line_starts(text: str) -> list[int]:
@@ -66,13 +93,14 @@ def _char_col(line: str, byte_col: int) -> int:
   return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
 
 
-def conditional_statements(solution: str) -> list[tuple[int, int]]:
-  """Char spans (start, end) of the conditional statements of `solution`, sorted by start.
+def conditional_statements(solution: str, statements: str = "if") -> list[tuple[int, int]]:
+  """Char spans (start, end) of the counted statements of `solution`, sorted by start.
 
   `start` is the offset of the statement keyword, `end` the offset just after its last character.
-  A solution that does not parse (e.g. Python 2 code in APPS) has no statements: it simply stays
-  at s* = 0.
+  A solution that does not parse (e.g. Python 2 code in APPS) has no statements: it simply has the
+  final stage only.
   """
+  kinds = STATEMENT_KINDS[statements]
   try:
     tree = ast.parse(solution)
   except (SyntaxError, ValueError):
@@ -81,23 +109,23 @@ def conditional_statements(solution: str) -> list[tuple[int, int]]:
   lines = solution.split("\n")
   spans = []
   for node in ast.walk(tree):
-    if isinstance(node, CONDITIONAL_NODES):
+    if isinstance(node, kinds):
       s = starts[node.lineno - 1] + _char_col(lines[node.lineno - 1], node.col_offset)
       e = starts[node.end_lineno - 1] + _char_col(lines[node.end_lineno - 1], node.end_col_offset)
       spans.append((s, e))
   return sorted(spans)
 
 
-def num_stages(num_statements: int) -> int:
-  """ceil(sqrt(E)) stages; a program without conditionals has one stage (s* = 0)."""
-  return max(1, math.ceil(math.sqrt(num_statements)))
+def start_points(num_statements: int) -> list[int]:
+  """Statement indexes where the subtasks start, in training order (s* = 0 not included).
 
-
-def stage_span(num_statements: int) -> int:
-  """Statements per stage: ceil(E / ceil(sqrt(E)))."""
-  if num_statements == 0:
-    return 0
-  return math.ceil(num_statements / num_stages(num_statements))
+  ceil(sqrt(E)) of them, ceil(E / ceil(sqrt(E))) statements apart, from the last statement back.
+  """
+  if num_statements <= 0:
+    return []
+  count = math.ceil(math.sqrt(num_statements))
+  span = math.ceil(num_statements / count)
+  return [k for k in range(num_statements - 1, -1, -span)][:count]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,9 +133,9 @@ class Plan:
   """The curriculum of one canonical solution.
 
   Attributes:
-    statements: char spans of the conditional statements, sorted.
-    stage_starts: for each stage g, the char offset where its prefix ends (0 for g = 0, else the
-      line start of statement g * span).
+    statements: char spans of the counted statements, in source order.
+    stage_starts: for each stage in training order, the char offset where the given prefix ends
+      and the policy starts writing (a line start); the last one is 0: s* = 0.
   """
   statements: tuple[tuple[int, int], ...]
   stage_starts: tuple[int, ...]
@@ -117,36 +145,20 @@ class Plan:
     return len(self.stage_starts)
 
 
-def plan(solution: str) -> Plan:
+def plan(solution: str, statements: str = "if") -> Plan:
   """Statements and stage boundaries of a canonical solution."""
-  stmts = conditional_statements(solution)
-  e = len(stmts)
-  if e == 0:
-    return Plan((), (0,))
-  span = stage_span(e)
-  bounds = [0]
-  for g in range(1, num_stages(e)):
-    k = g * span
-    if k >= e:  # never happens for ceil(sqrt) stages, but keep stages non-empty regardless
-      break
-    bounds.append(solution.rfind("\n", 0, stmts[k][0]) + 1)  # snap to the line start
-  return Plan(tuple(stmts), tuple(bounds))
+  stmts = conditional_statements(solution, statements)
+  starts = []
+  for k in start_points(len(stmts)):
+    at = solution.rfind("\n", 0, stmts[k][0]) + 1  # snap to the line start
+    if at > 0:  # an empty prefix is the final stage itself
+      starts.append(at)
+  return Plan(tuple(stmts), tuple(starts) + (0,))
 
 
 def prefix_at(solution: str, p: Plan, stage: int) -> str:
-  """The prompt prefix of `stage`: the solution up to that stage's first statement's line."""
+  """The prompt prefix of `stage` (training order): the solution up to that stage's start."""
   return solution[:p.stage_starts[stage]]
-
-
-def sampling_weights(problems: Sequence[Problem], weight_power: float) -> np.ndarray:
-  """Probabilities proportional to (1 + E_i) ** weight_power (0 = uniform).
-
-  The paper samples structurally complex programs more often; the +1 keeps problems without
-  conditionals in the pool.
-  """
-  e = np.array([len(conditional_statements(p.canonical_solution)) for p in problems], np.float64)
-  w = (1.0 + e) ** weight_power
-  return w / w.sum()
 
 
 # ----------------------------------------------------------------------------- token positions
@@ -186,90 +198,121 @@ def trainable_token_mask(offsets: Sequence[tuple[int, int]], prompt_chars: int) 
 
 @dataclasses.dataclass
 class StageState:
-  """Curriculum state of one problem."""
+  """Curriculum state of one problem: its stage in training order and the verdicts on it."""
   stage: int
   num_stages: int
   attempts: int = 0
   passes: int = 0
 
+  @property
+  def final(self) -> bool:
+    """At s* = 0 (the question alone)."""
+    return self.stage == self.num_stages - 1
+
 
 class Curriculum:
-  """Per-problem CCCS stages, updated from pass/fail outcomes.
+  """Per-problem CCCS stages, updated from pass/fail verdicts (see the module docstring).
 
   A problem is registered the first time it is seen (`prefix`, `stage` or `register`) and starts at
-  its latest stage. `record(problem_id, passed)` accumulates outcomes on the current stage; when at
-  least `min_attempts` have been seen and passes / attempts strictly exceeds rho, the start moves
-  one stage towards the beginning and the counters reset. Disabled, every problem is at s* = 0.
+  stage 0, its first subtask. Disabled, every problem has the one stage s* = 0.
   """
 
   def __init__(self, cfg: CCCSConfig | None = None):
     self.cfg = cfg or CCCSConfig()
     self.states: dict[str, StageState] = {}
+    self.ignored = 0  # verdicts of rows built at a stage the problem has left (not checkpointed)
     self._plans: dict[str, Plan] = {}  # derived from the solution; not serialized
 
   def _plan(self, problem: Problem) -> Plan:
     p = self._plans.get(problem.id)
     if p is None:
-      p = self._plans[problem.id] = plan(problem.canonical_solution)
+      p = self._plans[problem.id] = plan(problem.canonical_solution, self.cfg.statements)
     return p
 
+  def statements(self, problem: Problem) -> tuple[tuple[int, int], ...]:
+    """Char spans of the problem's counted statements (cccs.statements), in source order."""
+    return self._plan(problem).statements
+
   def register(self, problem: Problem) -> StageState:
+    n = self._plan(problem).num_stages if self.cfg.enabled else 1
     st = self.states.get(problem.id)
     if st is None:
-      n = self._plan(problem).num_stages if self.cfg.enabled else 1
-      st = self.states[problem.id] = StageState(stage=n - 1, num_stages=n)
+      st = self.states[problem.id] = StageState(stage=0, num_stages=n)
+    elif st.num_stages != n:
+      raise UserError(f"cccs state: problem {problem.id!r} has {st.num_stages} stage(s) in the "
+                      f"checkpoint but {n} under this config (cccs.enabled or cccs.statements "
+                      "changed since it was written)")
     return st
 
   def stage(self, problem: Problem) -> int:
-    """Current s* of `problem` (registering it on first sight)."""
-    st = self.register(problem)
-    return st.stage if self.cfg.enabled else 0
+    """Current stage of `problem` in training order (registering it on first sight)."""
+    return self.register(problem).stage
+
+  def prefix_at(self, problem: Problem, stage: int) -> str:
+    """The canonical-solution prefix given in the prompt at `stage` ('' at s* = 0)."""
+    if not self.cfg.enabled:
+      return ""
+    return prefix_at(problem.canonical_solution, self._plan(problem), stage)
 
   def prefix(self, problem: Problem) -> str:
-    """The canonical-solution prefix given in the prompt ('' at s* = 0)."""
-    s = self.stage(problem)
-    return prefix_at(problem.canonical_solution, self._plan(problem), s) if s else ""
+    """The prefix of the problem's current stage."""
+    return self.prefix_at(problem, self.stage(problem))
 
-  def record(self, problem_id: str, passed: bool) -> bool:
-    """Count one attempt on the current stage; return True when the stage moved."""
+  def _advance(self, st: StageState) -> bool:
+    if st.final:
+      return False
+    st.stage += 1
+    st.attempts = st.passes = 0
+    return True
+
+  def record(self, problem_id: str, stage: int, passed: bool) -> bool:
+    """Count one verdict of a prompt built at `stage`; return True when the problem advanced.
+
+    A verdict for a stage the problem has already left is ignored (and counted in `ignored`).
+    """
     st = self.states.get(problem_id)
     if st is None:
       raise KeyError(f"cccs: problem {problem_id!r} was never given a prompt (call prefix first)")
+    if stage != st.stage:
+      self.ignored += 1
+      return False
     st.attempts += 1
     st.passes += int(bool(passed))
-    if (self.cfg.enabled and st.stage > 0 and st.attempts >= self.cfg.min_attempts and
-        st.passes / st.attempts > self.cfg.rho):
-      st.stage -= 1
-      st.attempts = st.passes = 0
-      return True
+    if st.attempts >= self.cfg.min_attempts and st.passes / st.attempts > self.cfg.rho:
+      return self._advance(st)
     return False
 
-  def histogram(self) -> dict[int, int]:
-    """Number of problems at each stage, for metrics."""
-    h: dict[int, int] = {}
-    for st in self.states.values():
-      h[st.stage] = h.get(st.stage, 0) + 1
-    return dict(sorted(h.items()))
+  def skip_stage(self, problem: Problem) -> bool:
+    """Advance without a verdict (a stage that cannot be trained); False at s* = 0."""
+    return self._advance(self.register(problem))
 
-  def sampling_weights(self, problems: Sequence[Problem]) -> np.ndarray:
-    """As the module-level `sampling_weights`, from the cached plans."""
-    e = np.array([len(self._plan(p).statements) for p in problems], np.float64)
-    w = (1.0 + e) ** self.cfg.weight_power
-    return w / w.sum()
+  def histogram(self) -> dict[str, int]:
+    """Problems per stage in training order ('stage_K'), and those at s* = 0 ('final')."""
+    h: dict[str, int] = {}
+    for st in self.states.values():
+      key = f"stage_{st.stage}"
+      h[key] = h.get(key, 0) + 1
+    h["final"] = sum(st.final for st in self.states.values())
+    return dict(sorted(h.items()))
 
   def to_json(self) -> str:
     return json.dumps({
         "version": STATE_VERSION,
         "enabled": self.cfg.enabled,
+        "statements": self.cfg.statements,
         "problems": {k: dataclasses.asdict(v) for k, v in sorted(self.states.items())},
     }, sort_keys=True)
 
   @classmethod
   def from_json(cls, text: str, cfg: CCCSConfig | None = None) -> "Curriculum":
     d = json.loads(text)
-    if d.get("version") != STATE_VERSION:
-      raise ValueError(f"cccs state: version {d.get('version')!r}, expected {STATE_VERSION}")
     cur = cls(cfg)
+    if d.get("version") != STATE_VERSION:
+      raise UserError(f"cccs state: version {d.get('version')!r}, expected {STATE_VERSION} (a "
+                      "checkpoint from before stages were counted in training order)")
+    if d.get("statements") != cur.cfg.statements:
+      raise UserError(f"cccs state: written with cccs.statements={d.get('statements')!r}, this "
+                      f"run has {cur.cfg.statements!r}")
     cur.states = {k: StageState(**v) for k, v in d["problems"].items()}
     return cur
 

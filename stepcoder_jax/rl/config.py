@@ -10,16 +10,17 @@ class CCCSConfig:
   """Curriculum of Code Completion Subtasks (see stepcoder_jax/rl/cccs.py).
 
   Attributes:
-    enabled: False gives plain RL (every problem at s* = 0: question alone), for ablations.
+    enabled: False gives plain RL (every problem at s* = 0: question alone), for ablations. It is
+      the only thing CCCS changes: the problems drawn are the same either way.
     rho: a stage is passed when its accumulated pass rate strictly exceeds rho.
     min_attempts: attempts needed on a stage before its pass rate is trusted.
-    weight_power: problem sampling weight is (1 + E) ** weight_power, E = number of
-      conditional statements; 0 samples uniformly.
+    statements: which statements start subtasks: 'if' (if/elif: the paper's "conditional
+      statements") or 'branching' (also for, while, try, match, with).
   """
   enabled: bool = True
   rho: float = 0.5
   min_attempts: int = 4
-  weight_power: float = 1.0
+  statements: str = 'if'
 
   def __post_init__(self):
     from stepcoder_jax.errors import UserError
@@ -27,6 +28,8 @@ class CCCSConfig:
       raise UserError(f"gin cccs.rho: {self.rho} is not in [0, 1) (a pass rate must exceed it)")
     if self.min_attempts < 1:
       raise UserError(f"gin cccs.min_attempts: {self.min_attempts} must be >= 1")
+    if self.statements not in ('if', 'branching'):
+      raise UserError(f"gin cccs.statements: {self.statements!r} is not 'if' or 'branching'")
 
 
 @gin.configurable('fgo')

@@ -31,30 +31,113 @@ class Item:
   completion: str = ""                      # the text judged: response cut at a stop string
   offsets: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # per response token
   result: Any = None                        # execution.ExecResult
+  padding: bool = False                     # a row only there to keep the batch divisible
 
 
 def encode_prompt(tokenizer, parts: prompts_lib.PromptParts) -> list[int]:
   return list(tokenizer(parts.text, add_special_tokens=parts.add_special_tokens)["input_ids"])
 
 
-def make_items(problems: Sequence[Problem], curriculum: Curriculum | None, tokenizer,
-               style: str, max_prompt_tokens: int) -> tuple[list[Item], list[Problem]]:
-  """Prompts for `problems` at their current CCCS stage; too-long prompts are left out (returned)."""
-  items, skipped = [], []
-  for p in problems:
-    stage = curriculum.stage(p) if curriculum is not None else 0
-    prefix = curriculum.prefix(p) if curriculum is not None else ""
-    parts = prompts_lib.build_prompt(p, tokenizer, prefix=prefix, style=style,
-                                     max_question_tokens=max(16, max_prompt_tokens * 3 // 4))
+# A question is never cut below this many tokens to make a prompt fit: shorter, the task is gone;
+# a CCCS stage whose prefix leaves less room is passed over instead (see `make_items`).
+MIN_QUESTION_TOKENS = 16
+
+
+def question_budget(max_prompt_tokens: int) -> int:
+  """The question's share of a prompt before any shortening (the rest is for the code prefix)."""
+  return max(MIN_QUESTION_TOKENS, max_prompt_tokens * 3 // 4)
+
+
+def fit_prompt(problem: Problem, prefix: str, tokenizer, style: str, max_prompt_tokens: int
+               ) -> tuple[prompts_lib.PromptParts, list[int], bool] | None:
+  """(parts, ids, shortened) of the prompt of `problem` with `prefix`, within max_prompt_tokens.
+
+  Only the question is cut (the code prefix and the code boundary are kept): first to the usual
+  `question_budget`, then as much further as the prompt is over, down to MIN_QUESTION_TOKENS.
+  `shortened` says that the second cut was needed. None when even that does not fit.
+  """
+  budget = question_budget(max_prompt_tokens)
+  shortened = False
+  while True:
+    parts = prompts_lib.build_prompt(problem, tokenizer, prefix=prefix, style=style,
+                                     max_question_tokens=budget)
     ids = encode_prompt(tokenizer, parts)
-    if len(ids) > max_prompt_tokens:
-      skipped.append(p)
+    over = len(ids) - max_prompt_tokens
+    if over <= 0:
+      return parts, ids, shortened
+    if not parts.truncated:  # the question is whole (or lives in the code): measure it
+      budget = min(budget, len(tokenizer(problem.question, add_special_tokens=False)
+                               ["input_ids"]))
+    if budget - over < MIN_QUESTION_TOKENS or not problem.question.strip():
+      return None
+    budget -= over
+    shortened = True
+
+
+@dataclasses.dataclass
+class PromptReport:
+  """How the prompts of one iteration were made to fit max_prompt_tokens.
+
+  Attributes:
+    skipped: problems with no prompt that fits, even the question alone at s* = 0.
+    shortened: rows whose question was cut below `question_budget` to fit.
+    stages_passed_over: CCCS stages passed over because their prefix left no room for the
+      question (the problem moves to its next, shorter-prefix stage).
+  """
+  skipped: list[Problem] = dataclasses.field(default_factory=list)
+  shortened: int = 0
+  stages_passed_over: int = 0
+
+
+def make_items(problems: Sequence[Problem], curriculum: Curriculum | None, tokenizer,
+               style: str, max_prompt_tokens: int) -> tuple[list[Item], PromptReport]:
+  """Prompts for `problems` (a problem repeated once per sample) at their current CCCS stage.
+
+  A prompt over `max_prompt_tokens` gets a shorter question; when its stage prefix leaves too little
+  room, the problem passes over that stage for good (`Curriculum.skip_stage`), so it is never
+  stuck; only a problem whose prompt does not fit even at s* = 0 is left out.
+  """
+  items, report, built = [], PromptReport(), {}
+  for p in problems:
+    if p.id not in built:
+      built[p.id] = _fit_at_stage(p, curriculum, tokenizer, style, max_prompt_tokens, report)
+      if built[p.id] is None:
+        report.skipped.append(p)
+    fit = built[p.id]
+    if fit is None:
       continue
-    items.append(Item(problem=p, stage=stage, prompt=parts, prompt_ids=ids))
-  if skipped:
-    _log.warning("%d prompt(s) longer than %d tokens left out: %s", len(skipped),
-                 max_prompt_tokens, ", ".join(q.id for q in skipped[:5]))
-  return items, skipped
+    parts, ids, shortened = fit
+    report.shortened += shortened
+    stage = curriculum.stage(p) if curriculum is not None else 0
+    items.append(Item(problem=p, stage=stage, prompt=parts, prompt_ids=list(ids)))
+  if report.skipped:
+    _log.warning("%d problem(s) have no prompt within %d tokens, left out: %s",
+                 len(report.skipped), max_prompt_tokens,
+                 ", ".join(q.id for q in report.skipped[:5]))
+  return items, report
+
+
+def _fit_at_stage(problem: Problem, curriculum: Curriculum | None, tokenizer, style: str,
+                  max_prompt_tokens: int, report: PromptReport):
+  """`fit_prompt` at the problem's stage, passing over stages that cannot fit (see make_items)."""
+  while True:
+    prefix = curriculum.prefix(problem) if curriculum is not None else ""
+    fit = fit_prompt(problem, prefix, tokenizer, style, max_prompt_tokens)
+    if fit is not None or curriculum is None or not curriculum.skip_stage(problem):
+      return fit
+    report.stages_passed_over += 1
+
+
+def pad_items(items: list[Item], multiple: int) -> list[Item]:
+  """`items` and padding rows up to a multiple of `multiple` (rare: only after skipped prompts).
+
+  Padding rows are fresh copies of rows spread over the batch (not items[0] again and again),
+  flagged `padding`: the trainer gives them zero loss weight and does not record their verdicts.
+  """
+  need = -len(items) % multiple
+  sources = [items[k * len(items) // need] for k in range(need)]
+  return items + [Item(problem=it.problem, stage=it.stage, prompt=it.prompt,
+                       prompt_ids=list(it.prompt_ids), padding=True) for it in sources]
 
 
 def token_offsets(tokenizer, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:

@@ -53,16 +53,20 @@ class Models:
   tokenizer: Any
 
 
-def choose_problems(problems: list[Problem], weights: np.ndarray, n: int, seed: int,
-                    iteration: int) -> list[Problem]:
-  """Problems of one iteration: weighted (CCCS favours complex programs), without replacement,
-  drawn from (seed, iteration) only so a resumed run draws the same ones."""
+def choose_problems(problems: list[Problem], n: int, seed: int, iteration: int) -> list[Problem]:
+  """Problems of one iteration: uniform, without replacement, drawn from (seed, iteration) only,
+  so a resumed run draws the same ones and every ablation arm (CCCS or FGO on or off) draws the
+  same problems in the same order (CCCS changes prompts, not the draw: see rl/cccs.py)."""
   rng = np.random.default_rng([seed, iteration])
-  p = np.asarray(weights, np.float64)
-  p = p / p.sum()
-  k = min(n, len(problems))
-  idx = rng.choice(len(problems), size=k, replace=False, p=p)
+  idx = rng.choice(len(problems), size=min(n, len(problems)), replace=False)
   return [problems[i] for i in idx]
+
+
+def record_verdicts(curriculum: Curriculum, items, passed) -> None:
+  """Each real row's verdict toward the stage its prompt was built at (padding rows: none)."""
+  for item, ok in zip(items, passed):
+    if not item.padding:
+      curriculum.record(item.problem.id, item.stage, bool(ok))
 
 
 def make_rollout_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placement,
@@ -266,18 +270,16 @@ class Trainer:
     cfg, it = self.cfg, self.iteration
     t0 = time.time()
     # Every process draws the same problems and builds the same prompts (cheap host work) ...
-    chosen = choose_problems(self.problems, self.curriculum.sampling_weights(self.problems),
-                             cfg.problems_per_iteration, cfg.seed, it)
+    chosen = choose_problems(self.problems, cfg.problems_per_iteration, cfg.seed, it)
     chosen = [p for p in chosen for _ in range(cfg.samples_per_problem)]
-    items, skipped = rollout.make_items(chosen, self.curriculum, self.tok, cfg.prompt_style,
-                                        self.prompt_len)
+    items, prompt_report = rollout.make_items(chosen, self.curriculum, self.tok,
+                                              cfg.prompt_style, self.prompt_len)
     if not items:
       raise UserError(f"train: every prompt of iteration {it} is longer than "
                       f"train.max_prompt_tokens={cfg.max_prompt_tokens}")
     per = math.lcm(max(1, self.ppo_cfg.minibatches * self.ppo_cfg.grad_accum),
                    self.placement.row_divisor)
-    while len(items) % per:
-      items.append(items[len(items) % len(items)])  # keep the batch divisible (rare: skipped)
+    items = rollout.pad_items(items, per)  # keep the batch divisible (rare: skipped prompts)
     # ... then samples, judges and packs only its own rows.
     n = len(items)
     lo, hi = self.placement.rows(n)
@@ -288,6 +290,7 @@ class Trainer:
     rollout.fill_responses(mine, responses, self.tok, self.eos_ids)
     future = self.pool.submit(rollout.jobs(mine))
     arrays = rollout.pack(mine, self.pad_id, self.prompt_len, self.response_len)
+    arrays["response_mask"][[i for i, item in enumerate(mine) if item.padding]] = 0  # no weight
     dev = spmd.from_local_rows(arrays, self.placement, n)
     old, ref, values = self.forward(self.state, self.ref_params, dev["tokens"], dev["positions"],
                                     dev["attention_mask"], dev["response_mask"])
@@ -305,16 +308,21 @@ class Trainer:
     step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
     # The curriculum sees every row's verdict, in global row order, on every process.
     rows = spmd.exchange_results(mine, rm["fgo_mask"], arrays["response_mask"], lo, hi, n)
-    for item, passed in zip(items, rows.passed):
-      self.curriculum.record(item.problem.id, bool(passed))
+    ignored = self.curriculum.ignored
+    record_verdicts(self.curriculum, items, rows.passed)
+    real = np.array([not item.padding for item in items])
     self.iteration += 1
-    out = {**spmd.summary(rows),
+    out = {**spmd.summary(dataclasses.replace(
+               rows, **{f.name: getattr(rows, f.name)[real] for f in dataclasses.fields(rows)})),
            **{f"ppo/{k}": v for k, v in step_metrics.items()},
-           "prompts_skipped": len(skipped),
+           "prompts_skipped": len(prompt_report.skipped),
+           "prompts_shortened": prompt_report.shortened,
+           "cccs/stages_passed_over": prompt_report.stages_passed_over,
+           "cccs/ignored_verdicts": self.curriculum.ignored - ignored,
            "time/sample_s": t_sample - t0, "time/judge_wait_s": t_judge - t_sample,
            "time/iteration_s": time.time() - t0}
-    for stage, count in self.curriculum.histogram().items():
-      out[f"cccs/stage_{stage}"] = count
+    for key, count in self.curriculum.histogram().items():
+      out[f"cccs/{key}"] = count
     return out
 
   def evaluate(self, name: str):
