@@ -50,9 +50,11 @@ class Placement:
     """Leading (row) dimension over the batch mesh axes (('data', 'fsdp') by default)."""
     return sharding.batch_sharding(self.mesh, self.rules, ndim)
 
-  def batch_tree(self) -> dict[str, NamedSharding]:
-    """Shardings of a ppo batch (`ppo.BATCH_KEYS`): rewards are [B], the rest [B, T]."""
-    return {k: self.batch(1 if k == "rewards" else 2) for k in ppo.BATCH_KEYS}
+  def batch_tree(self, keys: Sequence[str] = ppo.BATCH_KEYS) -> dict[str, NamedSharding]:
+    """Shardings of a ppo batch (`ppo.batch_keys(cfg)`): rewards and group are [B], the rest
+    [B, T]. Rows are split over devices and processes freely, groups included: the step's group
+    statistics are reductions over the global arrays."""
+    return {k: self.batch(1 if k in ppo.ROW_KEYS else 2) for k in keys}
 
   @property
   def row_divisor(self) -> int:
@@ -89,18 +91,22 @@ def make_placement(state: ppo.TrainState, mesh: Mesh, rules: Mapping[str, Any], 
   """Shardings for a TrainState (concrete or abstract) from the models' logical-axis metadata.
 
   The value model and the frozen reference policy may use their own rules (default: `rules`),
-  e.g. a replicated reference on a mesh where the policy is FSDP-sharded.
+  e.g. a replicated reference on a mesh where the policy is FSDP-sharded. A critic-free state
+  (value fields None) gets None shardings there: nothing of a value model is placed.
   """
   rep = sharding.replicated(mesh)
   vrules = rules if value_rules is None else value_rules
   pol = sharding.state_shardings(state.policy, mesh, rules)
-  val = sharding.state_shardings(state.value, mesh, vrules)
+  val = val_rest = val_opt = None
+  if state.value is not None:
+    val = sharding.state_shardings(state.value, mesh, vrules)
+    val_rest = sharding.state_shardings(state.value_rest, mesh, vrules)
+    val_opt = sharding.opt_state_shardings(state.value_opt, state.value, val, mesh)
   st = ppo.TrainState(
       policy=pol, value=val,
-      policy_rest=sharding.state_shardings(state.policy_rest, mesh, rules),
-      value_rest=sharding.state_shardings(state.value_rest, mesh, vrules),
+      policy_rest=sharding.state_shardings(state.policy_rest, mesh, rules), value_rest=val_rest,
       policy_opt=sharding.opt_state_shardings(state.policy_opt, state.policy, pol, mesh),
-      value_opt=sharding.opt_state_shardings(state.value_opt, state.value, val, mesh),
+      value_opt=val_opt,
       step=rep, kl_coef=rep)
   ref = pol if ref_rules is None else sharding.state_shardings(state.policy, mesh, ref_rules)
   return Placement(mesh=mesh, rules=dict(rules), state=st, ref=ref)

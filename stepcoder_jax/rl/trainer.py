@@ -69,28 +69,43 @@ def record_verdicts(curriculum: Curriculum, items, passed) -> None:
       curriculum.record(item.problem.id, item.stage, bool(ok))
 
 
+def group_ids(items) -> np.ndarray:
+  """[n] int32 group of each global row for critic-free advantages: the first row of its
+  problem (the trainer repeats each problem samples_per_problem times); a padding row is a
+  group of its own, so its reward never enters a real group's statistics."""
+  first: dict[str, int] = {}
+  out = np.arange(len(items), dtype=np.int32)
+  for i, item in enumerate(items):
+    if not getattr(item, "padding", False):
+      out[i] = first.setdefault(item.problem.id, i)
+  return out
+
+
 def make_rollout_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placement,
                          response_start: int | None = None):
-  """Jitted old log-probs, reference log-probs and values of a packed batch (no rewards needed),
-  zero outside the response; global [B, T] arrays sharded by rows. `response_start`: the prompt
-  bucket, where every response begins (the vocabulary projection runs from there on)."""
+  """Jitted {old_logprobs, ref_logprobs[, values]} of a packed batch (no rewards needed), zero
+  outside the response; global [B, T] arrays sharded by rows. `value_gd` None (critic-free): no
+  value forward and no values. `response_start`: the prompt bucket, where every response begins
+  (the vocabulary projection runs from there on)."""
 
   def forward(state: ppo.TrainState, ref_params, tokens, positions, attention_mask,
               response_mask):
     pol = nnx.merge(policy_gd, state.policy, state.policy_rest)
     ref = nnx.merge(policy_gd, ref_params, state.policy_rest)
-    val = nnx.merge(value_gd, state.value, state.value_rest)
     resp = response_mask.astype(jnp.float32)
     old = ppo.policy_logprobs(pol, tokens, positions, attention_mask, chunk=chunk,
                               with_entropy=False, response_start=response_start)
     refl = ppo.policy_logprobs(ref, tokens, positions, attention_mask, chunk=chunk,
                                with_entropy=False, response_start=response_start)
-    values = ppo.value_estimates(val, tokens, positions, attention_mask)
-    return old * resp, refl * resp, values * resp
+    out = {"old_logprobs": old * resp, "ref_logprobs": refl * resp}
+    if value_gd is not None:
+      val = nnx.merge(value_gd, state.value, state.value_rest)
+      out["values"] = ppo.value_estimates(val, tokens, positions, attention_mask) * resp
+    return out
 
   b2 = placement.batch(2)
   return jax.jit(forward, in_shardings=(placement.state, placement.ref, b2, b2, b2, b2),
-                 out_shardings=(b2, b2, b2))
+                 out_shardings=b2)
 
 
 def make_policy_sampler(policy_gd, temperature: float, top_p: float, top_k: int,
@@ -141,7 +156,8 @@ def make_sharded_ppo_step(policy_gd, value_gd, ppo_cfg: PPOConfig, placement: sp
                           response_start: int | None = None):
   """ppo_step jitted with the state's and the batch's shardings (metrics replicated)."""
   return ppo.make_ppo_step(policy_gd, value_gd, ppo_cfg,
-                           in_shardings=(placement.state, placement.batch_tree()),
+                           in_shardings=(placement.state,
+                                         placement.batch_tree(ppo.batch_keys(ppo_cfg))),
                            out_shardings=(placement.state, placement.replicated),
                            response_start=response_start)
 
@@ -153,6 +169,9 @@ def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
   if rows % per:
     raise UserError(f"train: problems_per_iteration x samples_per_problem = {rows} rows is not "
                     f"divisible by ppo.minibatches x ppo.grad_accum = {per}")
+  if ppo_cfg.critic_free and cfg.samples_per_problem < 2:
+    raise UserError(f"train.samples_per_problem: {cfg.samples_per_problem} leaves ppo.advantage="
+                    f"{ppo_cfg.advantage!r} no group to compare a sample with; set it >= 2")
   if cfg.max_new_tokens < 1 or cfg.max_prompt_tokens < 8:
     raise UserError("train: max_new_tokens must be >= 1 and max_prompt_tokens >= 8")
 
@@ -203,7 +222,8 @@ class Trainer:
     # A caller may bring its own curriculum (a subclass, e.g. a fixed stage in tests).
     self.curriculum = curriculum if curriculum is not None else Curriculum(self.cccs_cfg)
     self.curriculum.register_all(problems)
-    value = ValueModel.from_policy(models.policy)
+    # A critic-free estimator has no value model at all (not built, placed or checkpointed).
+    value = None if self.ppo_cfg.critic_free else ValueModel.from_policy(models.policy)
     self.policy_gd, self.value_gd, state = ppo.init_train_state(models.policy, value,
                                                                 self.ppo_cfg)
     mesh_cfg = MeshConfig()
@@ -239,8 +259,10 @@ class Trainer:
   def _trees(self) -> dict[str, Any]:
     # "policy" is the whole Decoder state (frozen parts too), so generate/export can load it.
     st = self.state
-    return {"policy": nnx.merge_state(st.policy, st.policy_rest), "value": st.value,
-            "policy_opt": st.policy_opt, "value_opt": st.value_opt}
+    trees = {"policy": nnx.merge_state(st.policy, st.policy_rest), "policy_opt": st.policy_opt}
+    if st.value is not None:
+      trees.update(value=st.value, value_opt=st.value_opt)
+    return trees
 
   def save(self, ckpt: ckpt_lib.Checkpointer) -> None:
     meta = {"iteration": self.iteration, "curriculum": self.curriculum.to_json(),
@@ -292,8 +314,8 @@ class Trainer:
     arrays = rollout.pack(mine, self.pad_id, self.prompt_len, self.response_len)
     arrays["response_mask"][[i for i, item in enumerate(mine) if item.padding]] = 0  # no weight
     dev = spmd.from_local_rows(arrays, self.placement, n)
-    old, ref, values = self.forward(self.state, self.ref_params, dev["tokens"], dev["positions"],
-                                    dev["attention_mask"], dev["response_mask"])
+    scored = self.forward(self.state, self.ref_params, dev["tokens"], dev["positions"],
+                          dev["attention_mask"], dev["response_mask"])
     # (dispatched asynchronously: the device computes while the pool judges)
     results = future.result()
     t_judge = time.time()
@@ -301,9 +323,10 @@ class Trainer:
       item.result = res
     rm = rollout.rewards_and_masks(mine, arrays, self.prompt_len, self.fgo_cfg.enabled)
     judged = spmd.from_local_rows({"fgo_mask": rm["fgo_mask"].astype(np.int32),
-                                   "rewards": rm["rewards"].astype(np.float32)},
+                                   "rewards": rm["rewards"].astype(np.float32),
+                                   "group": group_ids(items)[lo:hi]},
                                   self.placement, n)
-    batch = {**dev, **judged, "old_logprobs": old, "ref_logprobs": ref, "values": values}
+    batch = {**dev, **judged, **scored}
     self.state, step_metrics = self.ppo_step(self.state, batch)
     step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
     # The curriculum sees every row's verdict, in global row order, on every process.
