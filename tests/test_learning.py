@@ -105,7 +105,8 @@ def warm_params(problems):
   cfg, model, tok = load_model("tiny-llama")
   sft.run_sft(model, tok, [staged(p) for p in problems],
               SFTConfig(steps=SFT_STEPS, batch_size=8, learning_rate=3e-3, warmup_steps=0,
-                        seed=SEED, nll_examples=0, logprob_chunk=64), None, progress=False)
+                        seed=SEED, nll_examples=0, logprob_chunk=64, cccs_stages=False),
+              None, progress=False)
   return cfg, tok, nnx.state(model)
 
 

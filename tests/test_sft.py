@@ -56,6 +56,41 @@ def test_examples_skip_and_count_mismatched_or_long_problems(tiny):
   assert not ex2 and len(skipped2["too_long"]) == 3
 
 
+def test_stage_examples_have_the_rl_prompt_of_their_stage(tiny):
+  """Each CCCS stage gives an SFT example whose prompt is, token for token, the prompt the
+  trainer builds at that stage, and whose target is the rest of the solution and the fence."""
+  from stepcoder_jax.rl import cccs, rollout
+  from stepcoder_jax.rl.config import CCCSConfig
+
+  _, tok = tiny
+  probs = [p for p in _short(read_builtin(), 8)
+           if len(cccs.conditional_statements(p.canonical_solution, "if")) >= 2][:2]
+  assert probs
+  ex, skipped = sft.build_examples(probs, tok, max_len=4096, statements="if")
+  assert not any(skipped.values())
+  for p in probs:
+    mine = [e for e in ex if e.problem_id == p.id]
+    cur = cccs.Curriculum(CCCSConfig(statements="if"))
+    stages = cur.register(p).num_stages
+    assert len(mine) == stages >= 2
+    for k, e in enumerate(mine):  # training order: the shortest tail first, s* = 0 last
+      assert cur.stage(p) == k
+      (item,), _ = rollout.make_items([p], cur, tok, "plain", 4096)
+      prefix = prompts_lib.code_prefix_for(p, cur.prefix(p))
+      assert e.prompt_ids == item.prompt_ids
+      assert tok.decode(e.prompt_ids, skip_special_tokens=True) == item.prompt.text
+      assert e.target_text == p.canonical_solution[len(prefix):] + "```"
+      if k < stages - 1:
+        assert prefix.endswith("\n") and e.target_text.lstrip().startswith(("if", "elif"))
+      cur.skip_stage(p)
+  # Without statements: the single s* = 0 example of before.
+  plain, _ = sft.build_examples(probs, tok, max_len=4096)
+  assert [e.problem_id for e in plain] == [p.id for p in probs]
+  last = {e.problem_id: e for e in ex}  # each problem's last example: s* = 0
+  assert [(e.prompt_ids, e.target_ids) for e in plain] == [
+      (last[p.id].prompt_ids, last[p.id].target_ids) for p in probs]
+
+
 def test_response_mask_covers_exactly_the_target_tokens(tiny):
   _, tok = tiny
   ex, _ = sft.build_examples(_short(read_builtin(), 3), tok)
@@ -94,7 +129,7 @@ def test_sft_fits_the_canonical_solutions_end_to_end(tmp_path):
 
   _, model, tok = load_model("tiny-llama")
   probs = _short(read_builtin(), 2) + _short(read_builtin(), 2, kind="stdio")
-  cfg = SFTConfig(steps=80, batch_size=4, learning_rate=3e-3, warmup_steps=3)
+  cfg = SFTConfig(steps=80, batch_size=4, learning_rate=3e-3, warmup_steps=3, cccs_stages=False)
   out = tmp_path / "sft"
   trained, summary = sft.train_sft(model, tok, probs, cfg, out, progress=False)
   assert trained is model
@@ -158,7 +193,10 @@ def test_sft_command_on_a_tiny_model_dir(tmp_path, capsys):
                  "--steps", "3", "--gin.sft.batch_size=2", "--gin.sft.learning_rate=1e-3"])
   assert rc == 0
   text = capsys.readouterr().out
-  assert "sft: 3 examples, 3 steps" in text
+  # With the default sft.cccs_stages, one example per CCCS stage of each problem.
+  expected, _ = sft.build_examples(_short(read_builtin(), 3), tok, statements="if")
+  assert len(expected) > 3
+  assert f"sft: {len(expected)} examples, 3 steps" in text
   assert (out / "config.json").is_file() and (out / "operative_config.gin").is_file()
   assert "sft.batch_size = 2" in (out / "operative_config.gin").read_text()
   _, again, _ = load_model(str(out))

@@ -1,10 +1,14 @@
 """Supervised fine-tuning on canonical solutions: the paper's SFT baseline and the frozen
 reference policy that PPO's KL penalty is measured against.
 
-One example per problem: the prompt is exactly what RL and evaluation show the model
-(`build_prompt(problem, prefix='')`, i.e. the question plus the starter code), and the target is
-the rest of the canonical solution followed by the closing code fence, so the model also learns
-where to stop (the sampler's stop string). Prompt and target are tokenized separately, as the
+One example per problem and CCCS stage: the prompt is exactly what RL shows the model at that
+stage (`build_prompt(problem, prefix=<the stage prefix>)`, the prefix from the same `Curriculum`
+the trainer uses, so the prompt/target token boundary is the RL one: a line start), and the
+target is the rest of the canonical solution followed by the closing code fence, so the model also
+learns where to stop (the sampler's stop string). The last stage, s* = 0, is the question plus the
+starter code, as in evaluation. Without stage examples (`sft.cccs_stages = False`) only that one
+is built; a model trained on full solutions alone has never continued a prompt that ends at a line
+start inside the code, which is what every CCCS prompt asks of it. Prompt and target are tokenized separately, as the
 sampler sees them (prompt ids, then generated ids), and packed with `batching.pack`; the loss is
 the mean negative log-likelihood over the target tokens only (`response_mask`), computed with
 PPO's `policy_logprobs`, so SFT, PPO and evaluation share one layout and one log-prob function.
@@ -26,10 +30,13 @@ import numpy as np
 import optax
 from flax import nnx
 
+from stepcoder_jax import completion
 from stepcoder_jax.data import prompts as prompts_lib
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
 from stepcoder_jax.rl import batching
+from stepcoder_jax.rl.cccs import Curriculum
+from stepcoder_jax.rl.config import CCCSConfig
 from stepcoder_jax.rl.ppo import policy_logprobs
 from stepcoder_jax.rl.train_config import SFTConfig
 
@@ -60,35 +67,48 @@ def target_text(solution: str, code_prefix: str) -> str | None:
   return rest + (CLOSING_FENCE if rest.endswith("\n") else "\n" + CLOSING_FENCE)
 
 
+def stage_prefixes(problem: Problem, statements: str | None) -> list[str]:
+  """The CCCS prefixes of `problem` in training order ('' last: s* = 0); [''] without stages."""
+  if statements is None:
+    return [""]
+  cur = Curriculum(CCCSConfig(statements=statements))
+  return [cur.prefix_at(problem, k) for k in range(cur.register(problem).num_stages)]
+
+
 def build_examples(problems: Sequence[Problem], tokenizer, *, style: str = "plain",
                    max_len: int = 512,
-                   max_question_tokens: int | None = None
+                   max_question_tokens: int | None = None,
+                   statements: str | None = None
                    ) -> tuple[list[SFTExample], dict[str, list[str]]]:
-  """SFT examples of `problems` and the ids of the problems skipped, by reason.
+  """SFT examples of `problems` and the ids skipped, by reason.
 
-  Reasons: 'no_solution' (empty canonical solution), 'prefix_mismatch' (the solution does not
-  start with the prompt's code prefix, e.g. a starter code the solution rewrote), 'too_long'
-  (prompt + target > max_len tokens).
+  `statements` ('if' or 'branching', as `cccs.statements`) adds an example per CCCS stage before
+  the s* = 0 one; None builds the s* = 0 example only. Reasons: 'no_solution' (empty canonical
+  solution), 'prefix_mismatch' (the solution does not start with the prompt's code prefix, e.g.
+  a starter code the solution rewrote), 'too_long' (prompt + target > max_len tokens; a stage
+  example is named 'ID@K', K its stage in training order).
   """
   examples: list[SFTExample] = []
   skipped: dict[str, list[str]] = {r: [] for r in SKIP_REASONS}
   for p in problems:
-    parts = prompts_lib.build_prompt(p, tokenizer, prefix="", style=style,
-                                     max_question_tokens=max_question_tokens)
     if not p.canonical_solution.strip():
       skipped["no_solution"].append(p.id)
       continue
-    text = target_text(p.canonical_solution, parts.code_prefix)
-    if text is None:
-      skipped["prefix_mismatch"].append(p.id)
-      continue
-    prompt_ids = list(tokenizer(parts.text, add_special_tokens=parts.add_special_tokens)
-                      ["input_ids"])
-    target_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if len(prompt_ids) + len(target_ids) > max_len:
-      skipped["too_long"].append(p.id)
-      continue
-    examples.append(SFTExample(p.id, prompt_ids, target_ids, text))
+    prefixes = stage_prefixes(p, statements)
+    for k, prefix in enumerate(prefixes):
+      name = p.id if k == len(prefixes) - 1 else f"{p.id}@{k}"
+      parts = prompts_lib.build_prompt(p, tokenizer, prefix=prefix, style=style,
+                                       max_question_tokens=max_question_tokens)
+      text = target_text(p.canonical_solution, parts.code_prefix)
+      if text is None:
+        skipped["prefix_mismatch"].append(name)
+        continue
+      prompt_ids = completion.encode_prompt(tokenizer, parts)  # as training and eval encode it
+      target_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+      if len(prompt_ids) + len(target_ids) > max_len:
+        skipped["too_long"].append(name)
+        continue
+      examples.append(SFTExample(p.id, prompt_ids, target_ids, text))
   for reason, ids in skipped.items():
     if ids:
       _log.warning("sft: %d problem(s) skipped (%s): %s", len(ids), reason, ", ".join(ids[:5]))
@@ -204,6 +224,9 @@ def run_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
             out_dir: str | Path | None, *, progress: bool = True) -> Any:
   """Fine-tune `model` (a Decoder, updated in place) on the canonical solutions of `problems`.
 
+  With `cfg.cccs_stages`, also on every CCCS stage prefix under gin's `cccs.statements` (the same
+  for every ablation arm: `cccs.enabled` does not change the SFT data).
+
   Writes to `out_dir` (when given): an HF directory (config.json, safetensors, tokenizer) that
   `models.loading.load_model` reads back, so `train` can start from it and use it as the frozen
   reference policy; `metrics.jsonl` + TensorBoard events of the loss; `sft_summary.json`.
@@ -217,8 +240,9 @@ def run_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
 def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
               out_dir: str | Path | None, *, progress: bool = True) -> tuple[Any, dict]:
   """`run_sft`, also returning its summary (example count, NLL before/after, skipped ids)."""
-  examples, skipped = build_examples(problems, tokenizer, style=cfg.prompt_style,
-                                     max_len=cfg.max_len)
+  examples, skipped = build_examples(
+      problems, tokenizer, style=cfg.prompt_style, max_len=cfg.max_len,
+      statements=CCCSConfig().statements if cfg.cccs_stages else None)
   if not examples:
     raise UserError(f"sft: none of the {len(problems)} problems gives a training example "
                     f"(skipped: { {k: len(v) for k, v in skipped.items()} })")

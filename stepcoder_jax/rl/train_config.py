@@ -39,6 +39,7 @@ class SFTConfig:
   logprob_chunk: int = 128
   log_every: int = 1                # metrics.jsonl / TensorBoard every this many steps
   nll_examples: int = 64            # examples whose target NLL is reported before/after (0: off)
+  cccs_stages: bool = True          # also one example per CCCS stage prefix (rl/sft.py)
 
 
 @gin.configurable("eval")
