@@ -17,7 +17,15 @@ Parsing, coverage instrumentation and compiling happen in the worker (``prepare`
 child receives code objects (marshal) and only runs them, so it touches few copy-on-write pages.
 
 Records (one JSON line each, ``NONCE\\t{...}``): ``setup_error``, ``start`` / ``end`` per test,
-``done``.
+``timeout``, ``done``.
+
+A program cut short keeps what its earlier tests established: a verdict reaches the worker
+before any more program code runs, and a timer (SIGALRM at the time limit) interrupts the program,
+so that the harness sends the coverage reached so far in a ``timeout`` record and exits. The
+worker's SIGKILL, a moment later, stays the fallback for a program that blocks the timer or
+catches the interrupt. The handler is ``signal.default_int_handler`` (it raises
+KeyboardInterrupt), installed only while program code runs: a handler of ours would be reachable
+from the program (``signal.getsignal``), and with it whatever it refers to.
 """
 from __future__ import annotations
 
@@ -28,9 +36,11 @@ import io
 import json
 import marshal
 import os
+import signal
 import sys
 import time
 import types
+import warnings
 
 from stepcoder_jax.execution import lines as _lines_mod
 from stepcoder_jax.execution import plain as _plain_mod
@@ -41,6 +51,8 @@ _PRISTINE_BUILTINS = dict(vars(builtins))  # given to test code, never to the pr
 _write, _read, _close, _dup2, _open, _lseek = os.write, os.read, os.close, os.dup2, os.open, \
     os.lseek
 _exit = os._exit
+_setitimer, _set_handler, _interrupt = signal.setitimer, signal.signal, signal.default_int_handler
+_ITIMER_REAL, _SIGALRM, _SIG_IGN = signal.ITIMER_REAL, signal.SIGALRM, signal.SIG_IGN
 _perf = time.perf_counter
 _monotonic = time.monotonic
 _dumps = _plain_mod.dump_json  # not json.dumps: the program may patch the json module
@@ -61,6 +73,7 @@ _O_RW_NEW = os.O_RDWR | os.O_CREAT | os.O_TRUNC
 _get_traceback = BaseException.__dict__["__traceback__"].__get__
 
 PROGRAM_FILE = "<program>"
+MAX_WARNINGS = 8  # compile warnings kept per program (each cut to max_error_chars)
 MAX_PROGRAM_CHARS = 1 << 20  # a model's completion is a few KB; 1M chars parse in ~0.4 s
 TESTS_FILE = "<tests>"
 
@@ -89,27 +102,31 @@ _FLUSH_EVERY_S = 0.05
 class _Reporter:
   """Writes nonce-tagged JSON lines to the private result pipe.
 
-  Records are buffered and written at most every 50 ms (and at the end): each write wakes the
-  worker, and on a busy host every wake-up costs a context switch both ways. Records carry the
-  monotonic clock, so the worker still times each test from its real start (a test gets at least
-  its limit minus 50 ms).
+  Records are buffered and written at most every 50 ms (and at the end, and before each test
+  after the first, see ``Harness._start``): each write wakes the worker, and on a busy host every
+  wake-up costs a context switch both ways. Records carry the monotonic clock, so the worker
+  still times each test from its real start (a test gets at least its limit minus 50 ms).
+  ``known_tm`` is the moment the worker last heard of the child (when it sent the job).
   """
 
-  def __init__(self, fd: int, nonce: str):
+  def __init__(self, fd: int, nonce: str, known_tm: float):
     self.fd, self.nonce = fd, nonce
     self.buf: list[str] = []
-    self.last = _monotonic()
+    self.last = known_tm
+    self.verdict_pending = False  # a test's end record is in buf
 
   def send(self, rec: dict, flush: bool = False) -> None:
     now = _monotonic()
     rec["tm"] = now
     self.buf.append(self.nonce + "\t" + _dumps(rec) + "\n")
+    self.verdict_pending = self.verdict_pending or rec["e"] == "end"
     if flush or now - self.last > _FLUSH_EVERY_S:
       self.flush()
 
   def flush(self) -> None:
     data = "".join(self.buf).encode("ascii")
     self.buf = []
+    self.verdict_pending = False
     self.last = _monotonic()
     view = memoryview(data)
     while view:
@@ -239,10 +256,33 @@ def _apps_wrap(tree: ast.Module) -> ast.Module:
 
 
 def _compile(program: str, kind: str, coverage: bool):
-  """(code, statement units, error). Compile errors are SyntaxErrors and friends; nothing ran.
+  """(code, statement units, error, warnings). Compile errors are SyntaxErrors and friends;
+  nothing ran.
 
-  With coverage the code carries probes (``lines.instrument``) and units are their spans.
+  With coverage the code carries probes (``lines.instrument``) and units are their spans. The
+  parser's and compiler's warnings (SyntaxWarning, invalid escapes) belong to the program's
+  result: printed, they would land in the trainer's terminal (the worker shares its stderr).
   """
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    code, units, err = _compile_program(program, kind, coverage)
+  return code, units, err, _warning_texts(caught)
+
+
+def _warning_texts(caught) -> list[str]:
+  """'Category: message (program line N)' per distinct warning, at most MAX_WARNINGS."""
+  texts: list[str] = []
+  for w in caught:
+    text = f"{w.category.__name__}: {w.message}"
+    if w.filename == PROGRAM_FILE:
+      text += f" (program line {w.lineno})"
+    if text not in texts and len(texts) < MAX_WARNINGS:
+      texts.append(text)
+  return texts
+
+
+def _compile_program(program: str, kind: str, coverage: bool):
+  """(code, units, error) of ``_compile``."""
   try:
     tree = ast.parse(program, PROGRAM_FILE)
   except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError) as e:
@@ -297,51 +337,55 @@ def _test_plan(test_code: str, test_setup_code: str, entry_point: str):
   ``(check module,)`` for HumanEval's ``check(candidate)``, else one ``(code, is_assert)`` per
   top-level statement (MBPP).
   """
-  try:
-    ttree = ast.parse(test_code, TESTS_FILE)
-  except (SyntaxError, ValueError) as e:
-    return (), (), None, f"test code does not parse: {e}"
-  imports, names = _referenced_modules(ttree)
-  guarded = sorted((imports | names) & (set(_GUARDED_MODULES) | imports))
-  try:
-    setup = compile(test_setup_code, TESTS_FILE, "exec") if test_setup_code.strip() else None
-    is_check = bool(entry_point) and any(
-        isinstance(s, ast.FunctionDef) and s.name == "check" for s in ttree.body)
-    if is_check:
-      codes = (compile(ttree, TESTS_FILE, "exec"),)
-    else:
-      codes = tuple((compile(ast.Module(body=[st], type_ignores=[]), TESTS_FILE, "exec"),
-                     isinstance(st, ast.Assert)) for st in ttree.body)
-  except (SyntaxError, ValueError) as e:
-    return (), (), None, f"test code does not compile: {e}"
-  return tuple(sorted(imports)), tuple(guarded), (is_check, setup, codes), None
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # the dataset's, not the program's: not the user's concern
+    try:
+      ttree = ast.parse(test_code, TESTS_FILE)
+    except (SyntaxError, ValueError) as e:
+      return (), (), None, f"test code does not parse: {e}"
+    imports, names = _referenced_modules(ttree)
+    guarded = sorted((imports | names) & (set(_GUARDED_MODULES) | imports))
+    try:
+      setup = compile(test_setup_code, TESTS_FILE, "exec") if test_setup_code.strip() else None
+      is_check = bool(entry_point) and any(
+          isinstance(s, ast.FunctionDef) and s.name == "check" for s in ttree.body)
+      if is_check:
+        codes = (compile(ttree, TESTS_FILE, "exec"),)
+      else:
+        codes = tuple((compile(ast.Module(body=[st], type_ignores=[]), TESTS_FILE, "exec"),
+                       isinstance(st, ast.Assert)) for st in ttree.body)
+    except (SyntaxError, ValueError) as e:
+      return (), (), None, f"test code does not compile: {e}"
+    return tuple(sorted(imports)), tuple(guarded), (is_check, setup, codes), None
 
 
 def prepare(job: dict, coverage: bool, on_demand=()) -> tuple[bytes | None, list, str | None,
-                                                              str | None]:
+                                                              str | None, list[str]]:
   """In the worker: compile the program (with probes) and its tests for the child.
 
-  Returns (marshalled code, statement units, compile error, setup error) and adds to ``job`` what
-  the child needs besides the code. The program's text is parsed here, in the trusted worker;
-  Python's parser and compiler refuse deep nesting with exceptions, which become compile errors.
+  Returns (marshalled code, statement units, compile error, setup error, compile warnings) and
+  adds to ``job`` what the child needs besides the code. The program's text is parsed here, in
+  the trusted worker; Python's parser and compiler refuse deep nesting with exceptions, which
+  become compile errors.
   ``on_demand``: modules the child imports, before it is confined, when the program's text names
   them (a superset of what it imports; a mention in a comment costs only the import).
   """
   if len(job["program"]) > MAX_PROGRAM_CHARS:  # parsing it would cost the worker seconds
-    return None, [], f"program too long ({len(job['program'])} > {MAX_PROGRAM_CHARS} chars)", None
-  code, units, err = _compile(job["program"], job["kind"], coverage)
+    return (None, [], f"program too long ({len(job['program'])} > {MAX_PROGRAM_CHARS} chars)",
+            None, [])
+  code, units, err, warned = _compile(job["program"], job["kind"], coverage)
   if err is not None:
-    return None, [], err, None
+    return None, [], err, None, warned
   tests = None
   if job["kind"] == "assert":
     imports, guarded, tests, err = _test_plan(job["test_code"], job.get("test_setup_code") or "",
                                               job.get("entry_point") or "")
     if err is not None:
-      return None, units, None, err
+      return None, units, None, err, warned
     job["test_imports"], job["guarded"] = list(imports), list(guarded)
   job["imports"] = [m for m in on_demand if m in job["program"]]
   job["n_units"] = len(units)
-  return marshal.dumps((code, tests)), units, None, None
+  return marshal.dumps((code, tests)), units, None, None, warned
 
 
 def job_frame(job: dict, blob: bytes) -> bytes:
@@ -365,6 +409,11 @@ class Harness:
     self.n_units = 0
     self.sent = 0
     self.max_out = int(job["max_output_bytes"])
+    # The time limits, on the monotonic clock the worker also reads (see _untrusted).
+    self.timeout_s = float(job["timeout_s"])
+    self.deadline = float(job["deadline_tm"])
+    self.alarm_at = self.deadline
+    self.current: int | None = None  # the test running, for the timeout record
 
   # -- helpers ---------------------------------------------------------------------------------
   def _new_lines(self) -> list[int]:
@@ -378,14 +427,47 @@ class Harness:
     ns[_PROBE] = self.hits
 
   def _untrusted(self, fn, *args):
-    """Call fn(*args) with the audit hook armed; returns (value, exc)."""
-    self.set_trusted(False)
+    """Call fn(*args) with the audit hook armed and the time limit live; returns (value, exc).
+
+    The handler is swapped inside the ``try``: an alarm up to the swap back is caught here.
+    """
+    if self.report.verdict_pending:  # a kill in what follows must not lose a verdict
+      self.report.flush()
+    if _monotonic() >= self.alarm_at:
+      self._report_timeout()  # the limit passed during our own bookkeeping
     try:
-      return fn(*args), None
+      _set_handler(_SIGALRM, _interrupt)
+      self.set_trusted(False)
+      value, exc = fn(*args), None
+      _set_handler(_SIGALRM, _SIG_IGN)
     except BaseException as e:  # pylint: disable=broad-except
-      return None, e
+      _set_handler(_SIGALRM, _SIG_IGN)
+      value, exc = None, e
     finally:
       self.set_trusted(True)
+    if type(exc) is KeyboardInterrupt and _monotonic() >= self.alarm_at - 1e-3:
+      self._report_timeout()  # (before the limit it is the program's own: an exception)
+    return value, exc
+
+  # -- time limits -----------------------------------------------------------------------------
+  def _arm(self, at: float) -> None:
+    """Deliver SIGALRM at ``at`` (monotonic) or at the program's deadline, if sooner."""
+    self.alarm_at = min(at, self.deadline)
+    _setitimer(_ITIMER_REAL, max(self.alarm_at - _monotonic(), 1e-4))
+
+  def _report_timeout(self) -> None:
+    """The time limit: send the test running and the coverage reached so far, and exit."""
+    self.report.send({"e": "timeout", "i": self.current, "lines": self._new_lines()},
+                     flush=True)
+    _exit(0)
+
+  def _start(self, i: int) -> None:
+    """Test i begins: its time limit starts (its start reaches the worker before its code runs
+    if an earlier verdict waits, see _untrusted, else within 50 ms)."""
+    rec = {"e": "start", "i": i}
+    self.report.send(rec)
+    self.current = i
+    self._arm(rec["tm"] + self.timeout_s)
 
   def _end(self, i, status, out=None, error="", t0=0.0):
     rec = {"e": "end", "i": i, "status": status, "lines": self._new_lines(),
@@ -396,6 +478,7 @@ class Harness:
       rec["error"] = error[:self.limit]
     # In stop-at-first-failure mode the judge must see each verdict at once to stop the rest.
     self.report.send(rec, flush=bool(self.job.get("stop_at_first_failure")))
+    self.current = None
 
   def _fail_setup(self, exc):
     text, _ = _error_text(exc, self._untrusted, self.limit)
@@ -410,6 +493,8 @@ class Harness:
     self.n_units = int(job["n_units"])
     self.hits = [0] * self.n_units
     _bind_threading()
+    _set_handler(_SIGALRM, _SIG_IGN)  # see _untrusted
+    self._arm(float(job["sent_tm"]) + self.timeout_s)  # set-up counts as part of test 0
     if kind == "stdio":
       self._run_stdio(code)
     elif kind == "call":
@@ -466,7 +551,7 @@ class Harness:
       sys.stdin = _TextIOWrapper(_BufferedReader(_FileIO(0, "r", closefd=False)),
                                  encoding="utf-8", errors="replace")
       out_fd, out = self._capture(i)
-      self.report.send({"e": "start", "i": i})
+      self._start(i)
       t0 = _perf()
       ns = {"__name__": "__main__", "__builtins__": builtins}
       exec(_APPS_HEADER_CODE, ns)  # pylint: disable=exec-used
@@ -503,7 +588,7 @@ class Harness:
     fn_name = self.job["fn_name"]
     args_all = self.job["inputs"]
     for i, args in enumerate(args_all):
-      self.report.send({"e": "start", "i": i})
+      self._start(i)
       t0 = _perf()
       args = _plain(args)  # a fresh copy per test: programs may mutate their arguments
       out, exc = self._untrusted(self._call, ns, fn_name, args)
@@ -598,7 +683,7 @@ class Harness:
     if exc is not None:
       self._fail_setup(exc)
       return
-    self.report.send({"e": "start", "i": 0})
+    self._start(0)
     t0 = _perf()
     if entry not in ns:
       self._end(0, "error", error=f"NameError: name {entry!r} is not defined", t0=t0)
@@ -620,7 +705,7 @@ class Harness:
           self._fail_setup(exc)
           return
         continue
-      self.report.send({"e": "start", "i": i})
+      self._start(i)
       t0 = _perf()
       _, exc = self._untrusted(exec, code, tns)
       if exc is None:
@@ -676,7 +761,7 @@ def read_job(job_fd: int) -> tuple[dict, bytes]:
 def child_main(job: dict, blob: bytes, report_fd: int, nonce: str, set_trusted,
                limit_files) -> None:
   """Entry of a sandboxed child once confined: run the job, report, exit."""
-  report = _Reporter(report_fd, nonce)
+  report = _Reporter(report_fd, nonce, float(job["sent_tm"]))
   try:
     job["limit_files"] = limit_files
     Harness(job, report, set_trusted).run(blob)

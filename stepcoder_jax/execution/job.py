@@ -29,6 +29,13 @@ class ExecResult:
   Line numbers are 1-based in the completion's own coordinates: line 1 is the program line that
   holds the completion's first character. ``prefix_executed_lines`` are in the prefix's (= the
   program's) coordinates and only count lines wholly before the completion.
+
+  ``coverage_state`` says what the lines mean for FGO. ``"measured"``: the program ran under
+  coverage and reported it (up to a kill, see ``harness``), so an empty ``executed_lines`` means
+  the completion was never reached. ``"none"``: nothing was measured (a compile error, coverage
+  off, or a hard kill before the first report), so the lines say nothing about dead code.
+  ``warnings``: what Python's parser and compiler warned about the program (SyntaxWarning,
+  invalid escapes), at most ``harness.MAX_WARNINGS``; recorded here instead of printed.
   """
   outcome: str
   reward: float
@@ -39,6 +46,8 @@ class ExecResult:
   prefix_executed_lines: list[int] = dataclasses.field(default_factory=list)
   error: str = ""
   duration_s: float = 0.0
+  coverage_state: str = "none"
+  warnings: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def passed(self) -> bool:

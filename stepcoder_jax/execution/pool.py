@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from stepcoder_jax.execution import lines as lines_mod
+from stepcoder_jax.execution import sandbox, workdirs
 from stepcoder_jax.execution.config import ExecutionConfig, RewardConfig
 from stepcoder_jax.execution.job import ExecResult, Job, count_tests, job_message
 from stepcoder_jax.execution.reward import reward as reward_of
@@ -42,20 +43,31 @@ def _cfg_dict(cfg: ExecutionConfig) -> dict:
   d = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
   d["preload_modules"] = list(d["preload_modules"])
   d["import_on_demand"] = list(d["import_on_demand"])
+  d["env_allowlist"] = list(d["env_allowlist"])
+  d["extra_env"] = dict(d["extra_env"] or {})
   return d
+
+
+# Passed to a worker (it may need them to start its interpreter) but never to its programs.
+_WORKER_START_VARS = ("LD_LIBRARY_PATH",)
+
+
+def _worker_env(cfg: dict) -> dict[str, str]:
+  """A worker's environment: what its programs get, plus what starts the interpreter. Never the
+  pool's whole environment: a worker's initial environment block is inherited, as memory, by
+  every program forked from it."""
+  env = sandbox.program_env(cfg, os.environ)
+  env.update({k: os.environ[k] for k in _WORKER_START_VARS if k in os.environ})
+  env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + os.environ["PYTHONPATH"]
+                                     if os.environ.get("PYTHONPATH") else "")
+  return env
 
 
 class _WorkerProc:
   """One worker interpreter and its framed pipe protocol."""
 
   def __init__(self, cfg: dict, start_timeout_s: float = 120.0):
-    env = dict(os.environ)
-    # One BLAS thread in programs that use numpy: a thread pool per program would count against
-    # RLIMIT_NPROC and its buffers against RLIMIT_AS.
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-      env.setdefault(var, "1")
-    env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + env["PYTHONPATH"]
-                                       if env.get("PYTHONPATH") else "")
+    env = _worker_env(cfg)
     self.proc = subprocess.Popen(
         [sys.executable, "-c", "import sys; from stepcoder_jax.execution.worker import main; "
          "sys.exit(main())"], stdin=subprocess.PIPE,
@@ -168,6 +180,7 @@ class ExecutionPool:
     self._closed = True
     self.replaced = 0  # workers replaced after dying or hanging (for tests and logs)
     self._window = 2
+    self._root = workdirs.sandbox_root(self.cfg.sandbox_root)
 
   # -- lifecycle -----------------------------------------------------------------------------------
   def __enter__(self) -> "ExecutionPool":
@@ -181,6 +194,7 @@ class ExecutionPool:
     if not self._closed:
       return
     cfgd = _cfg_dict(self.cfg)
+    workdirs.remove_stale(self._root)  # left by workers of earlier pools that were killed
     with concurrent.futures.ThreadPoolExecutor(self.num_workers) as ex:
       self._workers = list(ex.map(lambda _: _WorkerProc(cfgd), range(self.num_workers)))
     self._closed = False
@@ -203,6 +217,7 @@ class ExecutionPool:
       if w is not None:
         w.close()
     self._workers = []
+    workdirs.remove_stale(self._root)  # our workers' directories: their owners have exited
 
   @property
   def worker_pids(self) -> list[int]:
@@ -231,6 +246,7 @@ class ExecutionPool:
     old = self._workers[k]
     if old is not None:
       old.kill()
+      workdirs.remove_stale(self._root)  # what its programs left, unless a namespace held it
     self._workers[k] = None
     self.replaced += 1
     self._workers[k] = _WorkerProc(_cfg_dict(self.cfg))
@@ -324,4 +340,6 @@ class ExecutionPool:
         executable_lines=executable,
         prefix_executed_lines=pre_exec,
         error=str(raw.get("error", "")),
-        duration_s=float(raw.get("duration_s", 0.0)))
+        duration_s=float(raw.get("duration_s", 0.0)),
+        coverage_state=str(raw.get("coverage_state", "none")),
+        warnings=[str(w) for w in raw.get("warnings", ())])

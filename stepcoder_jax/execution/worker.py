@@ -27,11 +27,14 @@ import struct
 import sys
 import time
 
-from stepcoder_jax.execution import compare, harness, sandbox, zygote
+from stepcoder_jax.execution import compare, harness, mounts, sandbox, workdirs, zygote
 from stepcoder_jax.execution import lines as lines_mod
 
 _HDR = struct.Struct(">I")
 _MAX_RECORD_BYTES = 8 << 20
+# How long after a time limit the worker waits for the child's own timeout record (its coverage
+# so far) before the SIGKILL: the child's timer fires at the limit (harness._untrusted).
+_FLUSH_GRACE_S = 0.2
 
 
 def read_frame(fd: int) -> bytes | None:
@@ -82,7 +85,19 @@ class Worker:
     if self.is_root:
       base = int(cfg.get("sandbox_uid_base", 200000))
       self.uid = base + int.from_bytes(os.urandom(4), "little") % (1 << 20)
-    self.netns = sandbox.enter_netns() if cfg.get("network_namespace", True) else "off"
+    want_net, want_mnt = cfg.get("network_namespace", True), cfg.get("mount_namespace", True)
+    may_unshare = self.is_root or ((want_net or want_mnt) and sandbox.own_user_namespace())
+    self.netns = "off" if not want_net else sandbox.enter_netns() if may_unshare else "no-netns"
+    self.sandbox_root = workdirs.sandbox_root(cfg.get("sandbox_root"))
+    self.workdir = workdirs.create(self.sandbox_root)
+    self.files = "off"  # then "capped", "capped, private root" or why not
+    if want_mnt:
+      try:
+        mounts.cap_directory(self.workdir, cfg["max_dir_mb"], cfg["max_dir_files"])
+        self.files = "capped"
+      except OSError as e:
+        self.files = f"no mount namespace: {e}"
+    self.program_env = sandbox.program_env(cfg, os.environ)
     self.subreaper = sandbox.become_subreaper()
     self.nproc = None
     if self.is_root or cfg.get("allow_fork"):
@@ -95,10 +110,6 @@ class Worker:
         importlib.import_module(name)
       except ImportError:
         pass
-    root = cfg.get("sandbox_root")
-    if not root:
-      root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else os.environ.get("TMPDIR", "/tmp")
-    self.sandbox_root = root
     exec(harness._APPS_HEADER_CODE, {})  # pylint: disable=exec-used,protected-access
     import socket  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     # (importable in programs, so that the sandbox, not a missing file, refuses the network)
@@ -109,11 +120,19 @@ class Worker:
         name for name in sys.modules
         if name.startswith(("stepcoder_jax", "ctypes", "multiprocessing")) or name in (
             "__main__", "_ctypes", "_posixsubprocess", "subprocess"))
-    self.zygote = zygote.Zygote(self._child_setup)
+    self.zygote = zygote.Zygote(self._child_setup,
+                                self._private_root if self.files == "capped" else None)
+    if self.files == "capped":
+      self.files += ", " + self.zygote.prepared
+
+  def _private_root(self) -> str:
+    """Runs once in the zygote: its children see only the interpreter and the workdir."""
+    mounts.private_root(self.workdir)
+    return "private root"
 
   # -- children ----------------------------------------------------------------------------------
   def prefork(self) -> None:
-    sandbox_dir = os.path.join(self.sandbox_root, "scj-" + os.urandom(8).hex())
+    sandbox_dir = os.path.join(self.workdir, os.urandom(8).hex())
     os.mkdir(sandbox_dir, 0o700)
     if self.uid is not None:
       os.chown(sandbox_dir, self.uid, self.uid)
@@ -125,7 +144,7 @@ class Worker:
     except zygote.ZygoteDied:
       for fd in (job_w, rep_r):
         os.close(fd)
-      _rmtree(sandbox_dir)
+      workdirs.rmtree(sandbox_dir)
       raise
     finally:
       os.close(job_r)
@@ -140,6 +159,8 @@ class Worker:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
       signal.signal(sig, signal.SIG_DFL)
     os.chdir(sandbox_dir)
+    os.environ.clear()  # (the worker's own environment is already the allowlisted one)
+    os.environ.update(self.program_env, HOME=sandbox_dir, TMPDIR=sandbox_dir)
     # Private fds at random high numbers (above RLIMIT_NOFILE), everything else closed.
     jfd = 300 + int.from_bytes(os.urandom(2), "little") % 350
     rfd = 650 + int.from_bytes(os.urandom(2), "little") % 350
@@ -167,6 +188,8 @@ class Worker:
     sandbox.set_limits(cfg)
     if self.uid is not None:
       sandbox.drop_privileges(self.uid)
+    else:
+      sandbox.drop_capabilities()  # those held in the worker's user namespace
     # After the uid change, which clears it: die with the zygote (a worker the pool kills must
     # not leave a sleeping program behind).
     sandbox.die_with_parent()
@@ -210,46 +233,64 @@ class Worker:
     job["max_error_chars"] = cfg["max_error_chars"]
     job.setdefault("coverage", cfg["coverage"])
     job["stop_at_first_failure"] = bool(cfg.get("stop_at_first_failure"))
-    blob, units, compile_error, setup_error = harness.prepare(
+    blob, units, compile_error, setup_error, warned = harness.prepare(
         job, bool(job["coverage"]), cfg.get("import_on_demand", ()))
+    warned = [w[:cfg["max_error_chars"]] for w in warned]
     if blob is None:  # nothing to run: no child is used
       _, executable = _coverage(units, ())
       outcome, error = (("compile_error", compile_error) if compile_error is not None
                         else ("runtime_error", setup_error))
       return {"outcome": outcome, "tests_passed": 0, "tests_total": n, "executed": [],
-              "executable": sorted(executable), "error": error[:cfg["max_error_chars"]],
-              "duration_s": time.perf_counter() - t0}
+              "executable": sorted(executable), "coverage_state": "none", "warnings": warned,
+              "error": error[:cfg["max_error_chars"]], "duration_s": time.perf_counter() - t0}
     if self.child is None:
       self.prefork()
     child, self.child = self.child, None
     verdicts: list[str | None] = [None] * n
     errors: list[str] = []
     traced: set[int] = set()  # ids of the statement units that ran
-    state = {"setup_error": None, "done": False, "current": None,
-             "bad": None, "stop": False, "last_done": None}
+    state = {"setup_error": None, "done": False, "current": None, "bad": None, "stop": False,
+             "last_done": None, "timeout": False, "measured": False}
     rel, abs_ = cfg["float_rel_tol"], cfg["float_abs_tol"]
+
+    def cover(rec: dict) -> None:
+      traced.update(int(x) for x in rec.get("lines", []))
+      state["measured"] = True
 
     def on_record(rec: dict) -> None:
       e = rec.get("e")
+      if state["timeout"]:
+        return  # what ran past the time limit does not count
       if e == "setup_error":
         state["setup_error"] = str(rec.get("error", "error"))
-        traced.update(int(x) for x in rec.get("lines", []))
+        cover(rec)
+      elif e == "timeout":  # the child's timer: the limit passed in the test it names
+        i = rec.get("i")
+        if (None if i is None else int(i)) != state["current"]:
+          raise ValueError("timeout in a test that is not running")
+        state["timeout"] = True
+        cover(rec)
       elif e == "start":
         i = int(rec["i"])
         if not 0 <= i < n:
           raise ValueError("test index out of range")
         state["current"] = i
-        state["last_tm"] = max(state["last_tm"], float(rec.get("tm", 0.0)))
+        state["start_tm"] = float(rec.get("tm", 0.0))
+        state["last_tm"] = max(state["last_tm"], state["start_tm"])
       elif e == "end" and state["stop"]:
         return  # tests after the first failure do not count
       elif e == "end":
         i = int(rec["i"])
         if not 0 <= i < n or state["current"] != i:
           raise ValueError("unexpected test end")
+        cover(rec)
+        end_tm = float(rec.get("tm", 0.0))
+        if end_tm > min(state["start_tm"] + cfg["timeout_s"], job["deadline_tm"]):
+          state["timeout"] = True  # it ended past its limit (the program caught the interrupt)
+          return
         state["current"] = None
         state["last_done"] = i
-        state["last_tm"] = max(state["last_tm"], float(rec.get("tm", 0.0)))
-        traced.update(int(x) for x in rec.get("lines", []))
+        state["last_tm"] = max(state["last_tm"], end_tm)
         status = rec.get("status")
         if status == "ok" and kind == "stdio":
           status = "ok" if compare.stdio_equal(str(rec.get("out", "")), expected[i], rel, abs_) \
@@ -277,17 +318,20 @@ class Worker:
       else:
         raise ValueError("unknown record")
 
+    deadline = t0 + cfg["program_timeout_s"]
+    mono_to_perf = time.perf_counter() - time.monotonic()
+    # The running test (or the setup before test 0) started at the latest start the child
+    # reported, or when the job was sent; the child reports with at most 50 ms of delay. The
+    # child's timer uses the same clock and limits.
+    job.update(timeout_s=cfg["timeout_s"], deadline_tm=deadline - mono_to_perf,
+               sent_tm=time.monotonic())
+    state["last_tm"] = job["sent_tm"]
     payload = harness.job_frame(job, blob)
     try:
       _write_all(child.job_w, payload)
     except OSError:
       state["bad"] = "sandbox process died before the job started"
     os.close(child.job_w)
-    deadline = t0 + cfg["program_timeout_s"]
-    # The running test (or the setup before test 0) started at the latest event the child
-    # reported, or when the job was sent; the child reports with at most 50 ms of delay.
-    state["last_tm"] = time.monotonic()
-    mono_to_perf = time.perf_counter() - time.monotonic()
     timed_out = False
     poller = select.poll()
     poller.register(child.rep_r, select.POLLIN)
@@ -323,13 +367,16 @@ class Worker:
         if state["bad"]:
           return True
 
+    def limit() -> float:
+      return min(deadline, state["last_tm"] + mono_to_perf + cfg["timeout_s"])
+
     while True:
       now = time.perf_counter()
-      dl = min(deadline, state["last_tm"] + mono_to_perf + cfg["timeout_s"])
+      dl = limit() + _FLUSH_GRACE_S  # the child's timeout record did not come: SIGKILL
       if now >= dl:
         timed_out = True
         break
-      if state["stop"] or state["bad"] or state["done"]:
+      if state["stop"] or state["bad"] or state["done"] or state["timeout"]:
         break  # a finished child is killed, not awaited: its exit is slow and proves nothing
       events = poller.poll(max(1, int((dl - now) * 1000) + 1))
       fds = {fd for fd, _ in events}
@@ -340,6 +387,9 @@ class Worker:
         if child.pid in self.zygote.exited:
           read_available()  # whatever it wrote before exiting; descendants may hold the pipe
           break
+    if state["timeout"] or (not (state["done"] or state["stop"] or state["bad"])
+                            and time.perf_counter() >= limit()):
+      timed_out = True  # its timer fired, or it ended past its time limit, whatever ended it
     current = state["current"]
     if timed_out and current is None:
       # Reports lag up to 50 ms: it was in the test after the last one it reported.
@@ -352,45 +402,25 @@ class Worker:
     if self.cfg.get("allow_fork"):
       self._reap_uid()
     os.close(child.rep_r)
-    _rmtree(child.sandbox_dir)
+    workdirs.rmtree(child.sandbox_dir)
     duration = time.perf_counter() - t0
 
     signum = os.WTERMSIG(status) if status is not None and os.WIFSIGNALED(status) else None
     outcome, error = _decide(state, verdicts, errors, timed_out, current, signum, cfg)
     passed = sum(v == "pass" for v in verdicts)
     executed, executable = _coverage(units, traced)
+    measured = "measured" if job["coverage"] and state["measured"] else "none"
     return {"outcome": outcome, "tests_passed": passed, "tests_total": n,
             "executed": sorted(executed), "executable": sorted(executable),
+            "coverage_state": measured, "warnings": warned,
             "error": error[:cfg["max_error_chars"]], "duration_s": duration}
 
   def close(self) -> None:
     if self.child is not None:
       self._kill(self.child)
-      _rmtree(self.child.sandbox_dir)
+      workdirs.rmtree(self.child.sandbox_dir)
       self.child = None
     self.zygote.close()  # it kills whatever it still runs, then exits
-
-
-def _rmtree(path: str) -> None:
-  """Remove a sandbox directory without following links (no shutil: see module docstring)."""
-  try:
-    os.chmod(path, 0o700)  # a program may have made its own subdirectories unreadable
-    with os.scandir(path) as it:
-      entries = list(it)
-  except OSError:
-    entries = []
-  for e in entries:
-    try:
-      if e.is_dir(follow_symlinks=False):
-        _rmtree(e.path)
-      else:
-        os.unlink(e.path)
-    except OSError:
-      pass
-  try:
-    os.rmdir(path)
-  except OSError:
-    pass
 
 
 def _decide(state, verdicts, errors, timed_out, current, signum, cfg) -> tuple[str, str]:
@@ -460,6 +490,7 @@ def main() -> int:
   worker = Worker(json.loads(first))
   worker.prefork()
   write_frame(out_fd, json.dumps({"ready": True, "netns": worker.netns, "uid": worker.uid,
+                                  "dir": worker.workdir, "files": worker.files,
                                   "pid": os.getpid()}).encode())
   try:
     return _serve(worker, in_fd, out_fd)
