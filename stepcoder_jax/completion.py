@@ -88,24 +88,19 @@ def token_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[i
   pieces) shows as U+FFFD until complete; the token that completes it re-covers it, so both
   tokens touch the character.
 
-  Linear cost: the text is extended by decoding a window from the last *settled* token (one
-  whose prefix text ends in a complete character), starting at the last ordinary token before it
-  (not special, not a byte-fallback piece), so decoder rules that depend on the first token
-  (SentencePiece drops the leading space of a text) apply to both sides of the difference alike.
-  Where a decoder rewrites earlier text anyway (a byte-fallback run that turns out invalid), the
-  window's start no longer matches and that one token is decoded from the start instead.
+  Linear cost: the text after k tokens is `base + decode(ids[ctx:k])`, a short window. Whenever
+  the text is settled (it ends in a complete character), the window start moves up to the last
+  ordinary token (not special, not a byte-fallback piece): `base` is then the settled text minus
+  that token's own decoding, so decoder rules that depend on the first token (SentencePiece drops
+  the leading space of a text) cancel out, and a run of byte-fallback pieces, which the decoder
+  reads as a unit (an invalid run turns every byte into U+FFFD), always lies inside the window.
   """
   ids = [int(t) for t in ids]
   anchors = _anchor_tokens(tokenizer, ids)
   text, offsets = "", []
-  settled_text = ""                # decode(ids[:k]) at the last k whose text was complete
-  ctx, ctx_text = 0, ""            # window start and decode(ids[ctx:settled])
+  ctx, base = 0, ""  # window start, and decode(ids[:ctx]) as it stands in the full text
   for k in range(1, len(ids) + 1):
-    window = _decode(tokenizer, ids[ctx:k])
-    if window.startswith(ctx_text):
-      cur = settled_text + window[len(ctx_text):]
-    else:  # a decoder that rewrites its context: fall back to the exact prefix
-      cur = _decode(tokenizer, ids[:k])
+    cur = base + _decode(tokenizer, ids[ctx:k])
     if cur.startswith(text):
       start = len(text)
     else:  # a character still incomplete at k - 1: re-anchor at the first difference
@@ -114,10 +109,11 @@ def token_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[i
         start += 1
     offsets.append((start, len(cur)))
     text = cur
-    if not text.endswith(_REPLACEMENT):
-      settled_text = text
-      back = next((j for j in range(k - 1, -1, -1) if anchors[j]), 0)
-      ctx, ctx_text = back, _decode(tokenizer, ids[back:k])
+    if not text.endswith(_REPLACEMENT):  # settled: move the window up to the last anchor
+      back = next((j for j in range(k - 1, ctx, -1) if anchors[j]), ctx)
+      tail = _decode(tokenizer, ids[back:k])
+      if back > ctx and text.endswith(tail):
+        ctx, base = back, text[:len(text) - len(tail)]
   return text, offsets
 
 

@@ -14,9 +14,9 @@ Recompilation is rare because the prompt length is padded to a power of two (at 
 `max_new_tokens`, the temperature and top_p are traced scalars (only greedy-or-not, top_k and
 top-p-on-or-off are compiled in). Every trace (= compile) is logged and counted.
 
-Host side: `generate_text(model, tokenizer, prompts, cfg)` tokenizes, left-pads, samples, applies
-stop strings (truncate the text before the first stop string and the tokens after the token that
-completed it) and decodes.
+Host side: `generate_text(model, tokenizer, prompts, cfg)` tokenizes, left-pads, samples, and
+cuts each response with `completion.cut` (the text before the first stop string, the tokens
+through the one that completed it), the one cut shared with training and evaluation.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from stepcoder_jax import completion
 from stepcoder_jax.models.config import SamplingConfig
 from stepcoder_jax.models.decoder import left_pad_positions
 
@@ -232,7 +233,8 @@ class Completion:
   """One generated completion.
 
   Attributes:
-    text: decoded text, without the EOS token, cut before the first stop string.
+    text: decoded text without special tokens, cut before the first stop string (one that
+      starts in the prompt counts too): `completion.cut`, as in training and evaluation.
     token_ids: generated ids (EOS included if drawn; cut after the token completing a stop
       string).
     logprobs: per token, log-prob under the model at temperature 1.
@@ -244,40 +246,9 @@ class Completion:
   finish_reason: str
 
 
-def _first_stop(text: str, stops: Sequence[str]) -> int:
-  hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-  return min(hits) if hits else -1
-
-
-def apply_stop_strings(tokenizer, ids: list[int], stops: Sequence[str]) -> tuple[str, int, bool]:
-  """(text cut before the first stop string, token count to keep, whether a stop was found).
-
-  The kept tokens are the shortest prefix whose decoded text already contains a stop string, so
-  the tokens that spelled the stop remain part of the response (the policy did emit them).
-  """
-  text = tokenizer.decode(ids, skip_special_tokens=False)
-  cut = _first_stop(text, stops)
-  if cut < 0:
-    return text, len(ids), False
-  lo, hi = 1, len(ids)  # smallest k with a stop in decode(ids[:k]); containment grows with k
-  while lo < hi:
-    mid = (lo + hi) // 2
-    if _first_stop(tokenizer.decode(ids[:mid], skip_special_tokens=False), stops) >= 0:
-      hi = mid
-    else:
-      lo = mid + 1
-  return text[:cut], lo, True
-
-
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
   """Token ids per prompt with the tokenizer's own special tokens (e.g. Gemma's BOS)."""
-  rows = [list(tokenizer(p)["input_ids"]) for p in prompts]
-  for i, r in enumerate(rows):
-    if not r:
-      if tokenizer.bos_token_id is None:
-        raise ValueError(f"prompt {i} is empty and the tokenizer has no BOS token")
-      r.append(tokenizer.bos_token_id)
-  return rows
+  return [completion.encode(tokenizer, p) for p in prompts]
 
 
 def eos_ids_for(model_cfg, tokenizer) -> tuple[int, ...]:
@@ -321,14 +292,7 @@ def generate_text(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig 
   results = []
   for i in range(len(prompts)):
     n = int(out.lengths[i])
-    ids = [int(t) for t in out.tokens[i, :n]]
-    lps = [float(x) for x in out.logprobs[i, :n]]
-    ended = bool(out.finished[i])
-    text_ids = ids[:-1] if ended else ids  # the EOS token is not text
-    text, keep, stopped = apply_stop_strings(tokenizer, text_ids, cfg.stop_strings)
-    if stopped:
-      ids, lps, reason = ids[:keep], lps[:keep], "stop"
-    else:
-      reason = "eos" if ended else "length"
-    results.append(Completion(text=text, token_ids=ids, logprobs=lps, finish_reason=reason))
+    c = completion.cut(tokenizer, out.tokens[i, :n], cfg.stop_strings, eos, context=prompts[i])
+    lps = [float(x) for x in out.logprobs[i, :len(c.ids)]]
+    results.append(Completion(text=c.text, token_ids=c.ids, logprobs=lps, finish_reason=c.finish))
   return results

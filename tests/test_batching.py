@@ -43,17 +43,22 @@ def test_place_response_values_and_too_long_prompt():
 
 def test_cut_response_stops_at_eos_and_stop_strings_including_across_the_prompt():
   from stepcoder_jax.models.tokenizer import tiny_tokenizer
-  from stepcoder_jax.rl import rollout
+  from stepcoder_jax import completion
   tok = tiny_tokenizer()
   ids = tok("    return x\n```\nmore", add_special_tokens=False)["input_ids"]
-  kept, text, offs = rollout.cut_response(tok, ids, ("\n```",), (tok.eos_token_id,))
+  c = completion.cut(tok, ids, ("\n```",), (tok.eos_token_id,))
+  kept, text, offs = c.ids, c.text, c.offsets
+  assert c.finish == "stop"
   assert text == "    return x"
   assert tok.decode(kept).startswith("    return x\n```") and len(kept) < len(ids)
   assert len(offs) == len(kept)
   # a prompt ending in a newline, then the closing fence at once: an empty answer
   ids = tok("```\nprint(1)", add_special_tokens=False)["input_ids"]
-  kept, text, _ = rollout.cut_response(tok, ids, ("\n```",), (), context="def f(x):\n")
+  c = completion.cut(tok, ids, ("\n```",), (), context="def f(x):\n")
+  kept, text = c.ids, c.text
   assert text == "" and tok.decode(kept).startswith("```") and len(kept) < len(ids)
   ids = tok("    return 1", add_special_tokens=False)["input_ids"] + [tok.eos_token_id, 5, 6]
-  kept, text, _ = rollout.cut_response(tok, ids, ("\n```",), (tok.eos_token_id,))
+  c = completion.cut(tok, ids, ("\n```",), (tok.eos_token_id,))
+  kept, text = c.ids, c.text
+  assert c.finish == "eos"
   assert kept[-1] == tok.eos_token_id and text == "    return 1"

@@ -14,6 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
     (["--gin.no_such.thing=1"], "no_such"),
     (["--gin.train.problems_per_iteration=3"], "3 rows is not divisible by ppo.minibatches"),
     (["--gin.train.max_prompt_tokens=16"], "longer than train.max_prompt_tokens=16"),
+    # PPO scores log-probs at temperature 1 without top-k/top-p (issue 10.7)
+    (["--gin.train.temperature=0.7"], "gin train.temperature: 0.7 is not supported"),
+    (["--gin.train.top_p=0.9"], "gin train.top_p: 0.9 is not supported"),
+    (["--gin.train.top_k=40"], "gin train.top_k: 40 is not supported"),
+    # FGO masks come from coverage: without it they would silently be ones (issue 10.5)
+    (["--gin.execution.coverage=False"], "fgo.enabled = True needs execution.coverage = True"),
 ])
 def test_bad_training_configuration_is_one_line_exit_2(tmp_path, flags, message):
   env = dict(os.environ, STEPCODER_JAX_CACHE=str(tmp_path / "cache"))

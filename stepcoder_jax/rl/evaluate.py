@@ -1,9 +1,10 @@
 """Evaluation: sample n completions per problem, judge them, report pass@k and greedy pass@1.
 
 Each problem's prompt is `build_prompt(problem, prefix='')` (the question plus the starter code,
-as in RL at the last curriculum stage s* = 0). The sampler completes it; the completion is cut at
-the style's stop strings and the program judged is `code_prefix + completion`, exactly as in
-training (`execution.Job(problem, completion, prefix=code_prefix)`).
+as in RL at the last curriculum stage s* = 0). The sampler completes it; the response is cut by
+`completion.cut` (EOS, the style's stop strings, special tokens dropped), the same function
+training uses, and the program judged is `code_prefix + completion`, exactly as in training
+(`execution.Job(problem, completion, prefix=code_prefix)`).
 
 Samples: with temperature 0 the n samples would be identical, so one greedy sample is drawn and
 it is both the n = 1 sample set and the greedy pass@1 verdict. With temperature > 0, n samples
@@ -26,6 +27,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+from stepcoder_jax import completion
 from stepcoder_jax import eval as eval_lib
 from stepcoder_jax.data import prompts as prompts_lib
 from stepcoder_jax.data.record import Problem
@@ -84,13 +86,22 @@ def effective_samples(cfg: EvalConfig) -> tuple[int, tuple[int, ...], bool]:
   return n, ks, (cfg.greedy and not greedy_only)
 
 
-def _encode(tokenizer, parts: prompts_lib.PromptParts) -> list[int]:
-  return list(tokenizer(parts.text, add_special_tokens=parts.add_special_tokens)["input_ids"])
+Row = tuple[int, list[int], prompts_lib.PromptParts]  # (row id, prompt ids, prompt)
 
 
-def _sample(model, tokenizer, rows: list[tuple[int, list[int], tuple[str, ...]]],
-            cfg: EvalConfig, temperature: float, seed: int) -> Iterator[dict[int, str]]:
-  """Completion texts of (row id, prompt ids, stop strings) rows, one dict per sampler batch.
+def sampled_texts(tokenizer, res, rows: Sequence[Row], eos_ids: Sequence[int]) -> dict[int, str]:
+  """The judged text of each sampled row (`res`: a SampleOutput whose row i is rows[i]), cut by
+  `completion.cut` exactly as training cuts its rollouts, so a sample is judged alike in both."""
+  out = {}
+  for i, (row_id, _, parts) in enumerate(rows):
+    toks = res.tokens[i, :int(res.lengths[i])]
+    out[row_id] = completion.cut(tokenizer, toks, parts.stop, eos_ids, context=parts.text).text
+  return out
+
+
+def _sample(model, tokenizer, rows: list[Row], cfg: EvalConfig, temperature: float,
+            seed: int) -> Iterator[dict[int, str]]:
+  """Completion texts of (row id, prompt ids, prompt) rows, one dict per sampler batch.
 
   Batches have a fixed size (the last one padded by repetition) and share one prompt bucket, so
   the sampler compiles once per temperature. Yielding per batch lets the caller start judging a
@@ -116,14 +127,7 @@ def _sample(model, tokenizer, rows: list[tuple[int, list[int], tuple[str, ...]]]
     chunk = rows[start:start + bs]
     ids = [r[1] for r in chunk] + [chunk[0][1]] * (bs - len(chunk))
     res = sampling.generate_ids(model, ids, scfg, jax.random.fold_in(key, b), eos, pad)
-    out: dict[int, str] = {}
-    for i, (row_id, _, stop) in enumerate(chunk):
-      n = int(res.lengths[i])
-      toks = [int(t) for t in res.tokens[i, :n]]
-      if res.finished[i] and toks:
-        toks = toks[:-1]  # the EOS token is not text
-      out[row_id], _, _ = sampling.apply_stop_strings(tokenizer, toks, stop)
-    yield out
+    yield sampled_texts(tokenizer, res, chunk, eos)
 
 
 def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, pool, *,
@@ -153,7 +157,7 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
   prompts = [prompts_lib.build_prompt(p, tokenizer, prefix="", style=cfg.prompt_style,
                                       max_question_tokens=max(16, cfg.max_prompt_tokens * 3 // 4))
              for p in problems]
-  prompt_ids = [_encode(tokenizer, parts) for parts in prompts]
+  prompt_ids = [completion.encode_prompt(tokenizer, parts) for parts in prompts]
   too_long = {i for i, ids in enumerate(prompt_ids) if len(ids) > cfg.max_prompt_tokens}
   if too_long:
     _log.warning("eval: %d prompt(s) longer than %d tokens count as failures: %s", len(too_long),
@@ -167,9 +171,9 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
                                                     prompts[i].stop)
         for i in sampled for s in range(per_problem)}]
   else:
-    temp_rows = [(i * per_problem + s, prompt_ids[i], prompts[i].stop)
+    temp_rows = [(i * per_problem + s, prompt_ids[i], prompts[i])
                  for i in sampled for s in range(n)]
-    greedy_rows = [(i * per_problem + n, prompt_ids[i], prompts[i].stop)
+    greedy_rows = [(i * per_problem + n, prompt_ids[i], prompts[i])
                    for i in sampled] if extra_greedy else []
     chunks = itertools.chain(
         _sample(model, tokenizer, temp_rows, cfg, max(cfg.temperature, 0.0), cfg.seed),

@@ -17,6 +17,7 @@ from stepcoder_jax.data.config import DatasetConfig
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.execution.config import ExecutionConfig
 from stepcoder_jax.models.config import ModelSpec
+from stepcoder_jax.rl import fgo
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
 from stepcoder_jax.rl.train_config import EvalConfig, TrainConfig
 
@@ -98,6 +99,10 @@ def train(cfg: TrainConfig | None = None, *, model: str | None = None,
 
   sharding.distributed_init(DistributedConfig())  # before anything touches the devices
   cfg = cfg or TrainConfig()
+  # Configuration errors before loading anything (the Trainer checks again for direct callers).
+  cfg.check_sampling()
+  exec_cfg = pool.cfg if pool is not None else ExecutionConfig()
+  fgo.check_config(FGOConfig().enabled, exec_cfg.coverage)
   dc = DatasetConfig()
   problems = problems if problems is not None else load_split(
       dc.train_split, dataset, data_dir, manual_dir, dc)

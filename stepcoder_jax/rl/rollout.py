@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from stepcoder_jax import completion
+from stepcoder_jax.completion import encode_prompt
 from stepcoder_jax.data import prompts as prompts_lib
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.rl import batching, fgo
@@ -30,12 +32,9 @@ class Item:
   response_ids: list[int] = dataclasses.field(default_factory=list)
   completion: str = ""                      # the text judged: response cut at a stop string
   offsets: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # per response token
+  finish: str = ""                          # completion.EOS | STOP | LENGTH (truncated)
   result: Any = None                        # execution.ExecResult
   padding: bool = False                     # a row only there to keep the batch divisible
-
-
-def encode_prompt(tokenizer, parts: prompts_lib.PromptParts) -> list[int]:
-  return list(tokenizer(parts.text, add_special_tokens=parts.add_special_tokens)["input_ids"])
 
 
 # A question is never cut below this many tokens to make a prompt fit: shorter, the task is gone;
@@ -140,60 +139,12 @@ def pad_items(items: list[Item], multiple: int) -> list[Item]:
                        prompt_ids=list(it.prompt_ids), padding=True) for it in sources]
 
 
-def token_offsets(tokenizer, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
-  """Decoded text of `ids` and each token's (start, end) char span in it.
-
-  Decodes growing prefixes, so it is right for any tokenizer (byte-level BPE, SentencePiece's
-  leading spaces, multi-token characters); a special token gets an empty span.
-  """
-  text, offsets, prev = "", [], ""
-  for k in range(1, len(ids) + 1):
-    cur = tokenizer.decode(list(ids[:k]), skip_special_tokens=True,
-                           clean_up_tokenization_spaces=False)
-    if not cur.startswith(prev):  # a character still incomplete at k - 1: re-anchor
-      common = 0
-      while common < min(len(cur), len(prev)) and cur[common] == prev[common]:
-        common += 1
-      start = common
-    else:
-      start = len(prev)
-    offsets.append((start, len(cur)))
-    prev = text = cur
-  return text, offsets
-
-
-def cut_response(tokenizer, ids: Sequence[int], stop: Sequence[str], eos_ids: Sequence[int],
-                 context: str = "") -> tuple[list[int], str, list[tuple[int, int]]]:
-  """Trim a sampled response: keep tokens through the first EOS or the end of the first stop
-  string (the policy is trained to emit them); the judged text ends before the stop string.
-
-  `context` is the end of the prompt: a stop string may start there (a prompt ending in a
-  newline, then a response opening with the closing fence is an empty answer, not code).
-  """
-  ids = list(ids)
-  for i, t in enumerate(ids):
-    if t in eos_ids:
-      ids = ids[:i + 1]
-      break
-  text, offsets = token_offsets(tokenizer, ids)
-  tail = context[-(max((len(x) for x in stop), default=1) - 1):] if stop and context else ""
-  joined = tail + text
-  cut, end = len(text), None
-  for x in stop:
-    j = joined.find(x)
-    if j != -1 and j - len(tail) < cut:
-      cut, end = max(0, j - len(tail)), j + len(x) - len(tail)
-  if end is not None:
-    keep = next((k + 1 for k, (_, b) in enumerate(offsets) if b >= end), len(ids))
-    ids, offsets = ids[:keep], offsets[:keep]
-  return ids, text[:cut], offsets
-
-
 def fill_responses(items: list[Item], responses: Sequence[Sequence[int]], tokenizer,
                    eos_ids: Sequence[int]) -> None:
+  """Cut each sampled response the one way evaluation and `generate` cut theirs."""
   for it, r in zip(items, responses):
-    it.response_ids, it.completion, it.offsets = cut_response(
-        tokenizer, r, it.prompt.stop, eos_ids, context=it.prompt.text)
+    c = completion.cut(tokenizer, r, it.prompt.stop, eos_ids, context=it.prompt.text)
+    it.response_ids, it.completion, it.offsets, it.finish = c.ids, c.text, c.offsets, c.finish
 
 
 def jobs(items: Sequence[Item]):
@@ -208,12 +159,25 @@ def pack(items: Sequence[Item], pad_id: int, prompt_len: int, response_len: int)
                        pad_id=pad_id, prompt_len=prompt_len, response_len=response_len)
 
 
+def coverage_measured(result) -> bool:
+  """Whether the judge measured line coverage of the run (`ExecResult.coverage_state`); results
+  without that field count as measured unless the program did not compile."""
+  state = getattr(result, "coverage_state", None)
+  return state == "measured" if state is not None else result.outcome != "compile_error"
+
+
+def truncated_rate(items: Sequence[Item]) -> float:
+  """Fraction of responses cut by max_new_tokens (no EOS, no stop string): a metric."""
+  return sum(it.finish == completion.LENGTH for it in items) / max(1, len(items))
+
+
 def rewards_and_masks(items: Sequence[Item], batch: dict[str, np.ndarray], prompt_len: int,
                       fgo_enabled: bool) -> dict[str, np.ndarray]:
   """Scalar rewards [B] and FGO masks [B, L] from the judged items."""
   rewards = np.array([it.result.reward for it in items], np.float32)
   masks = [fgo.token_mask(it.completion, it.offsets, it.result.executed_lines,
-                          it.result.executable_lines, it.result.outcome, enabled=fgo_enabled)
+                          it.result.executable_lines, it.result.outcome, enabled=fgo_enabled,
+                          coverage_measured=coverage_measured(it.result))
            for it in items]
   fgo_mask = batching.place_response_values(masks, batch["tokens"].shape[1], prompt_len,
                                             np.float32)
@@ -230,6 +194,7 @@ def summary(items: Sequence[Item], fgo_masks: np.ndarray | None = None,
                                  if items else 0.0}
   for o in ("passed", "failed", "runtime_error", "timeout", "compile_error"):
     out[f"outcome/{o}"] = sum(it.result.outcome == o for it in items) / n
+  out["truncated_rate"] = truncated_rate(items)
   if fgo_masks is not None and response_mask is not None:
     out["fgo_mask_density"] = float(fgo_masks.sum() / max(1.0, float(response_mask.sum())))
   return out

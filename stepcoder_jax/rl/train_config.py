@@ -22,6 +22,22 @@ class TrainConfig:
   eval_every: int = 0               # evaluate every N iterations and at the end (0: never)
   logprob_chunk: int = 128          # sequence chunk for log-probs (never [B, T, V] f32)
 
+  def check_sampling(self) -> None:
+    """Reject sampling knobs that PPO's scoring does not apply.
+
+    Old, reference and new log-probs are scored under the model itself (temperature 1, no
+    top-k/top-p). Sampling from another distribution would make PPO's ratio and KL compare
+    different policies, so training samples at temperature 1 (evaluation may use any). Called by
+    the trainer (not in __post_init__, where gin would add lines to the one-line error).
+    """
+    from stepcoder_jax.errors import UserError
+    for name, value, plain in (("temperature", self.temperature, 1.0), ("top_p", self.top_p, 1.0),
+                               ("top_k", self.top_k, 0)):
+      if value != plain:
+        raise UserError(f"gin train.{name}: {value!r} is not supported (training samples at "
+                        f"train.{name} = {plain!r}: PPO scores log-probs under the unmodified "
+                        f"policy; use eval.{name} for evaluation)")
+
 
 @gin.configurable("sft")
 @dataclasses.dataclass

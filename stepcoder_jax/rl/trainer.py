@@ -37,7 +37,7 @@ from stepcoder_jax import sharding
 from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.rl import batching, ppo, rollout, spmd
+from stepcoder_jax.rl import batching, fgo, ppo, rollout, spmd
 from stepcoder_jax.rl.cccs import Curriculum
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
 from stepcoder_jax.rl.train_config import TrainConfig
@@ -164,6 +164,7 @@ def make_sharded_ppo_step(policy_gd, value_gd, ppo_cfg: PPOConfig, placement: sp
 
 def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
   """Fail before compiling on a configuration that cannot run."""
+  cfg.check_sampling()
   rows = cfg.problems_per_iteration * cfg.samples_per_problem
   per = ppo_cfg.minibatches * ppo_cfg.grad_accum
   if rows % per:
@@ -208,6 +209,8 @@ class Trainer:
     self.cccs_cfg = cccs_cfg or CCCSConfig()
     self.fgo_cfg = fgo_cfg or FGOConfig()
     _check_config(self.cfg, self.ppo_cfg)
+    if pool is not None and hasattr(pool, "cfg"):
+      fgo.check_config(self.fgo_cfg.enabled, pool.cfg.coverage)
     if not problems:
       raise UserError("train: the training split has no problems")
     self.models = models
@@ -237,7 +240,8 @@ class Trainer:
     del state
     _log.info("mesh %s on %d process(es)", sharding.describe(self.mesh), jax.process_count())
     self.iteration = 0
-    self.eos_ids = tuple(models.cfg.eos_ids) or (self.tok.eos_token_id,)
+    from stepcoder_jax.sampling import eos_ids_for
+    self.eos_ids = eos_ids_for(models.cfg, self.tok)  # the same EOS set as eval and generate
     self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
     self.prompt_len = batching.bucket(self.cfg.max_prompt_tokens)
     self.response_len = batching.bucket(self.cfg.max_new_tokens)
@@ -331,6 +335,8 @@ class Trainer:
     step_metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
     # The curriculum sees every row's verdict, in global row order, on every process.
     rows = spmd.exchange_results(mine, rm["fgo_mask"], arrays["response_mask"], lo, hi, n)
+    truncated = spmd.gather_rows(np.asarray([[rollout.truncated_rate([it])] for it in mine],
+                                            np.float32), lo, hi, n)[:, 0]
     ignored = self.curriculum.ignored
     record_verdicts(self.curriculum, items, rows.passed)
     real = np.array([not item.padding for item in items])
@@ -339,6 +345,7 @@ class Trainer:
                rows, **{f.name: getattr(rows, f.name)[real] for f in dataclasses.fields(rows)})),
            **{f"ppo/{k}": v for k, v in step_metrics.items()},
            "prompts_skipped": len(prompt_report.skipped),
+           "truncated_rate": float(truncated[real].mean()) if real.any() else 0.0,
            "prompts_shortened": prompt_report.shortened,
            "cccs/stages_passed_over": prompt_report.stages_passed_over,
            "cccs/ignored_verdicts": self.curriculum.ignored - ignored,
