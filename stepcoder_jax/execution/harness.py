@@ -102,11 +102,12 @@ _FLUSH_EVERY_S = 0.05
 class _Reporter:
   """Writes nonce-tagged JSON lines to the private result pipe.
 
-  Records are buffered and written at most every 50 ms (and at the end, and before each test
-  after the first, see ``Harness._start``): each write wakes the worker, and on a busy host every
-  wake-up costs a context switch both ways. Records carry the monotonic clock, so the worker
-  still times each test from its real start (a test gets at least its limit minus 50 ms).
-  ``known_tm`` is the moment the worker last heard of the child (when it sent the job).
+  Records are buffered and written at most every 50 ms (and at the end, and before program code
+  runs while a verdict waits, see ``Harness._untrusted``): each write wakes the worker, and on a
+  busy host every wake-up costs a context switch both ways. Records carry the monotonic clock, so
+  the worker times each test from its real start; its SIGKILL comes 0.2 s after the limit it
+  knows of, which lags at most 50 ms, and the child's own timer fires at the limit itself.
+  ``known_tm`` is when the worker last heard of the child (it sent the job).
   """
 
   def __init__(self, fd: int, nonce: str, known_tm: float):

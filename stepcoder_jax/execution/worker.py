@@ -10,7 +10,8 @@ made before the first job, so no child ever holds another job's data or any expe
 worker keeps those and computes the verdict from what the child reports. The worker parses,
 instruments and compiles each program itself (``harness.prepare``) and hands the child code
 objects. It enforces the per-test and per-program wall-time limits (SIGKILL to the child's process
-group) and removes each sandbox dir; the zygote reaps.
+group, a moment after the child's own timer: ``harness``) and removes each sandbox dir; the
+zygote reaps.
 
 The worker imports as little as it can (no shutil/tempfile: they load compression libraries;
 no threading: its at-fork hook runs in every child): forking and exiting cost grows with every
