@@ -154,3 +154,17 @@ def test_eval_and_training_judge_the_same_text_for_random_responses():
              for _, ids, p in rows]
     rollout.fill_responses(items, [tokens[r, :n].tolist() for r, n in enumerate(ends)], tok, eos)
     assert [eval_texts[r] for r in range(len(rows))] == [it.completion for it in items]
+
+
+def test_truncated_rate_counts_responses_cut_by_max_new_tokens():
+  tok = tiny_tokenizer()
+  eos = (tok.eos_token_id,)
+  enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]
+  head = "ANSWER:\n```python\n"
+  parts = PromptParts(text=head, code_start=len(head), code_prefix="", stop=STOP, truncated=False,
+                      style="plain", add_special_tokens=True)
+  items = [rollout.Item(problem=None, stage=0, prompt=parts, prompt_ids=[1]) for _ in range(4)]
+  rollout.fill_responses(items, [enc("x = 1") + list(eos), enc("x = 1\n```\n"), enc("x = 1"),
+                                 enc("y = (")], tok, eos)
+  assert [it.finish for it in items] == ["eos", "stop", "length", "length"]
+  assert rollout.truncated_rate(items) == 0.5

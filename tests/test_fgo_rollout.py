@@ -74,6 +74,7 @@ def _dead_token_columns(forced, tok, prompt_len):
 def test_dead_branch_tokens_get_no_fgo_weight_in_the_batch(rollout_batch):
   batch, forced, tok, trainer, _, metrics = rollout_batch
   assert metrics["outcome/failed"] == 0 and metrics["pass_rate"] == 1.0  # judged for real
+  assert metrics["truncated_rate"] == 0.0  # the fence ended every response
   p = trainer.prompt_len
   dead, n_resp = _dead_token_columns(forced, tok, p)
   assert len(dead) >= 3  # indentation, `return`, `-x` at least
