@@ -115,3 +115,32 @@ def test_dead_branch_tokens_get_zero_policy_gradient_through_ppo_loss(rollout_ba
     assert np.abs(adv[row, dead]).min() > 0  # not zero for want of an advantage
     live_nz = [c for c in live if adv[row, c] != 0]
     assert live_nz and (g_lp[row, live_nz] != 0).all() and (g_ent[row, live] != 0).all()
+
+
+def test_program_that_never_reaches_its_completion_is_masked_entirely():
+  """The paper's rule through rollout + pool: the prefix returns before the completion runs."""
+  from stepcoder_jax.data.prompts import PromptParts
+  from stepcoder_jax.models.tokenizer import tiny_tokenizer
+  from stepcoder_jax.rl import rollout
+
+  tok = tiny_tokenizer()
+  eos = [tok.eos_token_id]
+  prefix = "def f(x):\n    return abs(x)\n"
+  head = "```python\n"
+  parts = PromptParts(text=head + prefix, code_start=len(head), code_prefix=prefix,
+                      stop=("\n```",), truncated=False, style="plain", add_special_tokens=True)
+  items = [rollout.Item(problem=PROBLEM, stage=0, prompt=parts, prompt_ids=[1]) for _ in range(2)]
+  rollout.fill_responses(items, [tok("    return -x\n```", add_special_tokens=False)["input_ids"]
+                                 + eos] * 2, tok, eos)
+  with ExecutionPool(ExecutionConfig(workers=1, coverage=True)) as pool:
+    items[0].result, = pool.run(rollout.jobs(items[:1]))
+  with ExecutionPool(ExecutionConfig(workers=1, coverage=False)) as pool:
+    items[1].result, = pool.run(rollout.jobs(items[1:]))
+  measured, unmeasured = (it.result for it in items)
+  assert measured.passed and measured.coverage_state == "measured"
+  assert measured.executed_lines == [] and 1 in measured.executable_lines
+  assert unmeasured.passed and unmeasured.coverage_state == "none"
+  arrays = rollout.pack(items, tok.pad_token_id, 8, 16)
+  mask = rollout.rewards_and_masks(items, arrays, 8, fgo_enabled=True)["fgo_mask"]
+  assert arrays["response_mask"][0].sum() > 0 and mask[0].sum() == 0  # ran, never reached
+  np.testing.assert_array_equal(mask[1], arrays["response_mask"][1])  # nothing measured: ones
