@@ -34,8 +34,21 @@ class ExecutionConfig:
     import_on_demand: imported by a child before it is confined, only when the program's text
       names them (a sandbox uid may not be able to import them itself); ~1 ms for threading,
       ~0.1 s for numpy, paid only by the programs that name them.
-    sandbox_root: parent of the per-program temporary directories; None: /dev/shm when
-      writable, else the system temp dir.
+    sandbox_root: parent of the workers' directories (``scj-<worker pid>-<random>``, one
+      subdirectory per program); None: /dev/shm when writable, else the system temp dir.
+    mount_namespace: give each worker a mount namespace (root, or a user namespace of its own
+      when the OS permits) in which its directory is a tmpfs capped at max_dir_mb and
+      max_dir_files, and whose programs see a read-only root holding only the interpreter, its
+      libraries and that directory (``mounts.py``). Off, or where the OS refuses: programs
+      store into the sandbox root uncapped and see the host's files (the audit hook still
+      refuses writes outside their directory).
+    max_dir_mb: size cap of a worker's directory (its current program's files, stdout and stderr
+      included), MiB; writes past it fail with ENOSPC in the program.
+    max_dir_files: inode cap of that directory.
+    env_allowlist: the variables programs (and workers) inherit from the pool's environment;
+      nothing else is passed (a trainer's environment holds tokens and credentials). Programs
+      also get HOME and TMPDIR set to their own directory and one BLAS/OpenMP thread.
+    extra_env: variables set for programs and workers on top of the allowlist.
   """
   workers: int = 0
   timeout_s: float = 4.0
@@ -60,6 +73,11 @@ class ExecutionConfig:
       "typing", "unicodedata")
   import_on_demand: tuple = ("threading", "queue", "concurrent.futures", "numpy")
   sandbox_root: str | None = None
+  mount_namespace: bool = True
+  max_dir_mb: int = 64
+  max_dir_files: int = 1024
+  env_allowlist: tuple = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONHASHSEED")
+  extra_env: dict = dataclasses.field(default_factory=dict)
 
 
 @gin.configurable('reward')

@@ -1,7 +1,10 @@
 """Confinement of one program's process: limits, identity, and an audit hook (child side).
 
 Layers, outermost first (each one is enough for some attacks, none for all):
-  * the worker lives in an empty network namespace when the OS permits (``enter_netns``);
+  * the worker lives in an empty network namespace when the OS permits (``enter_netns``; without
+    root, inside a user namespace of its own, ``own_user_namespace``), and in a mount namespace
+    where programs' files are capped and only the interpreter is visible (``mounts.py``);
+  * programs get a minimal environment (``program_env``), never the pool's;
   * as root, each worker runs its programs under its own random unprivileged uid, so a program
     cannot signal the pool, write root-owned files, or escape RLIMIT_NPROC (not enforced for root);
   * resource limits: CPU seconds, address space, processes/threads, file size (caps stdout and
@@ -27,6 +30,8 @@ CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 _ALWAYS_DENIED = frozenset({
     "os.exec", "os.posix_spawn", "os.spawn", "os.system", "subprocess.Popen", "os.startfile",
@@ -68,22 +73,49 @@ def _libc():
   return _LIBC[0]
 
 
-def enter_netns() -> str:
-  """Move the calling (worker) process into an empty network namespace; returns what happened."""
+def libc_errno() -> int:
+  """errno of the last failed libc call made through ``_libc()``."""
+  import ctypes  # pylint: disable=import-outside-toplevel
+  return ctypes.get_errno()
+
+
+def own_user_namespace() -> bool:
+  """Unprivileged: move the calling (worker) process into a user namespace of its own, keeping
+  its ids (files stay ours), where it may create network and mount namespaces."""
   try:
-    libc = _libc()
-    root = os.geteuid() == 0
     uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(CLONE_NEWNET if root else CLONE_NEWUSER | CLONE_NEWNET) != 0:
-      return "no-netns"
-    if not root:  # keep our own ids inside the new user namespace (files stay ours)
-      for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
-                         ("/proc/self/gid_map", f"{gid} {gid} 1")):
-        with open(path, "w") as f:
-          f.write(text)
-    return "netns"
+    if _libc().unshare(CLONE_NEWUSER) != 0:
+      return False
+    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
+                       ("/proc/self/gid_map", f"{gid} {gid} 1")):
+      with open(path, "w") as f:
+        f.write(text)
+    return True
+  except (OSError, AttributeError):
+    return False
+
+
+def enter_netns() -> str:
+  """Move the calling (worker) process into an empty network namespace; returns what happened.
+  Needs root, or ``own_user_namespace()`` first."""
+  try:
+    return "netns" if _libc().unshare(CLONE_NEWNET) == 0 else "no-netns"
   except (OSError, AttributeError):
     return "no-netns"
+
+
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def program_env(cfg: dict, environ) -> dict[str, str]:
+  """The environment a program gets (HOME and TMPDIR are added per program): the allowlisted
+  variables of ``environ``, one BLAS/OpenMP thread (a thread pool per program would count against
+  RLIMIT_NPROC and its buffers against RLIMIT_AS), then ``extra_env``. Nothing else: the pool's
+  environment may hold tokens and credentials."""
+  env = {k: environ[k] for k in cfg.get("env_allowlist", ()) if k in environ}
+  env.update(dict.fromkeys(BLAS_THREAD_VARS, "1"))
+  env.update({str(k): str(v) for k, v in (cfg.get("extra_env") or {}).items()})
+  return env
 
 
 def become_subreaper() -> bool:
@@ -130,6 +162,19 @@ def drop_privileges(uid: int) -> None:
   os.setgroups([])
   os.setgid(uid)
   os.setuid(uid)
+
+
+def drop_capabilities() -> bool:
+  """Unprivileged path: a process forked inside the worker's user namespace holds every
+  capability there (it could mount or chroot); clear them all and forbid regaining any."""
+  try:  # (no ctypes import: the child has dropped it from sys.modules; _libc() is loaded)
+    libc = _libc()
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    header = _LINUX_CAPABILITY_VERSION_3.to_bytes(4, sys.byteorder) + bytes(4)  # this process
+    data = bytes(24)  # effective, permitted, inheritable, two 32-bit words each: all empty
+    return libc.capset(header, data) == 0
+  except (OSError, AttributeError):
+    return False
 
 
 def install_audit_hook(sandbox_dir: str, allow_fork: bool):

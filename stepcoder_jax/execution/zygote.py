@@ -9,6 +9,7 @@ worker never forks again and writes its own memory freely. The zygote never sees
 no child can hold another program's data or the expected outputs in its memory.
 
 Protocol, on a SOCK_SEQPACKET socket pair (one message per datagram):
+  zygote -> worker  b"R" status           once, after its one-time set-up (``prepare``)
   worker -> zygote  b"F" sandbox_dir b"\\0" nonce, with SCM_RIGHTS [job_r, rep_w]
   zygote -> worker  b"P<pid>"             the child is forked
                     b"X<pid> <status>"    a child exited (its waitpid status)
@@ -99,9 +100,15 @@ def _serve(sock: socket.socket, spawn_child) -> None:
 
 
 class Zygote:
-  """The worker's handle on its zygote."""
+  """The worker's handle on its zygote.
 
-  def __init__(self, spawn_child):
+  ``prepare`` (optional) runs once in the zygote before it serves, e.g. to switch it (and so
+  every child) into a private root; it returns a status string, which the worker reads as
+  ``self.prepared``. An OSError it raises becomes the status ``"failed: ..."``; anything else
+  kills the zygote (a half-done confinement must not serve programs).
+  """
+
+  def __init__(self, spawn_child, prepare=None):
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
@@ -109,12 +116,22 @@ class Zygote:
         ours.close()
         _keep_only(theirs.fileno())
         sandbox.die_with_parent()
+        try:
+          status = prepare() if prepare is not None else ""
+        except OSError as e:
+          status = f"failed: {e}"
+        theirs.send(b"R" + status.encode())
         _serve(theirs, spawn_child)
       finally:
         os._exit(1)
     theirs.close()
     self.pid, self.sock = pid, ours
     self.exited: dict[int, int] = {}  # pid -> status, for the children the worker asked about
+    msg = ours.recv(_MAX_MSG)
+    if msg[:1] != b"R":
+      self.close()
+      raise ZygoteDied("the zygote exited during its set-up")
+    self.prepared = msg[1:].decode()
 
   def fileno(self) -> int:
     return self.sock.fileno()
