@@ -29,6 +29,11 @@ MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]
 STEP_METRICS = ("loss", "policy_loss", "value_loss", "entropy", "policy_grad_norm",
                 "value_grad_norm", "explained_variance", "return_mean", "value_mean",
                 "mean_reward", "fgo_density", "response_length")
+VALUE_METRICS = ("value_loss", "value_grad_norm", "explained_variance", "return_mean",
+                 "value_mean")
+# The critic-free step (no value model) has the same metrics but the value ones.
+METRICS = {"gae": STEP_METRICS,
+           "grpo": tuple(k for k in STEP_METRICS if k not in VALUE_METRICS)}
 
 
 def _cmp(key, metrics):
@@ -48,21 +53,23 @@ def _rel(a, b):
 # (a) sampler, rollout forward and ppo_step under meshes
 
 
-def _mesh_results():
+def _mesh_results(advantage):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu")
   t0 = time.time()
-  out = subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=env,
-                       timeout=900, cwd=ROOT)
+  out = subprocess.run([sys.executable, __file__, advantage], capture_output=True, text=True,
+                       env=env, timeout=900, cwd=ROOT)
   assert out.returncode == 0, out.stderr[-4000:]
   print(f"8-device child: {time.time() - t0:.1f}s")
   return [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
 
 
 @pytest.mark.slow
-def test_trainer_functions_under_meshes_equal_one_device_and_split_state():
-  """One test (one 8-device child), so pytest-xdist does not run the child once per worker."""
-  rows = _mesh_results()
+@pytest.mark.parametrize("advantage", ["gae", "grpo"])
+def test_trainer_functions_under_meshes_equal_one_device_and_split_state(advantage):
+  """One test per estimator (one 8-device child each). Under grpo the groups (4 rows each)
+  span several devices on every mesh, so the group statistics cross shards."""
+  rows = _mesh_results(advantage)
   results = {tuple(r["mesh"]): r for r in rows if r["rules"] == "shared"}
   assert sorted(results) == sorted(MESHES)
   for r in rows:
@@ -70,7 +77,8 @@ def test_trainer_functions_under_meshes_equal_one_device_and_split_state():
     print(mesh, json.dumps({k: v for k, v in r.items() if k.endswith("diff")}))
     assert r["tokens_equal"], (mesh, "sampled tokens differ from one device")
     assert r["forward_max_rel_diff"] < 1e-5, mesh
-    for k in STEP_METRICS:
+    assert sorted(r["metric_rel_diff"]) == sorted(METRICS[advantage])
+    for k in METRICS[advantage]:
       assert r["metric_rel_diff"][k] < 1e-5, (mesh, k, r["metric_rel_diff"][k])
     assert r["ref_kl_abs_diff"] < 1e-5, mesh  # a per-row sum of ~8 log-probs of size ~6
     assert r["params_max_rel_diff"] < 1e-5, mesh
@@ -84,13 +92,18 @@ def test_trainer_functions_under_meshes_equal_one_device_and_split_state():
   # The state really is split. Tiny llama: vocab 300, hidden 64, 4 heads, 2 kv heads,
   # head_dim 16, mlp 128; FSDP splits embed, tensor splits heads / mlp / vocab.
   assert results[(8, 1, 1)]["shards"]["embed"] == [300, 64]  # pure data parallel
+  value = {"value_q_proj": [16, 4, 16]} if advantage == "gae" else {}  # grpo: no value model
   assert results[(2, 4, 1)]["shards"] == {
-      "embed": [300, 16], "q_proj": [16, 4, 16], "down_proj": [128, 16], "value_q_proj":
-      [16, 4, 16], "policy_mu_q_proj": [16, 4, 16], "ref_q_proj": [16, 4, 16]}
+      "embed": [300, 16], "q_proj": [16, 4, 16], "down_proj": [128, 16], **value,
+      "policy_mu_q_proj": [16, 4, 16], "ref_q_proj": [16, 4, 16]}
+  value = {"value_q_proj": [32, 2, 16]} if advantage == "gae" else {}
   assert results[(2, 2, 2)]["shards"] == {
-      "embed": [150, 32], "q_proj": [32, 2, 16], "down_proj": [64, 32], "value_q_proj":
-      [32, 2, 16], "policy_mu_q_proj": [32, 2, 16], "ref_q_proj": [32, 2, 16]}
+      "embed": [150, 32], "q_proj": [32, 2, 16], "down_proj": [64, 32], **value,
+      "policy_mu_q_proj": [32, 2, 16], "ref_q_proj": [32, 2, 16]}
   assert [results[m]["batch_rows_per_device"] for m in MESHES] == [1, 1, 2]
+  if advantage != "gae":
+    assert not any(r["rules"] == "per-model" for r in rows)
+    return
   mixed = next(r for r in rows if r["rules"] == "per-model")
   assert mixed["shards"]["value_q_proj"] == [64, 2, 16]  # tensor only (no FSDP)
   assert mixed["shards"]["ref_q_proj"] == [64, 4, 16]    # replicated
@@ -217,7 +230,7 @@ def test_rows_split_and_gathered_across_processes(tmp_path):
 # Child processes
 
 
-def _child():
+def _child(advantage: str):
   import jax
   import jax.numpy as jnp
   from flax import nnx
@@ -233,9 +246,11 @@ def _child():
   assert jax.device_count() == 8, jax.devices()
   cfg = ModelConfig.tiny("llama")
   ppo_cfg = PPOConfig(epochs=1, minibatches=1, grad_accum=2, warmup_steps=0, adam_eps=1.0,
-                      policy_lr=1e-2, value_lr=1e-2, entropy_coef=0.01, kl_coef=0.05)
+                      policy_lr=1e-2, value_lr=1e-2, entropy_coef=0.01, kl_coef=0.05,
+                      advantage=advantage)
   policy = Decoder(cfg, rngs=nnx.Rngs(0))
-  pgd, vgd, state0 = ppo.init_train_state(policy, ValueModel.from_policy(policy), ppo_cfg)
+  value = None if ppo_cfg.critic_free else ValueModel.from_policy(policy)
+  pgd, vgd, state0 = ppo.init_train_state(policy, value, ppo_cfg)
   state0 = jax.device_get(state0)  # host copy: each mesh places it afresh
   rng = np.random.default_rng(0)
   b, prompt_len, new = 8, 8, 8
@@ -246,6 +261,7 @@ def _child():
   arrays = batching.pack(prompts, responses, pad_id=0, prompt_len=prompt_len, response_len=new)
   fgo = (rng.random(arrays["tokens"].shape) < 0.7).astype(np.int32) * arrays["response_mask"]
   rewards = rng.choice(np.array([1.0, -0.3, -0.6, -1.0], np.float32), b)
+  group = np.repeat(np.array([0, 4], np.int32), 4)  # two groups of 4 rows
   key = jax.random.PRNGKey(7)
 
   def run(mesh, **rule_overrides):
@@ -257,16 +273,17 @@ def _child():
     toks = sampler(st, prompts, key)
     dev = spmd.from_local_rows(arrays, pl, b)
     fwd = trainer.make_rollout_forward(pgd, vgd, 16, pl)
-    old, ref_lp, values = fwd(st, ref, dev["tokens"], dev["positions"], dev["attention_mask"],
-                              dev["response_mask"])
-    batch = {**dev, **spmd.from_local_rows({"fgo_mask": fgo, "rewards": rewards}, pl, b),
-             "old_logprobs": old, "ref_logprobs": ref_lp, "values": values}
+    scored = fwd(st, ref, dev["tokens"], dev["positions"], dev["attention_mask"],
+                 dev["response_mask"])
+    batch = {**dev, **scored, **spmd.from_local_rows(
+        {"fgo_mask": fgo, "rewards": rewards, "group": group}, pl, b)}
     shards = {
         "embed": st.policy["embed"], "q_proj": st.policy["layers"][0]["attn"]["q_proj"],
         "down_proj": st.policy["layers"][0]["mlp"]["down_proj"],
-        "value_q_proj": st.value["backbone"]["layers"][0]["attn"]["q_proj"],
         "policy_mu_q_proj": st.policy_opt[1][0].mu["layers"][0]["attn"]["q_proj"],
         "ref_q_proj": ref["layers"][0]["attn"]["q_proj"]}
+    if st.value is not None:
+      shards["value_q_proj"] = st.value["backbone"]["layers"][0]["attn"]["q_proj"]
     shards = {k: list(v[...].addressable_shards[0].data.shape) for k, v in shards.items()}
     rows = dev["tokens"].addressable_shards[0].data.shape[0]
     step = trainer.make_sharded_ppo_step(pgd, vgd, ppo_cfg, pl)
@@ -274,10 +291,10 @@ def _child():
     kept = all(x.sharding == s for x, s in zip(jax.tree.leaves(new_state),
                                                jax.tree.leaves(pl.state)))
     # A second forward with the updated policy: its log-probs moved away from the reference.
-    old2, ref2, _ = fwd(new_state, ref, dev["tokens"], dev["positions"], dev["attention_mask"],
-                        dev["response_mask"])
-    ref_kl_after = float(jnp.max(jnp.abs(old2 - ref2)))
-    return {"tokens": toks, "forward": [np.asarray(x) for x in (old, ref_lp, values)],
+    again = fwd(new_state, ref, dev["tokens"], dev["positions"], dev["attention_mask"],
+                dev["response_mask"])
+    ref_kl_after = float(jnp.max(jnp.abs(again["old_logprobs"] - again["ref_logprobs"])))
+    return {"tokens": toks, "forward": [np.asarray(scored[k]) for k in sorted(scored)],
             "metrics": {k: float(v) for k, v in jax.device_get(met).items()},
             "params": [np.asarray(x) for x in jax.tree.leaves((new_state.policy,
                                                                new_state.value))],
@@ -289,9 +306,11 @@ def _child():
   print(f"one device: {time.time() - t0:.1f}s", file=sys.stderr)
   # The last entry: (2, 2, 2) with a tensor-parallel-only value model and a replicated
   # reference policy next to the FSDP x tensor policy.
-  variants = [(shape, {}) for shape in MESHES] + [(MESHES[-1], {
-      "value_rules": sharding.make_rules(overrides={"embed": None}),
-      "ref_rules": sharding.make_rules(rules=())})]
+  variants = [(shape, {}) for shape in MESHES]
+  if not ppo_cfg.critic_free:
+    variants.append((MESHES[-1], {
+        "value_rules": sharding.make_rules(overrides={"embed": None}),
+        "ref_rules": sharding.make_rules(rules=())}))
   for shape, overrides in variants:
     t0 = time.time()
     r = run(sharding.make_mesh(MeshConfig(*shape)), **overrides)
@@ -301,7 +320,7 @@ def _child():
         "tokens_equal": r["tokens"] == one["tokens"],
         "forward_max_rel_diff": max(_rel(x, y) for x, y in zip(r["forward"], one["forward"])),
         "metric_rel_diff": {k: _rel(_cmp(k, r["metrics"]), _cmp(k, one["metrics"]))
-                            for k in STEP_METRICS},
+                            for k in STEP_METRICS if k in one["metrics"]},
         "ref_kl_abs_diff": abs(r["metrics"]["ref_kl"] - one["metrics"]["ref_kl"]),
         "params_max_rel_diff": max(_rel(x, y) for x, y in zip(r["params"], one["params"])),
         "update_max_rel_diff": upd, "shards": r["shards"], "batch_rows_per_device": r["rows"],
@@ -352,4 +371,4 @@ if __name__ == "__main__":
   if sys.argv[1:] == ["--rows"]:
     _rows_child()
   else:
-    _child()
+    _child(sys.argv[1] if len(sys.argv) > 1 else "gae")
