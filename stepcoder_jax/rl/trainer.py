@@ -76,7 +76,7 @@ def group_ids(items) -> np.ndarray:
   first: dict[str, int] = {}
   out = np.arange(len(items), dtype=np.int32)
   for i, item in enumerate(items):
-    if not getattr(item, "padding", False):
+    if not item.padding:
       out[i] = first.setdefault(item.problem.id, i)
   return out
 
