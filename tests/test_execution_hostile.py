@@ -6,9 +6,11 @@ endless output by RLIMIT_FSIZE, loops by the wall-time limit.
 """
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -192,8 +194,8 @@ def test_fork_bomb_bounded_by_nproc_when_fork_is_allowed():
 
 _UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 _UNPRIVILEGED_CHECK = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
+import json, os, sys
+sys.path[:0] = [sys.argv[1], os.path.dirname(sys.argv[1])]  # this checkout's package and helpers
 from execution_helpers import SQUARE, job, stdio
 from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
 ok = "def f(x):\\n  return x * x\\n"
@@ -202,33 +204,77 @@ jobs = [job(SQUARE, ok),
         job(SQUARE, "import socket\\nsocket.socket().connect(('1.1.1.1', 80))\\n" + ok),
         job(SQUARE, "import os\\ndef f(x):\\n  while True:\\n    os.fork()\\n"),
         job(stdio(["3\\n"], ["6\\n"]), "import threading\\ndef m():\\n  print(int(input()) * 2)\\n"
-            "threading.Thread(target=m).start()\\n")]
+            "threading.Thread(target=m).start()\\n"),
+        job(SQUARE, "import os\\ndef f(x):\\n  raise RuntimeError(open(%r).read() + "
+            "os.environ.get('MY_SECRET_TOKEN', ''))\\n" % sys.argv[2]),
+        job(SQUARE, "import colorsys, numpy\\n" + ok)]
 with ExecutionPool(ExecutionConfig(workers=1)) as pool:
   res = pool.run(jobs)
-  print(json.dumps({"outcomes": [r.outcome for r in res], "info": pool.worker_info}))
+  print(json.dumps({"outcomes": [r.outcome for r in res], "errors": [r.error for r in res],
+                    "info": pool.worker_info}))
 """
 
 
+def _as_nobody(cmd: list[str], scratch: str) -> list[str]:
+  """``cmd`` as uid 65534. Where the interpreter lives below a directory others cannot enter
+  (pyenv under a 0700 /root here), it runs in a mount namespace of its own in which that
+  directory is an empty 0755 tmpfs holding only the interpreter's tree: the host is unchanged."""
+  path, closed = os.path.realpath(sys.base_prefix), None
+  while path != "/":
+    path = os.path.dirname(path)
+    if not os.stat(path).st_mode & 0o001:
+      closed = path
+  if closed is None:
+    return _UNPRIVILEGED + cmd
+  inner = os.path.realpath(sys.base_prefix)[len(closed) + 1:].split("/")[0]
+  keep = os.path.join(scratch, "keep")
+  os.makedirs(keep, exist_ok=True)
+  q = shlex.quote
+  script = (f"mount --bind {q(os.path.join(closed, inner))} {q(keep)} && "
+            f"mount -t tmpfs -o mode=755 tmpfs {q(closed)} && mkdir {q(os.path.join(closed, inner))}"
+            f" && mount --move {q(keep)} {q(os.path.join(closed, inner))} && exec "
+            + " ".join(q(c) for c in _UNPRIVILEGED + cmd))
+  return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+
+
 def _unprivileged_python_runs() -> bool:
-  """Root, setpriv, and an interpreter (and this checkout) that uid 65534 can read."""
-  if os.geteuid() != 0 or not shutil.which("setpriv"):
+  """Root, setpriv, unshare, and an interpreter (and this checkout) that uid 65534 can run."""
+  if os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("unshare"):
     return False
   spawn = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
            "'import stepcoder_jax.execution.worker'], check=True)")  # as the pool does
-  r = subprocess.run(_UNPRIVILEGED + [sys.executable, "-c", spawn],
-                     capture_output=True, timeout=60, check=False)
+  with tempfile.TemporaryDirectory() as scratch:
+    r = subprocess.run(_as_nobody([sys.executable, "-c", spawn], scratch), cwd="/",
+                       capture_output=True, timeout=60, check=False)
   return r.returncode == 0
 
 
-@pytest.mark.skipif(not _unprivileged_python_runs(), reason="needs root, setpriv and an "
-                    "interpreter uid 65534 can run (not here: /root, holding pyenv, is 0700)")
+@pytest.mark.skipif(not _unprivileged_python_runs(), reason="needs root, setpriv, unshare and "
+                    "an interpreter uid 65534 can run")
 def test_unprivileged_pool_judges_and_confines():
-  """The non-root path: a user + network namespace instead of a sandbox uid."""
+  """The non-root path: a user + network + mount namespace instead of a sandbox uid. A canary in
+  the user's home (readable by that user on the host) and a secret in the pool's environment
+  stay out of reach of programs."""
   tests_dir = os.path.dirname(os.path.abspath(__file__))
-  r = subprocess.run(_UNPRIVILEGED + [sys.executable, "-c", _UNPRIVILEGED_CHECK, tests_dir],
-                     capture_output=True, text=True, timeout=300, check=True,
-                     env=dict(os.environ, HOME="/tmp"))
+  with tempfile.TemporaryDirectory() as scratch:  # /tmp: pytest's tmp_path is 0700 root's
+    os.chmod(scratch, 0o755)
+    home = os.path.join(scratch, "home")
+    token = os.path.join(home, ".cache", "huggingface", "token")
+    os.makedirs(os.path.dirname(token))
+    with open(token, "w") as f:
+      f.write("canary-in-home")
+    for p in (home, os.path.dirname(os.path.dirname(token)), os.path.dirname(token), token):
+      os.chown(p, 65534, 65534)
+    r = subprocess.run(_as_nobody([sys.executable, "-c", _UNPRIVILEGED_CHECK, tests_dir, token],
+                                  scratch),
+                       capture_output=True, text=True, timeout=300, check=True, cwd="/",
+                       env=dict(os.environ, HOME=home, MY_SECRET_TOKEN="hunter2"))
   out = json.loads(r.stdout.strip().splitlines()[-1])
+  info = out["info"][0]
+  assert info["uid"] is None and info["netns"] in ("netns", "no-netns")
   assert out["outcomes"] == ["passed", "runtime_error", "runtime_error", "runtime_error",
-                             "passed"]
-  assert out["info"][0]["uid"] is None and out["info"][0]["netns"] in ("netns", "no-netns")
+                             "passed", "runtime_error", "passed"], out
+  assert "canary" not in out["errors"][5] and "hunter2" not in out["errors"][5]
+  assert "FileNotFoundError" in out["errors"][5], out["errors"][5]
+  if info["netns"] == "netns":  # a user namespace was granted: the mounts are required too
+    assert info["files"] == "capped, private root", info
