@@ -187,11 +187,13 @@ def test_pool_start_removes_dead_pools_directories(tmp_path):
   assert sorted(os.listdir(tmp_path)) == sorted([alive.name, other.name])
 
 
-def test_no_directory_survives_a_killed_worker(tmp_path):
+@pytest.mark.parametrize("mount_namespace", [True, False])
+def test_no_directory_survives_a_killed_worker(tmp_path, mount_namespace):
+  """With a mount namespace the program's files die with it; without, the pool removes them."""
   writer = ("import os, time\ndef f(x):\n  os.mkdir('d')\n"
             "  open('d/data', 'w').write('x' * 100000)\n  time.sleep(30)\n")
   with ExecutionPool(cfg(workers=1, sandbox_root=str(tmp_path), timeout_s=2.0,
-                         program_timeout_s=4.0)) as pool:
+                         program_timeout_s=4.0, mount_namespace=mount_namespace)) as pool:
     first = pool.worker_pids[0]
     fut = pool.submit([job(SQUARE, writer)])
     time.sleep(1.0)  # the program is asleep in its directory

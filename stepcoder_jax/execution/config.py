@@ -28,11 +28,13 @@ class ExecutionConfig:
     float_abs_tol: absolute tolerance of float comparisons (numpy.allclose default: 1e-8).
     max_error_chars: the error message is cut to this many characters.
     preload_modules: imported by each worker before forking, so programs get them for free
-      (and, when the sandbox uid cannot read the interpreter's files, at all). Big modules
+      (and, without a private root, when the sandbox uid cannot read the interpreter's files,
+      at all: in the private root it can). Big modules
       (numpy) make every fork slower: add them only when programs need them. threading is
       left out on purpose: its at-fork hook costs every child ~0.3 ms.
     import_on_demand: imported by a child before it is confined, only when the program's text
-      names them (a sandbox uid may not be able to import them itself); ~1 ms for threading,
+      names them (without a private root, a sandbox uid may not be able to import them
+      itself); ~1 ms for threading,
       ~0.1 s for numpy, paid only by the programs that name them.
     sandbox_root: parent of the workers' directories (``scj-<worker pid>-<random>``, one
       subdirectory per program); None: /dev/shm when writable, else the system temp dir.

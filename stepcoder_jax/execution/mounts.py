@@ -91,7 +91,8 @@ def visible_paths() -> list[str]:
   wanted = [sys.base_prefix, sys.base_exec_prefix, *site.getsitepackages()]
   if site.ENABLE_USER_SITE:
     wanted.append(site.getusersitepackages())
-  wanted += ["/usr", *_LOADER_FILES, *_DEVICES]
+  # /lib* are links into /usr on merged-/usr systems (deduped below), directories elsewhere.
+  wanted += ["/usr", "/lib", "/lib64", "/lib32", *_LOADER_FILES, *_DEVICES]
   out: list[str] = []
   for p in sorted({os.path.realpath(p) for p in wanted if os.path.exists(p)}):
     if not any(p == q or p.startswith(q.rstrip("/") + "/") for q in out):

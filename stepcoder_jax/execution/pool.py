@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import json
+import logging
 import os
 import queue
 import select
@@ -33,6 +34,7 @@ from stepcoder_jax.execution.reward import reward as reward_of
 from stepcoder_jax.execution.worker import _HDR
 
 _PKG_PARENT = str(Path(__file__).resolve().parents[2])
+log = logging.getLogger(__name__)
 
 
 class WorkerDied(RuntimeError):
@@ -198,6 +200,10 @@ class ExecutionPool:
     with concurrent.futures.ThreadPoolExecutor(self.num_workers) as ex:
       self._workers = list(ex.map(lambda _: _WorkerProc(cfgd), range(self.num_workers)))
     self._closed = False
+    files = self._workers[0].info.get("files", "")
+    if self.cfg.mount_namespace and files != "capped, private root":
+      log.warning("execution: no mount namespace for programs (%s): their directory is not "
+                  "capped and they can read the host's files", files)
     for k in range(self.num_workers):
       t = threading.Thread(target=self._dispatch, args=(k,), daemon=True,
                            name=f"exec-dispatch-{k}")
