@@ -207,7 +207,8 @@ jobs = [job(SQUARE, ok),
             "threading.Thread(target=m).start()\\n"),
         job(SQUARE, "import os\\ndef f(x):\\n  raise RuntimeError(open(%r).read() + "
             "os.environ.get('MY_SECRET_TOKEN', ''))\\n" % sys.argv[2]),
-        job(SQUARE, "import colorsys, numpy\\n" + ok)]
+        job(SQUARE, "import colorsys, numpy\\n" + ok),
+        job(SQUARE, "import os\\nos.chroot('.')\\n" + ok)]  # capabilities of the user namespace
 with ExecutionPool(ExecutionConfig(workers=1)) as pool:
   res = pool.run(jobs)
   print(json.dumps({"outcomes": [r.outcome for r in res], "errors": [r.error for r in res],
@@ -273,8 +274,9 @@ def test_unprivileged_pool_judges_and_confines():
   info = out["info"][0]
   assert info["uid"] is None and info["netns"] in ("netns", "no-netns")
   assert out["outcomes"] == ["passed", "runtime_error", "runtime_error", "runtime_error",
-                             "passed", "runtime_error", "passed"], out
+                             "passed", "runtime_error", "passed", "runtime_error"], out
   assert "canary" not in out["errors"][5] and "hunter2" not in out["errors"][5]
   assert "FileNotFoundError" in out["errors"][5], out["errors"][5]
+  assert "PermissionError" in out["errors"][7], out["errors"][7]
   if info["netns"] == "netns":  # a user namespace was granted: the mounts are required too
     assert info["files"] == "capped, private root", info
