@@ -47,6 +47,9 @@ def _cfg_dict(cfg: ExecutionConfig) -> dict:
   d["import_on_demand"] = list(d["import_on_demand"])
   d["env_allowlist"] = list(d["env_allowlist"])
   d["extra_env"] = dict(d["extra_env"] or {})
+  # Resolved here, from the pool's environment (workers do not get TMPDIR), so that the pool
+  # cleans where its workers write.
+  d["sandbox_root"] = workdirs.sandbox_root(d["sandbox_root"])
   return d
 
 
