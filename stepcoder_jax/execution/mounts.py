@@ -16,6 +16,7 @@ user namespace the worker creates first (``sandbox.own_user_namespace``).
 """
 from __future__ import annotations
 
+import errno
 import os
 import site
 import sys
@@ -27,6 +28,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
 MNT_DETACH = 2
+_libc = sandbox._libc  # pylint: disable=protected-access  # one libc handle per worker
 _OLD_ROOT = ".old-root"
 # Flags a read-only remount of a bind mount must keep (inside a user namespace the kernel locks
 # them and refuses a remount that would clear one).
@@ -47,13 +49,13 @@ def _check(ret: int, what: str) -> None:
 def _mount(source: str | None, target: str, fstype: str | None, flags: int,
            data: str | None = None) -> None:
   enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
-  _check(sandbox._libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)),  # pylint: disable=protected-access
+  _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
          f"mount {target}")
 
 
 def new_mount_namespace() -> None:
   """A private copy of the mount table: nothing mounted from now on reaches the host."""
-  _check(sandbox._libc().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")  # pylint: disable=protected-access
+  _check(_libc().unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
   _mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
@@ -116,11 +118,13 @@ def private_root(workdir: str) -> None:
   # The worker's directory, not recursively: ``top`` is mounted inside it.
   _mount(workdir, _make_path(top, workdir, True), None, MS_BIND)
   os.mkdir(os.path.join(top, _OLD_ROOT), 0o700)
-  _check(sandbox._libc().pivot_root(os.fsencode(top), os.fsencode(top + "/" + _OLD_ROOT)),  # pylint: disable=protected-access
-         "pivot_root")
+  pivot = getattr(_libc(), "pivot_root", None)  # not every C library exports it
+  if pivot is None:
+    raise OSError(errno.ENOSYS, "this libc has no pivot_root")
+  _check(pivot(os.fsencode(top), os.fsencode(top + "/" + _OLD_ROOT)), "pivot_root")
   try:  # from here on a failure must not leave the old root reachable: not an OSError
     os.chdir("/")
-    _check(sandbox._libc().umount2(os.fsencode("/" + _OLD_ROOT), MNT_DETACH),  # pylint: disable=protected-access
+    _check(_libc().umount2(os.fsencode("/" + _OLD_ROOT), MNT_DETACH),
            "umount old root")
     os.rmdir("/" + _OLD_ROOT)
     _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
