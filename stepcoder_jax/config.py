@@ -68,14 +68,4 @@ class CheckpointConfig:
   keep_period: int = 0
 
 
-@gin.configurable("metrics")
-@dataclasses.dataclass(frozen=True)
-class MetricsConfig:
-  """Where and how often training metrics go (only process 0 writes)."""
-  log_every_steps: int = 1
-  tensorboard: bool = True
-  jsonl: bool = True
-  progress_bar: bool = True
-
-
 # The evaluation config ('eval') is EvalConfig in stepcoder_jax/rl/train_config.py.

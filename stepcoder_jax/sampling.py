@@ -259,6 +259,17 @@ def eos_ids_for(model_cfg, tokenizer) -> tuple[int, ...]:
   return tuple(sorted(set(ids)))
 
 
+def special_ids(model_cfg, tokenizer, eos_ids: Sequence[int] | None = None
+                ) -> tuple[tuple[int, ...], int]:
+  """(EOS ids, pad id): the one place training, evaluation, SFT and generate take them from.
+  EOS: `eos_ids` when given, else `eos_ids_for`. The pad id is the tokenizer's, else the first
+  EOS id, else 0 (padding is masked anyway)."""
+  eos = tuple(int(e) for e in eos_ids) if eos_ids is not None else eos_ids_for(model_cfg,
+                                                                                tokenizer)
+  pad = getattr(tokenizer, "pad_token_id", None)
+  return eos, int(pad) if pad is not None else (eos[0] if eos else 0)
+
+
 def generate_ids(model, prompt_ids: Sequence[Sequence[int]], cfg: SamplingConfig,
                  rng: jax.Array, eos_ids: Sequence[int], pad_id: int) -> SampleOutput:
   """Sample for already-tokenized prompts; returns numpy arrays cut to cfg.max_new_tokens."""
@@ -286,8 +297,7 @@ def generate_text(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig 
   """
   cfg = cfg or SamplingConfig()
   rng = jax.random.key(seed) if rng is None else rng
-  eos = tuple(eos_ids) if eos_ids is not None else eos_ids_for(model.cfg, tokenizer)
-  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+  eos, pad = special_ids(model.cfg, tokenizer, eos_ids)
   out = generate_ids(model, encode_prompts(tokenizer, prompts), cfg, rng, eos, pad)
   results = []
   for i in range(len(prompts)):

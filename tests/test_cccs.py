@@ -347,7 +347,7 @@ def test_padding_rows_are_distinct_unrecorded_copies(tok):
   assert len({id(it) for it in padded}) == 8  # fresh rows, not the same object twice
   assert [it.problem.id for it in pads] == ["p0", "p1"]  # spread over the batch, not items[0]
   assert rollout.pad_items(items, 3) == items
-  from stepcoder_jax.rl.trainer import record_verdicts
+  from stepcoder_jax.rl.rollout import record_verdicts
   record_verdicts(cur, padded, [True] * 8)
   # Two verdicts per problem were recorded: below min_attempts = 3 even for p0 and p1.
   assert {k: (st.attempts, st.stage) for k, st in cur.states.items()} == {

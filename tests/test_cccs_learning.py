@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from stepcoder_jax.data.record import read_jsonl
+from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
 from stepcoder_jax.rl.train_config import EvalConfig, SFTConfig, TrainConfig
 
@@ -83,7 +84,8 @@ def run(problems, warm, work_dir: Path, cccs_on: bool):
   pool.start()
   try:
     trainer = Trainer(Models(cfg, model, tok), problems, cfg=train_cfg, ppo_cfg=ppo_cfg,
-                      cccs_cfg=cccs_cfg, fgo_cfg=FGOConfig(enabled=True), pool=pool)
+                      cccs_cfg=cccs_cfg, fgo_cfg=FGOConfig(enabled=True), mesh_cfg=MeshConfig(),
+                      ckpt_cfg=CheckpointConfig(), pool=pool)
     history = trainer.run()
     report = ev.evaluate(trainer.policy_model(), tok, problems,
                          EvalConfig(num_samples=SAMPLES, ks=(1,), temperature=1.0,

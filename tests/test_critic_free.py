@@ -94,7 +94,7 @@ def test_critic_free_state_holds_no_value_parameters(grpo_setup):
 
 def test_grpo_step_matches_hand_computation_and_has_no_value_outputs(grpo_setup):
   policy, batch, state, step = grpo_setup
-  new, met = step(state, batch)
+  new, met = step(state, ppo.Batch.of(batch))
   resp = batch["response_mask"].astype(jnp.float32)
   kl = jnp.sum(jnp.where(resp > 0, batch["old_logprobs"] - batch["ref_logprobs"], 0.0), axis=1)
   seq = jnp.sum(batch["rewards"], axis=1) - GRPO.kl_coef * kl
@@ -119,17 +119,17 @@ def test_grpo_step_matches_hand_computation_and_has_no_value_outputs(grpo_setup)
   moved = max(float(jnp.max(jnp.abs(a - b)))
               for a, b in zip(jax.tree.leaves(new.policy), jax.tree.leaves(state.policy)))
   assert moved > 1e-5  # a real update, not a no-op
-  with pytest.raises(ValueError, match="missing key"):
-    step(state, {k: v for k, v in batch.items() if k != "group"})
+  with pytest.raises(ValueError, match="missing field"):
+    step(state, ppo.Batch.of({k: v for k, v in batch.items() if k != "group"}))
   with pytest.raises(ValueError, match="group ids"):
-    step(state, {**batch, "group": jnp.array([0, 0, 4, 4], jnp.int32)})
+    step(state, ppo.Batch.of({**batch, "group": jnp.array([0, 0, 4, 4], jnp.int32)}))
 
 
 def test_group_of_equal_rewards_leaves_the_policy_alone(grpo_setup):
   _, batch, state, step = grpo_setup
   equal = {**batch, "rewards": jnp.where(batch["rewards"] != 0, -1.0, 0.0),
            "ref_logprobs": batch["old_logprobs"]}  # no KL difference either
-  new, met = step(state, equal)
+  new, met = step(state, ppo.Batch.of(equal))
   assert float(met["policy_grad_norm"]) == 0.0 and float(met["policy_loss"]) == 0.0
   for a, b in zip(jax.tree.leaves(new.policy), jax.tree.leaves(state.policy)):
     np.testing.assert_array_equal(a, b)
@@ -177,7 +177,7 @@ def test_kl_in_loss_moves_the_kl_from_the_reward_to_a_loss_term(grpo_setup):
   policy, batch, state, _ = grpo_setup
   cfg = dataclasses.replace(GRPO, kl_in_loss=True)
   pgd, vgd, st = ppo.init_train_state(policy, None, cfg)
-  _, met = ppo.make_ppo_step(pgd, vgd, cfg, donate=False)(st, batch)
+  _, met = ppo.make_ppo_step(pgd, vgd, cfg, donate=False)(st, ppo.Batch.of(batch))
   resp = batch["response_mask"].astype(jnp.float32)
   logp = ppo.policy_logprobs(policy, batch["tokens"], batch["positions"],
                              batch["attention_mask"], chunk=8, with_entropy=False)
@@ -200,7 +200,7 @@ def test_kl_in_loss_moves_the_kl_from_the_reward_to_a_loss_term(grpo_setup):
 
 
 def test_group_ids_follow_problems_and_isolate_padding():
-  from stepcoder_jax.rl.trainer import group_ids
+  from stepcoder_jax.rl.rollout import group_ids
 
   @dataclasses.dataclass
   class Row:

@@ -16,6 +16,7 @@ from stepcoder_jax import completion
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
 from stepcoder_jax.rl import ppo
+from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
 from stepcoder_jax.rl.train_config import TrainConfig
 
@@ -48,11 +49,13 @@ def rollout_batch(tmp_path_factory):
   with ExecutionPool(ExecutionConfig(workers=1, coverage=True)) as pool:
     trainer = Trainer(Models(cfg, model, tok), [PROBLEM], cfg=train_cfg, ppo_cfg=ppo_cfg,
                       cccs_cfg=CCCSConfig(enabled=False), fgo_cfg=FGOConfig(enabled=True),
-                      pool=pool, sampler=fixed_sampler)
+                      mesh_cfg=MeshConfig(), ckpt_cfg=CheckpointConfig(), pool=pool,
+                      sampler=fixed_sampler)
     real_step = trainer.ppo_step
 
     def recording_step(state, batch):  # the real jitted step, its operand kept for the test
-      captured.update({k: np.asarray(jax.device_get(v)) for k, v in batch.items()})
+      captured.update({f.name: np.asarray(jax.device_get(getattr(batch, f.name)))
+                       for f in dataclasses.fields(batch) if getattr(batch, f.name) is not None})
       return real_step(state, batch)
 
     trainer.ppo_step = recording_step

@@ -40,6 +40,7 @@ import pytest
 
 from stepcoder_jax.data.record import Problem, read_jsonl
 from stepcoder_jax.rl import cccs
+from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
 from stepcoder_jax.rl.train_config import SFTConfig, TrainConfig
 
@@ -136,8 +137,8 @@ def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> li
   pool.start()
   try:
     trainer = Trainer(Models(cfg, model, tok), problems, cfg=train_cfg, ppo_cfg=ppo_cfg,
-                      cccs_cfg=cccs_cfg, fgo_cfg=FGOConfig(enabled=True), pool=pool,
-                      curriculum=LastLineCurriculum(cccs_cfg))
+                      cccs_cfg=cccs_cfg, fgo_cfg=FGOConfig(enabled=True), mesh_cfg=MeshConfig(),
+                      ckpt_cfg=CheckpointConfig(), pool=pool, curriculum=LastLineCurriculum(cccs_cfg))
     history = trainer.run()
   finally:
     pool.close()

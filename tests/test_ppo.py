@@ -10,6 +10,19 @@ from stepcoder_jax.rl import fgo, ppo
 from stepcoder_jax.rl.config import PPOConfig
 
 
+def policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps):
+  """Reference: the clipped policy loss averaged over mask, built on ppo.policy_loss_terms."""
+  loss, clipped, kl = ppo.policy_loss_terms(logprobs, old_logprobs, advantages, mask, clip_eps)
+  return ppo.masked_mean(loss, mask), {"clip_frac": ppo.masked_mean(clipped, mask),
+                                       "approx_kl": ppo.masked_mean(kl, mask)}
+
+
+def value_loss(values, old_values, returns, mask, value_clip):
+  """Reference: the value loss averaged over mask, built on ppo.value_loss_terms."""
+  loss, clipped = ppo.value_loss_terms(values, old_values, returns, mask, value_clip)
+  return ppo.masked_mean(loss, mask), {"value_clip_frac": ppo.masked_mean(clipped, mask)}
+
+
 # ----------------------------------------------------------------------------- GAE and rewards
 
 
@@ -74,7 +87,7 @@ def test_fgo_masked_tokens_get_exactly_zero_gradient():
   fgo_mask = jnp.array([[1, 1, 0, 1, 0, 1], [1, 1, 1, 0, 1, 1]], jnp.float32)
   logp = logp.at[0, 2].set(80.0)  # absurd value on a masked token: must not leak (no inf * 0)
   mask = resp * fgo_mask
-  grad = jax.grad(lambda lp: ppo.policy_loss(lp, old, adv, mask, 0.2)[0])(logp)
+  grad = jax.grad(lambda lp: policy_loss(lp, old, adv, mask, 0.2)[0])(logp)
   g = np.asarray(grad)
   assert np.all(g[np.asarray(mask) == 0] == 0.0)
   assert np.all(np.isfinite(g))
@@ -84,9 +97,9 @@ def test_fgo_masked_tokens_get_exactly_zero_gradient():
   assert unclipped.sum() >= 3 and np.all(g[unclipped] != 0.0)
   # Changing anything at a masked token changes neither the loss nor the gradient.
   adv2 = adv.at[0, 4].set(1e6).at[1, 3].set(-1e6)
-  loss1 = ppo.policy_loss(logp, old, adv, mask, 0.2)[0]
-  loss2 = ppo.policy_loss(logp, old, adv2, mask, 0.2)[0]
-  grad2 = jax.grad(lambda lp: ppo.policy_loss(lp, old, adv2, mask, 0.2)[0])(logp)
+  loss1 = policy_loss(logp, old, adv, mask, 0.2)[0]
+  loss2 = policy_loss(logp, old, adv2, mask, 0.2)[0]
+  grad2 = jax.grad(lambda lp: policy_loss(lp, old, adv2, mask, 0.2)[0])(logp)
   assert loss1 == loss2
   np.testing.assert_array_equal(grad, grad2)
 
@@ -105,7 +118,7 @@ def test_clipping_exactly_at_boundary_still_has_gradient(d, sign):
   old = jnp.zeros((1, 1))
   adv = jnp.array([[sign]])
   m = jnp.ones((1, 1))
-  fn = lambda lp: ppo.policy_loss(lp, old, adv, m, eps)
+  fn = lambda lp: policy_loss(lp, old, adv, m, eps)
   (loss, aux), g = jax.value_and_grad(fn, has_aux=True)(logp)
   assert aux["clip_frac"] == 0.0
   assert float(loss) == pytest.approx(-sign * float(r))
@@ -119,7 +132,7 @@ def test_clipping_exactly_at_boundary_still_has_gradient(d, sign):
   # Beyond the bound with the opposite advantage: the objective still pulls back, no clip.
   adv_o = -adv
   (_, aux_o), g_o = jax.value_and_grad(
-      lambda lp: ppo.policy_loss(lp, old, adv_o, m, eps), has_aux=True)(beyond)
+      lambda lp: policy_loss(lp, old, adv_o, m, eps), has_aux=True)(beyond)
   assert aux_o["clip_frac"] == 0.0 and float(g_o[0, 0]) != 0.0
 
 
@@ -128,11 +141,11 @@ def test_value_loss_clipping():
   ret = jnp.array([[1.0, 1.0, 1.0]])
   m = jnp.array([[1.0, 1.0, 0.0]])
   v = jnp.array([[0.5, -0.5, 9.0]])
-  loss, aux = ppo.value_loss(v, old, ret, m, 0.2)
+  loss, aux = value_loss(v, old, ret, m, 0.2)
   # token 0: unclipped 0.25 vs clipped (0.2 - 1)^2 = 0.64 -> 0.64 (clipped); token 1: 2.25 vs 1.44
   np.testing.assert_allclose(loss, 0.5 * (0.64 + 2.25) / 2, rtol=1e-6)
   assert aux["value_clip_frac"] == pytest.approx(0.5)
-  loss0, _ = ppo.value_loss(v, old, ret, m, 0.0)
+  loss0, _ = value_loss(v, old, ret, m, 0.0)
   np.testing.assert_allclose(loss0, 0.5 * (0.25 + 2.25) / 2, rtol=1e-6)
 
 
@@ -203,10 +216,10 @@ def test_ppo_step_fgo_off_equals_mask_of_ones_same_compiled_fn(setup):
   # FGO off: the rollout builds every row's mask with enabled=False (int8 ones).
   off = np.stack([fgo.token_mask("x", [(0, 1)] * resp.shape[1], {1}, {1, 2}, "failed",
                                  enabled=False) for _ in resp])
-  s_off, m_off = step(state, {**batch, "fgo_mask": off})
-  s_ones, m_ones = step(state, {**batch, "fgo_mask": jnp.ones_like(batch["fgo_mask"])})
-  s_resp, m_resp = step(state, {**batch, "fgo_mask": batch["response_mask"]})
-  s_fgo, m_fgo = step(state, batch)
+  s_off, m_off = step(state, ppo.Batch.of({**batch, "fgo_mask": off}))
+  s_ones, m_ones = step(state, ppo.Batch.of({**batch, "fgo_mask": jnp.ones_like(batch["fgo_mask"])}))
+  s_resp, m_resp = step(state, ppo.Batch.of({**batch, "fgo_mask": batch["response_mask"]}))
+  s_fgo, m_fgo = step(state, ppo.Batch.of(batch))
   assert step.jitted._cache_size() == 1  # one compiled function for every mask
   assert _leaves_equal(s_off, s_ones) and _leaves_equal(m_off, m_ones)
   assert _leaves_equal(s_ones, s_resp)  # ones outside the response change nothing
@@ -219,7 +232,7 @@ def test_ppo_step_fgo_off_equals_mask_of_ones_same_compiled_fn(setup):
 def test_ppo_step_policy_loss_matches_vanilla_ppo(setup):
   policy, value, batch, state, step = setup
   cfg = BASE
-  _, met = step(state, {**batch, "fgo_mask": jnp.ones_like(batch["fgo_mask"])})
+  _, met = step(state, ppo.Batch.of({**batch, "fgo_mask": jnp.ones_like(batch["fgo_mask"])}))
   resp = batch["response_mask"]
   shaped = ppo.kl_penalized_rewards(batch["rewards"], batch["old_logprobs"],
                                     batch["ref_logprobs"], resp, cfg.kl_coef)
@@ -227,21 +240,21 @@ def test_ppo_step_policy_loss_matches_vanilla_ppo(setup):
   adv = ppo.masked_whiten(adv, resp)
   logp = ppo.policy_logprobs(policy, batch["tokens"], batch["positions"],
                              batch["attention_mask"], chunk=8, with_entropy=False)
-  want, aux = ppo.policy_loss(logp, batch["old_logprobs"], adv, resp, cfg.clip_eps)
+  want, aux = policy_loss(logp, batch["old_logprobs"], adv, resp, cfg.clip_eps)
   np.testing.assert_allclose(met["policy_loss"], want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(met["clip_frac"], aux["clip_frac"], atol=1e-6)
   np.testing.assert_allclose(met["approx_kl"], aux["approx_kl"], rtol=1e-4, atol=1e-7)
   v = ppo.value_estimates(value, batch["tokens"], batch["positions"], batch["attention_mask"])
-  want_v, _ = ppo.value_loss(v, batch["values"], ret, resp, cfg.value_clip)
+  want_v, _ = value_loss(v, batch["values"], ret, resp, cfg.value_clip)
   np.testing.assert_allclose(met["value_loss"], want_v, rtol=1e-5, atol=1e-6)
 
 
 def test_grad_accum_matches_one_big_microbatch(setup):
   policy, value, batch, state, step = setup
-  s1, m1 = step(state, batch)
+  s1, m1 = step(state, ppo.Batch.of(batch))
   cfg = dataclasses.replace(BASE, grad_accum=2)
   pgd, vgd, state2 = ppo.init_train_state(policy, value, cfg)
-  s2, m2 = ppo.make_ppo_step(pgd, vgd, cfg, donate=False)(state2, batch)
+  s2, m2 = ppo.make_ppo_step(pgd, vgd, cfg, donate=False)(state2, ppo.Batch.of(batch))
   for k in ("policy_loss", "value_loss", "policy_grad_norm", "value_grad_norm"):
     np.testing.assert_allclose(m1[k], m2[k], rtol=1e-4, err_msg=k)
   for a, b in zip(jax.tree.leaves(s1.policy), jax.tree.leaves(s2.policy)):
@@ -268,13 +281,13 @@ def test_ppo_step_reduces_losses_on_a_fixed_batch():
     val = nnx.merge(vgd, st.value, st.value_rest)
     args = (batch["tokens"], batch["positions"], batch["attention_mask"])
     lp = ppo.policy_logprobs(pol, *args, chunk=8, with_entropy=False)
-    pl, _ = ppo.policy_loss(lp, batch["old_logprobs"], adv, mask, cfg.clip_eps)
-    vl, _ = ppo.value_loss(ppo.value_estimates(val, *args), batch["values"], ret, resp, 0.0)
+    pl, _ = policy_loss(lp, batch["old_logprobs"], adv, mask, cfg.clip_eps)
+    vl, _ = value_loss(ppo.value_estimates(val, *args), batch["values"], ret, resp, 0.0)
     return float(pl), float(vl)
 
   p0, v0 = losses(state)
   for _ in range(3):
-    state, met = step(state, batch)
+    state, met = step(state, ppo.Batch.of(batch))
   p1, v1 = losses(state)
   assert all(np.isfinite(float(x)) for x in jax.tree.leaves(met))
   assert p1 < p0 - 0.1, (p0, p1)
@@ -289,9 +302,9 @@ def test_bad_batch_fails_before_compiling(setup):
   pgd, vgd, state = ppo.init_train_state(policy, value, cfg)
   step = ppo.make_ppo_step(pgd, vgd, cfg)
   with pytest.raises(ValueError, match="not divisible"):
-    step(state, batch)
-  with pytest.raises(ValueError, match="missing"):
-    step(state, {k: v for k, v in batch.items() if k != "fgo_mask"})
+    step(state, ppo.Batch.of(batch))
+  with pytest.raises(ValueError, match="missing field"):
+    step(state, ppo.Batch.of({k: v for k, v in batch.items() if k != "fgo_mask"}))
   assert step.jitted._cache_size() == 0
 
 
@@ -301,12 +314,12 @@ def test_explicit_shardings_pass_through_to_jit(setup):
   mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
   rep = NamedSharding(mesh, PartitionSpec())
   rows = NamedSharding(mesh, PartitionSpec("data"))
-  batch_sh = {k: rows for k in ppo.BATCH_KEYS}
+  batch_sh = ppo.Batch(**{k: rows for k in ppo.batch_fields(BASE)})
   pgd, vgd, _ = ppo.init_train_state(policy, value, BASE)
   sharded = ppo.make_ppo_step(pgd, vgd, BASE, in_shardings=(rep, batch_sh),
                               out_shardings=(rep, rep), donate=False)
-  s1, m1 = step(state, batch)
-  s2, m2 = sharded(state, batch)
+  s1, m1 = step(state, ppo.Batch.of(batch))
+  s2, m2 = sharded(state, ppo.Batch.of(batch))
   assert all(x.sharding == rep for x in jax.tree.leaves(s2))
   for a, b in zip(jax.tree.leaves((s1, m1)), jax.tree.leaves((s2, m2))):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
@@ -324,8 +337,8 @@ def test_response_start_projects_only_response_columns_with_the_same_values(setu
   s_full = ppo.make_ppo_step(*ppo.init_train_state(policy, value, BASE)[:2], BASE, donate=False)
   s_part = ppo.make_ppo_step(*ppo.init_train_state(policy, value, BASE)[:2], BASE, donate=False,
                              response_start=6)
-  a, ma = s_full(state, batch)
-  b, mb = s_part(state, batch)
+  a, ma = s_full(state, ppo.Batch.of(batch))
+  b, mb = s_part(state, ppo.Batch.of(batch))
   for k in ma:
     np.testing.assert_allclose(np.asarray(mb[k]), np.asarray(ma[k]), rtol=1e-5, atol=1e-6,
                                err_msg=k)
@@ -335,7 +348,7 @@ def test_policy_loss_is_normalized_by_response_tokens_not_fgo_kept_tokens(setup)
   """The four ablation arms share one normalization: FGO zeroes the masked tokens' terms and
   leaves the others' weight alone (dividing by the kept count would rescale them by 1/density)."""
   policy, _, batch, state, step = setup
-  _, met = step(state, batch)
+  _, met = step(state, ppo.Batch.of(batch))
   resp = batch["response_mask"]
   shaped = ppo.kl_penalized_rewards(batch["rewards"], batch["old_logprobs"],
                                     batch["ref_logprobs"], resp, BASE.kl_coef)

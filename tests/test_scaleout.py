@@ -240,7 +240,7 @@ def _child(advantage: str):
   from stepcoder_jax.models.config import ModelConfig
   from stepcoder_jax.models.decoder import Decoder
   from stepcoder_jax.models.value import ValueModel
-  from stepcoder_jax.rl import batching, ppo, spmd, trainer
+  from stepcoder_jax.rl import batching, ppo, rollout, spmd, trainer
   from stepcoder_jax.rl.config import PPOConfig
 
   assert jax.device_count() == 8, jax.devices()
@@ -259,7 +259,8 @@ def _child(advantage: str):
   responses = [list(rng.integers(3, cfg.vocab_size, int(rng.integers(1, new + 1))))
                for _ in range(b)]
   arrays = batching.pack(prompts, responses, pad_id=0, prompt_len=prompt_len, response_len=new)
-  fgo = (rng.random(arrays["tokens"].shape) < 0.7).astype(np.int32) * arrays["response_mask"]
+  arrays["response_mask"] = arrays["response_mask"].astype(np.float32)  # the Batch dtype
+  fgo = (rng.random(arrays["tokens"].shape) < 0.7).astype(np.float32) * arrays["response_mask"]
   rewards = rng.choice(np.array([1.0, -0.3, -0.6, -1.0], np.float32), b)
   group = np.repeat(np.array([0, 4], np.int32), 4)  # two groups of 4 rows
   key = jax.random.PRNGKey(7)
@@ -269,14 +270,14 @@ def _child(advantage: str):
     pl = spmd.make_placement(state0, mesh, rules, **rule_overrides)
     st = spmd.to_global(state0, pl.state)
     ref = spmd.to_global(state0.policy, pl.ref)
-    sampler = trainer.make_policy_sampler(pgd, 1.0, 1.0, 0, new, (), 0, prompt_len, pl)
+    sampler = rollout.make_sampler(pgd, new, (), 0, prompt_len, pl)
     toks = sampler(st, prompts, key)
     dev = spmd.from_local_rows(arrays, pl, b)
-    fwd = trainer.make_rollout_forward(pgd, vgd, 16, pl)
+    fwd = rollout.make_forward(pgd, vgd, 16, pl)
     scored = fwd(st, ref, dev["tokens"], dev["positions"], dev["attention_mask"],
                  dev["response_mask"])
-    batch = {**dev, **scored, **spmd.from_local_rows(
-        {"fgo_mask": fgo, "rewards": rewards, "group": group}, pl, b)}
+    batch = ppo.Batch(**dev, **scored, **spmd.from_local_rows(
+        {"fgo_mask": fgo, "rewards": rewards, "group": group}, pl, b))
     shards = {
         "embed": st.policy["embed"], "q_proj": st.policy["layers"][0]["attn"]["q_proj"],
         "down_proj": st.policy["layers"][0]["mlp"]["down_proj"],
@@ -335,6 +336,7 @@ def _rows_child():
   assert sharding.distributed_init(DistributedConfig())
   import jax
   from stepcoder_jax.execution.job import ExecResult
+  from stepcoder_jax.execution.reward import OUTCOMES
   from stepcoder_jax.rl import rollout, spmd
 
   n = 8
@@ -349,20 +351,19 @@ def _rows_child():
     total = jax.jit(lambda x: x.sum(axis=0), out_shardings=pl.replicated)(arr)
     ok &= np.asarray(total).tolist() == [28, 280]  # the device sees rows 0..7 exactly once
     ok &= bool(np.array_equal(spmd.gather_rows(local, lo, hi, n)[:, 0], np.arange(n)))
-    items = []
+    items = [rollout.Item(problem=None, stage=0, prompt=None, prompt_ids=[1]) for _ in range(n)]
     for r in range(lo, hi):  # a judged row whose every field encodes its global index
-      it = rollout.Item(problem=None, stage=0, prompt=None, prompt_ids=[1],
-                        response_ids=[5] * (r + 1))
-      it.result = ExecResult(outcome=spmd.OUTCOMES[r % 5], reward=float(r) / 8,
-                             tests_passed=0, tests_total=1)
-      items.append(it)
+      items[r].response_ids = [5] * (r + 1)
+      items[r].result = ExecResult(outcome=OUTCOMES[r % 5], reward=float(r) / 8,
+                                   tests_passed=0, tests_total=1)
     fgo = np.zeros((hi - lo, 4), np.float32)
     fgo[:, 0] = 1
-    res = spmd.exchange_results(items, fgo, np.ones((hi - lo, 4), np.float32), lo, hi, n)
+    res = rollout.exchange_results(items, items[lo:hi], fgo, np.ones((hi - lo, 4), np.float32),
+                                   lo, hi)
     ok &= bool(np.array_equal(res.rewards, np.arange(n, dtype=np.float32) / 8))
     ok &= bool(np.array_equal(res.outcomes, np.arange(n) % 5))
     ok &= bool(np.array_equal(res.response_len, np.arange(n) + 1))
-    ok &= spmd.summary(res)["fgo_mask_density"] == 0.25
+    ok &= res.metrics()["fgo_mask_density"] == 0.25
     print(json.dumps({"process": jax.process_index(), "mesh": shape, "rows": [lo, hi],
                       "ok": bool(ok)}), flush=True)
 

@@ -42,7 +42,9 @@ def run(args) -> int:
 
   models = pipeline.load_policy(args.model)  # gin model.* gives the default path and dtypes
   out = Path(args.out)
-  _, summary = sft.train_sft(models.policy, models.tokenizer, problems, cfg, out)
+  from stepcoder_jax.rl.config import CCCSConfig
+  _, summary = sft.train_sft(models.policy, models.tokenizer, problems, cfg, out,
+                             statements=CCCSConfig().statements)
   gin_setup.save_operative(str(out / "operative_config.gin"))
   skipped = {k: len(v) for k, v in summary["skipped"].items() if v}
   nll = ""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stepcoder_jax.models.config import ModelSpec
 from stepcoder_jax.rl import pipeline
+from stepcoder_jax.rl.config import CCCSConfig
 from stepcoder_jax.rl.train_config import EvalConfig, SFTConfig, TrainConfig
 
 _log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ def run_demo(work_dir: str, model: str | None = None) -> str:
     if (sft_dir / "sft_summary.json").exists():  # an earlier run finished SFT: reuse it
       models = pipeline.load_policy(str(sft_dir))
     else:
-      sft_lib.run_sft(models.policy, models.tokenizer, train_problems, SFTConfig(), sft_dir)
+      sft_lib.run_sft(models.policy, models.tokenizer, train_problems, SFTConfig(), sft_dir,
+                      statements=CCCSConfig().statements)
     evaluate("sft", models.policy)
     tcfg = dataclasses.replace(TrainConfig(), work_dir=str(work / "stepcoder"))
     trainer = pipeline.make_trainer(tcfg, models, train_problems, pool)

@@ -114,8 +114,7 @@ def _sample(model, tokenizer, rows: list[Row], cfg: EvalConfig, temperature: flo
 
   if not rows:
     return
-  eos = sampling.eos_ids_for(model.cfg, tokenizer)
-  pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+  eos, pad = sampling.special_ids(model.cfg, tokenizer)
   longest = max(len(ids) for _, ids, _ in rows)
   scfg = SamplingConfig(temperature=temperature, top_p=cfg.top_p if temperature > 0 else 1.0,
                         top_k=cfg.top_k if temperature > 0 else 0,

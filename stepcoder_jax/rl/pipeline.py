@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from stepcoder_jax import gin_setup
+from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.data.config import DatasetConfig
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.execution.config import ExecutionConfig
@@ -61,14 +62,15 @@ def open_pool(cfg: ExecutionConfig | None = None):
 
 def make_trainer(cfg: TrainConfig, models, problems: list[Problem], pool,
                  eval_problems: list[Problem] | None = None):
-  """A Trainer from gin's ppo/cccs/fgo/eval configs; saves the operative config by the run."""
+  """A Trainer from gin's ppo/cccs/fgo/mesh/checkpoint/eval configs (gin is read here, at the
+  entry point, and nowhere below); saves the operative config by the run."""
   from stepcoder_jax.rl.trainer import Trainer
 
   import jax
 
   trainer = Trainer(models, problems, cfg=cfg, ppo_cfg=PPOConfig(), cccs_cfg=CCCSConfig(),
-                    fgo_cfg=FGOConfig(), pool=pool, eval_problems=eval_problems,
-                    eval_cfg=EvalConfig())
+                    fgo_cfg=FGOConfig(), mesh_cfg=MeshConfig(), ckpt_cfg=CheckpointConfig(),
+                    pool=pool, eval_cfg=EvalConfig(), eval_problems=eval_problems)
   if jax.process_index() == 0:
     gin_setup.save_operative(str(Path(cfg.work_dir) / "operative_config.gin"))
   return trainer

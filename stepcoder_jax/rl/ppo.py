@@ -47,23 +47,56 @@ from flax import nnx
 
 from stepcoder_jax.rl.config import PPOConfig
 
-Batch = Mapping[str, jax.Array]
-BATCH_KEYS = ("tokens", "positions", "attention_mask", "response_mask", "fgo_mask",
-              "old_logprobs", "ref_logprobs", "values", "rewards")
-# The critic-free step has no rollout values; it needs each row's group (prompt) id instead.
-CRITIC_FREE_KEYS = tuple(k for k in BATCH_KEYS if k != "values") + ("group",)
-ROW_KEYS = ("rewards", "group")  # [B]; every other key is [B, T]
-# Canonical dtypes: the jitted step is compiled for these, so an int8 FGO mask from fgo.py and an
-# int32 mask of ones hit the same compiled function.
+@flax.struct.dataclass
+class Batch:
+  """One rollout batch, every array at the dtype the jitted step is compiled for.
+
+  Built once by the rollout (`Batch.of` casts, so an int8 FGO mask and a float mask of ones hit
+  the same compiled step); the placement gives its shardings as a Batch of the same shape.
+  `values` is None for a critic-free `ppo.advantage`, `group` is None for GAE.
+
+  Attributes:
+    tokens, positions: [B, T] int32.
+    attention_mask: [B, T] int32 (1 on real tokens).
+    response_mask, fgo_mask: [B, T] float32 (1 on response tokens / on tokens FGO keeps).
+    old_logprobs, ref_logprobs: [B, T] float32, zero outside the response.
+    rewards: [B] float32 outcome rewards (or [B, T] already placed on the last token).
+    values: [B, T] float32 rollout values (GAE only).
+    group: [B] int32 prompt id of each row in [0, B) (critic-free only).
+  """
+  tokens: jax.Array
+  positions: jax.Array
+  attention_mask: jax.Array
+  response_mask: jax.Array
+  fgo_mask: jax.Array
+  old_logprobs: jax.Array
+  ref_logprobs: jax.Array
+  rewards: jax.Array
+  values: jax.Array | None = None
+  group: jax.Array | None = None
+
+  @classmethod
+  def of(cls, arrays: Mapping[str, Any]) -> "Batch":
+    """A Batch from named arrays, each cast to its dtype (absent optional fields: None)."""
+    return cls(**{k: None if arrays.get(k) is None else jnp.asarray(arrays[k], BATCH_DTYPES[k])
+                  for k in BATCH_DTYPES})
+
+  def replace_fields(self, **arrays) -> "Batch":
+    """A copy with some arrays replaced, cast like `of`."""
+    return self.replace(**{k: jnp.asarray(v, BATCH_DTYPES[k]) for k, v in arrays.items()})
+
+
 BATCH_DTYPES = {"tokens": jnp.int32, "positions": jnp.int32, "attention_mask": jnp.int32,
-                "response_mask": jnp.int32, "fgo_mask": jnp.int32, "old_logprobs": jnp.float32,
-                "ref_logprobs": jnp.float32, "values": jnp.float32, "rewards": jnp.float32,
-                "group": jnp.int32}
+                "response_mask": jnp.float32, "fgo_mask": jnp.float32,
+                "old_logprobs": jnp.float32, "ref_logprobs": jnp.float32,
+                "rewards": jnp.float32, "values": jnp.float32, "group": jnp.int32}
+ROW_FIELDS = ("rewards", "group")  # [B]; every other field is [B, T]
 
 
-def batch_keys(cfg: PPOConfig) -> tuple[str, ...]:
-  """The batch arrays the step built for `cfg` reads (and is compiled for)."""
-  return CRITIC_FREE_KEYS if cfg.critic_free else BATCH_KEYS
+def batch_fields(cfg: PPOConfig) -> tuple[str, ...]:
+  """The Batch fields the step built for `cfg` reads: `values` for GAE, `group` critic-free."""
+  drop = "values" if cfg.critic_free else "group"
+  return tuple(k for k in BATCH_DTYPES if k != drop)
 
 
 # ----------------------------------------------------------------------------- pure math
@@ -204,13 +237,6 @@ def policy_loss_terms(logprobs: jax.Array, old_logprobs: jax.Array, advantages: 
           jnp.where(keep, approx_kl, zero))
 
 
-def policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps):
-  """Clipped policy loss averaged over mask (= response_mask * fgo_mask); with clip fraction."""
-  loss, clipped, kl = policy_loss_terms(logprobs, old_logprobs, advantages, mask, clip_eps)
-  return masked_mean(loss, mask), {"clip_frac": masked_mean(clipped, mask),
-                                   "approx_kl": masked_mean(kl, mask)}
-
-
 def token_policy_objective(logprobs: jax.Array, entropy: jax.Array, mb: Mapping[str, jax.Array],
                            denom: jax.Array, cfg: PPOConfig, kl_coef: jax.Array | float):
   """The step's policy objective from per-token log-probs and entropies: (total, metrics).
@@ -250,11 +276,6 @@ def value_loss_terms(values: jax.Array, old_values: jax.Array, returns: jax.Arra
     loss = l1
   zero = jnp.zeros_like(loss)
   return jnp.where(keep, 0.5 * loss, zero), jnp.where(keep & clipped, 1.0, zero)
-
-
-def value_loss(values, old_values, returns, mask, value_clip):
-  loss, clipped = value_loss_terms(values, old_values, returns, mask, value_clip)
-  return masked_mean(loss, mask), {"value_clip_frac": masked_mean(clipped, mask)}
 
 
 def explained_variance(values: jax.Array, returns: jax.Array, mask: jax.Array) -> jax.Array:
@@ -404,28 +425,28 @@ def init_train_state(policy_model: nnx.Module, value_model: nnx.Module | None,
 # ----------------------------------------------------------------------------- the step
 
 
-def check_batch(batch: Mapping[str, Any], cfg: PPOConfig) -> None:
-  """Fail before compiling when the batch cannot be split as configured."""
-  keys = batch_keys(cfg)
-  missing = [k for k in keys if k not in batch]
+def check_batch(batch: Batch, cfg: PPOConfig) -> None:
+  """Fail before compiling when the batch does not fit the step built for `cfg`."""
+  keys = batch_fields(cfg)
+  missing = [k for k in keys if getattr(batch, k) is None]
   if missing:
-    raise ValueError(f"ppo batch: missing key(s) {missing} (ppo.advantage={cfg.advantage!r})")
-  b = batch["tokens"].shape[0]
+    raise ValueError(f"ppo batch: missing field(s) {missing} (ppo.advantage={cfg.advantage!r})")
+  b = batch.tokens.shape[0]
   per = cfg.minibatches * cfg.grad_accum
   if b % per:
     raise ValueError(f"ppo batch: {b} rows are not divisible by ppo.minibatches x ppo.grad_accum"
                      f" = {cfg.minibatches} x {cfg.grad_accum}")
   for k in keys:
-    if batch[k].shape[0] != b or (k not in ROW_KEYS and batch[k].shape != batch["tokens"].shape):
-      raise ValueError(f"ppo batch: {k!r} has shape {batch[k].shape}, "
-                       f"tokens {batch['tokens'].shape}")
-  if "group" in keys and batch["group"].ndim != 1:
-    raise ValueError(f"ppo batch: 'group' has shape {batch['group'].shape}, want [{b}]")
-  group = batch.get("group") if "group" in keys else None
-  if group is not None and getattr(group, "is_fully_addressable", True):
-    g = np.asarray(group)
-    if g.size and (g.min() < 0 or g.max() >= b):
-      raise ValueError(f"ppo batch: group ids must be in [0, {b}), got [{g.min()}, {g.max()}]")
+    x = getattr(batch, k)
+    if x.shape[0] != b or (k not in ROW_FIELDS and x.shape != batch.tokens.shape):
+      raise ValueError(f"ppo batch: {k!r} has shape {x.shape}, tokens {batch.tokens.shape}")
+  if batch.group is not None and "group" in keys:
+    if batch.group.ndim != 1:
+      raise ValueError(f"ppo batch: 'group' has shape {batch.group.shape}, want [{b}]")
+    if getattr(batch.group, "is_fully_addressable", True):
+      g = np.asarray(batch.group)
+      if g.size and (g.min() < 0 or g.max() >= b):
+        raise ValueError(f"ppo batch: group ids must be in [0, {b}), got [{g.min()}, {g.max()}]")
 
 
 def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
@@ -517,9 +538,9 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
     kl = 0.0 if cfg.kl_in_loss else kl_coef
     if critic_free:
       seq = jnp.sum(kl_penalized_rewards(rewards, old_lp, ref_lp, resp, kl), axis=1)
-      adv = group_advantages(seq, batch["group"], cfg)
+      adv = group_advantages(seq, batch.group, cfg)
       return adv[:, None] * resp, None, None
-    old_v = f32(batch["values"])
+    old_v = batch.values
     adv, ret = gae(kl_penalized_rewards(rewards, old_lp, ref_lp, resp, kl), old_v, resp,
                    cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
@@ -527,21 +548,21 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
     return adv, ret, old_v
 
   def ppo_step(state: TrainState, batch: Batch):
-    resp = f32(batch["response_mask"])
-    loss_mask = resp * f32(batch["fgo_mask"])
-    rewards = f32(batch["rewards"])
+    resp = batch.response_mask
+    loss_mask = resp * batch.fgo_mask
+    rewards = batch.rewards
     if rewards.ndim == 1:
       rewards = place_rewards(rewards, resp)
-    old_lp, ref_lp = f32(batch["old_logprobs"]), f32(batch["ref_logprobs"])
+    old_lp, ref_lp = batch.old_logprobs, batch.ref_logprobs
     adv, ret, old_v = advantages(batch, rewards, resp, old_lp, ref_lp, state.kl_coef)
-    data = {"tokens": batch["tokens"], "positions": batch["positions"],
-            "attention_mask": batch["attention_mask"], "response_mask": resp,
+    data = {"tokens": batch.tokens, "positions": batch.positions,
+            "attention_mask": batch.attention_mask, "response_mask": resp,
             "loss_mask": loss_mask, "old_logprobs": old_lp, "advantages": adv}
     if cfg.kl_in_loss:
       data["ref_logprobs"] = ref_lp
     if not critic_free:
       data.update(values=old_v, returns=ret)
-    b = batch["tokens"].shape[0]
+    b = batch.tokens.shape[0]
     key = jax.random.fold_in(jax.random.key(cfg.seed), state.step)
     step_update = functools.partial(update, state.kl_coef)
 
@@ -596,17 +617,13 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
   if out_shardings is not None:
     jit_kwargs["out_shardings"] = out_shardings
   jitted = jax.jit(ppo_step, **jit_kwargs)
-  keys = batch_keys(cfg)
+  unused = {"values" if critic_free else "group": None}
 
   @functools.wraps(ppo_step)
   def checked(state: TrainState, batch: Batch):
     check_batch(batch, cfg)
-    batch = {k: jnp.asarray(batch[k], BATCH_DTYPES[k]) for k in keys}
-    return jitted(state, batch)
+    return jitted(state, batch.replace(**unused))  # one pytree shape per config
 
   checked.jitted = jitted  # for .lower(), cost analysis and cache inspection
   return checked
 
-
-def f32(x) -> jax.Array:
-  return jnp.asarray(x, jnp.float32)

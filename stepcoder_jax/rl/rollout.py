@@ -1,23 +1,44 @@
-"""Host side of one rollout: CCCS prompts -> (sampled token ids) -> completions -> judge jobs ->
-rewards and FGO masks laid out as batch arrays.
+"""One rollout: `Rollout.collect(state, problems, rng) -> (ppo.Batch, RowResults)`.
 
-Everything here is plain Python/numpy around the device functions; the trainer calls the sampler
-and the forward passes. The split keeps each step testable without a model.
+It owns the whole way from chosen problems to a typed PPO batch: prompts at their CCCS stage
+(`make_items`: question shortening, stages passed over; `pad_items`: zero-weight padding rows),
+sampling with the current policy, the one cut (`completion.cut`), judging in the execution pool,
+the device forward passes that run while the pool judges (old and reference log-probs, values
+unless critic-free), rewards, FGO masks, group ids, and the all-gather of per-row verdicts so
+every process sees every row (`RowResults`, in global row order).
+
+Scale-out: every process builds the same prompts (cheap host work), then samples, judges and
+packs only its own block of rows (`Placement.rows`); the device functions are jitted with
+explicit shardings over global arrays and every process calls them (multi-controller SPMD).
+Overlap: the programs go to the pool (futures) before the forward passes are dispatched; JAX
+dispatch is asynchronous, so the tests run while the accelerator computes.
+
+The host helpers below (make_items, fill_responses, jobs, pack, rewards_and_masks) are plain
+Python/numpy, so each step is testable without a model.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import time
 from typing import Any, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from stepcoder_jax import completion
 from stepcoder_jax.completion import encode_prompt
 from stepcoder_jax.data import prompts as prompts_lib
 from stepcoder_jax.data.record import Problem
-from stepcoder_jax.rl import batching, fgo
+from stepcoder_jax.errors import UserError
+from stepcoder_jax.execution.reward import OUTCOMES
+from stepcoder_jax.rl import batching, fgo, ppo, spmd
 from stepcoder_jax.rl.cccs import Curriculum
+from stepcoder_jax.rl.config import FGOConfig, PPOConfig
+from stepcoder_jax.rl.train_config import TrainConfig
 
 _log = logging.getLogger(__name__)
 
@@ -184,17 +205,253 @@ def rewards_and_masks(items: Sequence[Item], batch: dict[str, np.ndarray], promp
   return {"rewards": rewards, "fgo_mask": fgo_mask * batch["response_mask"]}
 
 
-def summary(items: Sequence[Item], fgo_masks: np.ndarray | None = None,
-            response_mask: np.ndarray | None = None) -> dict[str, float]:
-  """Host metrics of a judged rollout: mean reward, pass rate, outcome fractions, FGO density."""
-  n = max(1, len(items))
-  out = {"reward_mean": float(np.mean([it.result.reward for it in items])) if items else 0.0,
-         "pass_rate": sum(it.result.outcome == "passed" for it in items) / n,
-         "response_tokens_mean": float(np.mean([len(it.response_ids) for it in items]))
-                                 if items else 0.0}
-  for o in ("passed", "failed", "runtime_error", "timeout", "compile_error"):
-    out[f"outcome/{o}"] = sum(it.result.outcome == o for it in items) / n
-  out["truncated_rate"] = truncated_rate(items)
-  if fgo_masks is not None and response_mask is not None:
-    out["fgo_mask_density"] = float(fgo_masks.sum() / max(1.0, float(response_mask.sum())))
+def group_ids(items: Sequence[Item]) -> np.ndarray:
+  """[n] int32 group of each global row for critic-free advantages: the first row of its
+  problem (each problem is repeated samples_per_problem times); a padding row is a group of its
+  own, so its reward never enters a real group's statistics."""
+  first: dict[str, int] = {}
+  out = np.arange(len(items), dtype=np.int32)
+  for i, item in enumerate(items):
+    if not item.padding:
+      out[i] = first.setdefault(item.problem.id, i)
   return out
+
+
+def record_verdicts(curriculum: Curriculum, items: Sequence[Item], passed) -> None:
+  """Each real row's verdict toward the stage its prompt was built at (padding rows: none)."""
+  for item, ok in zip(items, passed):
+    if not item.padding:
+      curriculum.record(item.problem.id, item.stage, bool(ok))
+
+
+# ----------------------------------------------------------------------------- row results
+
+
+@dataclasses.dataclass
+class RowResults:
+  """What every process knows about every row of one rollout (global row order).
+
+  Attributes:
+    items: the global rows (prompts and stages; judged fields only for this process's rows).
+    rewards: [n] float32.
+    outcomes: [n] int32 index into execution.reward.OUTCOMES (-1: other).
+    response_len: [n] int32 response tokens.
+    fgo_tokens, response_tokens: [n] float32 response tokens FGO keeps / in the packed batch.
+    truncated: [n] bool, the response was cut by max_new_tokens.
+    report: how the prompts were fitted into max_prompt_tokens.
+    times: seconds spent sampling and waiting for the pool.
+  """
+  items: list[Item]
+  rewards: np.ndarray
+  outcomes: np.ndarray
+  response_len: np.ndarray
+  fgo_tokens: np.ndarray
+  response_tokens: np.ndarray
+  truncated: np.ndarray
+  report: PromptReport
+  times: dict[str, float] = dataclasses.field(default_factory=dict)
+
+  @property
+  def passed(self) -> np.ndarray:
+    return self.outcomes == OUTCOMES.index("passed")
+
+  @property
+  def real(self) -> np.ndarray:
+    return np.array([not it.padding for it in self.items], bool)
+
+  def record(self, curriculum: Curriculum) -> int:
+    """Record every row's verdict (`record_verdicts`); returns how many verdicts the curriculum
+    ignored (their stage was already left)."""
+    before = curriculum.ignored
+    record_verdicts(curriculum, self.items, self.passed)
+    return curriculum.ignored - before
+
+  def metrics(self) -> dict[str, float]:
+    """Rollout metrics over the real rows (padding rows left out)."""
+    real = self.real
+    n = max(1, int(real.sum()))
+    out = {"reward_mean": float(np.mean(self.rewards[real].astype(np.float64)))
+                          if real.any() else 0.0,
+           "pass_rate": int(np.sum(self.passed[real])) / n,
+           "response_tokens_mean": float(np.mean(self.response_len[real])) if real.any() else 0.0}
+    for k, o in enumerate(OUTCOMES):
+      out[f"outcome/{o}"] = int(np.sum(self.outcomes[real] == k)) / n
+    out["fgo_mask_density"] = float(self.fgo_tokens[real].sum()
+                                    / max(1.0, float(self.response_tokens[real].sum())))
+    out.update({"prompts_skipped": len(self.report.skipped),
+                "truncated_rate": float(self.truncated[real].mean()) if real.any() else 0.0,
+                "prompts_shortened": self.report.shortened,
+                "cccs/stages_passed_over": self.report.stages_passed_over})
+    out.update({f"time/{k}": v for k, v in self.times.items()})
+    return out
+
+
+def exchange_results(items: list[Item], mine: Sequence[Item], fgo_mask: np.ndarray,
+                     response_mask: np.ndarray, lo: int, hi: int,
+                     report: PromptReport | None = None) -> RowResults:
+  """All-gather the judgements of this process's judged rows `mine` (global rows [lo, hi) of
+  `items`), so every process holds every row's verdict."""
+  n = len(items)
+  floats = np.stack([np.asarray([it.result.reward for it in mine], np.float32),
+                     np.asarray(fgo_mask, np.float32).sum(axis=1),
+                     np.asarray(response_mask, np.float32).sum(axis=1)], axis=1)
+  ints = np.stack([np.asarray([OUTCOMES.index(it.result.outcome)
+                               if it.result.outcome in OUTCOMES else -1 for it in mine],
+                              np.int32),
+                   np.asarray([len(it.response_ids) for it in mine], np.int32),
+                   np.asarray([it.finish == completion.LENGTH for it in mine], np.int32)],
+                  axis=1)
+  f = spmd.gather_rows(floats, lo, hi, n)
+  i = spmd.gather_rows(ints, lo, hi, n)
+  return RowResults(items=items, rewards=f[:, 0], outcomes=i[:, 0], response_len=i[:, 1],
+                    fgo_tokens=f[:, 1], response_tokens=f[:, 2], truncated=i[:, 2] > 0,
+                    report=report or PromptReport())
+
+
+# ----------------------------------------------------------------------------- device functions
+
+
+def make_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placement,
+                 response_start: int | None = None):
+  """Jitted `forward(state, ref_params, batch) -> batch` with old_logprobs, ref_logprobs (and
+  values unless `value_gd` is None, critic-free) filled in, zero outside the response; global
+  [B, T] arrays sharded by rows. `response_start`: the prompt bucket, where every response
+  begins (the vocabulary projection runs from there on)."""
+
+  def forward(state: ppo.TrainState, ref_params, tokens, positions, attention_mask,
+              response_mask):
+    pol = nnx.merge(policy_gd, state.policy, state.policy_rest)
+    ref = nnx.merge(policy_gd, ref_params, state.policy_rest)
+    old = ppo.policy_logprobs(pol, tokens, positions, attention_mask, chunk=chunk,
+                              with_entropy=False, response_start=response_start)
+    refl = ppo.policy_logprobs(ref, tokens, positions, attention_mask, chunk=chunk,
+                               with_entropy=False, response_start=response_start)
+    out = {"old_logprobs": old * response_mask, "ref_logprobs": refl * response_mask}
+    if value_gd is not None:
+      val = nnx.merge(value_gd, state.value, state.value_rest)
+      out["values"] = ppo.value_estimates(val, tokens, positions, attention_mask) * response_mask
+    return out
+
+  b2 = placement.batch(2)
+  return jax.jit(forward, in_shardings=(placement.state, placement.ref, b2, b2, b2, b2),
+                 out_shardings=b2)
+
+
+def make_sampler(policy_gd, max_new_tokens: int, eos_ids, pad_id: int, prompt_len: int,
+                 placement: spmd.Placement):
+  """`sample(state, prompt_ids, rng) -> response ids per row` with the current policy params.
+
+  Training samples from the plain policy (temperature 1, no top-k/top-p: the distribution PPO
+  scores; `TrainConfig.check_sampling`). `prompt_ids` are this process's rows
+  (`placement.rows`); the sampler runs on the global batch (every process calls it), so
+  FSDP/tensor-sharded parameters work across hosts. Prompts are left-padded to the fixed
+  `prompt_len` bucket, so the sampler compiles once.
+  """
+  from stepcoder_jax import sampling
+  from stepcoder_jax.models.config import SamplingConfig
+
+  scfg = SamplingConfig(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens)
+  eos_ids = tuple(int(e) for e in eos_ids)
+
+  def run(params, rest, tokens, mask, rng, n, temp, p):
+    gd, st = nnx.split(nnx.merge(policy_gd, params, rest))
+    return sampling.sample_fn(gd, scfg, eos_ids, pad_id)(st, tokens, mask, rng, n, temp, p)
+
+  b2, rep = placement.batch(2), placement.replicated
+  jitted = jax.jit(run, in_shardings=(placement.state.policy, placement.state.policy_rest, b2,
+                                      b2, rep, rep, rep, rep),
+                   out_shardings=placement.batch(1))  # a prefix: every output is [B, ...]
+  knobs = spmd.to_global((np.asarray(max_new_tokens, np.int32), np.asarray(1.0, np.float32),
+                          np.asarray(1.0, np.float32)), (rep, rep, rep))
+
+  def sample(state: ppo.TrainState, prompt_ids, rng):
+    tokens, mask = sampling.pad_prompts(prompt_ids, pad_id, min_bucket=prompt_len)
+    n = placement.global_rows(len(prompt_ids))
+    lo, hi = placement.rows(n)
+    g = spmd.from_local_rows({"tokens": tokens, "mask": mask}, placement, n)
+    out = jitted(state.policy, state.policy_rest, g["tokens"], g["mask"],
+                 spmd.to_global(rng, rep), *knobs)
+    toks = spmd.local_rows(out.tokens, lo, hi)
+    lens = spmd.local_rows(out.lengths, lo, hi)
+    return [[int(t) for t in toks[i, :int(lens[i])]] for i in range(len(prompt_ids))]
+
+  sample.jitted = jitted
+  return sample
+
+
+# ----------------------------------------------------------------------------- the rollout
+
+
+class Rollout:
+  """Everything one rollout needs, built once per run; `collect` runs one.
+
+  Args:
+    policy_gd, value_gd: graph definitions of the policy and the value model (None critic-free).
+    placement: where the state and the batches live (spmd.make_placement).
+    ref_params: the frozen reference policy's parameters, placed by `placement.ref`.
+    tokenizer, eos_ids, pad_id: from `sampling.special_ids` (the same as eval and generate).
+    curriculum: the CCCS state prompts are built from (the caller records verdicts into it).
+    pool: an ExecutionPool judging this process's rows.
+    cfg, ppo_cfg, fgo_cfg: the run's configs.
+    sampler: `sample(state, prompt_ids, rng) -> token id lists` for this process's rows (a
+      collective on the mesh: every process calls it); default: the policy (`make_sampler`).
+  """
+
+  def __init__(self, policy_gd, value_gd, placement: spmd.Placement, ref_params, tokenizer,
+               eos_ids, pad_id: int, curriculum: Curriculum, pool, cfg: TrainConfig,
+               ppo_cfg: PPOConfig, fgo_cfg: FGOConfig, sampler=None):
+    self.placement, self.ref_params = placement, ref_params
+    self.tok, self.eos_ids, self.pad_id = tokenizer, tuple(eos_ids), pad_id
+    self.curriculum, self.pool = curriculum, pool
+    self.cfg, self.ppo_cfg, self.fgo_cfg = cfg, ppo_cfg, fgo_cfg
+    self.prompt_len = batching.bucket(cfg.max_prompt_tokens)
+    self.response_len = batching.bucket(cfg.max_new_tokens)
+    self.forward = make_forward(policy_gd, value_gd, cfg.logprob_chunk, placement,
+                                response_start=self.prompt_len)
+    self.sampler = sampler or make_sampler(policy_gd, cfg.max_new_tokens, self.eos_ids,
+                                           pad_id, self.prompt_len, placement)
+    # Padding keeps the global batch divisible by the minibatch split and the batch devices.
+    self.row_multiple = math.lcm(max(1, ppo_cfg.minibatches * ppo_cfg.grad_accum),
+                                 placement.row_divisor)
+
+  def items(self, problems: Sequence[Problem]) -> tuple[list[Item], PromptReport]:
+    """The global rows: each problem samples_per_problem times at its stage, padded."""
+    rows = [p for p in problems for _ in range(self.cfg.samples_per_problem)]
+    items, report = make_items(rows, self.curriculum, self.tok, self.cfg.prompt_style,
+                               self.prompt_len)
+    if not items:
+      raise UserError(f"train: every prompt of this iteration is longer than "
+                      f"train.max_prompt_tokens={self.cfg.max_prompt_tokens}")
+    return pad_items(items, self.row_multiple), report
+
+  def collect(self, state: ppo.TrainState, problems: Sequence[Problem], rng: jax.Array
+              ) -> tuple[ppo.Batch, RowResults]:
+    """Sample, judge and score one rollout of `problems` with the policy in `state`."""
+    t0 = time.time()
+    items, report = self.items(problems)
+    n = len(items)
+    lo, hi = self.placement.rows(n)
+    mine = items[lo:hi]
+    fill_responses(mine, self.sampler(state, [i.prompt_ids for i in mine], rng), self.tok,
+                   self.eos_ids)
+    t_sample = time.time()
+    future = self.pool.submit(jobs(mine))
+    arrays = pack(mine, self.pad_id, self.prompt_len, self.response_len)
+    arrays["response_mask"] = arrays["response_mask"].astype(np.float32)
+    arrays["response_mask"][[i for i, item in enumerate(mine) if item.padding]] = 0  # no weight
+    dev = spmd.from_local_rows(arrays, self.placement, n)
+    scored = self.forward(state, self.ref_params, dev["tokens"], dev["positions"],
+                          dev["attention_mask"], dev["response_mask"])
+    # (dispatched asynchronously: the device computes while the pool judges)
+    for item, res in zip(mine, future.result()):
+      item.result = res
+    t_judge = time.time()
+    rm = rewards_and_masks(mine, arrays, self.prompt_len, self.fgo_cfg.enabled)
+    judged = {"fgo_mask": rm["fgo_mask"], "rewards": rm["rewards"]}
+    if self.ppo_cfg.critic_free:
+      judged["group"] = group_ids(items)[lo:hi]
+    batch = ppo.Batch(**dev, **scored, **spmd.from_local_rows(judged, self.placement, n))
+    rows = exchange_results(items, mine, rm["fgo_mask"], arrays["response_mask"], lo, hi,
+                            report)
+    rows.times = {"sample_s": t_sample - t0, "judge_wait_s": t_judge - t_sample}
+    return batch, rows

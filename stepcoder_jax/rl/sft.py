@@ -213,15 +213,8 @@ def dataset_nll(eval_fn, params, examples: Sequence[SFTExample], pad_id: int,
   return total / max(count, 1)
 
 
-def _pad_id(tokenizer, model) -> int:
-  pid = getattr(tokenizer, "pad_token_id", None)
-  if pid is None:
-    pid = model.cfg.pad_token_id if model.cfg.pad_token_id is not None else 0
-  return int(pid)
-
-
 def run_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
-            out_dir: str | Path | None, *, progress: bool = True) -> Any:
+            out_dir: str | Path | None, *, progress: bool = True, statements: str = "if") -> Any:
   """Fine-tune `model` (a Decoder, updated in place) on the canonical solutions of `problems`.
 
   With `cfg.cccs_stages`, also on every CCCS stage prefix under gin's `cccs.statements` (the same
@@ -234,19 +227,23 @@ def run_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   Returns:
     the model (the same object, with the trained parameters).
   """
-  return train_sft(model, tokenizer, problems, cfg, out_dir, progress=progress)[0]
+  return train_sft(model, tokenizer, problems, cfg, out_dir, progress=progress,
+                   statements=statements)[0]
 
 
 def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
-              out_dir: str | Path | None, *, progress: bool = True) -> tuple[Any, dict]:
-  """`run_sft`, also returning its summary (example count, NLL before/after, skipped ids)."""
+              out_dir: str | Path | None, *, progress: bool = True,
+              statements: str = "if") -> tuple[Any, dict]:
+  """`run_sft`, also returning its summary (example count, NLL before/after, skipped ids).
+  `statements`: the curriculum's `cccs.statements`, so the stage examples match its prompts."""
   examples, skipped = build_examples(
       problems, tokenizer, style=cfg.prompt_style, max_len=cfg.max_len,
-      statements=CCCSConfig().statements if cfg.cccs_stages else None)
+      statements=statements if cfg.cccs_stages else None)
   if not examples:
     raise UserError(f"sft: none of the {len(problems)} problems gives a training example "
                     f"(skipped: { {k: len(v) for k, v in skipped.items()} })")
-  pad_id = _pad_id(tokenizer, model)
+  from stepcoder_jax.sampling import special_ids
+  _, pad_id = special_ids(model.cfg, tokenizer)
   shapes = example_shapes(examples)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   tx = make_optimizer(cfg)

@@ -1,5 +1,5 @@
-"""The trainer's view of the mesh: where the train state and the batches live, which rollout rows
-this process owns, and host-side exchange of per-row results between processes.
+"""Placement on the mesh: where the train state and the batches live, which rollout rows this
+process owns, and moving arrays between hosts and global (sharded) arrays.
 
 One code path for every scale. A single CPU is a (1, 1, 1) mesh; one host with several devices
 is a mesh of its local devices; a pod is a mesh over every process's devices. In every case the
@@ -8,13 +8,13 @@ device functions (sampler, rollout forwards, ppo_step) are jitted with explicit 
 between them (judging programs, FGO masks) is split by rows: each process handles the contiguous
 block of global rows that its devices hold along the batch axes, and the few per-row results the
 curriculum and the metrics need are all-gathered so that every host applies the same updates in
-the same order.
+the same order (rl/rollout.py does that exchange with `gather_rows`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -22,9 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from stepcoder_jax import sharding
 from stepcoder_jax.rl import ppo
-
-OUTCOMES = ("passed", "failed", "runtime_error", "timeout", "compile_error")
-
+from stepcoder_jax.rl.config import PPOConfig
 
 @dataclasses.dataclass
 class Placement:
@@ -50,11 +48,13 @@ class Placement:
     """Leading (row) dimension over the batch mesh axes (('data', 'fsdp') by default)."""
     return sharding.batch_sharding(self.mesh, self.rules, ndim)
 
-  def batch_tree(self, keys: Sequence[str] = ppo.BATCH_KEYS) -> dict[str, NamedSharding]:
-    """Shardings of a ppo batch (`ppo.batch_keys(cfg)`): rewards and group are [B], the rest
-    [B, T]. Rows are split over devices and processes freely, groups included: the step's group
-    statistics are reductions over the global arrays."""
-    return {k: self.batch(1 if k in ppo.ROW_KEYS else 2) for k in keys}
+  def batch_shardings(self, cfg: PPOConfig) -> ppo.Batch:
+    """Shardings of the ppo.Batch the step built for `cfg` reads, as a Batch (fields it does
+    not read: None). Rewards and group are [B], the rest [B, T]. Rows are split over devices
+    and processes freely, groups included: the step's group statistics are reductions over the
+    global arrays."""
+    return ppo.Batch(**{k: self.batch(1 if k in ppo.ROW_FIELDS else 2)
+                        for k in ppo.batch_fields(cfg)})
 
   @property
   def row_divisor(self) -> int:
@@ -160,48 +160,6 @@ def gather_rows(local: np.ndarray, lo: int, hi: int, n: int) -> np.ndarray:
   out = np.zeros((n,) + local.shape[1:], local.dtype)
   for p in reversed(range(blocks.shape[0])):
     out[spans[p, 0]:spans[p, 1]] = blocks[p]
-  return out
-
-
-@dataclasses.dataclass
-class RowResults:
-  """What every host needs to know about every rollout row (global row order)."""
-  rewards: np.ndarray        # [n] float32
-  outcomes: np.ndarray       # [n] int32, index into OUTCOMES (-1: other)
-  response_len: np.ndarray   # [n] int32 response tokens
-  fgo_tokens: np.ndarray     # [n] float32 response tokens kept by FGO
-  response_tokens: np.ndarray  # [n] float32 response tokens in the packed batch
-
-  @property
-  def passed(self) -> np.ndarray:
-    return self.outcomes == OUTCOMES.index("passed")
-
-
-def exchange_results(items: Sequence[Any], fgo_mask: np.ndarray, response_mask: np.ndarray,
-                     lo: int, hi: int, n: int) -> RowResults:
-  """All-gather the per-row judgements of this process's judged `items` (rows [lo, hi))."""
-  floats = np.stack([np.asarray([it.result.reward for it in items], np.float32),
-                     np.asarray(fgo_mask, np.float32).sum(axis=1),
-                     np.asarray(response_mask, np.float32).sum(axis=1)], axis=1)
-  ints = np.stack([np.asarray([OUTCOMES.index(it.result.outcome)
-                               if it.result.outcome in OUTCOMES else -1 for it in items],
-                              np.int32),
-                   np.asarray([len(it.response_ids) for it in items], np.int32)], axis=1)
-  f = gather_rows(floats, lo, hi, n)
-  i = gather_rows(ints, lo, hi, n)
-  return RowResults(rewards=f[:, 0], outcomes=i[:, 0], response_len=i[:, 1],
-                    fgo_tokens=f[:, 1], response_tokens=f[:, 2])
-
-
-def summary(r: RowResults) -> dict[str, float]:
-  """Rollout metrics over all rows (the keys of rollout.summary)."""
-  n = max(1, len(r.rewards))
-  out = {"reward_mean": float(np.mean(r.rewards.astype(np.float64))) if len(r.rewards) else 0.0,
-         "pass_rate": int(np.sum(r.passed)) / n,
-         "response_tokens_mean": float(np.mean(r.response_len)) if len(r.rewards) else 0.0}
-  for k, o in enumerate(OUTCOMES):
-    out[f"outcome/{o}"] = int(np.sum(r.outcomes == k)) / n
-  out["fgo_mask_density"] = float(r.fgo_tokens.sum() / max(1.0, float(r.response_tokens.sum())))
   return out
 
 
