@@ -1,0 +1,394 @@
+"""One RL iteration, ours against TRL's GRPOTrainer (PyTorch, `use_vllm=False`), in the same run.
+
+Both sides do the same work: the same bundled train problems in the same order (the plain prompt
+our trainer builds, no CCCS prefix), 4 prompts x 4 samples, <= 128 new tokens at temperature 1,
+the same starting weights (the cached Gemma 3 270M: ours from its converted cache, TRL from the HF
+directory written from the same GGUF), the token embedding frozen on both sides, KL coefficient
+0.05 to a frozen reference, fp32, 2 threads, one optimizer step, and the same judge: our
+ExecutionPool, called from TRL's reward function on the completion cut the way ours is cut.
+
+Each side runs in its own subprocess (its peak RSS is its own `ru_maxrss`; the judge's worker
+processes are not counted on either side). The first iteration compiles (ours) or warms up
+(torch); the figures are the mean of the warm iterations after it (`--iterations` in all).
+
+Buckets, seconds per iteration:
+  generation  ours: the jitted sampler (`time/sample_s`); TRL: `GRPOTrainer._generate`.
+  scoring     forwards without gradient over the sampled batch. Ours: old and reference
+              log-probs in one jitted call (GRPO has no value forward; `gae` adds it), timed to
+              completion. TRL: its `_get_per_token_logps_and_entropies` calls under no_grad (only
+              the reference: with one generation per step it takes old log-probs as the detached
+              new ones, no forward).
+  judging     ours: from submitting the programs to the pool until their results are in (it
+              overlaps the scoring forwards, so buckets may add up to more than the iteration);
+              TRL: its `_calculate_rewards` (our pool, called synchronously).
+  update      ours: the jitted ppo_step, to completion; TRL: the rest of the optimizer step
+              (loss forward, backward, clipping, AdamW), i.e. the step minus
+              `_generate_and_score_completions`.
+  other       the iteration minus the buckets above (host work: prompts, cutting, packing,
+              metrics; for ours minus the overlap).
+
+  python benchmarks/rl_iteration.py            # Gemma 3 270M: TRL, ours grpo, ours gae, demo
+  python benchmarks/rl_iteration.py --tiny     # a tiny random Llama on both sides (smoke test)
+
+The last line is `speedup vs TRL: N.NNx` (TRL's warm seconds per iteration over ours, GRPO).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+THREADS = 2
+KL = 0.05
+LR = 2e-6
+
+# What each of our arms binds on top of its experiment config.
+ARMS = {
+    "grpo": ["ppo.advantage = 'grpo'", "cccs.enabled = False", "fgo.enabled = False"],
+    "gae": ["ppo.advantage = 'gae'", "cccs.enabled = False", "fgo.enabled = False"],
+    "demo": [],  # the demo's own iteration: gae + CCCS + FGO, its own batch (4 x 1)
+}
+
+
+def _set_threads() -> None:
+  os.environ.setdefault("XLA_FLAGS", "")
+  os.environ["OMP_NUM_THREADS"] = str(THREADS)
+  os.environ["MKL_NUM_THREADS"] = str(THREADS)
+
+
+def _peak_rss_gb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _choose_problems():
+  try:
+    from stepcoder_jax.rl.trainer import choose_problems
+  except ImportError:  # the trainer moved to the runs package
+    from stepcoder_jax.runs.trainer import choose_problems  # type: ignore
+  return choose_problems
+
+
+def _work(args) -> dict:
+  """Paths and sizes shared by both sides."""
+  if args.tiny:
+    return {"gin": "experiments/tiny_cpu.gin", "ours": args.hf_dir, "hf": args.hf_dir,
+            "max_new": args.max_new_tokens or 32, "prompt_tokens": 384}
+  from stepcoder_jax.models import gguf
+  return {"gin": "experiments/cpu_demo_gemma.gin", "ours": gguf.BUNDLED_NAME,
+          "hf": str(gguf.bundled_hf_dir()), "max_new": args.max_new_tokens or 128,
+          "prompt_tokens": 256}
+
+
+def _bindings(args, w: dict, arm: str, work_dir: str) -> list[str]:
+  b = [f"train.work_dir = '{work_dir}'", "train.eval_every = 0",
+       f"train.max_new_tokens = {w['max_new']}", f"train.max_prompt_tokens = {w['prompt_tokens']}",
+       "checkpoint.save_interval_steps = 0", f"ppo.kl_coef = {KL}", f"ppo.policy_lr = {LR}",
+       "ppo.epochs = 1", "ppo.minibatches = 1", "ppo.train_embeddings = False"]
+  if arm != "demo":
+    b += [f"train.problems_per_iteration = {args.prompts}",
+          f"train.samples_per_problem = {args.group}"] + ARMS[arm]
+  return b + list(args.bind)
+
+
+# ------------------------------------------------------------------------------------ ours
+
+
+def run_ours(args, arm: str) -> dict:
+  """Our trainer through the pipeline's public entry points; buckets from timed wrappers."""
+  import jax
+
+  from stepcoder_jax import gin_setup
+  try:
+    from stepcoder_jax.rl import pipeline
+  except ImportError:
+    from stepcoder_jax.runs import pipeline  # type: ignore
+  from stepcoder_jax.rl.train_config import TrainConfig
+
+  w = _work(args)
+  with tempfile.TemporaryDirectory() as tmp:
+    gin_setup.parse([w["gin"]], _bindings(args, w, arm, tmp))
+    t = time.perf_counter()
+    models = pipeline.load_policy(w["ours"])
+    load_s = time.perf_counter() - t
+    problems = pipeline.load_split("train", "stepcoder_builtin")
+    pool = pipeline.open_pool()
+    try:
+      trainer = pipeline.make_trainer(TrainConfig(), models, problems, pool)
+      clock = _instrument_ours(trainer, pool)
+      iters = []
+      for _ in range(args.iterations):
+        clock.clear()
+        m = trainer.iterate()
+        rows = trainer.cfg.problems_per_iteration * trainer.cfg.samples_per_problem
+        iters.append({"iteration_s": m["time/iteration_s"], "generation_s": m.get("time/sample_s", float("nan")),
+                      "scoring_s": clock.get("forward", float("nan")),
+                      "judging_s": clock.get("judge", float("nan")),
+                      "update_s": clock.get("update", float("nan")),
+                      "tokens": m.get("response_tokens_mean", 0.0) * rows,
+                      "reward_mean": m.get("reward_mean"), "rows": rows})
+        print(f"  ours {arm} iteration {len(iters)}: {iters[-1]['iteration_s']:.1f} s",
+              file=sys.stderr, flush=True)
+    finally:
+      pool.close()
+  return {"side": f"ours_{arm}", "load_s": load_s, "iterations": iters,
+          "peak_rss_gb": _peak_rss_gb(), "jax": jax.__version__}
+
+
+def _instrument_ours(trainer, pool) -> dict:
+  """Time the trainer's scoring forwards, update and judging without changing what runs.
+
+  The forward and ppo_step are waited on right after dispatch; the programs are already with the
+  pool by then, so judging still overlaps the forward as in a plain iteration.
+  """
+  import jax
+
+  clock: dict[str, float] = {}
+
+  def timed(name, fn):
+    def run(*a, **k):
+      t = time.perf_counter()
+      out = jax.block_until_ready(fn(*a, **k))
+      clock[name] = clock.get(name, 0.0) + time.perf_counter() - t
+      return out
+    return run
+
+  holder = getattr(trainer, "rollout", trainer)  # the rollout object owns the forward (if any)
+  holder.forward = timed("forward", holder.forward)
+  trainer.ppo_step = timed("update", trainer.ppo_step)
+  submit = pool.submit
+
+  def submit_timed(jobs):
+    t = time.perf_counter()
+    fut = submit(jobs)
+    fut.add_done_callback(lambda _: clock.__setitem__("judge", time.perf_counter() - t))
+    return fut
+
+  pool.submit = submit_timed
+  return clock
+
+
+# ------------------------------------------------------------------------------------- TRL
+
+
+def _prompts(args, w: dict, tok, problems) -> list:
+  """The plain prompt (parts) our trainer builds for iteration i's problems, in its order."""
+  try:
+    from stepcoder_jax.rl import rollout
+  except ImportError:
+    from stepcoder_jax.runs import rollout  # type: ignore
+  choose = _choose_problems()
+  out = []
+  for it in range(args.iterations):
+    chosen = choose(problems, args.prompts, 0, it)
+    items, _ = rollout.make_items(chosen, None, tok, "plain", w["prompt_tokens"])
+    out += [(i.problem, i.prompt) for i in items]
+  return out
+
+
+def run_trl(args) -> dict:
+  """TRL's GRPOTrainer on the same prompts, weights, judge and sizes; buckets by wrapping."""
+  import torch
+  import transformers
+  import trl
+  from datasets import Dataset
+
+  from stepcoder_jax import completion
+  from stepcoder_jax.execution import ExecutionPool
+  from stepcoder_jax.execution.config import ExecutionConfig
+  from stepcoder_jax.execution.job import Job
+  try:
+    from stepcoder_jax.rl import pipeline
+  except ImportError:
+    from stepcoder_jax.runs import pipeline  # type: ignore
+  from stepcoder_jax.models.tokenizer import load_tokenizer
+
+  torch.set_num_threads(THREADS)
+  torch.manual_seed(0)
+  w = _work(args)
+  tok = load_tokenizer(w["hf"], fast=True)
+  problems = pipeline.load_split("train", "stepcoder_builtin")
+  pairs = _prompts(args, w, tok, problems)
+  by_text = {parts.text: (p, parts) for p, parts in pairs}
+  eos_ids = [i for i in {tok.eos_token_id, *(_extra_eos(w["hf"]))} if i is not None]
+  t = time.perf_counter()
+  model = transformers.AutoModelForCausalLM.from_pretrained(w["hf"], dtype=torch.float32)
+  load_s = time.perf_counter() - t
+  model.get_input_embeddings().weight.requires_grad_(False)  # tied head: frozen too, as ours
+
+  # The judge: the same pool config as ours (gin's execution defaults of the experiment file).
+  from stepcoder_jax import gin_setup
+  gin_setup.parse([w["gin"]], [])
+  pool = ExecutionPool(ExecutionConfig())
+  pool.start()
+  clock: dict[str, float] = {}
+
+  def reward(prompts, completions, completion_ids, **_):
+    jobs = []
+    for text, ids in zip(prompts, completion_ids):
+      problem, parts = by_text[text]
+      c = completion.cut(tok, list(ids), parts.stop, eos_ids, context=parts.text)
+      jobs.append(Job(problem=problem, completion=c.text, prefix=parts.code_prefix))
+    return [r.reward for r in pool.run(jobs)]
+
+  cfg = trl.GRPOConfig(
+      output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, fp16=False,
+      per_device_train_batch_size=args.prompts * args.group, num_generations=args.group,
+      gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
+      max_steps=args.iterations, max_completion_length=w["max_new"], temperature=1.0,
+      beta=KL, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
+      shuffle_dataset=False, use_vllm=False, report_to="none", save_strategy="no",
+      logging_steps=1, seed=0, dataloader_num_workers=0, disable_tqdm=True)
+  data = Dataset.from_list([{"prompt": parts.text} for _, parts in pairs])
+  trainer = trl.GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=data,
+                            processing_class=tok)
+  _instrument_trl(trainer, clock)
+  steps: list[dict] = []
+  marks: dict[str, float] = {}
+
+  class Steps(transformers.TrainerCallback):
+    def on_step_begin(self, *a, **k):
+      clock.clear()
+      marks["t"] = time.perf_counter()
+
+    def on_step_end(self, *a, **k):
+      total = time.perf_counter() - marks["t"]
+      steps.append({"iteration_s": total, "generation_s": clock.get("generate", 0.0),
+                    "scoring_s": clock.get("score", 0.0), "judging_s": clock.get("judge", 0.0),
+                    "update_s": total - clock.get("generate_and_score", 0.0),
+                    "tokens": clock.get("tokens", 0.0), "rows": args.prompts * args.group})
+      print(f"  TRL step {len(steps)}: {total:.1f} s", file=sys.stderr, flush=True)
+
+  trainer.add_callback(Steps())
+  try:
+    trainer.train()
+  finally:
+    pool.close()
+  return {"side": "trl", "load_s": load_s, "iterations": steps, "peak_rss_gb": _peak_rss_gb(),
+          "trl": trl.__version__, "torch": torch.__version__}
+
+
+def _extra_eos(hf_dir: str) -> list[int]:
+  """EOS ids of the generation config (Gemma ends turns with <end_of_turn> as well)."""
+  try:
+    import transformers
+    e = transformers.GenerationConfig.from_pretrained(hf_dir).eos_token_id
+  except OSError:
+    return []
+  return list(e) if isinstance(e, (list, tuple)) else [e]
+
+
+def _instrument_trl(trainer, clock: dict) -> None:
+  """Accumulate TRL's phase times into `clock` by wrapping the trainer's own methods."""
+  import torch
+
+  def wrap(name, key, count_tokens=False, only_no_grad=False):
+    fn = getattr(trainer, name)
+
+    def run(*a, **k):
+      t = time.perf_counter()
+      out = fn(*a, **k)
+      if not only_no_grad or not torch.is_grad_enabled():
+        clock[key] = clock.get(key, 0.0) + time.perf_counter() - t
+      if count_tokens:  # _generate returns (prompt_ids, completion_ids, ...)
+        clock["tokens"] = clock.get("tokens", 0.0) + sum(len(c) for c in out[1])
+      return out
+    setattr(trainer, name, run)
+
+  wrap("_generate", "generate", count_tokens=True)
+  wrap("_calculate_rewards", "judge")
+  wrap("_get_per_token_logps_and_entropies", "score", only_no_grad=True)
+  wrap("_generate_and_score_completions", "generate_and_score")
+
+
+# ------------------------------------------------------------------------------ the driver
+
+
+def _tiny_dir(path: str) -> str:
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from decode import _tiny_llama_dir
+  return _tiny_llama_dir(path)
+
+
+def _side(args) -> int:
+  _set_threads()
+  r = run_trl(args) if args.side == "trl" else run_ours(args, args.side)
+  with open(args.out, "w") as f:
+    json.dump(r, f)
+  return 0
+
+
+def _warm_mean(r: dict, key: str) -> float:
+  it = r["iterations"][1:] or r["iterations"]
+  return sum(x[key] for x in it) / len(it)
+
+
+def _line(name: str, r: dict) -> str:
+  m = {k: _warm_mean(r, k) for k in ("iteration_s", "generation_s", "scoring_s", "judging_s",
+                                     "update_s", "tokens")}
+  first = r["iterations"][0]["iteration_s"]
+  return (f"{name:10s} {m['iteration_s']:7.1f} s/it (first {first:6.1f}) | gen "
+          f"{m['generation_s']:6.1f} | score {m['scoring_s']:5.1f} | judge {m['judging_s']:5.1f} "
+          f"| update {m['update_s']:5.1f} | {m['tokens'] / m['iteration_s']:6.1f} tok/s "
+          f"({m['tokens'] / max(m['generation_s'], 1e-9):6.1f} while generating) | "
+          f"peak RSS {r['peak_rss_gb']:5.2f} GB | rows {r['iterations'][0]['rows']}")
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--tiny", action="store_true", help="a tiny random Llama (smoke test)")
+  p.add_argument("--sides", default="trl,grpo,gae,demo", help="comma list: trl, grpo, gae, demo")
+  p.add_argument("--iterations", type=int, default=2, help="per side; the first is not timed")
+  p.add_argument("--prompts", type=int, default=4)
+  p.add_argument("--group", type=int, default=4, help="samples per prompt")
+  p.add_argument("--max_new_tokens", type=int, default=0, help="0: 128 (Gemma), 32 (tiny)")
+  p.add_argument("--bind", action="append", default=[], help="extra gin binding for ours")
+  p.add_argument("--json", default=None, help="also write the results here")
+  p.add_argument("--side", default=None, help=argparse.SUPPRESS)
+  p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+  p.add_argument("--hf_dir", default=None, help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.side:
+    return _side(args)
+  if args.iterations < 2:
+    p.error("--iterations must be >= 2 (the first one compiles)")
+  machine = {"platform": platform.platform(), "cpus": os.cpu_count(),
+             "loadavg_start": [round(x, 2) for x in os.getloadavg()], "threads": THREADS}
+  print(f"machine: {machine}", flush=True)
+  results = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    hf_dir = _tiny_dir(os.path.join(tmp, "tiny")) if args.tiny else None
+    for side in [s.strip() for s in args.sides.split(",") if s.strip()]:
+      out = os.path.join(tmp, f"{side}.json")
+      cmd = [sys.executable, os.path.abspath(__file__), "--side", side, "--out", out,
+             "--iterations", str(args.iterations), "--prompts", str(args.prompts),
+             "--group", str(args.group), "--max_new_tokens", str(args.max_new_tokens)]
+      cmd += ["--tiny", "--hf_dir", hf_dir] if args.tiny else []
+      for b in args.bind:
+        cmd += ["--bind", b]
+      t = time.perf_counter()
+      subprocess.run(cmd, check=True)
+      with open(out) as f:
+        results[side] = json.load(f)
+      results[side]["process_s"] = time.perf_counter() - t
+      print(_line(side, results[side]), flush=True)
+  machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+  print(f"load average at end: {machine['loadavg_end']}; warm iterations: 2..{args.iterations}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"machine": machine, "results": results}, f, indent=2)
+  if "trl" in results and "grpo" in results:
+    ratio = _warm_mean(results["trl"], "iteration_s") / _warm_mean(results["grpo"], "iteration_s")
+    mem = results["grpo"]["peak_rss_gb"] / results["trl"]["peak_rss_gb"]
+    print(f"peak RSS ours/TRL: {mem:.2f}")
+    print(f"speedup vs TRL: {ratio:.2f}x")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
