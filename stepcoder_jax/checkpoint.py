@@ -72,9 +72,9 @@ class Checkpointer:
     items: names of the array trees this run saves (fixed per run, so restore knows them).
   """
 
-  def __init__(self, directory: str | Path, cfg: CheckpointConfig | None = None,
+  def __init__(self, directory: str | Path, cfg: CheckpointConfig,
                items: Sequence[str] = DEFAULT_ITEMS):
-    self.cfg = cfg or CheckpointConfig()
+    self.cfg = cfg
     self.directory = Path(directory).absolute()
     if META in items:
       raise ValueError(f"item name {META!r} is reserved")

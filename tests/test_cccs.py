@@ -207,7 +207,7 @@ def test_no_conditionals_start_at_zero_and_disabled_is_always_zero():
 
 def test_record_unknown_problem_raises():
   with pytest.raises(KeyError, match="never given a prompt"):
-    cccs.Curriculum().record("nope", 0, True)
+    cccs.Curriculum(CCCSConfig()).record("nope", 0, True)
 
 
 def test_state_json_roundtrip_is_exact():
@@ -238,7 +238,7 @@ def test_state_json_rejects_old_versions_and_another_statement_set():
   old = json.loads(cur.to_json())
   old["version"] = 1
   with pytest.raises(UserError, match="version 1"):
-    cccs.Curriculum.from_json(json.dumps(old))
+    cccs.Curriculum.from_json(json.dumps(old), CCCSConfig())
   with pytest.raises(UserError, match="cccs.statements='if'"):
     cccs.Curriculum.from_json(cur.to_json(), CCCSConfig(statements="branching"))
   # Same set, but the checkpoint was written with CCCS off: one stage where the plan has three.

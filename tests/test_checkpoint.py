@@ -104,7 +104,7 @@ def test_unfinalized_step_is_ignored(tmp_path):
 
 def test_empty_directory_is_a_user_error(tmp_path):
   from stepcoder_jax import checkpoint as ck
-  with ck.Checkpointer(tmp_path, items=("policy",)) as c:
+  with ck.Checkpointer(tmp_path, CheckpointConfig(), items=("policy",)) as c:
     assert c.latest_step() is None
     with pytest.raises(UserError, match="no finished checkpoint"):
       c.restore()
@@ -178,7 +178,7 @@ def _child(directory):
                        items=("policy",)) as c:
     c.save(1, {"policy": nnx.state(model)}, {})
   report("saved", nnx.state(model))
-  with ck.Checkpointer(directory, items=("policy",)) as c:
+  with ck.Checkpointer(directory, CheckpointConfig(), items=("policy",)) as c:
     for shape in ((1, 1, 8), (8, 1, 1)):
       m2 = sharding.make_mesh(MeshConfig(*shape))
       _, target = sharding.abstract_state(make, m2, rules)

@@ -217,8 +217,8 @@ class Curriculum:
   stage 0, its first subtask. Disabled, every problem has the one stage s* = 0.
   """
 
-  def __init__(self, cfg: CCCSConfig | None = None):
-    self.cfg = cfg or CCCSConfig()
+  def __init__(self, cfg: CCCSConfig):
+    self.cfg = cfg
     self.states: dict[str, StageState] = {}
     self.ignored = 0  # verdicts of rows built at a stage the problem has left (not checkpointed)
     self._plans: dict[str, Plan] = {}  # derived from the solution; not serialized
@@ -304,7 +304,7 @@ class Curriculum:
     }, sort_keys=True)
 
   @classmethod
-  def from_json(cls, text: str, cfg: CCCSConfig | None = None) -> "Curriculum":
+  def from_json(cls, text: str, cfg: CCCSConfig) -> "Curriculum":
     d = json.loads(text)
     cur = cls(cfg)
     if d.get("version") != STATE_VERSION:
