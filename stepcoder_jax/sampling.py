@@ -183,8 +183,9 @@ def sample_fn(graphdef, cfg: SamplingConfig | _Static, eos_ids: tuple[int, ...] 
 
     def body(c):
       i, cache, logits, pos, done, out_tok, out_lp, lengths, finished = c
-      tok = draw(logits, jax.random.fold_in(rng, i), cfg, temperature, top_p)
-      lp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tok[:, None], axis=-1)[:, 0]
+      col = draw(logits, jax.random.fold_in(rng, i), cfg, temperature, top_p)
+      lp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), col[:, None], axis=-1)[:, 0]
+      tok = model.token_ids(col)  # logit column -> token id (model.output_vocab)
       tok = jnp.where(done, pad_id, tok)
       lp = jnp.where(done, 0.0, lp)
       out_tok = jax.lax.dynamic_update_slice(out_tok, tok[:, None], (0, i))

@@ -27,6 +27,10 @@ class ModelConfig:
     attention_bias: bias on q, k, v projections; attention_out_bias: bias on o_proj.
     dtype: compute dtype name ('float32' | 'bfloat16'); param_dtype: storage dtype name.
     remat: rematerialize each block in the backward pass (nnx.remat).
+    output_vocab: None (every token), or the sorted token ids the policy may emit: the output
+      projection, the sampler and every scored log-prob use this subset alone (a softmax over it),
+      so sampling and scoring agree exactly. A CPU speed lever (Gemma's 262k tokens are mostly
+      other scripts); a deviation from the model, off unless set. See models/output_vocab.py.
     scan_layers: full forward passes (training, scoring) run the blocks as one `lax.scan` over
       their stacked parameters: one block to compile instead of num_layers. Decoding with a KV
       cache keeps the loop.
@@ -61,6 +65,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   remat: bool = False
   scan_layers: bool = False
+  output_vocab: tuple[int, ...] | None = None
 
   def __post_init__(self):
     if self.family not in FAMILIES:
@@ -68,6 +73,11 @@ class ModelConfig:
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f"ModelConfig.num_kv_heads: {self.num_kv_heads} does not divide "
                        f"num_heads={self.num_heads}")
+    if self.output_vocab is not None:
+      ids = self.output_vocab
+      if not ids or list(ids) != sorted(set(ids)) or ids[0] < 0 or ids[-1] >= self.vocab_size:
+        raise ValueError(f"ModelConfig.output_vocab: not {len(ids)} sorted distinct ids in "
+                         f"[0, {self.vocab_size})")
     if self.layer_types is not None and len(self.layer_types) != self.num_layers:
       raise ValueError(f"ModelConfig.layer_types: {len(self.layer_types)} entries for "
                        f"{self.num_layers} layers")

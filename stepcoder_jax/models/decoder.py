@@ -203,16 +203,42 @@ class Decoder(nnx.Module):
     return x
 
   def head_weight(self) -> tuple[jax.Array, float | None]:
-    """The [V, D] output matrix (the embedding when tied) and the final logit softcap."""
+    """The [V, D] output matrix (the embedding when tied) and the final logit softcap.
+
+    With `cfg.output_vocab` set this refuses: a caller scoring targets against the full matrix
+    would disagree with the sampler; use `output_head` (and pass its ids to token_logprobs).
+    """
+    if self.cfg.output_vocab is not None:
+      raise ValueError("Decoder.head_weight: model.output_vocab is set; score through "
+                       "output_head() and logprobs.token_logprobs(vocab=...)")
+    return self._full_head()
+
+  def _full_head(self) -> tuple[jax.Array, float | None]:
     w = self.embed[...] if self.cfg.tie_embeddings else self.lm_head[...]
     return w, self.cfg.final_logit_softcap
 
+  def output_head(self) -> tuple[jax.Array, float | None, jax.Array | None]:
+    """(matrix, softcap, ids): the rows of the output matrix the policy may emit, and their token
+    ids ([V'] int32, sorted) or None for the whole vocabulary. Logit column j is token ids[j]."""
+    w, softcap = self._full_head()
+    if self.cfg.output_vocab is None:
+      return w, softcap, None
+    ids = jnp.asarray(self.cfg.output_vocab, jnp.int32)
+    return jnp.take(w, ids, axis=0), softcap, ids
+
+  def token_ids(self, columns: jax.Array) -> jax.Array:
+    """Token ids of logit columns (the identity without an output vocabulary)."""
+    if self.cfg.output_vocab is None:
+      return columns
+    return jnp.take(jnp.asarray(self.cfg.output_vocab, jnp.int32), columns)
+
   def logits(self, hidden: jax.Array) -> jax.Array:
-    """Float32 logits for a few positions (e.g. the last one while sampling).
+    """Float32 logits for a few positions (e.g. the last one while sampling); column j is token
+    `token_ids(j)` (the output vocabulary's j-th id when one is set).
 
     Full-sequence logits of a large vocabulary belong in logprobs.token_logprobs (chunked).
     """
-    w, softcap = self.head_weight()
+    w, softcap, _ = self.output_head()
     out = jnp.einsum("...d,vd->...v", hidden, w.astype(hidden.dtype),
                      preferred_element_type=jnp.float32)
     if softcap:

@@ -23,8 +23,20 @@ def _chunk_stats(h: jax.Array, w: jax.Array, y: jax.Array, softcap: float | None
   return target - lse, entropy
 
 
+# Log-prob given to a target outside the output vocabulary: it cannot be sampled (finite, so a
+# masked-out prompt column times 0 stays 0).
+OUTSIDE_VOCAB_LOGP = -1e9
+
+
+def columns_of(targets: jax.Array, vocab: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(column, inside): where each target id sits in the sorted `vocab`, and whether it is there."""
+  col = jnp.clip(jnp.searchsorted(vocab, targets), 0, vocab.shape[0] - 1).astype(jnp.int32)
+  return col, jnp.take(vocab, col) == targets
+
+
 def token_logprobs(hidden: jax.Array, head_w: jax.Array, targets: jax.Array, *, chunk: int = 128,
-                   softcap: float | None = None) -> tuple[jax.Array, jax.Array]:
+                   softcap: float | None = None, vocab: jax.Array | None = None
+                   ) -> tuple[jax.Array, jax.Array]:
   """Log-probability of `targets` and the entropy of the full distribution, per position.
 
   Args:
@@ -34,10 +46,16 @@ def token_logprobs(hidden: jax.Array, head_w: jax.Array, targets: jax.Array, *, 
       inputs shifted left by one).
     chunk: positions per chunk; T is padded up to a multiple.
     softcap: final logit softcap (Gemma 2 style), or None.
+    vocab: the sorted token ids of `head_w`'s rows (Decoder.output_head) when it is an output
+      vocabulary, else None. The distribution is the softmax over these rows; a target outside
+      them gets OUTSIDE_VOCAB_LOGP.
 
   Returns:
     (logp [B, T], entropy [B, T]), both float32.
   """
+  inside = None
+  if vocab is not None:
+    targets, inside = columns_of(targets, vocab)
   b, t, d = hidden.shape
   chunk = max(1, min(chunk, t))
   n = -(-t // chunk)
@@ -51,6 +69,8 @@ def token_logprobs(hidden: jax.Array, head_w: jax.Array, targets: jax.Array, *, 
   logp, ent = jax.lax.map(lambda hy: fn(*hy), (hs, ys))
   logp = logp.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
   ent = ent.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
+  if inside is not None:
+    logp = jnp.where(inside, logp, OUTSIDE_VOCAB_LOGP)
   return logp, ent
 
 
@@ -62,8 +82,8 @@ def sequence_logprobs(model, tokens: jax.Array, positions: jax.Array, attention_
   [B, T] shape of the inputs; callers mask it with their response mask.
   """
   hidden, _ = model(tokens, positions, attention_mask)
-  w, softcap = model.head_weight()
+  w, softcap, vocab = model.output_head()
   nxt = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)
-  logp, ent = token_logprobs(hidden, w, nxt, chunk=chunk, softcap=softcap)
+  logp, ent = token_logprobs(hidden, w, nxt, chunk=chunk, softcap=softcap, vocab=vocab)
   last = jnp.arange(tokens.shape[1]) == tokens.shape[1] - 1
   return jnp.where(last, 0.0, logp), jnp.where(last, 0.0, ent)
