@@ -67,10 +67,7 @@ def _peak_rss_gb() -> float:
 
 
 def _choose_problems():
-  try:
-    from stepcoder_jax.rl.trainer import choose_problems
-  except ImportError:  # the trainer moved to the runs package
-    from stepcoder_jax.runs.trainer import choose_problems  # type: ignore
+  from stepcoder_jax.runs.trainer import choose_problems
   return choose_problems
 
 
@@ -104,11 +101,8 @@ def run_ours(args, arm: str) -> dict:
   import jax
 
   from stepcoder_jax import gin_setup
-  try:
-    from stepcoder_jax.rl import pipeline
-  except ImportError:
-    from stepcoder_jax.runs import pipeline  # type: ignore
-  from stepcoder_jax.rl.train_config import TrainConfig
+  from stepcoder_jax.runs import pipeline
+  from stepcoder_jax.rl.config import TrainConfig
 
   w = _work(args)
   with tempfile.TemporaryDirectory() as tmp:
@@ -202,10 +196,7 @@ def run_trl(args) -> dict:
   from stepcoder_jax.execution import ExecutionPool
   from stepcoder_jax.execution.config import ExecutionConfig
   from stepcoder_jax.execution.job import Job
-  try:
-    from stepcoder_jax.rl import pipeline
-  except ImportError:
-    from stepcoder_jax.runs import pipeline  # type: ignore
+  from stepcoder_jax.runs import pipeline
   from stepcoder_jax.models.tokenizer import load_tokenizer
 
   torch.set_num_threads(THREADS)

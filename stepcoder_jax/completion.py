@@ -1,6 +1,6 @@
 """One way to encode a prompt and to cut a sampled response into the text that is judged.
 
-Training (`rl/rollout.py`), evaluation (`rl/evaluate.py`), SFT (`rl/sft.py`) and `generate`
+Training (`rl/rollout.py`), evaluation (`runs/evaluation.py`), SFT (`runs/sft.py`) and `generate`
 (`sampling.generate_text`) all go through this module, so the same sampled tokens are judged as
 the same program wherever they were drawn. Light: imports no jax (the host side uses it).
 

@@ -68,4 +68,4 @@ class CheckpointConfig:
   keep_period: int = 0
 
 
-# The evaluation config ('eval') is EvalConfig in stepcoder_jax/rl/train_config.py.
+# The evaluation config ('eval') is EvalConfig in stepcoder_jax/runs/config.py.

@@ -19,7 +19,7 @@ CONFIG_MODULES = (
     "stepcoder_jax.execution.config",
     "stepcoder_jax.data.config",
     "stepcoder_jax.rl.config",
-    "stepcoder_jax.rl.train_config",
+    "stepcoder_jax.runs.config",
 )
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"

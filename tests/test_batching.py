@@ -27,13 +27,6 @@ def test_pack_left_pads_prompt_and_right_pads_response():
   assert b["response_mask"][0].sum() == 2 and b["response_mask"][1].sum() == 3
 
 
-def test_rewards_sit_on_the_last_response_token():
-  b = batching.pack([[5, 6], [8]], [[1, 2, 3], []], pad_id=0)
-  r = batching.place_rewards(np.array([1.0, -1.0]), b["response_mask"])
-  p = 8
-  assert r[0, p + 2] == 1.0 and r.sum() == 1.0  # the empty response gets no reward position
-
-
 def test_place_response_values_and_too_long_prompt():
   v = batching.place_response_values([np.array([1, 0, 1])], batch_len=12, prompt_len=8)
   np.testing.assert_array_equal(v[0, 8:11], [1, 0, 1])

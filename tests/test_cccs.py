@@ -381,8 +381,8 @@ def test_ppo_and_stepcoder_arms_draw_the_same_problems_for_10_iterations():
   import gin
 
   from stepcoder_jax import gin_setup
-  from stepcoder_jax.rl.train_config import TrainConfig
-  from stepcoder_jax.rl.trainer import choose_problems
+  from stepcoder_jax.rl.config import TrainConfig
+  from stepcoder_jax.runs.trainer import choose_problems
 
   # Problems with 0 to 11 conditionals: a complexity-weighted draw would tell them apart.
   probs = [_problem(f"p{k}", "x = 0\n" + "if x:\n    x = 1\n" * k) for k in range(12)]

@@ -6,7 +6,7 @@ Task: the four call problems of tests/fixtures/learning (see tests/test_learning
 `cccs.statements = 'if'` three of them have one conditional statement, so their curriculum is
 the real one of rl/cccs.py: stage 0 starts at the ``if`` line (the policy writes the ``if``, its
 body and the return), then s* = 0; the fourth has no ``if`` and only s* = 0. A short SFT with the
-stage examples of rl/sft.py (the RL prompts of every stage) is the warm start of both runs.
+stage examples of runs/sft.py (the RL prompts of every stage) is the warm start of both runs.
 
 What is asserted: with CCCS on, every problem starts at stage 0, verdicts accumulate there, and at
 least one problem with a subtask passes rho and moves to s* = 0 during training (counted from the
@@ -24,8 +24,8 @@ import pytest
 
 from stepcoder_jax.data.record import read_jsonl
 from stepcoder_jax.config import CheckpointConfig, MeshConfig
-from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
-from stepcoder_jax.rl.train_config import EvalConfig, SFTConfig, TrainConfig
+from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
+from stepcoder_jax.runs.config import EvalConfig, SFTConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "learning" / "problems.jsonl"
 SEED = 0
@@ -46,7 +46,7 @@ def warm(problems):
   from flax import nnx
 
   from stepcoder_jax.models.loading import load_model
-  from stepcoder_jax.rl import sft
+  from stepcoder_jax.runs import sft
 
   cfg, model, tok = load_model("tiny-llama")
   _, summary = sft.train_sft(model, tok, problems,
@@ -66,8 +66,8 @@ def run(problems, warm, work_dir: Path, cccs_on: bool):
 
   from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
   from stepcoder_jax.models.decoder import Decoder
-  from stepcoder_jax.rl import evaluate as ev
-  from stepcoder_jax.rl.trainer import Models, Trainer
+  from stepcoder_jax.runs import evaluation as ev
+  from stepcoder_jax.runs.trainer import Models, Trainer
 
   cfg, tok, state = warm
   model = Decoder(cfg, nnx.Rngs(0))

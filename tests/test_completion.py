@@ -8,7 +8,8 @@ import pytest
 from stepcoder_jax import completion
 from stepcoder_jax.data.prompts import PromptParts
 from stepcoder_jax.models.tokenizer import tiny_tokenizer
-from stepcoder_jax.rl import evaluate, rollout
+from stepcoder_jax.rl import rollout
+from stepcoder_jax.runs import evaluation as evaluate
 from stepcoder_jax.sampling import SampleOutput
 
 STOP = ("\n```", "\nQUESTION:")
@@ -167,4 +168,8 @@ def test_truncated_rate_counts_responses_cut_by_max_new_tokens():
   rollout.fill_responses(items, [enc("x = 1") + list(eos), enc("x = 1\n```\n"), enc("x = 1"),
                                  enc("y = (")], tok, eos)
   assert [it.finish for it in items] == ["eos", "stop", "length", "length"]
-  assert rollout.truncated_rate(items) == 0.5
+  from stepcoder_jax.execution.job import ExecResult
+  for it in items:
+    it.result = ExecResult(outcome="failed", reward=-0.3, tests_passed=0, tests_total=1)
+  rows = rollout.exchange_results(items, items, np.zeros((4, 1)), np.ones((4, 1)), 0, 4)
+  assert rows.metrics()["truncated_rate"] == 0.5  # the metric training logs

@@ -216,8 +216,8 @@ def test_group_ids_follow_problems_and_isolate_padding():
 
 
 def test_trainer_refuses_critic_free_without_groups():
-  from stepcoder_jax.rl.train_config import TrainConfig
-  from stepcoder_jax.rl.trainer import _check_config
+  from stepcoder_jax.rl.config import TrainConfig
+  from stepcoder_jax.runs.trainer import _check_config
   with pytest.raises(UserError, match="train.samples_per_problem: 1 .*'grpo'"):
     _check_config(TrainConfig(samples_per_problem=1), GRPO)
   _check_config(TrainConfig(samples_per_problem=2), GRPO)

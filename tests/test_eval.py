@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from stepcoder_jax import eval as ev
+from stepcoder_jax import passk as ev
 
 
 def _brute_force(n, c, k):

@@ -8,9 +8,9 @@ from stepcoder_jax import cli
 from stepcoder_jax.data.builders.stepcoder_builtin import read_builtin
 from stepcoder_jax.execution.config import ExecutionConfig
 from stepcoder_jax.models.loading import load_model
-from stepcoder_jax.rl import evaluate as ev
-from stepcoder_jax.rl import sft
-from stepcoder_jax.rl.train_config import EvalConfig
+from stepcoder_jax.runs import evaluation as ev
+from stepcoder_jax.runs import sft
+from stepcoder_jax.runs.config import EvalConfig
 
 OUTCOMES = {"passed", "failed", "runtime_error", "timeout", "compile_error"}
 

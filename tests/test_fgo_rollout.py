@@ -17,8 +17,7 @@ from stepcoder_jax.data.record import Problem
 from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
 from stepcoder_jax.rl import ppo
 from stepcoder_jax.config import CheckpointConfig, MeshConfig
-from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
-from stepcoder_jax.rl.train_config import TrainConfig
+from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
 
 PROGRAM = ("def f(x):\n"
            "    if x > 0:\n"
@@ -33,7 +32,7 @@ PROBLEM = Problem(id="t/abs", question="Return the absolute value of x.", test_k
 def rollout_batch(tmp_path_factory):
   """The batch the Trainer hands to ppo_step for the forced program, and the forced response."""
   from stepcoder_jax.models.loading import load_model
-  from stepcoder_jax.rl.trainer import Models, Trainer
+  from stepcoder_jax.runs.trainer import Models, Trainer
 
   cfg, model, tok = load_model("tiny-llama")
   forced = tok(PROGRAM + "```\n", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]

@@ -14,7 +14,7 @@ compound statement, which natural programs do not have. rho / min_attempts pin e
 that stage for the whole run: a problem moving to s* = 0 (the question alone) would lower its
 reward for a reason that is not a failure to learn.
 
-Warm-up. A random tiny model never writes the line, so a short SFT (rl/sft.run_sft) fits the same
+Warm-up. A random tiny model never writes the line, so a short SFT (runs/sft.run_sft) fits the same
 task first: the SFT copy of each problem has the stage prefix as starter code, so SFT prompts are
 exactly the RL prompts. Full-solution SFT does not work here: its targets tokenize "\\n    return"
 as "\\n   " + " return", while a CCCS prompt ends with a lone "\\n" token that SFT only saw before
@@ -41,8 +41,8 @@ import pytest
 from stepcoder_jax.data.record import Problem, read_jsonl
 from stepcoder_jax.rl import cccs
 from stepcoder_jax.config import CheckpointConfig, MeshConfig
-from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
-from stepcoder_jax.rl.train_config import SFTConfig, TrainConfig
+from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
+from stepcoder_jax.runs.config import SFTConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "learning" / "problems.jsonl"
 SEED = 0
@@ -101,7 +101,7 @@ def warm_params(problems):
   from flax import nnx
 
   from stepcoder_jax.models.loading import load_model
-  from stepcoder_jax.rl import sft
+  from stepcoder_jax.runs import sft
 
   cfg, model, tok = load_model("tiny-llama")
   sft.run_sft(model, tok, [staged(p) for p in problems],
@@ -117,7 +117,7 @@ def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> li
 
   from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
   from stepcoder_jax.models.decoder import Decoder
-  from stepcoder_jax.rl.trainer import Models, Trainer
+  from stepcoder_jax.runs.trainer import Models, Trainer
 
   cfg, tok, state = warm_params
   model = Decoder(cfg, nnx.Rngs(0))

@@ -26,8 +26,7 @@ def test_every_binding_names_its_source():
 def test_paper_config_passes_the_training_checks():
   from stepcoder_jax.execution.config import ExecutionConfig
   from stepcoder_jax.rl import fgo
-  from stepcoder_jax.rl.config import FGOConfig
-  from stepcoder_jax.rl.train_config import TrainConfig
+  from stepcoder_jax.rl.config import FGOConfig, TrainConfig
 
   gin_setup.parse([str(GIN)], [])
   try:

@@ -240,7 +240,8 @@ def _child(advantage: str):
   from stepcoder_jax.models.config import ModelConfig
   from stepcoder_jax.models.decoder import Decoder
   from stepcoder_jax.models.value import ValueModel
-  from stepcoder_jax.rl import batching, ppo, rollout, spmd, trainer
+  from stepcoder_jax.rl import batching, ppo, rollout, spmd
+  from stepcoder_jax.runs import trainer
   from stepcoder_jax.rl.config import PPOConfig
 
   assert jax.device_count() == 8, jax.devices()

@@ -11,8 +11,8 @@ from stepcoder_jax import cli
 from stepcoder_jax.data import prompts as prompts_lib
 from stepcoder_jax.data.builders.stepcoder_builtin import read_builtin
 from stepcoder_jax.models.loading import load_model
-from stepcoder_jax.rl import sft
-from stepcoder_jax.rl.train_config import SFTConfig
+from stepcoder_jax.runs import sft
+from stepcoder_jax.runs.config import SFTConfig
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +124,8 @@ def test_sft_fits_the_canonical_solutions_end_to_end(tmp_path):
   # applied) stays near 5.95 and a broken target format (no closing fence, prompt/target seam)
   # fails the judge.
   from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
-  from stepcoder_jax.rl import evaluate as ev
-  from stepcoder_jax.rl.train_config import EvalConfig
+  from stepcoder_jax.runs import evaluation as ev
+  from stepcoder_jax.runs.config import EvalConfig
 
   _, model, tok = load_model("tiny-llama")
   probs = _short(read_builtin(), 2) + _short(read_builtin(), 2, kind="stdio")

@@ -17,7 +17,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-  from stepcoder_jax.rl import demo
+  from stepcoder_jax.runs import demo
   report = demo.run_demo(args.work_dir, model=args.model)
   print(report)
   return 0

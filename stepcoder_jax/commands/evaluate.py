@@ -40,7 +40,7 @@ def run(args) -> int:
   from stepcoder_jax.data import load
   from stepcoder_jax.errors import UserError
   from stepcoder_jax.execution.config import ExecutionConfig
-  from stepcoder_jax.rl.train_config import EvalConfig
+  from stepcoder_jax.runs.config import EvalConfig
 
   cfg = EvalConfig()
   flags = {"num_samples": args.n, "ks": args.k, "temperature": args.temperature,
@@ -57,13 +57,13 @@ def run(args) -> int:
     raise UserError("eval: the dataset split has no problems")
 
   from stepcoder_jax import gin_setup
-  from stepcoder_jax.rl import evaluate, pipeline
+  from stepcoder_jax.runs import evaluation, pipeline
 
   models = pipeline.load_policy(args.model)  # gin model.* gives the default path and dtypes
   with pipeline.open_pool(ExecutionConfig()) as pool:
-    report = evaluate.evaluate(models.policy, models.tokenizer, problems, cfg, pool,
+    report = evaluation.evaluate(models.policy, models.tokenizer, problems, cfg, pool,
                                out_dir=args.out, progress=True)
   gin_setup.save_operative(f"{args.out}/operative_config.gin")
-  print(evaluate.table_text(report), end="")
+  print(evaluation.table_text(report), end="")
   print(f"wrote {args.out}/eval.md, eval.json, eval_samples.jsonl")
   return 0

@@ -27,7 +27,7 @@ def run(args) -> int:
   from stepcoder_jax import gin_setup
   from stepcoder_jax.data import load
   from stepcoder_jax.errors import UserError
-  from stepcoder_jax.rl.train_config import SFTConfig
+  from stepcoder_jax.runs.config import SFTConfig
 
   cfg = SFTConfig()
   if args.steps is not None:
@@ -38,7 +38,7 @@ def run(args) -> int:
   if not problems:
     raise UserError("sft: the dataset split has no problems")
 
-  from stepcoder_jax.rl import pipeline, sft
+  from stepcoder_jax.runs import pipeline, sft
 
   models = pipeline.load_policy(args.model)  # gin model.* gives the default path and dtypes
   out = Path(args.out)

@@ -18,8 +18,8 @@ def add_arguments(parser):
 def run(args) -> int:
   import dataclasses
 
-  from stepcoder_jax.rl import pipeline
-  from stepcoder_jax.rl.train_config import TrainConfig
+  from stepcoder_jax.runs import pipeline
+  from stepcoder_jax.rl.config import TrainConfig
 
   cfg = TrainConfig()
   if args.work_dir:

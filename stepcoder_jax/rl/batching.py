@@ -59,18 +59,3 @@ def place_response_values(values: list[np.ndarray], batch_len: int, prompt_len: 
     v = np.asarray(v)[:batch_len - prompt_len]
     out[i, prompt_len:prompt_len + len(v)] = v
   return out
-
-
-def last_response_index(response_mask: np.ndarray) -> np.ndarray:
-  """Column of each row's last response token (where the scalar reward is placed); -1 if none."""
-  cols = np.arange(response_mask.shape[1])[None, :]
-  return np.where(response_mask.any(axis=1), (cols * (response_mask > 0)).max(axis=1), -1)
-
-
-def place_rewards(rewards: np.ndarray, response_mask: np.ndarray) -> np.ndarray:
-  """Scalar reward per row placed on its last response token (CodeRL/StepCoder)."""
-  out = np.zeros(response_mask.shape, np.float32)
-  idx = last_response_index(response_mask)
-  rows = np.nonzero(idx >= 0)[0]
-  out[rows, idx[rows]] = np.asarray(rewards, np.float32)[rows]
-  return out

@@ -145,3 +145,38 @@ class PPOConfig:
       bad("advantage", "is not 'gae', 'grpo' or 'rloo'")
     if self.grpo_min_std <= 0:
       bad("grpo_min_std", "must be > 0 (it floors a divisor)")
+
+
+@gin.configurable('train')
+@dataclasses.dataclass
+class TrainConfig:
+  """One StepCoder run: rollouts of `problems_per_iteration` x `samples_per_problem` per step."""
+  work_dir: str = "runs/stepcoder"
+  seed: int = 0
+  num_iterations: int = 20
+  problems_per_iteration: int = 8
+  samples_per_problem: int = 1
+  max_prompt_tokens: int = 384      # prompts are left-padded to a power-of-two bucket <= this
+  max_new_tokens: int = 128
+  temperature: float = 1.0
+  top_p: float = 1.0
+  top_k: int = 0
+  prompt_style: str = "plain"       # "plain" | "chat"
+  eval_every: int = 0               # evaluate every N iterations and at the end (0: never)
+  logprob_chunk: int = 128          # sequence chunk for log-probs (never [B, T, V] f32)
+
+  def check_sampling(self) -> None:
+    """Reject sampling knobs that PPO's scoring does not apply.
+
+    Old, reference and new log-probs are scored under the model itself (temperature 1, no
+    top-k/top-p). Sampling from another distribution would make PPO's ratio and KL compare
+    different policies, so training samples at temperature 1 (evaluation may use any). Called by
+    the trainer (not in __post_init__, where gin would add lines to the one-line error).
+    """
+    from stepcoder_jax.errors import UserError
+    for name, value, plain in (("temperature", self.temperature, 1.0), ("top_p", self.top_p, 1.0),
+                               ("top_k", self.top_k, 0)):
+      if value != plain:
+        raise UserError(f"gin train.{name}: {value!r} is not supported (training samples at "
+                        f"train.{name} = {plain!r}: PPO scores log-probs under the unmodified "
+                        f"policy; use eval.{name} for evaluation)")

@@ -37,8 +37,7 @@ from stepcoder_jax.errors import UserError
 from stepcoder_jax.execution.reward import OUTCOMES
 from stepcoder_jax.rl import batching, fgo, ppo, spmd
 from stepcoder_jax.rl.cccs import Curriculum
-from stepcoder_jax.rl.config import FGOConfig, PPOConfig
-from stepcoder_jax.rl.train_config import TrainConfig
+from stepcoder_jax.rl.config import FGOConfig, PPOConfig, TrainConfig
 
 _log = logging.getLogger(__name__)
 
@@ -185,11 +184,6 @@ def coverage_measured(result) -> bool:
   without that field count as measured unless the program did not compile."""
   state = getattr(result, "coverage_state", None)
   return state == "measured" if state is not None else result.outcome != "compile_error"
-
-
-def truncated_rate(items: Sequence[Item]) -> float:
-  """Fraction of responses cut by max_new_tokens (no EOS, no stop string): a metric."""
-  return sum(it.finish == completion.LENGTH for it in items) / max(1, len(items))
 
 
 def rewards_and_masks(items: Sequence[Item], batch: dict[str, np.ndarray], prompt_len: int,

@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 from stepcoder_jax.models.config import ModelSpec
-from stepcoder_jax.rl import pipeline
-from stepcoder_jax.rl.config import CCCSConfig
-from stepcoder_jax.rl.train_config import EvalConfig, SFTConfig, TrainConfig
+from stepcoder_jax.rl.config import CCCSConfig, TrainConfig
+from stepcoder_jax.runs import pipeline
+from stepcoder_jax.runs.config import EvalConfig, SFTConfig
 
 _log = logging.getLogger(__name__)
 STAGES = ("base", "sft", "stepcoder")
@@ -40,9 +40,9 @@ def comparison_table(results: dict[str, dict[str, float]], counts: dict[str, int
 
 def run_demo(work_dir: str, model: str | None = None) -> str:
   from stepcoder_jax import metrics as metrics_lib
-  from stepcoder_jax.rl import evaluate as eval_run
-  from stepcoder_jax.rl import sft as sft_lib
-  from stepcoder_jax.rl.trainer import Models
+  from stepcoder_jax.runs import evaluation as eval_run
+  from stepcoder_jax.runs import sft as sft_lib
+  from stepcoder_jax.runs.trainer import Models
 
   work = Path(work_dir)
   work.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ training uses, and the program judged is `code_prefix + completion`, exactly as 
 
 Samples: with temperature 0 the n samples would be identical, so one greedy sample is drawn and
 it is both the n = 1 sample set and the greedy pass@1 verdict. With temperature > 0, n samples
-give pass@k (unbiased estimator, `stepcoder_jax.eval`) for every requested k <= n, and (when
+give pass@k (unbiased estimator, `stepcoder_jax.passk`) for every requested k <= n, and (when
 `cfg.greedy`) one extra greedy sample per problem gives greedy pass@1.
 
 A prompt longer than `cfg.max_prompt_tokens` (after cutting the question) is not sampled; its
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from stepcoder_jax import completion
-from stepcoder_jax import eval as eval_lib
+from stepcoder_jax import passk as eval_lib
 from stepcoder_jax.data import prompts as prompts_lib
 from stepcoder_jax.data.record import Problem
-from stepcoder_jax.rl.train_config import EvalConfig
+from stepcoder_jax.runs.config import EvalConfig
 
 _log = logging.getLogger(__name__)
 

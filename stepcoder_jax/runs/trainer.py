@@ -35,9 +35,9 @@ from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
 from stepcoder_jax.rl import fgo, ppo, spmd
 from stepcoder_jax.rl.cccs import Curriculum
-from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
+from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
 from stepcoder_jax.rl.rollout import Rollout
-from stepcoder_jax.rl.train_config import EvalConfig, TrainConfig
+from stepcoder_jax.runs.config import EvalConfig
 
 _log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class Trainer:
     With several processes the policy is gathered to every host and process 0 alone evaluates
     (returns None elsewhere): evaluation is host-local sampling, not part of the SPMD program.
     """
-    from stepcoder_jax.rl import evaluate as eval_run
+    from stepcoder_jax.runs import evaluation as eval_run
 
     model = self.policy_model()
     if jax.process_count() > 1:

@@ -19,8 +19,8 @@ from stepcoder_jax.data.record import Problem
 from stepcoder_jax.execution.config import ExecutionConfig
 from stepcoder_jax.models.config import ModelSpec
 from stepcoder_jax.rl import fgo
-from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig
-from stepcoder_jax.rl.train_config import EvalConfig, TrainConfig
+from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
+from stepcoder_jax.runs.config import EvalConfig
 
 _log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ _log = logging.getLogger(__name__)
 def load_policy(path: str | None = None, spec: ModelSpec | None = None):
   """(Models) for `path`, or gin's model.path; dtypes, remat and scan_layers from gin's `model`."""
   from stepcoder_jax.models import loading
-  from stepcoder_jax.rl.trainer import Models
+  from stepcoder_jax.runs.trainer import Models
 
   spec = spec or ModelSpec()
   cfg, decoder, tok = loading.load_model(path or spec.path, dtype=spec.dtype,
@@ -64,7 +64,7 @@ def make_trainer(cfg: TrainConfig, models, problems: list[Problem], pool,
                  eval_problems: list[Problem] | None = None):
   """A Trainer from gin's ppo/cccs/fgo/mesh/checkpoint/eval configs (gin is read here, at the
   entry point, and nowhere below); saves the operative config by the run."""
-  from stepcoder_jax.rl.trainer import Trainer
+  from stepcoder_jax.runs.trainer import Trainer
 
   import jax
 

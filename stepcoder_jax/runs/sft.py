@@ -38,7 +38,7 @@ from stepcoder_jax.rl import batching
 from stepcoder_jax.rl.cccs import Curriculum
 from stepcoder_jax.rl.config import CCCSConfig
 from stepcoder_jax.rl.ppo import policy_logprobs
-from stepcoder_jax.rl.train_config import SFTConfig
+from stepcoder_jax.runs.config import SFTConfig
 
 _log = logging.getLogger(__name__)
 

@@ -1,0 +1,43 @@
+"""Light gin configs of the runs: SFT and evaluation (no jax import). The training loop's
+TrainConfig lives with the algorithm in rl/config.py."""
+import dataclasses
+
+import gin
+
+
+@gin.configurable("sft")
+@dataclasses.dataclass
+class SFTConfig:
+  """Next-token training on canonical solutions (the paper's SFT stage; the reference policy)."""
+  steps: int = 30
+  batch_size: int = 8
+  learning_rate: float = 1e-5
+  warmup_steps: int = 3
+  weight_decay: float = 0.0
+  max_grad_norm: float = 1.0
+  max_len: int = 512
+  seed: int = 0
+  prompt_style: str = "plain"       # the prompt the policy will see in train/eval
+  logprob_chunk: int = 128
+  log_every: int = 1                # metrics.jsonl / TensorBoard every this many steps
+  nll_examples: int = 64            # examples whose target NLL is reported before/after (0: off)
+  cccs_stages: bool = True          # also one example per CCCS stage prefix (runs/sft.py)
+
+
+@gin.configurable("eval")
+@dataclasses.dataclass
+class EvalConfig:
+  """pass@k from n samples (unbiased estimator) and greedy pass@1, by difficulty."""
+  split: str = "test"
+  num_samples: int = 1              # n; 1 with temperature 0 is greedy pass@1
+  ks: tuple = (1,)
+  temperature: float = 0.0
+  top_p: float = 1.0
+  max_new_tokens: int = 128
+  batch_size: int = 16
+  max_problems: int = 0             # 0: all problems of the split
+  greedy: bool = True               # with temperature > 0, also one greedy sample per problem
+  top_k: int = 0
+  prompt_style: str = "plain"
+  max_prompt_tokens: int = 512      # longer prompts are cut (question) / counted as failures
+  seed: int = 0
