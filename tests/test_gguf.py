@@ -99,8 +99,10 @@ def tiny_gguf(tmp_path_factory):
 
 
 def _entries(root):
+  """Cache entries (converted directories or leftovers), not the lock files that stay beside them
+  by design (stepcoder_jax/cache.py: deleting a lock file would let two holders coexist)."""
   d = root / "gguf"
-  return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+  return sorted(p.name for p in d.iterdir() if p.suffix != ".lock") if d.is_dir() else []
 
 
 def test_gguf_converts_once_and_matches_transformers(tiny_gguf, cache):
