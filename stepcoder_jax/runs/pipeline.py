@@ -76,6 +76,13 @@ def make_trainer(cfg: TrainConfig, models, problems: list[Problem], pool,
   return trainer
 
 
+# What a reader of a run needs on one page: reward and pass rate, how far the curriculum got
+# (problems at s* = 0), the KL to the reference policy, entropy, FGO mask density, response length
+# and the share of responses cut by max_new_tokens.
+CURVES = ("reward_mean", "pass_rate", "cccs/final", "ppo/ref_kl", "ppo/entropy",
+          "fgo_mask_density", "response_tokens_mean", "truncated_rate")
+
+
 def run_trainer(trainer) -> list[dict]:
   """Train to the configured iteration count, then plot the curves of the run."""
   import jax
@@ -86,8 +93,9 @@ def run_trainer(trainer) -> list[dict]:
   work = Path(trainer.cfg.work_dir)
   jsonl = work / "metrics.jsonl"
   if jax.process_index() == 0 and jsonl.exists():
-    metrics_lib.plot_curves(jsonl, work / "training_curves.png",
-                            ["reward_mean", "pass_rate", "fgo_mask_density", "ppo/approx_kl"])
+    # ppo/ref_kl (to the SFT reference), not ppo/approx_kl: with one epoch of one minibatch the
+    # new/old ratio is 1 at the only update, so approx_kl is zero by construction.
+    metrics_lib.plot_curves(jsonl, work / "training_curves.png", CURVES)
   return history
 
 
