@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from learning_helpers import fgo_trainer, learning_pool
 from stepcoder_jax.data.record import read_jsonl
-from stepcoder_jax.config import CheckpointConfig, MeshConfig
-from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
+from stepcoder_jax.rl.config import CCCSConfig, PPOConfig, TrainConfig
 from stepcoder_jax.runs.config import EvalConfig, SFTConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "learning" / "problems.jsonl"
@@ -64,10 +64,9 @@ def run(problems, warm, work_dir: Path, cccs_on: bool):
   import jax.numpy as jnp
   from flax import nnx
 
-  from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
   from stepcoder_jax.models.decoder import Decoder
   from stepcoder_jax.runs import evaluation as ev
-  from stepcoder_jax.runs.trainer import Models, Trainer
+  from stepcoder_jax.runs.trainer import Models
 
   cfg, tok, state = warm
   model = Decoder(cfg, nnx.Rngs(0))
@@ -79,19 +78,12 @@ def run(problems, warm, work_dir: Path, cccs_on: bool):
   ppo_cfg = PPOConfig(policy_lr=5e-4, value_lr=1e-3, kl_coef=0.05, lam=1.0, epochs=2,
                       minibatches=2, seed=SEED)
   cccs_cfg = CCCSConfig(enabled=cccs_on, rho=RHO, min_attempts=MIN_ATTEMPTS, statements="if")
-  pool = ExecutionPool(ExecutionConfig(workers=2, timeout_s=2.0, program_timeout_s=8.0,
-                                       memory_mb=512))
-  pool.start()
-  try:
-    trainer = Trainer(Models(cfg, model, tok), problems, cfg=train_cfg, ppo_cfg=ppo_cfg,
-                      cccs_cfg=cccs_cfg, fgo_cfg=FGOConfig(enabled=True), mesh_cfg=MeshConfig(),
-                      ckpt_cfg=CheckpointConfig(), pool=pool)
+  with learning_pool() as pool:
+    trainer = fgo_trainer(Models(cfg, model, tok), problems, pool, train_cfg, ppo_cfg, cccs_cfg)
     history = trainer.run()
     report = ev.evaluate(trainer.policy_model(), tok, problems,
                          EvalConfig(num_samples=SAMPLES, ks=(1,), temperature=1.0,
                                     max_new_tokens=64, batch_size=16, greedy=False), pool)
-  finally:
-    pool.close()
   return history, trainer.curriculum, report.table["all"]["pass@1"]
 
 

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from learning_helpers import fgo_trainer, learning_pool
 from stepcoder_jax.data.record import Problem, read_jsonl
 from stepcoder_jax.rl import cccs
-from stepcoder_jax.config import CheckpointConfig, MeshConfig
-from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
+from stepcoder_jax.rl.config import CCCSConfig, PPOConfig, TrainConfig
 from stepcoder_jax.runs.config import SFTConfig
 
 FIXTURE = Path(__file__).parent / "fixtures" / "learning" / "problems.jsonl"
@@ -122,9 +122,8 @@ def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> li
   """Per-iteration mean rewards of a PPO run from the SFT policy."""
   from flax import nnx
 
-  from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
   from stepcoder_jax.models.decoder import Decoder
-  from stepcoder_jax.runs.trainer import Models, Trainer
+  from stepcoder_jax.runs.trainer import Models
 
   cfg, tok, state = warm_params
   model = Decoder(cfg, nnx.Rngs(0))
@@ -139,16 +138,10 @@ def train_rewards(problems, warm_params, work_dir: Path, policy_lr: float) -> li
                       minibatches=2, seed=SEED)
   # Pinned at the last-line stage for the whole run (see the module docstring).
   cccs_cfg = CCCSConfig(enabled=True, rho=0.99, min_attempts=10 ** 6)
-  pool = ExecutionPool(ExecutionConfig(workers=2, timeout_s=2.0, program_timeout_s=8.0,
-                                       memory_mb=512))
-  pool.start()
-  try:
-    trainer = Trainer(Models(cfg, model, tok), problems, cfg=train_cfg, ppo_cfg=ppo_cfg,
-                      cccs_cfg=cccs_cfg, fgo_cfg=FGOConfig(enabled=True), mesh_cfg=MeshConfig(),
-                      ckpt_cfg=CheckpointConfig(), pool=pool, curriculum=LastLineCurriculum(cccs_cfg))
+  with learning_pool() as pool:
+    trainer = fgo_trainer(Models(cfg, model, tok), problems, pool, train_cfg, ppo_cfg, cccs_cfg,
+                          curriculum=LastLineCurriculum(cccs_cfg))
     history = trainer.run()
-  finally:
-    pool.close()
   assert trainer.curriculum.histogram() == {"stage_0": len(problems), "final": 0}  # stayed
   assert all(h["prompts_skipped"] == 0 for h in history)
   return [h["reward_mean"] for h in history]
