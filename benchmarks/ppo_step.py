@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
   rng = np.random.default_rng(0)
   resp = np.zeros((b, t), np.int32)
   resp[:, p:] = 1
-  batch = {
+  batch = ppo.Batch.of({
       "tokens": jnp.asarray(rng.integers(3, args.vocab, (b, t)), jnp.int32),
       "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)),
       "attention_mask": jnp.ones((b, t), jnp.int32),
@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
       "ref_logprobs": jnp.asarray(rng.normal(-8, 1, (b, t)), jnp.float32),
       "values": jnp.asarray(rng.normal(0, 1, (b, t)), jnp.float32),
       "rewards": jnp.asarray(rng.choice([1.0, -0.3, -0.6, -1.0], b), jnp.float32),
-  }
+  })
 
   # The plain matmuls: the MLP up-projection shape of this model, and a square one, same dtype.
   # Each is timed before and after the ppo steps (best of all reps), so a burst of load from
