@@ -133,6 +133,18 @@ def test_statement_on_line_one_is_not_a_second_final_stage():
   assert len(p.statements) == 1 and p.stage_starts == (0,)
 
 
+def test_statement_right_after_the_starter_code_is_not_a_second_final_stage():
+  # At s* = 0 the prompt already holds the starter code: a prefix of just that is the same prompt.
+  solution = "def f(x):\n  if x:\n    return 1\n  return 0\n"
+  assert cccs.plan(solution, "if", given="def f(x):\n").stage_starts == (0,)
+  assert cccs.plan(solution, "if").stage_starts == (len("def f(x):\n"), 0)  # no starter code
+  later = "def f(x):\n  y = x\n  if y:\n    return 1\n  return 0\n"
+  assert cccs.plan(later, "if", given="def f(x):\n").stage_starts == (later.index("  if"), 0)
+  problem = Problem(id="p", question="q", test_kind="call", canonical_solution=solution,
+                    starter_code="def f(x):\n", fn_name="f", inputs=[[1]], outputs=[1])
+  assert cccs.Curriculum(CCCSConfig()).register(problem).num_stages == 1
+
+
 def test_stage_prefixes_snap_to_line_starts():
   p = cccs.plan(PROG, "branching")
   # E = 5: 3 start points, 2 apart, from the last: statements 4 (try), 2 (elif), 0 (for); then 0.

@@ -28,6 +28,15 @@ def _short(problems, n=4, kind="call"):
   return [dataclasses.replace(p, question=p.question[:60]) for p in out]
 
 
+def _staged(problems):
+  """Those of `problems` whose curriculum has a stage before s* = 0 (cccs.statements 'if')."""
+  from stepcoder_jax.rl import cccs
+  from stepcoder_jax.rl.config import CCCSConfig
+
+  cur = cccs.Curriculum(CCCSConfig(statements="if"))
+  return [p for p in problems if cur.register(p).num_stages >= 2]
+
+
 def test_target_is_the_solution_after_the_starter_code_then_the_fence():
   p = next(p for p in read_builtin() if p.test_kind == "call")
   parts = prompts_lib.build_prompt(p)
@@ -187,14 +196,15 @@ def test_sft_command_on_a_tiny_model_dir(tmp_path, capsys):
   cfg, model, tok = load_model("tiny-qwen2")
   src = hf_io.export(cfg, model, tok, tmp_path / "tiny")
   probs_file = tmp_path / "problems.jsonl"
-  probs_file.write_text("".join(p.to_json() + "\n" for p in _short(read_builtin(), 3)))
+  probs = _staged(_short(read_builtin(), 16))[:3]  # problems with a real CCCS subtask
+  probs_file.write_text("".join(p.to_json() + "\n" for p in probs))
   out = tmp_path / "sft"
   rc = cli.main(["sft", "--model", str(src), "--problems", str(probs_file), "--out", str(out),
                  "--steps", "3", "--gin.sft.batch_size=2", "--gin.sft.learning_rate=1e-3"])
   assert rc == 0
   text = capsys.readouterr().out
   # With the default sft.cccs_stages, one example per CCCS stage of each problem.
-  expected, _ = sft.build_examples(_short(read_builtin(), 3), tok, statements="if")
+  expected, _ = sft.build_examples(probs, tok, statements="if")
   assert len(expected) > 3
   assert f"sft: {len(expected)} examples, 3 steps" in text
   assert (out / "config.json").is_file() and (out / "operative_config.gin").is_file()

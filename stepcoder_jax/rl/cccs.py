@@ -145,13 +145,18 @@ class Plan:
     return len(self.stage_starts)
 
 
-def plan(solution: str, statements: str = "if") -> Plan:
-  """Statements and stage boundaries of a canonical solution."""
+def plan(solution: str, statements: str = "if", given: str = "") -> Plan:
+  """Statements and stage boundaries of a canonical solution.
+
+  `given` is what the prompt already holds at s* = 0 (the starter code): a start point whose
+  prefix is no longer than that is the final stage's prompt again, so it is dropped.
+  """
   stmts = conditional_statements(solution, statements)
+  floor = len(given) if given and solution.startswith(given) else 0
   starts = []
   for k in start_points(len(stmts)):
     at = solution.rfind("\n", 0, stmts[k][0]) + 1  # snap to the line start
-    if at > 0:  # an empty prefix is the final stage itself
+    if at > floor:  # an empty prefix (or the starter code alone) is the final stage itself
       starts.append(at)
   return Plan(tuple(stmts), tuple(starts) + (0,))
 
@@ -226,7 +231,8 @@ class Curriculum:
   def _plan(self, problem: Problem) -> Plan:
     p = self._plans.get(problem.id)
     if p is None:
-      p = self._plans[problem.id] = plan(problem.canonical_solution, self.cfg.statements)
+      p = self._plans[problem.id] = plan(problem.canonical_solution, self.cfg.statements,
+                                         problem.starter_code)
     return p
 
   def statements(self, problem: Problem) -> tuple[tuple[int, int], ...]:
