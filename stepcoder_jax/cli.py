@@ -84,5 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
+    # One line by contract; gin appends "In call to configurable ..." lines to errors raised
+    # while it builds a config object, which repeat what the message already names.
+    print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
     return 2

@@ -62,3 +62,11 @@ def test_text_output_and_unknown_problem(tmp_path, capsys):
   assert cli.main(["curriculum", "--problems", path, "--problem", "nope"]) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith("error: ") and "'nope'" in err and "\n" not in err
+
+
+def test_a_bad_statement_set_is_a_one_line_error(tmp_path, capsys):
+  # Raised while gin builds CCCSConfig: gin appends its own "In call to configurable" line.
+  path = _write(tmp_path, _problems())
+  assert cli.main(["curriculum", "--problems", path, "--gin.cccs.statements='bogus'"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err == "error: gin cccs.statements: 'bogus' is not 'if' or 'branching'"
