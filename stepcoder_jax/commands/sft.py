@@ -2,10 +2,13 @@
 reference policy of PPO).
 
     stepcoder-jax sft --model tiny-llama --dataset stepcoder_builtin --split train --out runs/sft \
-        [--gin.sft.steps=100 --gin.sft.learning_rate=1e-5]
+        [--gin.sft.steps=100 --gin.sft.learning_rate=1e-5] \
+        [--val_problems val.jsonl --gin.sft.eval_every=10 --gin.sft.patience=3]
 
 Writes an HF model directory to --out (readable by `train --model`, `eval --model`), with the
 loss log (metrics.jsonl, TensorBoard events), sft_summary.json and the operative gin config.
+With --val_problems, the validation NLL chooses the saved model and may stop the run early
+(runs/sft.py). An --out that already holds a finished SFT run is left as it is (exit 0).
 """
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ def add_arguments(parser) -> None:
   add_problem_arguments(parser)
   parser.add_argument("--out", required=True, help="output directory (an HF model dir)")
   parser.add_argument("--steps", type=int, default=None, help="override gin sft.steps")
+  parser.add_argument("--val_problems", default=None,
+                      help="validation problems file (like --problems): its target NLL picks "
+                           "the saved model and stops the run early (gin sft.patience)")
 
 
 def run(args) -> int:
@@ -32,26 +38,43 @@ def run(args) -> int:
   cfg = SFTConfig()
   if args.steps is not None:
     cfg = dataclasses.replace(cfg, steps=args.steps)
-  if cfg.steps < 1 or cfg.batch_size < 1:
-    raise UserError(f"sft: steps ({cfg.steps}) and batch_size ({cfg.batch_size}) must be >= 1")
+  from stepcoder_jax.runs import sft
+  sft.check_config(cfg)
+  done = sft.finished_summary(args.out)
+  if done is not None:
+    print(f"sft: {args.out} already holds a finished run ({done.get('steps_run')} steps); "
+          "nothing to do")
+    return 0
   problems = load.problems_from_args(args, purpose="train")  # cheap failures before the model
   if not problems:
     raise UserError("sft: the dataset split has no problems")
+  val_problems = None
+  if args.val_problems:
+    try:
+      val_problems = load.load_problem_file(args.val_problems)
+    except UserError as e:
+      raise UserError(f"sft: --val_problems: {e}") from None
+    if not val_problems:
+      raise UserError(f"sft: --val_problems {args.val_problems} has no problems")
 
-  from stepcoder_jax.runs import pipeline, sft
+  from stepcoder_jax.runs import pipeline
 
   models = pipeline.load_policy(args.model)  # gin model.* gives the default path and dtypes
   out = Path(args.out)
   from stepcoder_jax.rl.config import CCCSConfig
   _, summary = sft.train_sft(models.policy, models.tokenizer, problems, cfg, out,
-                             statements=CCCSConfig().statements)
+                             statements=CCCSConfig().statements, val_problems=val_problems)
   gin_setup.save_operative(str(out / "operative_config.gin"))
   skipped = {k: len(v) for k, v in summary["skipped"].items() if v}
   nll = ""
   if summary["initial_nll"] is not None:
     nll = (f", target NLL {summary['initial_nll']:.4f} -> {summary['final_nll']:.4f} "
            f"(first {summary['nll_examples']} examples)")
-  print(f"sft: {summary['examples']} examples, {summary['steps']} steps{nll}"
+  print(f"sft: {summary['examples']} examples, {summary['steps_run']} steps{nll}"
         + (f", skipped {skipped}" if skipped else ""))
+  if summary.get("best_step") is not None:
+    print(f"sft: validation NLL {summary['initial_val_nll']:.4f} -> best "
+          f"{summary['best_val_nll']:.4f} at step {summary['best_step']} of "
+          f"{summary['steps_run']} ({summary['stop_reason']}; saved the best)")
   print(f"saved {out}")
   return 0

@@ -22,6 +22,11 @@ class SFTConfig:
   log_every: int = 1                # metrics.jsonl / TensorBoard every this many steps
   nll_examples: int = 64            # examples whose target NLL is reported before/after (0: off)
   cccs_stages: bool = True          # also one example per CCCS stage prefix (runs/sft.py)
+  # Early stopping on validation NLL (only with validation problems, `sft --val_problems`):
+  # `steps` is then the maximum; the saved model is the one of the best evaluation.
+  eval_every: int = 10              # validation NLL every this many steps (and at the end)
+  patience: int = 0                 # evaluations without improvement before stopping; 0: never
+  min_delta: float = 0.0            # the NLL drop that counts as an improvement
 
 
 @gin.configurable("eval")

@@ -13,6 +13,13 @@ sampler sees them (prompt ids, then generated ids), and packed with `batching.pa
 the mean negative log-likelihood over the target tokens only (`response_mask`), computed with
 PPO's `policy_logprobs`, so SFT, PPO and evaluation share one layout and one log-prob function.
 
+Convergence: with validation problems (`sft --val_problems FILE`), their examples (built by the
+same rule) are scored every `sft.eval_every` steps; `sft.steps` is a maximum, `sft.patience`
+evaluations without improvement stop the run, and the best evaluation's parameters are the ones
+saved. The batches walk through shuffled epochs of the training examples (`batch_order`), a new
+permutation per epoch. `sft_summary.json` says `finished: true` only once the model is written,
+so a driver can skip a finished run.
+
 `sft_step(params, opt_state, batch)` is pure and jitted; the loop around it (shuffling, metrics,
 saving) is plain host code. Shapes are fixed for the whole run (buckets over all examples), so the
 step compiles once.
@@ -143,8 +150,11 @@ def nll(model, batch: dict[str, jax.Array], chunk: int,
   `prompt_len` (static): the prompt bucket, where every row's target starts; the output
   projection then runs over the target columns only.
   """
+  # Full vocabulary even under model.output_vocab: SFT targets may be any id and no PPO ratio is
+  # involved; the subset only restricts what the policy samples and how PPO scores it.
   logp = policy_logprobs(model, batch["tokens"], batch["positions"], batch["attention_mask"],
-                         chunk=chunk, with_entropy=False, response_start=prompt_len)
+                         chunk=chunk, with_entropy=False, response_start=prompt_len,
+                         full_vocab=True)
   mask = batch["response_mask"].astype(jnp.float32)
   count = jnp.sum(mask)
   return -jnp.sum(logp * mask) / jnp.maximum(count, 1.0), count
@@ -214,11 +224,13 @@ def dataset_nll(eval_fn, params, examples: Sequence[SFTExample], pad_id: int,
 
 
 def run_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
-            out_dir: str | Path | None, *, progress: bool = True, statements: str = "if") -> Any:
+            out_dir: str | Path | None, *, progress: bool = True, statements: str = "if",
+            val_problems: Sequence[Problem] | None = None) -> Any:
   """Fine-tune `model` (a Decoder, updated in place) on the canonical solutions of `problems`.
 
   With `cfg.cccs_stages`, also on every CCCS stage prefix under gin's `cccs.statements` (the same
-  for every ablation arm: `cccs.enabled` does not change the SFT data).
+  for every ablation arm: `cccs.enabled` does not change the SFT data). With `val_problems`, the
+  validation NLL picks the model and may stop the run early (see `train_sft`).
 
   Writes to `out_dir` (when given): an HF directory (config.json, safetensors, tokenizer) that
   `models.loading.load_model` reads back, so `train` can start from it and use it as the frozen
@@ -228,20 +240,73 @@ def run_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
     the model (the same object, with the trained parameters).
   """
   return train_sft(model, tokenizer, problems, cfg, out_dir, progress=progress,
-                   statements=statements)[0]
+                   statements=statements, val_problems=val_problems)[0]
+
+
+class EarlyStop:
+  """Validation NLL bookkeeping: the best evaluation so far and when to give up.
+
+  An evaluation improves on the best when it is lower by at least `min_delta`; after `patience`
+  evaluations in a row that do not, `should_stop` is True (never with patience 0).
+  """
+
+  def __init__(self, patience: int, min_delta: float):
+    self.patience, self.min_delta = patience, min_delta
+    self.history: list[dict] = []   # {"step", "val_nll"} per evaluation
+    self.best_step: int | None = None
+    self.best: float | None = None
+    self.bad = 0                    # evaluations since the last improvement
+
+  def update(self, step: int, val_nll: float) -> bool:
+    """Record one evaluation; True when it is the new best."""
+    self.history.append({"step": step, "val_nll": val_nll})
+    if self.best is None or (val_nll < self.best and self.best - val_nll >= self.min_delta):
+      self.best, self.best_step, self.bad = val_nll, step, 0
+      return True
+    self.bad += 1
+    return False
+
+  @property
+  def should_stop(self) -> bool:
+    return self.patience > 0 and self.bad >= self.patience
+
+
+def check_config(cfg: SFTConfig) -> None:
+  """One-line UserErrors for settings the loop cannot run with."""
+  if cfg.steps < 1 or cfg.batch_size < 1:
+    raise UserError(f"sft: steps ({cfg.steps}) and batch_size ({cfg.batch_size}) must be >= 1")
+  if cfg.eval_every < 1 or cfg.patience < 0 or cfg.min_delta < 0:
+    raise UserError(f"sft: eval_every ({cfg.eval_every}) must be >= 1, patience ({cfg.patience})"
+                    f" and min_delta ({cfg.min_delta}) >= 0")
 
 
 def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
               out_dir: str | Path | None, *, progress: bool = True,
-              statements: str = "if") -> tuple[Any, dict]:
+              statements: str = "if",
+              val_problems: Sequence[Problem] | None = None) -> tuple[Any, dict]:
   """`run_sft`, also returning its summary (example count, NLL before/after, skipped ids).
-  `statements`: the curriculum's `cccs.statements`, so the stage examples match its prompts."""
-  examples, skipped = build_examples(
-      problems, tokenizer, style=cfg.prompt_style, max_len=cfg.max_len,
-      statements=statements if cfg.cccs_stages else None)
+
+  `statements`: the curriculum's `cccs.statements`, so the stage examples match its prompts.
+  `val_problems`: examples built like the training ones (same stage rule); their mean target NLL
+  is measured every `cfg.eval_every` steps and at the end. `cfg.steps` is then a maximum: after
+  `cfg.patience` evaluations without an improvement of `cfg.min_delta` the run stops, and the
+  model keeps (and saves) the parameters of the best evaluation, so SFT converges on validation
+  loss instead of memorizing its training split for a fixed number of steps.
+  """
+  check_config(cfg)
+  stage_rule = statements if cfg.cccs_stages else None
+  examples, skipped = build_examples(problems, tokenizer, style=cfg.prompt_style,
+                                     max_len=cfg.max_len, statements=stage_rule)
   if not examples:
     raise UserError(f"sft: none of the {len(problems)} problems gives a training example "
                     f"(skipped: { {k: len(v) for k, v in skipped.items()} })")
+  val_examples: list[SFTExample] = []
+  if val_problems is not None:
+    val_examples, val_skipped = build_examples(val_problems, tokenizer, style=cfg.prompt_style,
+                                               max_len=cfg.max_len, statements=stage_rule)
+    if not val_examples:
+      raise UserError(f"sft: none of the {len(val_problems)} validation problems gives an "
+                      f"example (skipped: { {k: len(v) for k, v in val_skipped.items()} })")
   from stepcoder_jax.sampling import special_ids
   _, pad_id = special_ids(model.cfg, tokenizer)
   shapes = example_shapes(examples)
@@ -258,47 +323,97 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   def measure() -> float | None:
     return dataset_nll(eval_fn, params, held, pad_id, shapes, cfg.batch_size) if held else None
 
+  validate = None
+  if val_examples:
+    val_shapes = example_shapes(val_examples)
+    val_fn = make_eval_nll(graphdef, rest, cfg.logprob_chunk, prompt_len=val_shapes[0])
+
+    def validate() -> float:
+      return dataset_nll(val_fn, params, val_examples, pad_id, val_shapes, cfg.batch_size)
+
   initial = measure()
-  _log.info("sft: %d examples, %d steps of %d, shapes prompt %d + target %d, initial NLL %s",
-            len(examples), cfg.steps, cfg.batch_size, *shapes, initial)
+  initial_val = validate() if validate else None
+  _log.info("sft: %d examples (%d validation), up to %d steps of %d, shapes prompt %d + target "
+            "%d, initial NLL %s, validation %s", len(examples), len(val_examples), cfg.steps,
+            cfg.batch_size, *shapes, initial, initial_val)
 
   writer = bar = None
   if out_dir is not None:
     from stepcoder_jax.metrics import MetricsWriter
     writer = MetricsWriter(out_dir)
+    if initial_val is not None:
+      writer.write(0, {"val_nll": initial_val}, prefix="sft/")
   if progress:
     from stepcoder_jax.metrics import ProgressBar
     bar = ProgressBar(cfg.steps, desc="sft", keys=("loss",))
-  losses = []
+  stopper = EarlyStop(cfg.patience, cfg.min_delta)
+  # The best parameters live on the host: one more copy of the weights in host memory (about
+  # 1.1 GB for a 270M-parameter model in float32), none in accelerator memory.
+  best_params = None
+  losses, steps_run, stop_reason = [], 0, "max_steps"
   try:
     for step in range(cfg.steps):
       batch = pack_examples([examples[i] for i in order[step]], pad_id, *shapes)
       params, opt_state, met = step_fn(params, opt_state, batch)
       met = {k: float(v) for k, v in jax.device_get(met).items()}
       losses.append(met["loss"])
-      if writer is not None and (step % max(1, cfg.log_every) == 0 or step == cfg.steps - 1):
-        writer.write(step + 1, met, prefix="sft/")
+      steps_run = step + 1
+      last = steps_run == cfg.steps
+      if writer is not None and (step % max(1, cfg.log_every) == 0 or last):
+        writer.write(steps_run, met, prefix="sft/")
       if bar is not None:
         bar.update(met)
+      if validate is not None and (steps_run % cfg.eval_every == 0 or last):
+        val = validate()
+        if writer is not None:
+          writer.write(steps_run, {"val_nll": val}, prefix="sft/")
+        if stopper.update(steps_run, val):
+          best_params = jax.device_get(params)
+        if stopper.should_stop:
+          stop_reason = "patience"
+          _log.info("sft: validation NLL has not improved for %d evaluations; stopping at step "
+                    "%d (best %.4f at step %d)", cfg.patience, steps_run, stopper.best,
+                    stopper.best_step)
+          break
   finally:
     # The step donates its inputs (the model's own arrays on the first step), so the model must
     # get the latest parameters back even when the loop is interrupted.
     nnx.update(model, params)
     if bar is not None:
       bar.close()
+  if best_params is not None and stopper.best_step != steps_run:
+    params = jax.tree.map(lambda h, d: jax.device_put(h, d.sharding), best_params, params)
+    nnx.update(model, params)
   final = measure()
   _log.info("sft: NLL of the targets %s -> %s", initial, final)
-  summary = {"examples": len(examples), "steps": cfg.steps, "nll_examples": len(held),
+  summary = {"examples": len(examples), "steps": cfg.steps, "steps_run": steps_run,
+             "stop_reason": stop_reason, "nll_examples": len(held),
              "initial_nll": initial, "final_nll": final,
              "last_loss": losses[-1] if losses else None, "skipped": dict(skipped),
-             "config": dataclasses.asdict(cfg)}
+             "config": dataclasses.asdict(cfg), "finished": True}
+  if validate is not None:
+    summary.update({"val_examples": len(val_examples), "initial_val_nll": initial_val,
+                    "best_step": stopper.best_step, "best_val_nll": stopper.best,
+                    "val_nll": stopper.history})
   if writer is not None:
     if held:
-      writer.write(cfg.steps, {"initial_nll": initial, "final_nll": final}, prefix="sft/")
+      writer.write(steps_run, {"initial_nll": initial, "final_nll": final}, prefix="sft/")
     writer.close()
   if out_dir is not None:
     save(model, tokenizer, out_dir, summary)
   return model, summary
+
+
+def finished_summary(out_dir: str | Path) -> dict | None:
+  """The summary of a finished SFT run in `out_dir`, or None (nothing there, or unfinished)."""
+  import json
+
+  path = Path(out_dir) / "sft_summary.json"
+  try:
+    summary = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return None
+  return summary if isinstance(summary, dict) and summary.get("finished") is True else None
 
 
 def save(model, tokenizer, out_dir: str | Path, summary: dict | None = None) -> Path:
