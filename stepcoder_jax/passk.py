@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 ALL = "all"
+TESTS_PASSED = "tests passed"
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -43,19 +44,23 @@ class ProblemResult:
   """Outcome of sampling one problem: n samples, c of them passed every test.
 
   `greedy_passed` is the greedy (temperature 0) sample's verdict, None if not run.
+  `tests_share` is the share of the problem's unit tests passed (a measure that moves before
+  whole-problem passes do), None if not measured.
   """
   problem_id: str
   difficulty: str
   n: int
   c: int
   greedy_passed: bool | None = None
+  tests_share: float | None = None
 
 
 def aggregate(results: Iterable[ProblemResult], ks: Sequence[int]) -> dict[str, dict]:
   """Mean pass@k per difficulty and over all problems.
 
   Returns {difficulty: {"problems": count, "pass@k": mean, ..., "greedy pass@1": mean}}, with
-  "all" last; difficulties in first-seen order. pass@k for k larger than a problem's n is not
+  "all" last (and "tests passed": the mean `tests_share`, when measured); difficulties in
+  first-seen order. pass@k for k larger than a problem's n is not
   defined and is reported as None for any group containing such a problem.
   """
   groups: dict[str, list[ProblemResult]] = {}
@@ -74,6 +79,9 @@ def aggregate(results: Iterable[ProblemResult], ks: Sequence[int]) -> dict[str, 
     greedy = [r.greedy_passed for r in rs if r.greedy_passed is not None]
     if greedy:
       row["greedy pass@1"] = sum(map(bool, greedy)) / len(greedy)
+    shares = [r.tests_share for r in rs if r.tests_share is not None]
+    if shares:
+      row[TESTS_PASSED] = sum(shares) / len(shares)
     table[name] = row
   return table
 
@@ -109,6 +117,8 @@ def to_markdown(table: Mapping[str, Mapping], title: str | None = None) -> str:
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   lines.append("")
   lines.append("pass@k in %, unbiased estimator (Chen et al., 2021).")
+  if TESTS_PASSED in cols:
+    lines.append("tests passed: mean share of each problem's unit tests passed, in %.")
   return "\n".join(lines) + "\n"
 
 

@@ -3,7 +3,10 @@
     stepcoder-jax eval --model runs/sft --dataset stepcoder_builtin --split test --out runs/eval \
         [--n 10 --k 1,5 --temperature 0.8] [--gin.eval.max_new_tokens=256]
 
-Writes eval.md, eval.json and eval_samples.jsonl to --out and prints the markdown table.
+Writes eval.md, eval.json and eval_samples.jsonl to --out and prints the markdown table (pass@k,
+greedy pass@1 and the share of unit tests passed). With --subtask, also the last-start-point CCCS
+subtask (greedy; problems without a curriculum under gin cccs.statements excluded):
+eval_subtask.md, eval_subtask.json, eval_subtask_samples.jsonl (layout: runs/evaluation.py).
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ def add_arguments(parser) -> None:
   parser.add_argument("--temperature", type=float, default=None,
                       help="0 = greedy (gin eval.temperature)")
   parser.add_argument("--max_problems", type=int, default=None, help="gin eval.max_problems")
+  parser.add_argument("--subtask", action="store_true",
+                      help="also evaluate the subtask from the last CCCS start point "
+                           "(writes eval_subtask.*)")
 
 
 def run(args) -> int:
@@ -60,10 +66,21 @@ def run(args) -> int:
   from stepcoder_jax.runs import evaluation, pipeline
 
   models = pipeline.load_policy(args.model)  # gin model.* gives the default path and dtypes
+  sub = None
   with pipeline.open_pool(ExecutionConfig()) as pool:
     report = evaluation.evaluate(models.policy, models.tokenizer, problems, cfg, pool,
-                               out_dir=args.out, progress=True)
+                                 out_dir=args.out, progress=True)
+    if args.subtask:
+      from stepcoder_jax.rl.config import CCCSConfig
+      sub = evaluation.evaluate(models.policy, models.tokenizer, problems, cfg, pool,
+                                out_dir=args.out, name="eval_subtask", progress=True,
+                                subtask=True, statements=CCCSConfig().statements)
   gin_setup.save_operative(f"{args.out}/operative_config.gin")
   print(evaluation.table_text(report), end="")
   print(f"wrote {args.out}/eval.md, eval.json, eval_samples.jsonl")
+  if sub is not None:
+    print(f"subtask from the last CCCS start point ({sub.settings['subtask_excluded']} of "
+          f"{sub.settings['problems']} problems without a curriculum excluded):")
+    print(evaluation.table_text(sub), end="")
+    print(f"wrote {args.out}/eval_subtask.md, eval_subtask.json, eval_subtask_samples.jsonl")
   return 0

@@ -15,8 +15,35 @@ A prompt longer than `cfg.max_prompt_tokens` (after cutting the question) is not
 samples count as failures (outcome 'prompt_too_long'), so a long-prompt problem lowers the score
 instead of silently leaving the denominator.
 
+Held-out measures that move before whole-problem pass rates do (a small model sits near zero):
+
+- tests passed: per problem, the share of its unit tests passed (tests_passed / tests_total) by
+  the greedy sample when there is one, else the mean over the n samples; the table's
+  "tests passed" column is its mean by difficulty.
+- the last-start-point subtask (`subtask=True`, `eval --subtask`): for each problem with a CCCS
+  curriculum under `cccs.statements`, the prompt carries the canonical solution up to its LAST
+  start point (stage 0 in training order, the easiest: the longest prefix), built by the
+  trainer's own `rollout.fit_prompt` and judged as `Job(prefix=code_prefix)` like a training row
+  at that stage; the model completes the rest greedily (n = 1, temperature 0). A problem
+  without a curriculum (no counted conditional statement) is excluded: it is not sampled, its
+  record has `subtask_passed` None, and the table covers the other problems
+  (`settings.subtask_excluded` counts them).
+
 Outputs (when `out_dir` is given): `<name>.md` and `<name>.json` (the table by difficulty, the
-settings and the per-problem counts) and `<name>_samples.jsonl` (one line per judged sample).
+settings and the per-problem records) and `<name>_samples.jsonl` (one line per judged sample).
+The `<name>.json` layout, for pairing models problem by problem:
+
+    {"table": {difficulty: {"problems", "pass@k"..., "greedy pass@1", "tests passed"}, ...,
+               "all": {...}},
+     "settings": {"config": EvalConfig, "n", "ks", "extra_greedy_sample", "problems",
+                  "prompt_too_long", "mode": "problem" | "subtask",
+                  subtask only: "statements", "subtask_excluded", "subtask_excluded_ids"},
+     "problems": [{"problem_id", "difficulty", "n", "c" (samples passing every test),
+                   "greedy_passed" (bool | null), "tests_share" (float in [0, 1] | null),
+                   subtask only: "subtask_passed" (bool | null: no curriculum)}, ...]}
+
+In the subtask output `tests_share` is the subtask completion's share, and an excluded problem
+has n = c = 0 and nulls.
 """
 from __future__ import annotations
 
@@ -47,7 +74,8 @@ class EvalReport:
 
   Attributes:
     table: {difficulty: {"problems", "pass@k"..., "greedy pass@1"}}, "all" last (eval.aggregate).
-    problems: per problem, n samples and c passing (ProblemResult).
+    problems: per problem, n samples, c passing and the tests share (ProblemResult); in
+      subtask mode a problem without a curriculum has n = 0.
     samples: one dict per judged sample (problem_id, difficulty, sample, greedy, completion,
       outcome, reward, tests_passed, tests_total, error).
     settings: the EvalConfig used and the effective n and ks.
@@ -64,7 +92,8 @@ class EvalReport:
     return self.table.get(group, {}).get("greedy pass@1")
 
   def metrics(self) -> dict[str, float]:
-    """Flat scalars for a metrics log: '<difficulty>/pass@k', '<difficulty>/greedy_pass@1'."""
+    """Flat scalars for a metrics log: '<difficulty>/pass@k', '<difficulty>/greedy_pass@1',
+    '<difficulty>/tests_passed'."""
     out = {}
     for group, row in self.table.items():
       for col, v in row.items():
@@ -129,10 +158,61 @@ def _sample(model, tokenizer, rows: list[Row], cfg: EvalConfig, temperature: flo
     yield sampled_texts(tokenizer, res, chunk, eos)
 
 
+def problem_prompts(problems: Sequence[Problem], tokenizer, cfg: EvalConfig
+                    ) -> list[tuple[prompts_lib.PromptParts, list[int]] | None]:
+  """The s* = 0 prompt (question + starter code) of each problem and its ids; None when the ids
+  are longer than `cfg.max_prompt_tokens` (its samples then count as failures)."""
+  out = []
+  for p in problems:
+    parts = prompts_lib.build_prompt(p, tokenizer, prefix="", style=cfg.prompt_style,
+                                     max_question_tokens=max(16, cfg.max_prompt_tokens * 3 // 4))
+    ids = completion.encode_prompt(tokenizer, parts)
+    out.append((parts, ids) if len(ids) <= cfg.max_prompt_tokens else None)
+  return out
+
+
+def subtask_prefix(problem: Problem, statements: str) -> str | None:
+  """The canonical solution up to the problem's last CCCS start point (its first stage in
+  training order, the longest prefix); None when it has no curriculum (s* = 0 alone)."""
+  from stepcoder_jax.rl.cccs import Curriculum
+  from stepcoder_jax.rl.config import CCCSConfig
+
+  cur = Curriculum(CCCSConfig(enabled=True, statements=statements))
+  if cur.register(problem).num_stages < 2:
+    return None
+  return cur.prefix_at(problem, 0)
+
+
+def subtask_prompts(problems: Sequence[Problem], tokenizer, cfg: EvalConfig, statements: str
+                    ) -> tuple[list[tuple[prompts_lib.PromptParts, list[int]] | None], set[int]]:
+  """(prompt per problem as `problem_prompts` gives it, indexes of problems without a
+  curriculum). The prompt is the trainer's own (`rollout.fit_prompt`) at the subtask's stage, so
+  the question is shortened exactly as in training; None also when it cannot fit."""
+  from stepcoder_jax.rl import rollout
+
+  out, excluded = [], set()
+  for i, p in enumerate(problems):
+    prefix = subtask_prefix(p, statements)
+    if prefix is None:
+      excluded.add(i)
+      out.append(None)
+      continue
+    fit = rollout.fit_prompt(p, prefix, tokenizer, cfg.prompt_style, cfg.max_prompt_tokens)
+    out.append(None if fit is None else fit[:2])
+  return out, excluded
+
+
+def tests_share(rows: Sequence[dict]) -> float:
+  """Mean share of unit tests passed over judged sample rows (0 for a problem without tests)."""
+  return sum(r["tests_passed"] / r["tests_total"] if r["tests_total"] else 0.0
+             for r in rows) / max(1, len(rows))
+
+
 def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, pool, *,
              out_dir: str | Path | None = None, name: str = "eval",
-             completion_fn: CompletionFn | None = None, progress: bool = False) -> EvalReport:
-  """pass@k (n samples) and greedy pass@1 of `model` on `problems`, by difficulty.
+             completion_fn: CompletionFn | None = None, progress: bool = False,
+             subtask: bool = False, statements: str = "if") -> EvalReport:
+  """pass@k (n samples), greedy pass@1 and tests passed of `model` on `problems`, by difficulty.
 
   Args:
     model: a Decoder (unused when `completion_fn` is given).
@@ -145,25 +225,35 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
     completion_fn: replaces the sampler: (problem, prompt, sample index) -> completion text,
       cut at the prompt's stop strings like a sampled one. Sample index n means the greedy sample.
     progress: log the judging progress.
+    subtask: evaluate the last-start-point subtask instead (module docstring): greedy only, on
+      the problems that have a curriculum under `statements` (gin `cccs.statements`).
+    statements: which statements start CCCS subtasks ('if' or 'branching').
   """
   from stepcoder_jax.execution.job import Job
 
   problems = list(problems)
   if cfg.max_problems > 0:
     problems = problems[:cfg.max_problems]
+  excluded: set[int] = set()
+  if subtask:
+    cfg = dataclasses.replace(cfg, temperature=0.0, num_samples=1, ks=(1,))
+    fits, excluded = subtask_prompts(problems, tokenizer, cfg, statements)
+    if excluded:
+      _log.info("eval: %d of %d problems have no CCCS subtask (%s statements), excluded",
+                len(excluded), len(problems), statements)
+  else:
+    fits = problem_prompts(problems, tokenizer, cfg)
   n, ks, extra_greedy = effective_samples(cfg)
   per_problem = n + int(extra_greedy)
-  prompts = [prompts_lib.build_prompt(p, tokenizer, prefix="", style=cfg.prompt_style,
-                                      max_question_tokens=max(16, cfg.max_prompt_tokens * 3 // 4))
-             for p in problems]
-  prompt_ids = [completion.encode_prompt(tokenizer, parts) for parts in prompts]
-  too_long = {i for i, ids in enumerate(prompt_ids) if len(ids) > cfg.max_prompt_tokens}
+  prompts = [f[0] if f else None for f in fits]
+  prompt_ids = [f[1] if f else None for f in fits]
+  too_long = {i for i, f in enumerate(fits) if f is None and i not in excluded}
   if too_long:
     _log.warning("eval: %d prompt(s) longer than %d tokens count as failures: %s", len(too_long),
                  cfg.max_prompt_tokens, ", ".join(problems[i].id for i in sorted(too_long)[:5]))
 
   # Row id = problem index * per_problem + sample index (sample n is the extra greedy one).
-  sampled = [i for i in range(len(problems)) if i not in too_long]
+  sampled = [i for i in range(len(problems)) if fits[i] is not None]
   if completion_fn is not None:
     chunks: Iterable[dict[int, str]] = [{
         i * per_problem + s: prompts_lib.strip_stop(completion_fn(problems[i], prompts[i], s),
@@ -196,7 +286,10 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
 
   samples, results = [], []
   for i, p in enumerate(problems):
-    passed = []
+    if i in excluded:  # no subtask: nothing sampled, nothing to count
+      results.append(eval_lib.ProblemResult(problem_id=p.id, difficulty=p.difficulty, n=0, c=0))
+      continue
+    passed, rows = [], []
     for s in range(per_problem):
       r = i * per_problem + s
       v = verdicts.get(r)
@@ -208,14 +301,20 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
              "tests_total": v.tests_total if v is not None else p.num_tests,
              "error": v.error if v is not None else ""}
       samples.append(row)
+      rows.append(row)
       passed.append(row["outcome"] == "passed")
     greedy = passed[n] if extra_greedy else (passed[0] if cfg.temperature <= 0.0 else None)
+    share_rows = rows[n:] if extra_greedy else rows[:1] if cfg.temperature <= 0.0 else rows
     results.append(eval_lib.ProblemResult(problem_id=p.id, difficulty=p.difficulty, n=n,
-                                          c=sum(passed[:n]), greedy_passed=greedy))
-  table = eval_lib.aggregate(results, ks)
+                                          c=sum(passed[:n]), greedy_passed=greedy,
+                                          tests_share=tests_share(share_rows)))
+  table = eval_lib.aggregate([r for r in results if r.n > 0], ks)
   settings = {"config": dataclasses.asdict(cfg), "n": n, "ks": list(ks),
               "extra_greedy_sample": extra_greedy, "problems": len(problems),
-              "prompt_too_long": len(too_long)}
+              "prompt_too_long": len(too_long), "mode": "subtask" if subtask else "problem"}
+  if subtask:
+    settings.update({"statements": statements, "subtask_excluded": len(excluded),
+                     "subtask_excluded_ids": [problems[i].id for i in sorted(excluded)]})
   report = EvalReport(table=table, problems=results, samples=samples, settings=settings)
   if out_dir is not None:
     write_report(report, out_dir, name)
@@ -228,15 +327,27 @@ def write_report(report: EvalReport, out_dir: str | Path, name: str = "eval") ->
   out.mkdir(parents=True, exist_ok=True)
   n = report.settings.get("n")
   title = f"pass@k by difficulty (n = {n}, temperature {report.settings['config']['temperature']})"
+  subtask = report.settings.get("mode") == "subtask"
+  if subtask:
+    title = (f"the last-start-point subtask, greedy ({report.settings['subtask_excluded']} "
+             "problem(s) without a curriculum excluded)")
   md, js = eval_lib.write_tables(
       report.table, out / name, title=title,
       extra={"settings": report.settings,
-             "problems": [dataclasses.asdict(r) for r in report.problems]})
+             "problems": [problem_record(r, subtask) for r in report.problems]})
   sp = out / f"{name}_samples.jsonl"
   with open(sp, "w", encoding="utf-8") as f:
     for row in report.samples:
       f.write(json.dumps(row) + "\n")
   return {"markdown": md, "json": js, "samples": sp}
+
+
+def problem_record(result: eval_lib.ProblemResult, subtask: bool = False) -> dict:
+  """One entry of `<name>.json`'s "problems" (layout in the module docstring)."""
+  rec = dataclasses.asdict(result)
+  if subtask:
+    rec["subtask_passed"] = result.greedy_passed if result.n > 0 else None
+  return rec
 
 
 def table_text(report: EvalReport) -> str:
