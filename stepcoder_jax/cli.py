@@ -25,6 +25,7 @@ COMMANDS = {
     "demo": "demo",
     "prepare": "prepare",
     "curriculum": "curriculum",
+    "ablate": "ablate",
 }
 
 

@@ -9,9 +9,8 @@ def add_arguments(parser):
   parser.add_argument("--model", help="HF dir, .gguf, checkpoint, 'gemma3-270m' or tiny-<family>;"
                       " default: gin model.path")
   parser.add_argument("--work_dir", help="run directory; default: gin train.work_dir")
-  parser.add_argument("--dataset", help="TFDS builder name; default: gin dataset.name")
-  parser.add_argument("--data_dir", help="TFDS data dir; default: gin dataset.data_dir")
-  parser.add_argument("--manual_dir", help="manual downloads (APPS+ data.json ...)")
+  from stepcoder_jax.commands import add_problem_arguments
+  add_problem_arguments(parser)  # --dataset/--split/--data_dir/--manual_dir or --problems FILE
   parser.add_argument("--iterations", type=int, help="override train.num_iterations")
 
 
@@ -26,6 +25,13 @@ def run(args) -> int:
     cfg = dataclasses.replace(cfg, work_dir=args.work_dir)
   if args.iterations is not None:
     cfg = dataclasses.replace(cfg, num_iterations=args.iterations)
-  pipeline.train(cfg, model=args.model, dataset=args.dataset, data_dir=args.data_dir,
-                 manual_dir=args.manual_dir)
+  problems = None
+  if args.problems or args.split:  # else pipeline.train reads gin's dataset.train_split
+    from stepcoder_jax.data import load
+    from stepcoder_jax.errors import UserError
+    problems = load.problems_from_args(args, purpose="train")
+    if not problems:
+      raise UserError(f"train: {args.problems or args.split}: no problems to train on")
+  pipeline.train(cfg, model=args.model, problems=problems, dataset=args.dataset,
+                 data_dir=args.data_dir, manual_dir=args.manual_dir)
   return 0

@@ -1,0 +1,49 @@
+"""`stepcoder-jax ablate`: the paper's ablation (PPO, +CCCS, +FGO, StepCoder, critic-free arms)
+as one resumable command.
+
+    stepcoder-jax ablate --out runs/ablation --mbpp ../shared/data/mbpp/ \
+        [--arms ppo cccs fgo stepcoder grpo grpo_stepcoder] [--eval_n 4] [--heldout_mbpp 100]
+        [--gin_file experiments/ablation_gemma.gin] [--gin.train.num_iterations=40]
+
+Runs data -> SFT -> base/SFT evals -> per arm: train, export, evals -> report.md, each model
+stage as its own process (runs/ablation.py). Running it again skips every finished stage.
+"""
+from __future__ import annotations
+
+HELP = "the paper's ablation, resumable: SFT, every arm, held-out evals, report with intervals"
+DEFAULT_GIN_FILES = ("experiments/ablation_gemma.gin",)
+
+
+def add_arguments(parser) -> None:
+  from stepcoder_jax.commands import add_model_argument
+  from stepcoder_jax.runs.ablation import ARMS  # light: no jax
+  parser.add_argument("--out", default="runs/ablation", help="work dir (default runs/ablation)")
+  add_model_argument(parser)
+  parser.add_argument("--mbpp", default=None, metavar="PATH",
+                      help="MBPP's mbpp.jsonl (or its folder): adds its train, validation and test "
+                           "splits; without it, the bundled problems alone")
+  parser.add_argument("--heldout_mbpp", type=int, default=100, metavar="N",
+                      help="first N MBPP test problems (by task id) in the held-out set (default "
+                           "100: each evaluation samples every held-out problem on 2 cores)")
+  parser.add_argument("--eval_n", type=int, default=4,
+                      help="samples per problem of the sampled evaluation (default 4)")
+  parser.add_argument("--arms", nargs="+", default=list(ARMS),
+                      help=f"arms, each a configs/ablations/<arm>.gin (default: {' '.join(ARMS)})")
+
+
+def run(args) -> int:
+  import dataclasses
+  import shlex
+  from pathlib import Path
+
+  from stepcoder_jax.runs import ablation
+
+  s = ablation.Settings(out=Path(args.out).resolve(), arms=tuple(args.arms), mbpp=args.mbpp,
+                        heldout_mbpp=args.heldout_mbpp, eval_n=args.eval_n, model=args.model,
+                        gin_files=tuple(args.gin_files), gin_bindings=tuple(args.gin_bindings))
+  # The command line as parsed (flags and gin), for the report: reproducible as written.
+  flags = ["--out", args.out, "--arms", *args.arms, "--eval_n", str(args.eval_n)]
+  flags += ["--model", args.model] if args.model else []
+  flags += ["--mbpp", args.mbpp, "--heldout_mbpp", str(args.heldout_mbpp)] if args.mbpp else []
+  line = ["stepcoder-jax", "ablate", *flags, *ablation.gin_argv(s)]
+  return ablation.run_ablation(dataclasses.replace(s, command_line=shlex.join(line)))

@@ -1,0 +1,235 @@
+"""`stepcoder-jax ablate`: the paper's ablation as a driver of subprocess stages.
+
+Each stage is an existing CLI command (`sft`, `train`, `export`, `eval`) run as a fresh process
+(`python -m stepcoder_jax ...`): its memory is freed when it ends, and gin starts from the same
+files every time. A stage is done when `<its output dir>/DONE.json` exists (written here after
+the command exits 0, with the command line, wall time and exit code), so running the ablation
+again skips every finished stage; an unfinished `train` resumes from its orbax checkpoint by
+itself, SFT and evaluations restart. The data stage (writing the problem files) and the report
+run in this process; the report runs every time and reads whatever is finished.
+
+Layout under --out:
+  data/{train,validation,heldout}.jsonl   the problems (runs/ablation_data.py)
+  sft/                                    the SFT model (HF dir), every arm's start and reference
+  arms/<arm>/train/                       the training run (checkpoints, metrics.jsonl, gin)
+  arms/<arm>/model/                       its final policy as an HF dir (`export`)
+  evals/<model>/{greedy,sampled,subtask}/ held-out evaluations of base, sft and each arm
+  logs/<stage>.log                        each stage's stdout and stderr
+  report.md, metrics/<arm>.jsonl, plots/*.png   (runs/ablation_report.py)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from stepcoder_jax import gin_setup
+from stepcoder_jax.errors import UserError
+from stepcoder_jax.runs import ablation_data
+
+ARMS = ("ppo", "cccs", "fgo", "stepcoder", "grpo", "grpo_stepcoder")
+EVAL_KINDS = ("greedy", "sampled", "subtask")
+DONE = "DONE.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What one ablation run was asked for (flags and gin), fixed for all its stages."""
+  out: Path
+  arms: tuple[str, ...] = ARMS
+  mbpp: str | None = None
+  heldout_mbpp: int = 100
+  eval_n: int = 4
+  model: str | None = None
+  gin_files: tuple[str, ...] = ()
+  gin_bindings: tuple[str, ...] = ()
+  command_line: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One subprocess stage: `stepcoder-jax <argv>`, done when `out/DONE.json` exists."""
+  name: str
+  out: Path
+  argv: tuple[str, ...]
+
+
+def read_done(directory: Path) -> dict | None:
+  """The DONE.json of a stage directory, or None while the stage is not finished."""
+  f = Path(directory) / DONE
+  if not f.is_file():
+    return None
+  try:
+    return json.loads(f.read_text(encoding="utf-8"))
+  except json.JSONDecodeError:
+    return None  # a torn marker (killed while writing) counts as not done
+
+
+def write_done(directory: Path, record: dict) -> None:
+  directory.mkdir(parents=True, exist_ok=True)
+  tmp = directory / (DONE + ".tmp")
+  tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+  tmp.replace(directory / DONE)
+
+
+def model_dir(s: Settings, model: str) -> str | None:
+  """The model an evaluation of `model` loads (None: gin's model.path, the base model)."""
+  if model == "base":
+    return s.model
+  if model == "sft":
+    return str(s.out / "sft")
+  return str(s.out / "arms" / model / "model")
+
+
+def gin_argv(s: Settings, extra_files: tuple[str, ...] = ()) -> tuple[str, ...]:
+  """The ablation's gin files (absolute) and bindings as flags of a stage's command."""
+  out: list[str] = []
+  for f in (*s.gin_files, *extra_files):
+    out += ["--gin_file", str(Path(gin_setup.resolve_gin_file(f)).resolve())]
+  for b in s.gin_bindings:
+    name, value = b.split("=", 1)
+    out.append(f"--gin.{name.strip()}={value.strip()}")
+  return tuple(out)
+
+
+def eval_stages(s: Settings, model: str, subtask: bool) -> list[Stage]:
+  """Greedy, sampled and (when `eval --subtask` exists) subtask evaluations of one model."""
+  heldout = str(s.out / "data" / "heldout.jsonl")
+  path = model_dir(s, model)
+  base = ("eval",) + (("--model", path) if path else ()) + ("--problems", heldout)
+  flags = {"greedy": ("--temperature", "0", "--n", "1"),
+           "sampled": ("--n", str(s.eval_n)),
+           "subtask": ("--subtask", "--temperature", "0", "--n", "1")}
+  kinds = [k for k in EVAL_KINDS if subtask or k != "subtask"]
+  return [Stage(f"eval_{model}_{k}", s.out / "evals" / model / k,
+                base + ("--out", str(s.out / "evals" / model / k)) + flags[k] + gin_argv(s))
+          for k in kinds]
+
+
+def arm_stages(s: Settings, arm: str, subtask: bool) -> list[Stage]:
+  """Train one arm from the SFT model, export its policy, evaluate it."""
+  d = s.out / "arms" / arm
+  train = Stage(f"train_{arm}", d / "train",
+                ("train", "--model", str(s.out / "sft"),
+                 "--problems", str(s.out / "data" / "train.jsonl"), "--work_dir", str(d / "train"))
+                + gin_argv(s, (f"ablations/{arm}.gin",)))
+  export = Stage(f"export_{arm}", d / "model",
+                 ("export", "--model", str(d / "train"), "--out", str(d / "model")))
+  return [train, export, *eval_stages(s, arm, subtask)]
+
+
+def plan(s: Settings, subtask: bool) -> list[Stage]:
+  """Every subprocess stage in order: SFT, base and SFT evals, then each arm."""
+  data = s.out / "data"
+  sft = Stage("sft", s.out / "sft",
+              ("sft",) + (("--model", s.model) if s.model else ())
+              + ("--problems", str(data / "train.jsonl"),
+                 "--val_problems", str(data / "validation.jsonl"), "--out", str(s.out / "sft"))
+              + gin_argv(s))
+  stages = [sft, *eval_stages(s, "base", subtask), *eval_stages(s, "sft", subtask)]
+  for arm in s.arms:
+    stages += arm_stages(s, arm, subtask)
+  return stages
+
+
+def has_subtask_eval() -> bool:
+  """Whether this build's `eval` takes --subtask (the completion from the last CCCS start)."""
+  import argparse
+
+  from stepcoder_jax.commands import evaluate
+  p = argparse.ArgumentParser()
+  evaluate.add_arguments(p)
+  return any("--subtask" in a.option_strings for a in p._actions)  # pylint: disable=protected-access
+
+
+def check_settings(s: Settings) -> None:
+  """Flag errors before anything runs."""
+  unknown = [a for a in s.arms if not Path(gin_setup.resolve_gin_file(f"ablations/{a}.gin"))
+             .is_file()]
+  if unknown:
+    raise UserError(f"--arms: no configs/ablations/<arm>.gin for {', '.join(unknown)}; "
+                    f"choose from {', '.join(ARMS)}")
+  if len(set(s.arms)) != len(s.arms):
+    raise UserError(f"--arms: an arm is named twice in {' '.join(s.arms)}")
+  if s.eval_n < 1:
+    raise UserError(f"--eval_n: must be >= 1, got {s.eval_n}")
+  if s.mbpp is not None:
+    ablation_data.mbpp_file(s.mbpp)
+
+
+def data_stage(s: Settings, echo: Callable[[str], None]) -> None:
+  """Write the problem files once (in this process: cheap, no model)."""
+  d = s.out / "data"
+  settings = ablation_data.settings_of(s.mbpp, s.heldout_mbpp)
+  done = read_done(d)
+  if done is not None:
+    ablation_data.check_resume(done, settings, d)
+    echo(f"[data] done earlier: {done['counts']}")
+    return
+  t0 = time.time()
+  counts = ablation_data.write(d, ablation_data.build(s.mbpp, s.heldout_mbpp))
+  write_done(d, {"command": "ablate (data stage, in process)", "settings": settings,
+                 "counts": counts, "wall_s": round(time.time() - t0, 3), "exit_code": 0})
+  echo(f"[data] wrote {counts} in {time.time() - t0:.1f} s")
+
+
+def run_stage(stage: Stage, log_dir: Path) -> tuple[int, float]:
+  """Run one stage's command, its output appended to logs/<name>.log; (exit code, seconds)."""
+  cmd = [sys.executable, "-m", "stepcoder_jax", *stage.argv]
+  log_dir.mkdir(parents=True, exist_ok=True)
+  t0 = time.time()
+  with open(log_dir / f"{stage.name}.log", "a", encoding="utf-8") as log:
+    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(cmd)}\n")
+    log.flush()
+    rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+  wall = time.time() - t0
+  if rc == 0:
+    write_done(stage.out, {"command": shlex.join(cmd), "wall_s": round(wall, 3), "exit_code": 0,
+                           "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+  return rc, wall
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+  try:
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+  except OSError:
+    return ""
+
+
+def run_ablation(s: Settings, echo: Callable[[str], None] = print) -> int:
+  """Run every stage not done yet, then the report; 0, or 1 when a stage failed."""
+  from stepcoder_jax.runs import ablation_report
+
+  check_settings(s)
+  s.out.mkdir(parents=True, exist_ok=True)
+  data_stage(s, echo)
+  subtask = has_subtask_eval()
+  if not subtask:
+    echo("[note] this build's `eval` has no --subtask: the subtask measure is left out")
+  stages = plan(s, subtask)
+  failed = None
+  t_all = time.time()
+  for i, stage in enumerate(stages, 1):
+    head = f"[{i}/{len(stages)}] {stage.name}"
+    if read_done(stage.out) is not None:
+      echo(f"{head}: done earlier, skipped")
+      continue
+    echo(f"{head}: running (log: {s.out / 'logs' / (stage.name + '.log')})")
+    rc, wall = run_stage(stage, s.out / "logs")
+    if rc != 0:
+      echo(f"{head}: FAILED with exit code {rc} after {wall:.1f} s; last lines of its log:\n"
+           + _tail(s.out / "logs" / f"{stage.name}.log"))
+      failed = stage
+      break
+    echo(f"{head}: done in {wall:.1f} s (total {time.time() - t_all:.1f} s)")
+  report = ablation_report.write_report(s, stages)
+  echo(f"[report] {report}")
+  if failed is not None:
+    echo(f"stopped at {failed.name}; fix the cause and run the same command again to resume")
+    return 1
+  return 0
