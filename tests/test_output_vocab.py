@@ -77,3 +77,121 @@ def test_full_matrix_refused_and_bad_subsets_rejected():
   for bad in [(5, 3), (1, 1), (0, V)]:
     with pytest.raises(ValueError, match="output_vocab"):
       ModelConfig.tiny("llama", vocab_size=V, output_vocab=bad)
+
+
+# ----------------------------------------------------------------------------- PPO over the subset
+
+
+def _subset_batch(policy, b=4, prompt=6, resp=9, seed=0):
+  """A rollout-shaped batch whose responses use subset ids only (as the sampler draws them);
+  prompts may use any id (they are never scored)."""
+  from stepcoder_jax.rl import batching, ppo
+  rng = np.random.default_rng(seed)
+  prompts = [list(rng.integers(3, V, prompt - i % 3)) for i in range(b)]
+  responses = [list(rng.choice(SUBSET, resp - i % 4)) for i in range(b)]
+  arr = {k: jnp.asarray(v) for k, v in batching.pack(prompts, responses, 0, prompt_len=prompt,
+                                                     response_len=resp + 1).items()}
+  logp = ppo.policy_logprobs(policy, arr["tokens"], arr["positions"], arr["attention_mask"],
+                             chunk=4, with_entropy=False, response_start=prompt)
+  m = arr["response_mask"]
+  arr.update(old_logprobs=logp * m, ref_logprobs=(logp - 0.1) * m,
+             fgo_mask=m, rewards=ppo.place_rewards(jnp.array([1.0, -0.3, -0.6, -1.0]), m),
+             group=jnp.array([0, 0, 2, 2], jnp.int32))
+  return arr
+
+
+def _by_hand_logprobs(model, batch):
+  """log-softmax over the SUBSET columns of the full logits, from plain numpy-like jnp ops."""
+  hidden, _ = model(batch["tokens"], batch["positions"], batch["attention_mask"])
+  w = model.embed[...] if model.cfg.tie_embeddings else model.lm_head[...]
+  logits = jnp.einsum("btd,vd->btv", hidden, w)[:, :-1][..., jnp.asarray(SUBSET)]
+  logz = jax.nn.logsumexp(logits, axis=-1)
+  col = jnp.searchsorted(jnp.asarray(SUBSET), batch["tokens"][:, 1:])
+  col = jnp.clip(col, 0, len(SUBSET) - 1)
+  logp = jnp.take_along_axis(logits, col[..., None], axis=-1)[..., 0] - logz
+  p = jnp.exp(logits - logz[..., None])
+  ent = logz - jnp.sum(p * logits, axis=-1)
+  pad = lambda x: jnp.pad(x, ((0, 0), (1, 0)))
+  return pad(logp), pad(ent)
+
+
+def test_ppo_loss_and_grad_over_the_subset_equal_the_hand_computation():
+  from stepcoder_jax.rl import ppo
+  from stepcoder_jax.rl.config import PPOConfig
+  _, model = _pair()
+  batch = _subset_batch(model)
+  m = batch["response_mask"].astype(jnp.float32)
+  mb = {"loss_mask": m, "old_logprobs": batch["old_logprobs"] - 0.05 * m,
+        "advantages": jnp.linspace(-1.0, 1.0, m.size).reshape(m.shape) * m}
+  cfg = PPOConfig(entropy_coef=0.01)
+  gd, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def objective(params, scorer):
+    mdl = nnx.merge(gd, params, rest)
+    logp, ent = scorer(mdl)
+    return ppo.token_policy_objective(logp, ent, mb, jnp.sum(m), cfg, 0.0)[0]
+
+  ours = lambda mdl: ppo.policy_logprobs(mdl, batch["tokens"], batch["positions"],
+                                         batch["attention_mask"], chunk=4, response_start=6)
+  hand = lambda mdl: tuple(x * m for x in _by_hand_logprobs(mdl, batch))
+  ours_masked = lambda mdl: tuple(x * m for x in ours(mdl))
+  (l1, g1), (l2, g2) = (jax.value_and_grad(objective)(params, f) for f in (ours_masked, hand))
+  np.testing.assert_allclose(float(l1), float(l2), rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  # Over the full vocabulary the loss is another number: the subset really is what is scored.
+  full, _ = _pair()
+  full_logp = ppo.policy_logprobs(full, batch["tokens"], batch["positions"],
+                                  batch["attention_mask"], chunk=4, response_start=6)
+  assert float(jnp.max(jnp.abs((full_logp[0] - ours(model)[0]) * m))) > 0.1
+
+
+@pytest.mark.parametrize("advantage", ["gae", "grpo"])
+def test_first_step_ratio_is_one_when_old_logprobs_come_from_the_same_path(advantage):
+  from stepcoder_jax.models.value import ValueModel
+  from stepcoder_jax.rl import ppo
+  from stepcoder_jax.rl.config import PPOConfig
+  _, model = _pair()
+  batch = _subset_batch(model)
+  cfg = PPOConfig(advantage=advantage, minibatches=1, epochs=1, logprob_chunk=4, shuffle=False)
+  value = None
+  if advantage == "gae":
+    value = ValueModel.from_policy(model)
+    batch["values"] = ppo.value_estimates(value, batch["tokens"], batch["positions"],
+                                          batch["attention_mask"]) * batch["response_mask"]
+  pgd, vgd, state = ppo.init_train_state(model, value, cfg)
+  step = ppo.make_ppo_step(pgd, vgd, cfg, donate=False, response_start=6)
+  _, met = step(state, ppo.Batch.of(batch))
+  assert float(met["approx_kl"]) == 0.0 and float(met["clip_frac"]) == 0.0
+  assert np.isfinite(float(met["policy_loss"])) and float(met["entropy"]) > 0
+  # The entropy is over the 20 subset rows: at most log 20 (the full vocabulary allows log 64).
+  assert float(met["entropy"]) <= np.log(len(SUBSET)) + 1e-5
+
+
+# ----------------------------------------------------------------------------- shipped files
+
+
+def test_named_and_path_vocabularies_resolve_and_bad_ones_raise_user_errors(tmp_path):
+  from stepcoder_jax.errors import UserError
+  from stepcoder_jax.models import output_vocab
+  cfg = ModelConfig.tiny("llama", vocab_size=V)
+  path = tmp_path / "v.npz"
+  output_vocab.save(path, SUBSET, V, "test")
+  assert output_vocab.apply(cfg, str(path), required=[3, 6]).output_vocab == SUBSET
+  assert output_vocab.apply(cfg, None) is cfg
+  shipped = output_vocab.load("gemma3_code", 262144)
+  assert 30000 < len(shipped) < 262144 and list(shipped) == sorted(shipped)
+  with pytest.raises(UserError, match="'no_such_vocab' is neither a file nor a shipped name"):
+    output_vocab.apply(cfg, "no_such_vocab")
+  with pytest.raises(UserError, match="missing.npz: no such file"):
+    output_vocab.apply(cfg, str(tmp_path / "missing.npz"))
+  big = tmp_path / "big.npz"
+  output_vocab.save(big, [5, 70], 100, "test")
+  with pytest.raises(UserError, match=r"big.npz: token id 70 >= the model's vocabulary size 64"):
+    output_vocab.apply(cfg, str(big))
+  with pytest.raises(UserError, match=r"lacks the special id\(s\) \[2\]"):
+    output_vocab.apply(cfg, str(path), required=[2])
+  junk = tmp_path / "junk.npz"
+  junk.write_bytes(b"not a zip")
+  with pytest.raises(UserError, match="junk.npz: not an output vocabulary file"):
+    output_vocab.apply(cfg, str(junk))

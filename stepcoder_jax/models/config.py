@@ -130,12 +130,16 @@ class ModelSpec:
   dtype / param_dtype: compute and storage dtypes ('float32' | 'bfloat16'); None keeps the
   checkpoint's. remat: rematerialize blocks in the backward pass (saves memory in PPO/SFT).
   scan_layers: run full forward passes as a scan over the blocks (ModelConfig.scan_layers).
+  output_vocab: None (every token), a shipped vocabulary name ('gemma3_code') or an .npz path
+    written by scripts/build_output_vocab.py: the policy samples and is scored over those ids
+    only (ModelConfig.output_vocab; a documented CPU deviation, see models/output_vocab.py).
   """
   path: str = "tiny-llama"
   dtype: str | None = None
   param_dtype: str | None = None
   remat: bool = False
   scan_layers: bool = False
+  output_vocab: str | None = None
 
   @property
   def preset_family(self) -> str | None:

@@ -308,20 +308,26 @@ def _shift_right(x: jax.Array) -> jax.Array:
 
 
 def policy_logprobs(model, tokens, positions, attention_mask, *, chunk: int,
-                    with_entropy: bool = True, response_start: int | None = None):
+                    with_entropy: bool = True, response_start: int | None = None,
+                    full_vocab: bool = False):
   """Per-token log pi(tokens[t] | tokens[:t]) (and entropy of that distribution), [B, T] f32.
 
   Goes through the chunked `logprobs.token_logprobs`, so no [B, T, V] logits exist at once.
   `response_start` (static): the column where every row's response begins (the batch layout puts
   it at the prompt bucket P). Only columns >= it get the output projection, the dominant cost
   with a large vocabulary; earlier columns are 0, which the response mask ignores anyway.
+
+  With `model.cfg.output_vocab` the softmax (and the entropy) is over that subset, the one the
+  sampler draws from, so old, reference and new log-probs share one distribution and PPO's ratio
+  stays exact; a target outside it (never a sampled token) scores OUTSIDE_VOCAB_LOGP.
+  `full_vocab` scores over every token instead (SFT: its targets may be any id, no ratio).
   """
   from stepcoder_jax.models import logprobs as lp  # the models' chunked log-softmax
   hidden, _ = model(tokens, positions, attention_mask)
-  w, softcap = model.head_weight()
+  w, softcap, vocab = model.output_head(full=full_vocab)
   s = 1 if response_start is None else max(1, int(response_start))
   logp, ent = lp.token_logprobs(hidden[:, s - 1:-1], w, tokens[:, s:], chunk=chunk,
-                                softcap=softcap)
+                                softcap=softcap, vocab=vocab)
   logp = jnp.pad(logp, ((0, 0), (s, 0)))
   ent = jnp.pad(ent, ((0, 0), (s, 0)))
   return (logp, ent) if with_entropy else logp

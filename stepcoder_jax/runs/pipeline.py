@@ -26,7 +26,8 @@ _log = logging.getLogger(__name__)
 
 
 def load_policy(path: str | None = None, spec: ModelSpec | None = None):
-  """(Models) for `path`, or gin's model.path; dtypes, remat and scan_layers from gin's `model`."""
+  """(Models) for `path`, or gin's model.path; dtypes, remat, scan_layers and the output
+  vocabulary from gin's `model`."""
   from stepcoder_jax.models import loading
   from stepcoder_jax.runs.trainer import Models
 
@@ -37,8 +38,11 @@ def load_policy(path: str | None = None, spec: ModelSpec | None = None):
     from stepcoder_jax.errors import UserError
     raise UserError(f"{path or spec.path}: no tokenizer files next to the model")
   flags = {k: True for k in ("remat", "scan_layers") if getattr(spec, k) and not getattr(cfg, k)}
-  if flags:
+  if flags or spec.output_vocab is not None:
+    from stepcoder_jax.models import output_vocab
+    from stepcoder_jax.sampling import special_ids
     cfg = dataclasses.replace(cfg, **flags)
+    cfg = output_vocab.apply(cfg, spec.output_vocab, required=special_ids(cfg, tok)[0])
     decoder.cfg = cfg
   return Models(cfg=cfg, policy=decoder, tokenizer=tok)
 
