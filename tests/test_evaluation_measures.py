@@ -8,13 +8,13 @@ from stepcoder_jax import cli
 from stepcoder_jax.data import prompts as prompts_lib
 from stepcoder_jax.data.builders.stepcoder_builtin import read_builtin
 from stepcoder_jax.data.record import Problem
-from stepcoder_jax.execution.config import ExecutionConfig
 from stepcoder_jax.models.loading import load_model
 from stepcoder_jax.rl import cccs, rollout
 from stepcoder_jax.rl.config import CCCSConfig
 from stepcoder_jax.runs import evaluation as ev
 from stepcoder_jax.runs import sft
 from stepcoder_jax.runs.config import EvalConfig
+from test_evaluate import pool, tiny  # noqa: F401  (the shared judging pool and tiny model)
 
 # f(x) = 2x on five inputs; HALF_RIGHT is right for x < 2 only: 2 of the 5 tests pass.
 DOUBLE = Problem(id="t/double", question="Return twice x.", test_kind="call", fn_name="f",
@@ -25,15 +25,8 @@ RIGHT = "def f(x):\n    return x + x\n```"
 
 
 @pytest.fixture(scope="module")
-def pool():
-  from stepcoder_jax.execution import ExecutionPool
-  with ExecutionPool(ExecutionConfig(workers=2, coverage=False)) as p:
-    yield p
-
-
-@pytest.fixture(scope="module")
-def tok():
-  return load_model("tiny-llama")[2]
+def tok(tiny):
+  return tiny[1]
 
 
 def _staged(n=3):
