@@ -195,3 +195,22 @@ def test_named_and_path_vocabularies_resolve_and_bad_ones_raise_user_errors(tmp_
   junk.write_bytes(b"not a zip")
   with pytest.raises(UserError, match="junk.npz: not an output vocabulary file"):
     output_vocab.apply(cfg, str(junk))
+
+
+def test_rollout_with_an_output_vocab_samples_and_scores_inside_the_subset(monkeypatch, tmp_path):
+  from test_sampler_logprobs import _collect
+  from stepcoder_jax.models.tokenizer import tiny_tokenizer
+  tok = tiny_tokenizer()
+  keep = {tok.eos_token_id, tok.pad_token_id, tok.bos_token_id}
+  subset = tuple(sorted(set(range(0, len(tok), 3)) | keep))  # a third of the ids
+  monkeypatch.chdir(tmp_path)
+  outs = {s: _collect(s, {"output_vocab": subset}, [])[0] for s in (True, False)}
+  resp = np.asarray(outs[True].response_mask) > 0
+  drawn = np.asarray(outs[True].tokens)[resp]
+  assert drawn.size > 8 and set(drawn.tolist()) <= set(subset)
+  # Old log-probs from the sampler and from the scoring forward: one softmax over the subset.
+  old = {s: np.asarray(b.old_logprobs)[resp] for s, b in outs.items()}
+  np.testing.assert_allclose(old[True], old[False], atol=1e-5)
+  assert np.all(old[True] > logprobs.OUTSIDE_VOCAB_LOGP / 2) and np.all(old[True] < 0)
+  ref = np.asarray(outs[True].ref_logprobs)[resp]
+  np.testing.assert_allclose(ref, old[True], atol=1e-5)  # reference = starting policy

@@ -164,6 +164,10 @@ class TrainConfig:
   prompt_style: str = "plain"       # "plain" | "chat"
   eval_every: int = 0               # evaluate every N iterations and at the end (0: never)
   logprob_chunk: int = 128          # sequence chunk for log-probs (never [B, T, V] f32)
+  # Old log-probs from the sampler (its log-prob of each drawn token) instead of a scoring forward
+  # of the policy; exact at the only training settings (temperature 1, no top-k/top-p). False
+  # keeps the separate forward (for comparison).
+  sampler_logprobs: bool = True
 
   def check_sampling(self) -> None:
     """Reject sampling knobs that PPO's scoring does not apply.

@@ -3,9 +3,16 @@
 It owns the whole way from chosen problems to a typed PPO batch: prompts at their CCCS stage
 (`make_items`: question shortening, stages passed over; `pad_items`: zero-weight padding rows),
 sampling with the current policy, the one cut (`completion.cut`), judging in the execution pool,
-the device forward passes that run while the pool judges (old and reference log-probs, values
-unless critic-free), rewards, FGO masks, group ids, and the all-gather of per-row verdicts so
-every process sees every row (`RowResults`, in global row order).
+the device forward passes that run while the pool judges (reference log-probs, values unless
+critic-free, and old log-probs unless the sampler's are used: `train.sampler_logprobs`), rewards,
+FGO masks, group ids, and the all-gather of per-row verdicts so every process sees every row
+(`RowResults`, in global row order).
+
+Output vocabulary (`model.output_vocab`): the sampler, the old/reference scoring and the PPO loss
+all take the policy's `output_head()`, so every log-prob (and the loss's entropy) is a softmax over
+the same id subset. The sampler maps logit columns to ids of that subset, so a sampled token
+outside it cannot occur; only a custom sampler returning forced ids could produce one, and its
+log-prob would be OUTSIDE_VOCAB_LOGP in old, reference and new alike (ratio 1, no KL).
 
 Scale-out: every process builds the same prompts (cheap host work), then samples, judges and
 packs only its own block of rows (`Placement.rows`); the device functions are jitted with
@@ -304,19 +311,43 @@ def exchange_results(items: list[Item], mine: Sequence[Item], fgo_mask: np.ndarr
 # ----------------------------------------------------------------------------- device functions
 
 
+def place_sampled(sampled_logprobs: jax.Array, response_start: int, length: int) -> jax.Array:
+  """The sampler's [B, N] per-token log-probs at the batch's response columns: [B, length].
+
+  Column response_start + i gets the i-th drawn token's log-prob (batching.py's layout); the
+  caller multiplies by the response mask, which also drops tokens a stop string cut off.
+  """
+  n = min(sampled_logprobs.shape[1], length - response_start)
+  lp = sampled_logprobs[:, :n].astype(np.float32)
+  return jax.numpy.pad(lp, ((0, 0), (response_start, length - response_start - n)))
+
+
 def make_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placement,
                  response_start: int | None = None):
-  """Jitted `forward(state, ref_params, batch) -> batch` with old_logprobs, ref_logprobs (and
-  values unless `value_gd` is None, critic-free) filled in, zero outside the response; global
-  [B, T] arrays sharded by rows. `response_start`: the prompt bucket, where every response
-  begins (the vocabulary projection runs from there on)."""
+  """`forward(state, ref_params, tokens, positions, attention_mask, response_mask,
+  sampled_logprobs=None) -> dict` with old_logprobs, ref_logprobs (and values unless `value_gd`
+  is None, critic-free), zero outside the response; global [B, T] arrays sharded by rows.
 
-  def forward(state: ppo.TrainState, ref_params, tokens, positions, attention_mask,
-              response_mask):
-    pol = nnx.merge(policy_gd, state.policy, state.policy_rest)
+  `response_start`: the prompt bucket, where every response begins (the vocabulary projection
+  runs from there on). `sampled_logprobs` ([B, N], the sampler's log-prob of each drawn token):
+  when given, they are the old log-probs and the policy's scoring forward is skipped (the
+  reference forward stays). That is exact because training samples at temperature 1 with no
+  top-k/top-p (`TrainConfig.check_sampling`) from the same parameters, over the same output
+  vocabulary; the sampler reaches its logits through the KV cache, so they differ from a full
+  forward's by float rounding only (tests/test_sampler_logprobs.py measures it).
+  """
+
+  def scores(state: ppo.TrainState, ref_params, tokens, positions, attention_mask,
+             response_mask, sampled_logprobs=None):
     ref = nnx.merge(policy_gd, ref_params, state.policy_rest)
-    old = ppo.policy_logprobs(pol, tokens, positions, attention_mask, chunk=chunk,
-                              with_entropy=False, response_start=response_start)
+    if sampled_logprobs is None:
+      pol = nnx.merge(policy_gd, state.policy, state.policy_rest)
+      old = ppo.policy_logprobs(pol, tokens, positions, attention_mask, chunk=chunk,
+                                with_entropy=False, response_start=response_start)
+    elif response_start is None:
+      raise ValueError("make_forward: sampler log-probs need the response_start column")
+    else:
+      old = place_sampled(sampled_logprobs, response_start, tokens.shape[1])
     refl = ppo.policy_logprobs(ref, tokens, positions, attention_mask, chunk=chunk,
                                with_entropy=False, response_start=response_start)
     out = {"old_logprobs": old * response_mask, "ref_logprobs": refl * response_mask}
@@ -326,13 +357,37 @@ def make_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placement,
     return out
 
   b2 = placement.batch(2)
-  return jax.jit(forward, in_shardings=(placement.state, placement.ref, b2, b2, b2, b2),
-                 out_shardings=b2)
+  shardings = (placement.state, placement.ref, b2, b2, b2, b2)
+  scored = jax.jit(scores, in_shardings=shardings, out_shardings=b2)
+  from_sampler = jax.jit(scores, in_shardings=shardings + (b2,), out_shardings=b2)
+
+  def forward(state, ref_params, tokens, positions, attention_mask, response_mask,
+              sampled_logprobs=None):
+    if sampled_logprobs is None:
+      return scored(state, ref_params, tokens, positions, attention_mask, response_mask)
+    return from_sampler(state, ref_params, tokens, positions, attention_mask, response_mask,
+                        sampled_logprobs)
+
+  forward.jitted = {"scored": scored, "from_sampler": from_sampler}
+  return forward
+
+
+@dataclasses.dataclass
+class Sampled:
+  """What the rollout's sampler returns (a custom sampler may return the `ids` list alone).
+
+  Attributes:
+    ids: this process's rows, the drawn token ids of each (through EOS when drawn).
+    logprobs: [B, N] float32 global array (all rows, sharded like the batch): the log-prob of
+      each drawn token under the policy that drew it, 0 after a row's end.
+  """
+  ids: list[list[int]]
+  logprobs: jax.Array
 
 
 def make_sampler(policy_gd, max_new_tokens: int, eos_ids, pad_id: int, prompt_len: int,
                  placement: spmd.Placement):
-  """`sample(state, prompt_ids, rng) -> response ids per row` with the current policy params.
+  """`sample(state, prompt_ids, rng) -> Sampled` with the current policy params.
 
   Training samples from the plain policy (temperature 1, no top-k/top-p: the distribution PPO
   scores; `TrainConfig.check_sampling`). `prompt_ids` are this process's rows
@@ -366,7 +421,8 @@ def make_sampler(policy_gd, max_new_tokens: int, eos_ids, pad_id: int, prompt_le
                  spmd.to_global(rng, rep), *knobs)
     toks = spmd.local_rows(out.tokens, lo, hi)
     lens = spmd.local_rows(out.lengths, lo, hi)
-    return [[int(t) for t in toks[i, :int(lens[i])]] for i in range(len(prompt_ids))]
+    return Sampled(ids=[[int(t) for t in toks[i, :int(lens[i])]] for i in range(len(prompt_ids))],
+                   logprobs=out.logprobs)
 
   sample.jitted = jitted
   return sample
@@ -386,8 +442,9 @@ class Rollout:
     curriculum: the CCCS state prompts are built from (the caller records verdicts into it).
     pool: an ExecutionPool judging this process's rows.
     cfg, ppo_cfg, fgo_cfg: the run's configs.
-    sampler: `sample(state, prompt_ids, rng) -> token id lists` for this process's rows (a
-      collective on the mesh: every process calls it); default: the policy (`make_sampler`).
+    sampler: `sample(state, prompt_ids, rng) -> Sampled` (or token id lists alone: then the old
+      log-probs come from a scoring forward) for this process's rows (a collective on the mesh:
+      every process calls it); default: the policy (`make_sampler`).
   """
 
   def __init__(self, policy_gd, value_gd, placement: spmd.Placement, ref_params, tokenizer,
@@ -425,8 +482,13 @@ class Rollout:
     n = len(items)
     lo, hi = self.placement.rows(n)
     mine = items[lo:hi]
-    fill_responses(mine, self.sampler(state, [i.prompt_ids for i in mine], rng), self.tok,
-                   self.eos_ids)
+    sampled = self.sampler(state, [i.prompt_ids for i in mine], rng)
+    sampled_lp = None
+    if isinstance(sampled, Sampled):
+      sampled, sampled_lp = sampled.ids, sampled.logprobs
+    if not self.cfg.sampler_logprobs:
+      sampled_lp = None  # score the old policy with its own forward pass (for comparison)
+    fill_responses(mine, sampled, self.tok, self.eos_ids)
     t_sample = time.time()
     future = self.pool.submit(jobs(mine))
     arrays = pack(mine, self.pad_id, self.prompt_len, self.response_len)
@@ -434,7 +496,7 @@ class Rollout:
     arrays["response_mask"][[i for i, item in enumerate(mine) if item.padding]] = 0  # no weight
     dev = spmd.from_local_rows(arrays, self.placement, n)
     scored = self.forward(state, self.ref_params, dev["tokens"], dev["positions"],
-                          dev["attention_mask"], dev["response_mask"])
+                          dev["attention_mask"], dev["response_mask"], sampled_lp)
     # (dispatched asynchronously: the device computes while the pool judges)
     for item, res in zip(mine, future.result()):
       item.result = res
