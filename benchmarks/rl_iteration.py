@@ -13,8 +13,9 @@ processes are not counted on either side). The first iteration compiles (ours) o
 
 Buckets, seconds per iteration:
   generation  ours: the jitted sampler (`time/sample_s`); TRL: `GRPOTrainer._generate`.
-  scoring     forwards without gradient over the sampled batch. Ours: old and reference
-              log-probs in one jitted call (GRPO has no value forward; `gae` adds it), timed to
+  scoring     forwards without gradient over the sampled batch. Ours: reference log-probs
+              (and old ones with --no_sampler_logprobs; by default they come out of the sampler)
+              in one jitted call (GRPO has no value forward; `gae` adds it), timed to
               completion. TRL: its `_get_per_token_logps_and_entropies` calls under no_grad (only
               the reference: with one generation per step it takes old log-probs as the detached
               new ones, no forward).
@@ -29,6 +30,14 @@ Buckets, seconds per iteration:
 
   python benchmarks/rl_iteration.py            # Gemma 3 270M: TRL, ours grpo, ours gae, demo
   python benchmarks/rl_iteration.py --tiny     # a tiny random Llama on both sides (smoke test)
+
+Levers of ours, on by default (each printed with the results; flags turn them off):
+  sampler log-probs   `train.sampler_logprobs`: old log-probs from the sampler, one scoring
+                      forward fewer (--no_sampler_logprobs).
+  output vocabulary   `model.output_vocab = 'gemma3_code'` from cpu_demo_gemma.gin: sampling and
+                      scoring over 34,034 of Gemma's 262,144 ids, a documented deviation
+                      (--no_output_vocab; never with --tiny, whose tokenizer is another).
+  TRL keeps the full vocabulary and its own scoring.
 
 The last line is `speedup vs TRL: N.NNx` (TRL's warm seconds per iteration over ours, GRPO).
 """
@@ -90,7 +99,24 @@ def _bindings(args, w: dict, arm: str, work_dir: str) -> list[str]:
   if arm != "demo":
     b += [f"train.problems_per_iteration = {args.prompts}",
           f"train.samples_per_problem = {args.group}"] + ARMS[arm]
-  return b + list(args.bind)
+  return b + lever_bindings(args) + list(args.bind)
+
+
+def lever_bindings(args) -> list[str]:
+  """Gin bindings that turn levers off (they are on in the experiment config and defaults)."""
+  b = []
+  if args.no_sampler_logprobs:
+    b.append("train.sampler_logprobs = False")
+  if args.no_output_vocab or args.tiny:
+    b.append("model.output_vocab = None")
+  return b
+
+
+def levers(args) -> str:
+  on = lambda off: "off" if off else "on"
+  return (f"levers of ours: sampler log-probs {on(args.no_sampler_logprobs)}, output vocabulary "
+          f"{on(args.no_output_vocab or args.tiny)}"
+          f"{' (gemma3_code)' if not (args.no_output_vocab or args.tiny) else ''}")
 
 
 # ------------------------------------------------------------------------------------ ours
@@ -339,6 +365,10 @@ def main(argv=None) -> int:
   p.add_argument("--group", type=int, default=4, help="samples per prompt")
   p.add_argument("--max_new_tokens", type=int, default=0, help="0: 128 (Gemma), 32 (tiny)")
   p.add_argument("--bind", action="append", default=[], help="extra gin binding for ours")
+  p.add_argument("--no_sampler_logprobs", action="store_true",
+                 help="ours: score old log-probs with a forward pass (train.sampler_logprobs off)")
+  p.add_argument("--no_output_vocab", action="store_true",
+                 help="ours: the full vocabulary (model.output_vocab = None)")
   p.add_argument("--json", default=None, help="also write the results here")
   p.add_argument("--side", default=None, help=argparse.SUPPRESS)
   p.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -351,6 +381,7 @@ def main(argv=None) -> int:
   machine = {"platform": platform.platform(), "cpus": os.cpu_count(),
              "loadavg_start": [round(x, 2) for x in os.getloadavg()], "threads": THREADS}
   print(f"machine: {machine}", flush=True)
+  print(levers(args), flush=True)
   results = {}
   with tempfile.TemporaryDirectory() as tmp:
     hf_dir = _tiny_dir(os.path.join(tmp, "tiny")) if args.tiny else None
@@ -362,6 +393,7 @@ def main(argv=None) -> int:
       cmd += ["--tiny", "--hf_dir", hf_dir] if args.tiny else []
       for b in args.bind:
         cmd += ["--bind", b]
+      cmd += [f for f in ("--no_sampler_logprobs", "--no_output_vocab") if getattr(args, f[2:])]
       t = time.perf_counter()
       subprocess.run(cmd, check=True)
       with open(out) as f:
@@ -372,7 +404,7 @@ def main(argv=None) -> int:
   print(f"load average at end: {machine['loadavg_end']}; warm iterations: 2..{args.iterations}")
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"machine": machine, "results": results}, f, indent=2)
+      json.dump({"machine": machine, "levers": levers(args), "results": results}, f, indent=2)
   if "trl" in results and "grpo" in results:
     ratio = _warm_mean(results["trl"], "iteration_s") / _warm_mean(results["grpo"], "iteration_s")
     mem = results["grpo"]["peak_rss_gb"] / results["trl"]["peak_rss_gb"]

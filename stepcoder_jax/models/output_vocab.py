@@ -62,7 +62,8 @@ def load(name_or_path: str, model_vocab_size: int) -> tuple[int, ...]:
     raise UserError(f"model.output_vocab: {path}: holds no token ids")
   if ids[-1] >= model_vocab_size:
     raise UserError(f"model.output_vocab: {path}: token id {int(ids[-1])} >= the model's "
-                    f"vocabulary size {model_vocab_size}")
+                    f"vocabulary size {model_vocab_size} (built for another tokenizer? "
+                    f"model.output_vocab = None keeps every token)")
   return tuple(int(i) for i in ids)
 
 
