@@ -13,7 +13,7 @@ Layout under --out:
   sft/                                    the SFT model (HF dir), every arm's start and reference
   arms/<arm>/train/                       the training run (checkpoints, metrics.jsonl, gin)
   arms/<arm>/model/                       its final policy as an HF dir (`export`)
-  evals/<model>/{greedy,sampled,subtask}/ held-out evaluations of base, sft and each arm
+  evals/<model>/{greedy,sampled}/        held-out evaluations of base, sft and each arm
   logs/<stage>.log                        each stage's stdout and stderr
   report.md, metrics/<arm>.jsonl, plots/*.png   (runs/ablation_report.py)
 """
@@ -33,7 +33,7 @@ from stepcoder_jax.errors import UserError
 from stepcoder_jax.runs import ablation_data
 
 ARMS = ("ppo", "cccs", "fgo", "stepcoder", "grpo", "grpo_stepcoder")
-EVAL_KINDS = ("greedy", "sampled", "subtask")
+EVAL_KINDS = ("greedy", "sampled")
 DONE = "DONE.json"
 
 
@@ -98,17 +98,16 @@ def gin_argv(s: Settings, extra_files: tuple[str, ...] = ()) -> tuple[str, ...]:
 
 
 def eval_stages(s: Settings, model: str, subtask: bool) -> list[Stage]:
-  """Greedy, sampled and (when `eval --subtask` exists) subtask evaluations of one model."""
+  """The greedy evaluation of one model (with the subtask measure, when `eval --subtask` exists:
+  the same process writes eval.json and eval_subtask.json) and the sampled one (n = eval_n)."""
   heldout = str(s.out / "data" / "heldout.jsonl")
   path = model_dir(s, model)
   base = ("eval",) + (("--model", path) if path else ()) + ("--problems", heldout)
-  flags = {"greedy": ("--temperature", "0", "--n", "1"),
-           "sampled": ("--n", str(s.eval_n)),
-           "subtask": ("--subtask", "--temperature", "0", "--n", "1")}
-  kinds = [k for k in EVAL_KINDS if subtask or k != "subtask"]
+  flags = {"greedy": ("--temperature", "0", "--n", "1") + (("--subtask",) if subtask else ()),
+           "sampled": ("--n", str(s.eval_n))}
   return [Stage(f"eval_{model}_{k}", s.out / "evals" / model / k,
                 base + ("--out", str(s.out / "evals" / model / k)) + flags[k] + gin_argv(s))
-          for k in kinds]
+          for k in EVAL_KINDS]
 
 
 def arm_stages(s: Settings, arm: str, subtask: bool) -> list[Stage]:
@@ -149,8 +148,12 @@ def has_subtask_eval() -> bool:
 
 def check_settings(s: Settings) -> None:
   """Flag errors before anything runs."""
-  unknown = [a for a in s.arms if not Path(gin_setup.resolve_gin_file(f"ablations/{a}.gin"))
-             .is_file()]
+  unknown = []
+  for arm in s.arms:
+    try:
+      gin_setup.resolve_gin_file(f"ablations/{arm}.gin")
+    except gin_setup.GinError:
+      unknown.append(arm)
   if unknown:
     raise UserError(f"--arms: no configs/ablations/<arm>.gin for {', '.join(unknown)}; "
                     f"choose from {', '.join(ARMS)}")
@@ -158,6 +161,10 @@ def check_settings(s: Settings) -> None:
     raise UserError(f"--arms: an arm is named twice in {' '.join(s.arms)}")
   if s.eval_n < 1:
     raise UserError(f"--eval_n: must be >= 1, got {s.eval_n}")
+  from stepcoder_jax.runs.config import EvalConfig
+  if EvalConfig().temperature <= 0:
+    raise UserError("ablate: gin eval.temperature must be > 0 (it is the sampled evaluation's; "
+                    "the greedy one passes --temperature 0)")
   if s.mbpp is not None:
     ablation_data.mbpp_file(s.mbpp)
 

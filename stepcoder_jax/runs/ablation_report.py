@@ -3,17 +3,19 @@
 Reads whatever stages of runs/ablation.py have finished (the report runs after every
 invocation), so a partial ablation gives a partial report that says what is missing.
 
-Per-problem measures, each from one evaluation of runs/ablation.py:
-  greedy pass@1       greedy eval, the greedy sample passes every test (0/1)
-  pass@1 (n samples)  sampled eval, c / n (the unbiased pass@1 estimate of that problem)
-  tests share         greedy eval, share of the problem's unit tests the greedy sample passes
-  subtask pass rate   subtask eval, the completion from the last CCCS start point passes (0/1)
+Per-problem measures, each from one evaluation of runs/ablation.py (layout of the files:
+runs/evaluation.py); a problem whose value is null (e.g. no curriculum for the subtask) is left
+out of that measure:
+  greedy pass@1       evals/<model>/greedy/eval.json, the greedy sample passes every test
+  pass@1 (n samples)  evals/<model>/sampled/eval.json, c / n (unbiased pass@1 of the problem)
+  tests share         evals/<model>/greedy/eval.json, share of unit tests the greedy sample passes
+  subtask pass rate   evals/<model>/greedy/eval_subtask.json, the greedy completion from the
+                      last CCCS start point passes
 """
 from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import subprocess
 import time
@@ -24,55 +26,41 @@ from stepcoder_jax import stats
 from stepcoder_jax.metrics import read_jsonl
 
 ALL = "all"
-# (measure, eval kind, per-problem value from that eval's record)
-MEASURES: tuple[tuple[str, str, Callable[[dict], float]], ...] = (
-    ("greedy pass@1", "greedy", lambda r: float(bool(r.get("greedy_passed")))),
-    ("pass@1 (n samples)", "sampled", lambda r: r["c"] / r["n"] if r.get("n") else 0.0),
-    ("tests share", "greedy", lambda r: float(r["tests_share"])),
-    ("subtask pass rate", "subtask",
-     lambda r: float(bool(r.get("subtask_passed", r.get("greedy_passed"))))),
+
+
+def _flag(v) -> float | None:
+  return None if v is None else float(bool(v))
+
+
+# (measure, eval kind (directory), file, per-problem value from that file's record)
+MEASURES: tuple[tuple[str, str, str, Callable[[dict], float | None]], ...] = (
+    ("greedy pass@1", "greedy", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
+    ("pass@1 (n samples)", "sampled", "eval.json", lambda r: r["c"] / r["n"] if r["n"] else None),
+    ("tests share", "greedy", "eval.json", lambda r: r.get("tests_share")),
+    ("subtask pass rate", "greedy", "eval_subtask.json", lambda r: _flag(r.get("subtask_passed"))),
 )
 BASELINES = ("sft", "ppo")  # every arm is compared with these, paired on the same problems
 
 
-def _eval_records(directory: Path) -> dict[str, dict] | None:
-  """problem_id -> per-problem record of a finished evaluation (None when not finished).
-
-  The record gets `tests_share` from the samples file when the evaluation did not write one
-  (the share of tests passed, averaged over the problem's samples).
-  """
-  if not (directory / "DONE.json").is_file():
+def _eval_records(path: Path) -> list[dict] | None:
+  """The per-problem records of a finished evaluation's JSON (None when not finished)."""
+  if not (path.parent / "DONE.json").is_file() or not path.is_file():
     return None
-  for f in sorted(directory.glob("*.json")):
-    if f.name == "DONE.json":
-      continue
-    payload = json.loads(f.read_text(encoding="utf-8"))
-    if isinstance(payload, dict) and isinstance(payload.get("problems"), list):
-      records = {r["problem_id"]: dict(r) for r in payload["problems"]}
-      samples = f.with_name(f.stem + "_samples.jsonl")
-      if samples.is_file() and any("tests_share" not in r for r in records.values()):
-        shares: dict[str, list[float]] = {}
-        for row in read_jsonl(samples):
-          total = row.get("tests_total") or 0
-          shares.setdefault(row["problem_id"], []).append(
-              row.get("tests_passed", 0) / total if total else 0.0)
-        for pid, r in records.items():
-          r.setdefault("tests_share", sum(shares.get(pid, [0.0])) / len(shares.get(pid, [0.0])))
-      return records
-  return None
+  return json.loads(path.read_text(encoding="utf-8")).get("problems")
 
 
 def measure_values(evals_dir: Path, model: str) -> dict[str, dict[str, tuple[float, str]]]:
   """measure -> {problem_id: (value, difficulty)} for one model's finished evaluations."""
   out = {}
-  for name, kind, value in MEASURES:
-    records = _eval_records(evals_dir / model / kind)
+  for name, kind, file, value in MEASURES:
+    records = _eval_records(evals_dir / model / kind / file)
     if records is None:
       continue
     try:
-      out[name] = {pid: (value(r), r.get("difficulty") or "unknown") for pid, r in records.items()}
+      vals = {r["problem_id"]: (value(r), r.get("difficulty") or "unknown") for r in records}
     except KeyError:  # an evaluation written without this measure's field
       continue
+    out[name] = {pid: v for pid, v in vals.items() if v[0] is not None}
   return out
 
 
@@ -116,7 +104,7 @@ def paired(measure: str, per_model: dict[str, dict], arm: str, baseline: str
 def diff_table(arms: list[str], per_model: dict[str, dict]) -> str:
   """Markdown: each arm minus SFT and minus PPO per measure, in percentage points; '*' marks an
   interval that excludes 0."""
-  cols = [(m, base) for m, _, _ in MEASURES for base in BASELINES]
+  cols = [(m, base) for m, *_ in MEASURES for base in BASELINES]
   head = "| arm | " + " | ".join(f"{m} vs {base}" for m, base in cols) + " |"
   lines = [head, "|---|" + "---:|" * len(cols)]
   for arm in arms:
@@ -129,24 +117,45 @@ def diff_table(arms: list[str], per_model: dict[str, dict]) -> str:
   return "\n".join(lines)
 
 
-def sentence(arm: str, per_model: dict[str, dict]) -> str:
-  """What the numbers of one arm show, generated from them (no hand-written placeholder)."""
-  parts = []
-  for m, _, _ in MEASURES:
+def _training_trend(out: Path, arm: str) -> str | None:
+  """'training pass rate 0.10 (first third of iterations) -> 0.25 (last third)' from the log."""
+  f = out / "metrics" / f"{arm}.jsonl"
+  if not f.is_file():
+    return None
+  by_step = {r["step"]: r["pass_rate"] for r in read_jsonl(f)
+             if isinstance(r.get("pass_rate"), (int, float)) and "step" in r}
+  vals = [by_step[k] for k in sorted(by_step)]
+  if len(vals) < 3:
+    return None
+  third = len(vals) // 3
+  first, last = sum(vals[:third]) / third, sum(vals[-third:]) / third
+  return (f"its rollout pass rate (at the current curriculum stage) went from {first:.2f} over "
+          f"the first {third} iterations to {last:.2f} over the last {third}")
+
+
+def sentence(out: Path, arm: str, per_model: dict[str, dict]) -> str:
+  """What the numbers of one arm show and do not show, generated from them."""
+  clear, unclear, n = [], [], 0
+  for m, *_ in MEASURES:
     for base in BASELINES:
       d = paired(m, per_model, arm, base)
       if d is None or d.n == 0:
         continue
-      what = (f"{m} {'above' if d.value > 0 else 'below'} {base} with the interval excluding 0"
-              if d.excludes_zero else
-              f"{m} vs {base} {d.text(100, 1, signed=True)} pp: interval includes 0, "
-              f"no evidence of a difference at this scale")
-      if d.excludes_zero:
-        what += f" ({d.text(100, 1, signed=True)} pp on {d.n} problems)"
-      parts.append(what)
+      n = max(n, d.n)
+      item = f"{m} vs {base} {d.text(100, 1, signed=True)} pp"
+      (clear if d.excludes_zero else unclear).append(item)
+  parts = []
+  if clear:
+    parts.append("intervals exclude 0 for " + "; ".join(clear))
+  if unclear:
+    parts.append("intervals include 0, no evidence of a difference at this scale ("
+                 f"{n} held-out problems), for " + "; ".join(unclear))
+  trend = _training_trend(out, arm)
+  if trend:
+    parts.append(trend)
   if not parts:
-    return f"- **{arm}**: no finished held-out evaluation yet, nothing to compare."
-  return f"- **{arm}**: " + "; ".join(parts) + "."
+    return f"- **{arm}**: no finished held-out evaluation or training log yet."
+  return f"- **{arm}**: " + ". ".join(p[0].upper() + p[1:] for p in parts) + "."
 
 
 def arm_status(out: Path, arm: str, total: int) -> tuple[str, int]:
@@ -186,7 +195,7 @@ def budget_table(out: Path, arms: list[str]) -> str:
   for arm in arms:
     status, its = arm_status(out, arm, cfg.num_iterations)
     train = _wall(out / "arms" / arm / "train")
-    evals = [w for k in ("greedy", "sampled", "subtask")
+    evals = [w for k in ("greedy", "sampled")
              if (w := _wall(out / "evals" / arm / k)) is not None]
     lines.append(f"| {arm} | {status} | {its} | {its * per_it} | "
                  f"{'-' if train is None else f'{train / 60:.1f} min'} | "
@@ -194,33 +203,32 @@ def budget_table(out: Path, arms: list[str]) -> str:
   return "\n".join(lines)
 
 
-def _first_line(cmd: list[str]) -> str:
+def _command_output(cmd: list[str]) -> str:
   try:
     return subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          timeout=10).stdout.strip().splitlines()[0]
-  except (OSError, IndexError, subprocess.TimeoutExpired):
-    return "unknown"
+                          timeout=10).stdout.strip()
+  except (OSError, subprocess.TimeoutExpired):
+    return ""
 
 
 def machine() -> dict[str, str]:
   """The facts a reader needs to place the numbers: commit, OS, CPU, cores, RAM, date."""
-  cpu, ram = platform.processor() or "unknown", "unknown"
+  cpu, ram = "unknown", "unknown"
   try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
+    cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+               if l.startswith("model name"))
     kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
                   if l.startswith("MemTotal")).split()[1])
     ram = f"{kb / 2**20:.1f} GiB"
   except (OSError, StopIteration, ValueError):
     pass
-  repo = Path(__file__).resolve().parents[2]
-  commit = _first_line(["git", "-C", str(repo), "rev-parse", "HEAD"])
-  dirty = _first_line(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"])
-  return {"git commit": commit + (" (with uncommitted changes)" if dirty != "unknown" else ""),
-          "uname -a": " ".join(platform.uname()), "CPU": cpu,
-          "cores": str(os.cpu_count()), "RAM": ram, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+  repo = str(Path(__file__).resolve().parents[2])
+  commit = _command_output(["git", "-C", repo, "rev-parse", "HEAD"]) or "unknown"
+  if _command_output(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"]):
+    commit += " (with uncommitted changes to tracked files)"
+  return {"git commit": commit, "uname -a": _command_output(["uname", "-a"]) or "unknown",
+          "CPU": cpu, "cores": str(os.cpu_count()), "RAM": ram,
+          "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def copy_metrics(out: Path, arms: list[str]) -> None:
@@ -254,11 +262,11 @@ def write_report(s, stages) -> Path:
       f"{stats.RESAMPLES} resamples, seed {stats.SEED}; differences are paired (the same "
       "resampled problems for both models). Values in %, differences in percentage points.", "",
       f"Stages not finished: {', '.join(pending) if pending else 'none'}.", ""]
-  for m, kind, _ in MEASURES:
-    text += [f"## {m} ({kind} evaluation)", "", model_table(m, per_model), ""]
+  for m, kind, file, _ in MEASURES:
+    text += [f"## {m} (evals/<model>/{kind}/{file})", "", model_table(m, per_model), ""]
   text += ["## Paired differences (arm minus SFT, arm minus vanilla PPO)", "",
            "'*': the 95% interval excludes 0.", "", diff_table(arms, per_model), "",
-           "## What the numbers show", "", *[sentence(a, per_model) for a in arms], "",
+           "## What the numbers show", "", *[sentence(out, a, per_model) for a in arms], "",
            "## Budget", "", budget_table(out, arms), "",
            "## Plots", "", *[f"- `{p.relative_to(out)}`" for p in plots], "",
            "## Run", "", f"- command: `{s.command_line}`",

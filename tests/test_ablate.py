@@ -1,0 +1,187 @@
+"""`stepcoder-jax ablate` (runs/ablation*.py): the whole ablation on tiny-llama, its resume, its
+data splits and its report on partial results."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stepcoder_jax import cli
+from stepcoder_jax.errors import UserError
+from stepcoder_jax.runs import ablation, ablation_data, ablation_report
+
+REPO = Path(__file__).resolve().parent.parent
+ARMS = ("ppo", "grpo_stepcoder")  # together they switch cccs, fgo and the advantage estimator
+
+
+def _mbpp_row(task_id: int, name: str, body: str, tests: list[str]) -> dict:
+  return {"task_id": task_id, "text": f"Write a function {name}.", "code": body,
+          "test_list": tests, "test_setup_code": "", "challenge_test_list": []}
+
+
+def write_fake_mbpp(directory: Path) -> Path:
+  """An mbpp.jsonl with two test, one validation and two train problems (MBPP's id ranges)."""
+  rows = [
+      _mbpp_row(11, "add", "def add(a, b):\n  return a + b", ["assert add(1, 2) == 3"]),
+      _mbpp_row(12, "neg", "def neg(a):\n  return -a", ["assert neg(2) == -2"]),
+      _mbpp_row(511, "dbl", "def dbl(a):\n  return 2 * a", ["assert dbl(2) == 4"]),
+      _mbpp_row(601, "sq", "def sq(a):\n  if a < 0:\n    return a * a\n  return a * a",
+                ["assert sq(3) == 9", "assert sq(-2) == 4"]),
+      _mbpp_row(602, "inc", "def inc(a):\n  return a + 1", ["assert inc(1) == 2"]),
+  ]
+  directory.mkdir(parents=True, exist_ok=True)
+  path = directory / "mbpp.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return path
+
+
+def _ids(path: Path) -> list[str]:
+  return [json.loads(l)["id"] for l in path.read_text().splitlines() if l.strip()]
+
+
+# ------------------------------------------------------------------ data stage (fast)
+
+def test_data_splits_with_mbpp(tmp_path):
+  mbpp = write_fake_mbpp(tmp_path / "mbpp")
+  splits = ablation_data.build(str(mbpp.parent), heldout_mbpp=1)
+  bundled = ablation_data.builtin_splits()
+  ids = {k: [p.id for p in v] for k, v in splits.items()}
+  assert ids["validation"] == ["mbpp/511"]
+  assert ids["train"] == [p.id for p in bundled["train"]] + ["mbpp/601", "mbpp/602"]
+  # Only the first MBPP test problem (by task id) is held out, after the bundled test split.
+  assert ids["heldout"] == [p.id for p in bundled["test"]] + ["mbpp/11"]
+  assert not set(ids["train"]) & set(ids["heldout"])
+
+
+def test_data_splits_without_mbpp_hold_back_a_tenth_of_train():
+  splits = ablation_data.build(None, heldout_mbpp=100)
+  train = ablation_data.builtin_splits()["train"]
+  val = {p.id for p in splits["validation"]}
+  assert len(val) == -(-len(train) // 10)  # every 10th of the sorted ids: ceil(10%)
+  assert not val & {p.id for p in splits["train"]}
+  assert len(splits["train"]) + len(val) == len(train)
+
+
+def test_missing_mbpp_is_one_line_naming_the_flag(tmp_path, capsys):
+  rc = cli.main(["ablate", "--out", str(tmp_path / "a"), "--mbpp", str(tmp_path / "nope"),
+                 "--gin_file", "experiments/ablation_tiny.gin"])
+  err = capsys.readouterr().err.strip()
+  assert rc == 2
+  assert err.startswith("error: --mbpp ") and "\n" not in err
+  assert not (tmp_path / "a" / "data").exists()
+
+
+def test_unknown_arm_is_refused(tmp_path, capsys):
+  rc = cli.main(["ablate", "--out", str(tmp_path / "a"), "--arms", "ppo", "magic",
+                 "--gin_file", "experiments/ablation_tiny.gin"])
+  err = capsys.readouterr().err
+  assert rc == 2
+  assert err.startswith("error: --arms") and "magic" in err
+
+
+def test_resume_with_other_data_flags_is_refused(tmp_path):
+  d = tmp_path / "data"
+  ablation.write_done(d, {"settings": ablation_data.settings_of(None, 100), "counts": {}})
+  mbpp = write_fake_mbpp(tmp_path / "mbpp")
+  with pytest.raises(UserError, match="--mbpp/--heldout_mbpp"):
+    ablation_data.check_resume(ablation.read_done(d), ablation_data.settings_of(str(mbpp), 5), d)
+
+
+# ------------------------------------------------------------------ the whole command (slow)
+
+def _ablate(out: Path, mbpp: Path) -> tuple[str, float]:
+  cmd = [sys.executable, "-m", "stepcoder_jax", "ablate", "--out", str(out), "--model",
+         "tiny-llama", "--mbpp", str(mbpp), "--heldout_mbpp", "1", "--eval_n", "2",
+         "--arms", *ARMS, "--gin_file", "experiments/ablation_tiny.gin"]
+  t0 = time.time()
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  return proc.stdout, time.time() - t0
+
+
+def _done_mtimes(out: Path) -> dict[str, float]:
+  return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("DONE.json")}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """One full tiny ablation: (out dir, fake MBPP file, stdout, wall seconds)."""
+  tmp = tmp_path_factory.mktemp("ablate")
+  mbpp = write_fake_mbpp(tmp / "mbpp")
+  out = tmp / "run"
+  stdout, wall = _ablate(out, mbpp)
+  return out, mbpp, stdout, wall
+
+
+@pytest.mark.slow
+def test_ablation_writes_report_metrics_and_plots(finished):
+  out, _, stdout, _ = finished
+  stages = ablation.plan(ablation.Settings(out=out, arms=ARMS), ablation.has_subtask_eval())
+  assert len(re.findall(r"\] \S+: done in ", stdout)) == len(stages)
+  assert all(ablation.read_done(st.out)["exit_code"] == 0 for st in stages)
+  assert json.loads((out / "data" / "DONE.json").read_text())["counts"]["heldout"] == 33
+  for arm in ARMS:
+    metrics = [json.loads(l) for l in (out / "metrics" / f"{arm}.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert (out / "arms" / arm / "model" / "config.json").is_file()  # the exported HF dir
+  for png in ("heldout.png", "training_curves.png"):
+    assert (out / "plots" / png).stat().st_size > 1000
+  report = (out / "report.md").read_text()
+  assert "Stages not finished: none." in report
+  for model in ("base", "sft", *ARMS):
+    assert re.search(rf"^\| {model} \| \d+\.\d \[", report, re.M), model
+  # The paired-difference row of every arm, and a generated sentence for each.
+  assert re.search(r"^\| grpo_stepcoder \| [+-]\d+\.\d \[", report, re.M)
+  for arm in ARMS:
+    line = next(l for l in report.splitlines() if l.startswith(f"- **{arm}**"))
+    assert re.search(r"Intervals (include|exclude) 0", line), line
+  assert "| ppo | done | 2 | 8 |" in report  # 2 iterations x 2 problems x 2 samples
+  assert "tiny-llama" in report and "git commit:" in report and "cores:" in report
+
+
+@pytest.mark.slow
+def test_arms_differ_only_in_cccs_fgo_and_advantage(finished):
+  out = finished[0]
+
+  def bindings(arm):
+    text = (out / "arms" / arm / "train" / "operative_config.gin").read_text()
+    return {l.split("=", 1)[0].strip(): l.split("=", 1)[1].strip()
+            for l in text.splitlines() if "=" in l and not l.lstrip().startswith("#")}
+
+  a, b = bindings(ARMS[0]), bindings(ARMS[1])
+  assert len(a) > 20  # a real operative config, not an empty file
+  differ = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+  assert differ == {"cccs.enabled", "fgo.enabled", "ppo.advantage"}
+
+
+@pytest.mark.slow
+def test_second_run_skips_every_stage_and_a_deleted_marker_reruns_only_its_stage(finished):
+  out, mbpp, _, first_wall = finished
+  before = _done_mtimes(out)
+  stdout, wall = _ablate(out, mbpp)
+  assert "running" not in stdout
+  assert stdout.count("done earlier, skipped") == len(before) - 1  # every stage but data
+  assert _done_mtimes(out) == before
+  assert wall < first_wall / 4
+
+  (out / "evals" / "ppo" / "sampled" / "DONE.json").unlink()
+  stdout, _ = _ablate(out, mbpp)
+  assert re.findall(r"\] (\S+): running", stdout) == ["eval_ppo_sampled"]
+  after = _done_mtimes(out)
+  changed = {k for k in before if after.get(k) != before[k]}
+  assert changed == {str(Path("evals/ppo/sampled/DONE.json"))}
+
+
+@pytest.mark.slow
+def test_report_lists_arms_not_run_yet(finished, tmp_path):
+  out = tmp_path / "copy"
+  shutil.copytree(finished[0], out)
+  s = ablation.Settings(out=out, arms=("ppo", "fgo"))
+  report = ablation_report.write_report(s, ablation.plan(s, False)).read_text()
+  assert "| fgo | not run yet | 0 | 0 |" in report
+  assert "train_fgo" in report.split("Stages not finished:")[1].splitlines()[0]
+  assert "- **fgo**: no finished held-out evaluation or training log yet." in report
