@@ -272,11 +272,15 @@ def _child(advantage: str):
     st = spmd.to_global(state0, pl.state)
     ref = spmd.to_global(state0.policy, pl.ref)
     sampler = rollout.make_sampler(pgd, new, (), 0, prompt_len, pl)
-    toks = sampler(st, prompts, key)
+    sampled = sampler(st, prompts, key)
+    toks = sampled.ids
     dev = spmd.from_local_rows(arrays, pl, b)
-    fwd = rollout.make_forward(pgd, vgd, 16, pl)
+    fwd = rollout.make_forward(pgd, vgd, 16, pl, response_start=prompt_len)
     scored = fwd(st, ref, dev["tokens"], dev["positions"], dev["attention_mask"],
                  dev["response_mask"])
+    # The same forward taking old log-probs from the sampler (train.sampler_logprobs), sharded.
+    via_sampler = fwd(st, ref, dev["tokens"], dev["positions"], dev["attention_mask"],
+                      dev["response_mask"], sampled.logprobs)
     batch = ppo.Batch(**dev, **scored, **spmd.from_local_rows(
         {"fgo_mask": fgo, "rewards": rewards, "group": group}, pl, b))
     shards = {
@@ -296,7 +300,8 @@ def _child(advantage: str):
     again = fwd(new_state, ref, dev["tokens"], dev["positions"], dev["attention_mask"],
                 dev["response_mask"])
     ref_kl_after = float(jnp.max(jnp.abs(again["old_logprobs"] - again["ref_logprobs"])))
-    return {"tokens": toks, "forward": [np.asarray(scored[k]) for k in sorted(scored)],
+    return {"tokens": toks, "forward": [np.asarray(x[k]) for x in (scored, via_sampler)
+                                        for k in sorted(x)],
             "metrics": {k: float(v) for k, v in jax.device_get(met).items()},
             "params": [np.asarray(x) for x in jax.tree.leaves((new_state.policy,
                                                                new_state.value))],
