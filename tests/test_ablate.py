@@ -91,6 +91,55 @@ def test_resume_with_other_data_flags_is_refused(tmp_path):
     ablation_data.check_resume(ablation.read_done(d), ablation_data.settings_of(str(mbpp), 5), d)
 
 
+
+def test_train_probe_and_heldout_prompts_are_written(tmp_path):
+  mbpp = write_fake_mbpp(tmp_path / "mbpp")
+  splits = ablation_data.build(str(mbpp.parent), heldout_mbpp=1)
+  assert [p.id for p in splits["train_probe"]] == [
+      p.id for p in splits["train"][::ablation_data.PROBE_EVERY]]
+  ablation_data.write(tmp_path / "data", splits)
+  prompts = [json.loads(l) for l in
+             (tmp_path / "data" / ablation_data.HELDOUT_PROMPTS).read_text().splitlines()]
+  # The vocabulary source holds the held-out problems without their solutions.
+  assert [r["id"] for r in prompts] == [p.id for p in splits["heldout"]]
+  assert all(r["canonical_solution"] == "" for r in prompts)
+  assert any(p.canonical_solution for p in splits["heldout"])
+
+
+def test_output_vocab_stage_runs_first_and_every_later_stage_uses_its_file(tmp_path):
+  s = ablation.Settings(out=tmp_path, arms=("ppo",), vocab_from="gemma3-270m")
+  stages = ablation.plan(s, True)
+  first, rest = stages[0], stages[1:]
+  assert first.name == "vocab" and first.module == "stepcoder_jax.models.vocab_build"
+  assert str(tmp_path / "data" / ablation_data.HELDOUT_PROMPTS) in first.argv
+  assert not any(a.endswith("heldout.jsonl") for a in first.argv)  # no held-out solutions
+  binding = f"--gin.model.output_vocab='{ablation.vocab_file(s)}'"
+  assert all(binding in st.argv for st in rest if st.argv[0] != "export")
+  probe = next(st for st in stages if st.name == "eval_ppo_probe")
+  assert str(tmp_path / "data" / "train_probe.jsonl") in probe.argv
+  # Without a restricted vocabulary in the gin there is no vocab stage and no binding.
+  plain = ablation.plan(ablation.Settings(out=tmp_path, arms=("ppo",)), True)
+  assert plain[0].name == "sft"
+  assert not any(a.startswith("--gin.model.output_vocab") for st in plain for a in st.argv)
+
+
+def test_vocab_build_keeps_the_ids_of_the_given_problem_files(tmp_path):
+  """The vocab stage's command on a tiny tokenizer: the ids of a problem file's texts are in,
+  with EOS; the file loads as an output vocabulary of that model."""
+  from tests.tiny_hf import make_tiny_llama
+  from stepcoder_jax.models import output_vocab, vocab_build
+
+  _, tok = make_tiny_llama(tmp_path / "m")
+  probs = tmp_path / "p.jsonl"
+  probs.write_text(json.dumps({"question": "zq", "canonical_solution": "def zq(): return 7"}) + "\n")
+  out = tmp_path / "v.npz"
+  assert vocab_build.main([str(probs), "--model", str(tmp_path / "m"), "--out", str(out),
+                           "--no_stdlib"]) == 0
+  ids = set(output_vocab.load(str(out), len(tok)))
+  text_ids = set(tok("def zq(): return 7", add_special_tokens=False)["input_ids"])
+  assert text_ids <= ids and tok.eos_token_id in ids
+  assert len(ids) < len(tok)
+
 # ------------------------------------------------------------------ the whole command (slow)
 
 def _ablate(out: Path, mbpp: Path) -> tuple[str, float]:

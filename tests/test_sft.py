@@ -65,6 +65,20 @@ def test_examples_skip_and_count_mismatched_or_long_problems(tiny):
   assert not ex2 and len(skipped2["too_long"]) == 3
 
 
+
+def test_examples_whose_targets_leave_the_output_vocab_are_skipped(tiny):
+  """Under model.output_vocab SFT trains over the subset: a target id the policy cannot emit
+  would have no probability, so its example is skipped and counted, the others kept."""
+  _, tok = tiny
+  probs = _short(read_builtin(), 3)
+  ex, _ = sft.build_examples(probs, tok, max_len=512)
+  keep = set().union(*(e.target_ids for e in ex[1:]))
+  missing = set(ex[0].target_ids) - keep
+  assert missing, "the first target must use an id the others do not"
+  ex2, skipped = sft.build_examples(probs, tok, max_len=512, output_vocab=keep)
+  assert [e.problem_id for e in ex2] == [e.problem_id for e in ex[1:]]
+  assert skipped["outside_output_vocab"] == [ex[0].problem_id]
+
 def test_stage_examples_have_the_rl_prompt_of_their_stage(tiny):
   """Each CCCS stage gives an SFT example whose prompt is, token for token, the prompt the
   trainer builds at that stage, and whose target is the rest of the solution and the fence."""

@@ -70,6 +70,9 @@ def test_tiny_cpu_run_leaves_all_artifacts(tmp_path):
   for key in ("reward_mean", "pass_rate", "fgo_mask_density", "ppo/policy_loss"):
     assert key in rows[-1], sorted(rows[-1])
   assert -1.0 <= rows[-1]["reward_mean"] <= 1.0
+  for r in rows:  # the pass rate at s* = 0 exists exactly when some row was at s* = 0
+    assert ("pass_rate_final" in r) == (r["rows_final"] > 0), r
+    assert 0.0 <= r.get("pass_rate_final", 0.0) <= 1.0
   assert list((work / "tensorboard").glob("events.out.tfevents.*"))
   assert (work / "operative_config.gin").read_text().count("train.") > 3
   assert (work / "checkpoints" / "2").is_dir()

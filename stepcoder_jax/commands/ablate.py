@@ -36,14 +36,19 @@ def run(args) -> int:
   import shlex
   from pathlib import Path
 
+  from stepcoder_jax.models.config import ModelSpec
   from stepcoder_jax.runs import ablation
 
+  # With a restricted output vocabulary in the gin, the run builds its own over its problems.
+  spec = ModelSpec()
   s = ablation.Settings(out=Path(args.out).resolve(), arms=tuple(args.arms), mbpp=args.mbpp,
                         heldout_mbpp=args.heldout_mbpp, eval_n=args.eval_n, model=args.model,
-                        gin_files=tuple(args.gin_files), gin_bindings=tuple(args.gin_bindings))
+                        gin_files=tuple(args.gin_files), gin_bindings=tuple(args.gin_bindings),
+                        vocab_from=(args.model or spec.path) if spec.output_vocab else None)
   # The command line as parsed (flags and gin), for the report: reproducible as written.
   flags = ["--out", args.out, "--arms", *args.arms, "--eval_n", str(args.eval_n)]
   flags += ["--model", args.model] if args.model else []
   flags += ["--mbpp", args.mbpp, "--heldout_mbpp", str(args.heldout_mbpp)] if args.mbpp else []
-  line = ["stepcoder-jax", "ablate", *flags, *ablation.gin_argv(s)]
+  line = ["stepcoder-jax", "ablate", *flags,
+          *ablation.gin_argv(dataclasses.replace(s, vocab_from=None))]
   return ablation.run_ablation(dataclasses.replace(s, command_line=shlex.join(line)))

@@ -131,7 +131,7 @@ class ModelSpec:
   checkpoint's. remat: rematerialize blocks in the backward pass (saves memory in PPO/SFT).
   scan_layers: run full forward passes as a scan over the blocks (ModelConfig.scan_layers).
   output_vocab: None (every token), a shipped vocabulary name ('gemma3_code') or an .npz path
-    written by scripts/build_output_vocab.py: the policy samples and is scored over those ids
+    written by stepcoder_jax/models/vocab_build.py: the policy samples and is scored over those ids
     only (ModelConfig.output_vocab; a documented CPU deviation, see models/output_vocab.py).
   """
   path: str = "tiny-llama"

@@ -217,12 +217,11 @@ class Decoder(nnx.Module):
     w = self.embed[...] if self.cfg.tie_embeddings else self.lm_head[...]
     return w, self.cfg.final_logit_softcap
 
-  def output_head(self, full: bool = False) -> tuple[jax.Array, float | None, jax.Array | None]:
+  def output_head(self) -> tuple[jax.Array, float | None, jax.Array | None]:
     """(matrix, softcap, ids): the rows of the output matrix the policy may emit, and their token
-    ids ([V'] int32, sorted) or None for the whole vocabulary. Logit column j is token ids[j].
-    `full`: every row whatever `cfg.output_vocab` says (SFT scores targets of any id)."""
+    ids ([V'] int32, sorted) or None for the whole vocabulary. Logit column j is token ids[j]."""
     w, softcap = self._full_head()
-    if full or self.cfg.output_vocab is None:
+    if self.cfg.output_vocab is None:
       return w, softcap, None
     ids = jnp.asarray(self.cfg.output_vocab, jnp.int32)
     return jnp.take(w, ids, axis=0), softcap, ids

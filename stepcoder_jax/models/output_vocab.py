@@ -1,7 +1,7 @@
 """Shipped output vocabularies: the token ids a policy may emit (`ModelConfig.output_vocab`).
 
 A file holds one bit per token id of the tokenizer it was built with (`np.packbits`), so Gemma 3's
-262,144 ids cost 32 KB before compression. `scripts/build_output_vocab.py` writes them; gin's
+262,144 ids cost 32 KB before compression. `models/vocab_build.py` writes them; gin's
 `model.output_vocab` names one (a file of this package's vocab/ directory, without '.npz') or
 gives a path. Why it exists: most of Gemma's vocabulary (other scripts and languages) never occurs
 in Python code, yet every sampled token and every scored log-prob pays for its 262k x 640 output
@@ -79,5 +79,5 @@ def apply(cfg, name_or_path: str | None, required: Iterable[int] = ()):
   missing = sorted(set(int(r) for r in required) - set(ids))
   if missing:
     raise UserError(f"model.output_vocab: {resolve(name_or_path)}: lacks the special id(s) "
-                    f"{missing} the sampler needs (rebuild it with scripts/build_output_vocab.py)")
+                    f"{missing} the sampler needs (rebuild it: python -m stepcoder_jax.models.vocab_build)")
   return cfg.replace(output_vocab=ids)

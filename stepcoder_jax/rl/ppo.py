@@ -308,8 +308,7 @@ def _shift_right(x: jax.Array) -> jax.Array:
 
 
 def policy_logprobs(model, tokens, positions, attention_mask, *, chunk: int,
-                    with_entropy: bool = True, response_start: int | None = None,
-                    full_vocab: bool = False):
+                    with_entropy: bool = True, response_start: int | None = None):
   """Per-token log pi(tokens[t] | tokens[:t]) (and entropy of that distribution), [B, T] f32.
 
   Goes through the chunked `logprobs.token_logprobs`, so no [B, T, V] logits exist at once.
@@ -320,11 +319,10 @@ def policy_logprobs(model, tokens, positions, attention_mask, *, chunk: int,
   With `model.cfg.output_vocab` the softmax (and the entropy) is over that subset, the one the
   sampler draws from, so old, reference and new log-probs share one distribution and PPO's ratio
   stays exact; a target outside it (never a sampled token) scores OUTSIDE_VOCAB_LOGP.
-  `full_vocab` scores over every token instead (SFT: its targets may be any id, no ratio).
   """
   from stepcoder_jax.models import logprobs as lp  # the models' chunked log-softmax
   hidden, _ = model(tokens, positions, attention_mask)
-  w, softcap, vocab = model.output_head(full=full_vocab)
+  w, softcap, vocab = model.output_head()
   s = 1 if response_start is None else max(1, int(response_start))
   logp, ent = lp.token_logprobs(hidden[:, s - 1:-1], w, tokens[:, s:], chunk=chunk,
                                 softcap=softcap, vocab=vocab)

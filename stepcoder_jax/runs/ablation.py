@@ -9,11 +9,16 @@ itself, SFT and evaluations restart. The data stage (writing the problem files) 
 run in this process; the report runs every time and reads whatever is finished.
 
 Layout under --out:
-  data/{train,validation,heldout}.jsonl   the problems (runs/ablation_data.py)
+  data/{train,validation,heldout,train_probe}.jsonl   the problems (runs/ablation_data.py)
+  data/vocab/output_vocab.npz             when gin sets model.output_vocab: the ids of this run's
+                                          problems (held-out solutions left out) + the stdlib, used
+                                          by every later stage instead of the gin's
+                                          (models/vocab_build.py)
   sft/                                    the SFT model (HF dir), every arm's start and reference
   arms/<arm>/train/                       the training run (checkpoints, metrics.jsonl, gin)
   arms/<arm>/model/                       its final policy as an HF dir (`export`)
   evals/<model>/{greedy,sampled}/        held-out evaluations of base, sft and each arm
+  evals/<model>/probe/                    greedy, s* = 0, on data/train_probe.jsonl
   logs/<stage>.log                        each stage's stdout and stderr
   report.md, metrics/<arm>.jsonl, plots/*.png   (runs/ablation_report.py)
 """
@@ -33,7 +38,7 @@ from stepcoder_jax.errors import UserError
 from stepcoder_jax.runs import ablation_data
 
 ARMS = ("ppo", "cccs", "fgo", "stepcoder", "grpo", "grpo_stepcoder")
-EVAL_KINDS = ("greedy", "sampled")
+EVAL_KINDS = ("greedy", "sampled", "probe")
 DONE = "DONE.json"
 
 
@@ -49,6 +54,7 @@ class Settings:
   gin_files: tuple[str, ...] = ()
   gin_bindings: tuple[str, ...] = ()
   command_line: str = ""
+  vocab_from: str | None = None   # the model whose tokenizer builds data/vocab (None: no vocab stage)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +63,7 @@ class Stage:
   name: str
   out: Path
   argv: tuple[str, ...]
+  module: str = "stepcoder_jax"  # run as `python -m <module> <argv>`
 
 
 def read_done(directory: Path) -> dict | None:
@@ -94,19 +101,41 @@ def gin_argv(s: Settings, extra_files: tuple[str, ...] = ()) -> tuple[str, ...]:
   for b in s.gin_bindings:
     name, value = b.split("=", 1)
     out.append(f"--gin.{name.strip()}={value.strip()}")
+  if s.vocab_from is not None:
+    out.append(f"--gin.model.output_vocab='{vocab_file(s)}'")
   return tuple(out)
+
+
+def vocab_file(s: Settings) -> Path:
+  return s.out / "data" / "vocab" / "output_vocab.npz"
+
+
+def vocab_stage(s: Settings) -> Stage:
+  """The run's output vocabulary (when gin restricts one): the ids its problems' texts use, train
+  and validation whole, held-out without solutions, plus the standard library. The shipped
+  gemma3_code set lacks ids of MBPP names (e.g. pieces of `find_Min_Sum`) that a held-out test
+  calls, so a policy restricted to it could not write them."""
+  data = s.out / "data"
+  files = [str(data / f) for f in ("train.jsonl", "validation.jsonl",
+                                   ablation_data.HELDOUT_PROMPTS)]
+  return Stage("vocab", vocab_file(s).parent,
+               (*files, "--model", str(s.vocab_from), "--out", str(vocab_file(s))),
+               module="stepcoder_jax.models.vocab_build")
 
 
 def eval_stages(s: Settings, model: str, subtask: bool) -> list[Stage]:
   """The greedy evaluation of one model (with the subtask measure, when `eval --subtask` exists:
   the same process writes eval.json and eval_subtask.json) and the sampled one (n = eval_n)."""
-  heldout = str(s.out / "data" / "heldout.jsonl")
   path = model_dir(s, model)
-  base = ("eval",) + (("--model", path) if path else ()) + ("--problems", heldout)
+  base = ("eval",) + (("--model", path) if path else ())
+  problems = {k: str(s.out / "data" / ("train_probe.jsonl" if k == "probe" else "heldout.jsonl"))
+              for k in EVAL_KINDS}
   flags = {"greedy": ("--temperature", "0", "--n", "1") + (("--subtask",) if subtask else ()),
-           "sampled": ("--n", str(s.eval_n))}
+           "sampled": ("--n", str(s.eval_n)),
+           "probe": ("--temperature", "0", "--n", "1")}
   return [Stage(f"eval_{model}_{k}", s.out / "evals" / model / k,
-                base + ("--out", str(s.out / "evals" / model / k)) + flags[k] + gin_argv(s))
+                base + ("--problems", problems[k], "--out", str(s.out / "evals" / model / k))
+                + flags[k] + gin_argv(s))
           for k in EVAL_KINDS]
 
 
@@ -130,7 +159,8 @@ def plan(s: Settings, subtask: bool) -> list[Stage]:
               + ("--problems", str(data / "train.jsonl"),
                  "--val_problems", str(data / "validation.jsonl"), "--out", str(s.out / "sft"))
               + gin_argv(s))
-  stages = [sft, *eval_stages(s, "base", subtask), *eval_stages(s, "sft", subtask)]
+  stages = [vocab_stage(s)] if s.vocab_from is not None else []
+  stages += [sft, *eval_stages(s, "base", subtask), *eval_stages(s, "sft", subtask)]
   for arm in s.arms:
     stages += arm_stages(s, arm, subtask)
   return stages
@@ -187,7 +217,7 @@ def data_stage(s: Settings, echo: Callable[[str], None]) -> None:
 
 def run_stage(stage: Stage, log_dir: Path) -> tuple[int, float]:
   """Run one stage's command, its output appended to logs/<name>.log; (exit code, seconds)."""
-  cmd = [sys.executable, "-m", "stepcoder_jax", *stage.argv]
+  cmd = [sys.executable, "-m", stage.module, *stage.argv]
   log_dir.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
   with open(log_dir / f"{stage.name}.log", "a", encoding="utf-8") as log:

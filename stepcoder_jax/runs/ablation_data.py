@@ -5,21 +5,29 @@ Splits (issue 13's protocol):
   * validation: MBPP validation (511-600), used only by SFT's early stopping. Without MBPP, every
     10th bundled train problem in id order is held back instead (a fixed 10%, out of train);
   * held-out: the bundled test split + the first `heldout_mbpp` MBPP test problems (11-510) by
-    task id. Never trained or tuned on.
+    task id. Never trained or tuned on;
+  * train_probe: every 8th train problem (in file order), evaluated greedily at s* = 0 before and
+    after RL: whether an arm learned its own training problems, the measure that moves first.
+Beside them, `heldout_prompts.jsonl` holds the held-out problems without their solutions: with
+train and validation it is what an ablation's output vocabulary is built from (the ids the
+problems' texts use; the held-out solutions stay unseen).
 
 MBPP is a file the user supplies (`--mbpp`, the mbpp.jsonl or its folder); the repository does
 not ship it. Without it the ablation runs on the bundled set alone.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
 
-FILES = ("train", "validation", "heldout")
+FILES = ("train", "validation", "heldout", "train_probe")
 VALIDATION_EVERY = 10  # without MBPP: every 10th bundled train problem is validation
+PROBE_EVERY = 8        # the train probe: every 8th train problem (63 of 502 with MBPP)
+HELDOUT_PROMPTS = "heldout_prompts.jsonl"
 
 
 def mbpp_file(path: str) -> Path:
@@ -58,7 +66,8 @@ def builtin_splits() -> dict[str, list[Problem]]:
 
 
 def build(mbpp: str | None, heldout_mbpp: int) -> dict[str, list[Problem]]:
-  """{'train', 'validation', 'heldout'} -> problems, as the module docstring describes."""
+  """{'train', 'validation', 'heldout', 'train_probe'} -> problems, as the module docstring
+  describes."""
   if heldout_mbpp < 0:
     raise UserError(f"--heldout_mbpp: must be >= 0, got {heldout_mbpp}")
   bundled = builtin_splits()
@@ -66,11 +75,14 @@ def build(mbpp: str | None, heldout_mbpp: int) -> dict[str, list[Problem]]:
     ordered = sorted(bundled["train"], key=lambda p: p.id)
     val = [p for i, p in enumerate(ordered) if i % VALIDATION_EVERY == 0]
     val_ids = {p.id for p in val}
-    return {"train": [p for p in bundled["train"] if p.id not in val_ids], "validation": val,
-            "heldout": bundled["test"]}
-  m = mbpp_splits(mbpp)
-  return {"train": bundled["train"] + m["train"], "validation": m["validation"],
-          "heldout": bundled["test"] + m["test"][:heldout_mbpp]}
+    out = {"train": [p for p in bundled["train"] if p.id not in val_ids], "validation": val,
+           "heldout": bundled["test"]}
+  else:
+    m = mbpp_splits(mbpp)
+    out = {"train": bundled["train"] + m["train"], "validation": m["validation"],
+           "heldout": bundled["test"] + m["test"][:heldout_mbpp]}
+  out["train_probe"] = out["train"][::PROBE_EVERY]
+  return out
 
 
 def write(data_dir: Path, splits: dict[str, list[Problem]]) -> dict[str, int]:
@@ -82,6 +94,9 @@ def write(data_dir: Path, splits: dict[str, list[Problem]]) -> dict[str, int]:
     tmp = data_dir / f"{name}.jsonl.tmp"
     tmp.write_text("".join(p.to_json() + "\n" for p in splits[name]), encoding="utf-8")
     tmp.replace(data_dir / f"{name}.jsonl")
+  prompts = [dataclasses.replace(p, canonical_solution="") for p in splits["heldout"]]
+  (data_dir / HELDOUT_PROMPTS).write_text("".join(p.to_json() + "\n" for p in prompts),
+                                          encoding="utf-8")
   return {name: len(splits[name]) for name in FILES}
 
 

@@ -11,6 +11,8 @@ out of that measure:
   tests share         evals/<model>/greedy/eval.json, share of unit tests the greedy sample passes
   subtask pass rate   evals/<model>/greedy/eval_subtask.json, the greedy completion from the
                       last CCCS start point passes
+  train-probe pass@1  evals/<model>/probe/eval.json, greedy at s* = 0 on every 8th TRAINING
+                      problem: whether an arm learned what it trained on (not held out)
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Callable
 
 from stepcoder_jax import stats
 from stepcoder_jax.metrics import read_jsonl
+from stepcoder_jax.runs.ablation import EVAL_KINDS
 
 ALL = "all"
 
@@ -38,6 +41,7 @@ MEASURES: tuple[tuple[str, str, str, Callable[[dict], float | None]], ...] = (
     ("pass@1 (n samples)", "sampled", "eval.json", lambda r: r["c"] / r["n"] if r["n"] else None),
     ("tests share", "greedy", "eval.json", lambda r: r.get("tests_share")),
     ("subtask pass rate", "greedy", "eval_subtask.json", lambda r: _flag(r.get("subtask_passed"))),
+    ("train-probe pass@1", "probe", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
 )
 BASELINES = ("sft", "ppo")  # every arm is compared with these, paired on the same problems
 
@@ -163,7 +167,7 @@ def arm_status(out: Path, arm: str, total: int) -> tuple[str, int]:
   train = out / "arms" / arm / "train"
   rows = read_jsonl(train / "metrics.jsonl") if (train / "metrics.jsonl").is_file() else []
   done_iters = max((int(r.get("step", 0)) for r in rows), default=0)
-  evals_done = all((out / "evals" / arm / k / "DONE.json").is_file() for k in ("greedy", "sampled"))
+  evals_done = all((out / "evals" / arm / k / "DONE.json").is_file() for k in EVAL_KINDS)
   if (train / "DONE.json").is_file() and evals_done:
     return "done", done_iters
   if (train / "DONE.json").is_file():
@@ -195,7 +199,7 @@ def budget_table(out: Path, arms: list[str]) -> str:
   for arm in arms:
     status, its = arm_status(out, arm, cfg.num_iterations)
     train = _wall(out / "arms" / arm / "train")
-    evals = [w for k in ("greedy", "sampled")
+    evals = [w for k in EVAL_KINDS
              if (w := _wall(out / "evals" / arm / k)) is not None]
     lines.append(f"| {arm} | {status} | {its} | {its * per_it} | "
                  f"{'-' if train is None else f'{train / 60:.1f} min'} | "

@@ -80,11 +80,11 @@ def make_trainer(cfg: TrainConfig, models, problems: list[Problem], pool,
   return trainer
 
 
-# What a reader of a run needs on one page: reward and pass rate, how far the curriculum got
-# (problems at s* = 0), the KL to the reference policy, entropy, FGO mask density, response length
-# and the share of responses cut by max_new_tokens.
-CURVES = ("reward_mean", "pass_rate", "cccs/final", "ppo/ref_kl", "ppo/entropy",
-          "fgo_mask_density", "response_tokens_mean", "truncated_rate")
+# What a reader of a run needs on one page: reward and pass rate (all rows, and the rows at
+# s* = 0), how far the curriculum got (problems at s* = 0), the KL to the reference policy,
+# entropy, FGO mask density, response length and the share of responses cut by max_new_tokens.
+CURVES = ("reward_mean", "pass_rate", "pass_rate_final", "cccs/final", "ppo/ref_kl",
+          "ppo/entropy", "fgo_mask_density", "response_tokens_mean", "truncated_rate")
 
 
 def run_trainer(trainer) -> list[dict]:

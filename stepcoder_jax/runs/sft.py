@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,7 @@ from stepcoder_jax.runs.config import SFTConfig
 _log = logging.getLogger(__name__)
 
 CLOSING_FENCE = "```"
-SKIP_REASONS = ("no_solution", "prefix_mismatch", "too_long")
+SKIP_REASONS = ("no_solution", "prefix_mismatch", "too_long", "outside_output_vocab")
 
 
 @dataclasses.dataclass
@@ -85,7 +85,8 @@ def stage_prefixes(problem: Problem, statements: str | None) -> list[str]:
 def build_examples(problems: Sequence[Problem], tokenizer, *, style: str = "plain",
                    max_len: int = 512,
                    max_question_tokens: int | None = None,
-                   statements: str | None = None
+                   statements: str | None = None,
+                   output_vocab: Collection[int] | None = None
                    ) -> tuple[list[SFTExample], dict[str, list[str]]]:
   """SFT examples of `problems` and the ids skipped, by reason.
 
@@ -93,8 +94,10 @@ def build_examples(problems: Sequence[Problem], tokenizer, *, style: str = "plai
   the s* = 0 one; None builds the s* = 0 example only. Reasons: 'no_solution' (empty canonical
   solution), 'prefix_mismatch' (the solution does not start with the prompt's code prefix, e.g.
   a starter code the solution rewrote), 'too_long' (prompt + target > max_len tokens; a stage
-  example is named 'ID@K', K its stage in training order).
+  example is named 'ID@K', K its stage in training order), 'outside_output_vocab' (a target id
+  the policy cannot emit under `output_vocab`, the model's restricted output vocabulary).
   """
+  allowed = frozenset(output_vocab) if output_vocab is not None else None
   examples: list[SFTExample] = []
   skipped: dict[str, list[str]] = {r: [] for r in SKIP_REASONS}
   for p in problems:
@@ -114,6 +117,9 @@ def build_examples(problems: Sequence[Problem], tokenizer, *, style: str = "plai
       target_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
       if len(prompt_ids) + len(target_ids) > max_len:
         skipped["too_long"].append(name)
+        continue
+      if allowed is not None and not allowed.issuperset(target_ids):
+        skipped["outside_output_vocab"].append(name)
         continue
       examples.append(SFTExample(p.id, prompt_ids, target_ids, text))
   for reason, ids in skipped.items():
@@ -150,11 +156,12 @@ def nll(model, batch: dict[str, jax.Array], chunk: int,
   `prompt_len` (static): the prompt bucket, where every row's target starts; the output
   projection then runs over the target columns only.
   """
-  # Full vocabulary even under model.output_vocab: SFT targets may be any id and no PPO ratio is
-  # involved; the subset only restricts what the policy samples and how PPO scores it.
+  # Under model.output_vocab the softmax runs over the subset, as the policy samples and PPO
+  # scores: SFT then fits the distribution RL starts from, and the output projection costs
+  # |subset| / V of the full one (Gemma 3: 13%; most of a 270M model's FLOPs are that projection).
+  # build_examples drops the examples whose targets leave the subset.
   logp = policy_logprobs(model, batch["tokens"], batch["positions"], batch["attention_mask"],
-                         chunk=chunk, with_entropy=False, response_start=prompt_len,
-                         full_vocab=True)
+                         chunk=chunk, with_entropy=False, response_start=prompt_len)
   mask = batch["response_mask"].astype(jnp.float32)
   count = jnp.sum(mask)
   return -jnp.sum(logp * mask) / jnp.maximum(count, 1.0), count
@@ -295,15 +302,18 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   """
   check_config(cfg)
   stage_rule = statements if cfg.cccs_stages else None
+  vocab = model.cfg.output_vocab
   examples, skipped = build_examples(problems, tokenizer, style=cfg.prompt_style,
-                                     max_len=cfg.max_len, statements=stage_rule)
+                                     max_len=cfg.max_len, statements=stage_rule,
+                                     output_vocab=vocab)
   if not examples:
     raise UserError(f"sft: none of the {len(problems)} problems gives a training example "
                     f"(skipped: { {k: len(v) for k, v in skipped.items()} })")
   val_examples: list[SFTExample] = []
   if val_problems is not None:
     val_examples, val_skipped = build_examples(val_problems, tokenizer, style=cfg.prompt_style,
-                                               max_len=cfg.max_len, statements=stage_rule)
+                                               max_len=cfg.max_len, statements=stage_rule,
+                                               output_vocab=vocab)
     if not val_examples:
       raise UserError(f"sft: none of the {len(val_problems)} validation problems gives an "
                       f"example (skipped: { {k: len(v) for k, v in val_skipped.items()} })")

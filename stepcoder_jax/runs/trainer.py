@@ -199,12 +199,18 @@ class Trainer:
     rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed), it)
     batch, rows = self.rollout.collect(self.state, problems, rng)
     self.state, step_metrics = self.ppo_step(self.state, batch)
+    # Rows at s* = 0 (the whole problem; all rows without CCCS), read before the verdicts move
+    # the curriculum: their pass rate is comparable across arms, the stage-mixed one is not.
+    final = np.array([not it.padding and it.stage == self.curriculum.register(it.problem).num_stages
+                      - 1 for it in rows.items], bool)
     ignored = rows.record(self.curriculum)  # every row, in global row order, on every process
     self.iteration += 1
-    out = {**rows.metrics(),
+    out = {**rows.metrics(), "rows_final": int(final.sum()),
            **{f"ppo/{k}": float(v) for k, v in jax.device_get(step_metrics).items()},
            "cccs/ignored_verdicts": ignored,
            **{f"cccs/{k}": count for k, count in self.curriculum.histogram().items()}}
+    if final.any():  # absent, not NaN, when every row was at an earlier stage
+      out["pass_rate_final"] = float(rows.passed[final].mean())
     out["time/iteration_s"] = time.time() - t0
     return out
 
