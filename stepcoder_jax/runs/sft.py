@@ -302,21 +302,18 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   """
   check_config(cfg)
   stage_rule = statements if cfg.cccs_stages else None
-  vocab = model.cfg.output_vocab
-  examples, skipped = build_examples(problems, tokenizer, style=cfg.prompt_style,
-                                     max_len=cfg.max_len, statements=stage_rule,
-                                     output_vocab=vocab)
-  if not examples:
-    raise UserError(f"sft: none of the {len(problems)} problems gives a training example "
-                    f"(skipped: { {k: len(v) for k, v in skipped.items()} })")
-  val_examples: list[SFTExample] = []
-  if val_problems is not None:
-    val_examples, val_skipped = build_examples(val_problems, tokenizer, style=cfg.prompt_style,
-                                               max_len=cfg.max_len, statements=stage_rule,
-                                               output_vocab=vocab)
-    if not val_examples:
-      raise UserError(f"sft: none of the {len(val_problems)} validation problems gives an "
-                      f"example (skipped: { {k: len(v) for k, v in val_skipped.items()} })")
+
+  def examples_of(ps: Sequence[Problem], what: str) -> tuple[list[SFTExample], dict]:
+    out, skipped = build_examples(ps, tokenizer, style=cfg.prompt_style, max_len=cfg.max_len,
+                                  statements=stage_rule, output_vocab=model.cfg.output_vocab)
+    if not out:
+      raise UserError(f"sft: none of the {len(ps)} {what} gives an example "
+                      f"(skipped: { {k: len(v) for k, v in skipped.items()} })")
+    return out, skipped
+
+  examples, skipped = examples_of(problems, "problems")
+  val_examples = (examples_of(val_problems, "validation problems")[0]
+                  if val_problems is not None else [])
   from stepcoder_jax.sampling import special_ids
   _, pad_id = special_ids(model.cfg, tokenizer)
   shapes = example_shapes(examples)
