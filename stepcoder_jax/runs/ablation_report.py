@@ -68,7 +68,7 @@ def measure_values(evals_dir: Path, model: str) -> dict[str, dict[str, tuple[flo
   return out
 
 
-def _groups(values: dict[str, tuple[float, str]]) -> dict[str, list[str]]:
+def by_difficulty(values: dict[str, tuple[float, str]]) -> dict[str, list[str]]:
   """'all' and each difficulty -> problem ids (in a fixed order)."""
   ids = sorted(values)
   out = {ALL: ids}
@@ -82,13 +82,13 @@ def model_table(measure: str, per_model: dict[str, dict]) -> str:
   rows = {m: v[measure] for m, v in per_model.items() if measure in v}
   if not rows:
     return f"_{measure}: no finished evaluation yet._"
-  groups = list(dict.fromkeys(g for v in rows.values() for g in _groups(v)))
+  groups = list(dict.fromkeys(g for v in rows.values() for g in by_difficulty(v)))
   first = next(iter(rows.values()))
-  counts = {g: len(ids) for g, ids in _groups(first).items()}
+  counts = {g: len(ids) for g, ids in by_difficulty(first).items()}
   head = "| model | " + " | ".join(f"{g} ({counts.get(g, '?')})" for g in groups) + " |"
   lines = [head, "|---|" + "---:|" * len(groups)]
   for model, values in rows.items():
-    by = _groups(values)
+    by = by_difficulty(values)
     cells = [stats.mean_ci([values[p][0] for p in by[g]]).text(100, 1) if g in by else "n/a"
              for g in groups]
     lines.append(f"| {model} | " + " | ".join(cells) + " |")
@@ -105,6 +105,13 @@ def paired(measure: str, per_model: dict[str, dict], arm: str, baseline: str
   return stats.paired_diff_ci([a[p][0] for p in common], [b[p][0] for p in common])
 
 
+def diff_cell(d: stats.Estimate | None) -> str:
+  """'+1.2 [-0.5, +3.0]' in percentage points, ' *' when the interval excludes 0; 'n/a'."""
+  if d is None:
+    return "n/a"
+  return d.text(100, 1, signed=True) + (" *" if d.excludes_zero else "")
+
+
 def diff_table(arms: list[str], per_model: dict[str, dict]) -> str:
   """Markdown: each arm minus SFT and minus PPO per measure, in percentage points; '*' marks an
   interval that excludes 0."""
@@ -114,9 +121,7 @@ def diff_table(arms: list[str], per_model: dict[str, dict]) -> str:
   for arm in arms:
     cells = []
     for m, base in cols:
-      d = paired(m, per_model, arm, base)
-      cells.append("n/a" if d is None else d.text(100, 1, signed=True)
-                   + (" *" if d.excludes_zero else ""))
+      cells.append(diff_cell(paired(m, per_model, arm, base)))
     lines.append(f"| {arm} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -137,29 +142,40 @@ def _training_trend(out: Path, arm: str) -> str | None:
           f"the first {third} iterations to {last:.2f} over the last {third}")
 
 
-def sentence(out: Path, arm: str, per_model: dict[str, dict]) -> str:
-  """What the numbers of one arm show and do not show, generated from them."""
+def evidence(diffs: list[tuple[str, stats.Estimate | None]]) -> list[str]:
+  """The clauses of a generated sentence: which named paired differences have an interval that
+  excludes 0 and which do not (no evidence either way at this many problems)."""
   clear, unclear, n = [], [], 0
-  for m, *_ in MEASURES:
-    for base in BASELINES:
-      d = paired(m, per_model, arm, base)
-      if d is None or d.n == 0:
-        continue
-      n = max(n, d.n)
-      item = f"{m} vs {base} {d.text(100, 1, signed=True)} pp"
-      (clear if d.excludes_zero else unclear).append(item)
+  for name, d in diffs:
+    if d is None or d.n == 0:
+      continue
+    n = max(n, d.n)
+    item = f"{name} {d.text(100, 1, signed=True)} pp"
+    (clear if d.excludes_zero else unclear).append(item)
   parts = []
   if clear:
     parts.append("intervals exclude 0 for " + "; ".join(clear))
   if unclear:
     parts.append("intervals include 0, no evidence of a difference at this scale ("
                  f"{n} held-out problems), for " + "; ".join(unclear))
+  return parts
+
+
+def clauses(parts: list[str]) -> str:
+  """Clauses as sentences: each capitalized, joined by '. ', with a final period."""
+  return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
+
+
+def sentence(out: Path, arm: str, per_model: dict[str, dict]) -> str:
+  """What the numbers of one arm show and do not show, generated from them."""
+  parts = evidence([(f"{m} vs {base}", paired(m, per_model, arm, base))
+                    for m, *_ in MEASURES for base in BASELINES])
   trend = _training_trend(out, arm)
   if trend:
     parts.append(trend)
   if not parts:
     return f"- **{arm}**: no finished held-out evaluation or training log yet."
-  return f"- **{arm}**: " + ". ".join(p[0].upper() + p[1:] for p in parts) + "."
+  return f"- **{arm}**: " + clauses(parts)
 
 
 def arm_status(out: Path, arm: str, total: int) -> tuple[str, int]:

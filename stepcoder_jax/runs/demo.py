@@ -1,85 +1,191 @@
-"""The embedded default run (see commands/demo.py): base -> SFT -> StepCoder, pass@1 before/after."""
+"""The embedded default run (see commands/demo.py): base -> SFT -> StepCoder, measured before/after.
+
+Every stage (base, SFT, StepCoder) is evaluated greedily on the test split twice: the whole
+problems (greedy pass@1 and the share of unit tests passed) and the completion subtask from the
+last CCCS start point. The evaluations use the ablation's file layout, so the ablation's report
+code reads them (runs/ablation_report.py) and the intervals are computed the same way: a paired
+bootstrap over problems (stepcoder_jax/stats.py).
+
+Layout of the work directory:
+  eval/<stage>/greedy/    eval.json, eval_subtask.json (+ .md, samples) and DONE.json, written
+                          when both evaluations of the stage finished; a rerun reuses them
+  sft/                    the SFT model (HF directory); a finished one is reused
+  stepcoder/              the training run (metrics, checkpoints, training_curves.png); it
+                          resumes from its last checkpoint
+  stepcoder/model/        the final StepCoder policy as an HF directory (what `eval --model` and
+                          `export --model` take)
+  report.md, report.json, pass_at_1.png
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 
+from stepcoder_jax import stats
 from stepcoder_jax.models.config import ModelSpec
 from stepcoder_jax.rl.config import CCCSConfig, TrainConfig
-from stepcoder_jax.runs import pipeline
+from stepcoder_jax.runs import ablation, ablation_report, pipeline
 from stepcoder_jax.runs.config import EvalConfig, SFTConfig
 
 _log = logging.getLogger(__name__)
 STAGES = ("base", "sft", "stepcoder")
+LABELS = {"base": "base", "sft": "SFT", "stepcoder": "StepCoder"}
+# The ablation's greedy measures (ablation_report.MEASURES); all from evals/<stage>/greedy/.
+MEASURES = ("greedy pass@1", "tests share", "subtask pass rate")
+DIFFS = (("sft", "base"), ("stepcoder", "sft"))  # (stage, the stage before it)
+EVAL_KIND = "greedy"
 
 
-def _pass_at_1(report) -> dict[str, float]:
-  """pass@1 per difficulty group (greedy when the eval is greedy)."""
+def eval_dir(work: Path, stage: str) -> Path:
+  return work / "eval" / stage / EVAL_KIND
+
+
+def final_model_dir(work: Path) -> Path:
+  return work / "stepcoder" / "model"
+
+
+def stage_values(work: Path) -> dict[str, dict]:
+  """stage -> measure -> {problem_id: (value, difficulty)}, from the finished evaluations."""
   out = {}
-  for group, row in report.table.items():
-    v = row.get("pass@1")
-    if v is None:
-      v = row.get("greedy pass@1")
-    out[group] = float(v) if v is not None else float("nan")
+  for stage in STAGES:
+    values = ablation_report.measure_values(work / "eval", stage)
+    out[stage] = {m: values[m] for m in MEASURES if m in values}
   return out
 
 
-def comparison_table(results: dict[str, dict[str, float]], counts: dict[str, int]) -> str:
-  """Markdown: one row per difficulty, one column per stage (pass@1 in %)."""
-  groups = list(counts)
-  head = "| difficulty | problems | " + " | ".join(f"{s} pass@1" for s in results) + " |"
-  rule = "|---|---:|" + "---:|" * len(results)
-  rows = [head, rule]
-  for g in groups:
-    cells = [f"{100 * results[s].get(g, float('nan')):.1f}%" for s in results]
-    rows.append(f"| {g} | {counts[g]} | " + " | ".join(cells) + " |")
-  return "\n".join(rows)
+def comparison_table(per_model: dict[str, dict]) -> str:
+  """Markdown: one row per stage (mean [95% CI] in %), then one per paired difference of a stage
+  and the stage before it (percentage points, '*' when the interval excludes 0)."""
+  counts = {m: max((len(v[m]) for v in per_model.values() if m in v), default=0)
+            for m in MEASURES}
+  lines = ["| | " + " | ".join(f"{m} ({counts[m]} problems)" for m in MEASURES) + " |",
+           "|---|" + "---:|" * len(MEASURES)]
+  for stage, values in per_model.items():
+    cells = [stats.mean_ci([v for v, _ in values[m].values()]).text(100, 1)
+             if m in values else "n/a" for m in MEASURES]
+    lines.append(f"| {LABELS.get(stage, stage)} | " + " | ".join(cells) + " |")
+  for stage, before in DIFFS:
+    cells = [ablation_report.diff_cell(ablation_report.paired(m, per_model, stage, before))
+             for m in MEASURES]
+    lines.append(f"| {LABELS[stage]} - {LABELS[before]} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def diff_sentences(per_model: dict[str, dict]) -> list[str]:
+  """One generated line per paired difference: which intervals exclude 0 and which do not."""
+  out = []
+  for stage, before in DIFFS:
+    parts = ablation_report.evidence(
+        [(m, ablation_report.paired(m, per_model, stage, before)) for m in MEASURES])
+    name = f"{LABELS[stage]} - {LABELS[before]}"
+    out.append(f"- **{name}**: " + (ablation_report.clauses(parts) if parts else
+                                    "no paired evaluation."))
+  return out
+
+
+def pass_at_1_by_difficulty(per_model: dict[str, dict]) -> tuple[dict, dict]:
+  """({stage: {difficulty: greedy pass@1}}, {difficulty: problems}), 'all' included."""
+  results, counts = {}, {}
+  for stage, values in per_model.items():
+    vals = values.get(MEASURES[0], {})
+    groups = ablation_report.by_difficulty(vals) if vals else {}
+    results[stage] = {g: sum(vals[p][0] for p in ids) / len(ids) for g, ids in groups.items()}
+    counts.update({g: len(ids) for g, ids in groups.items()})
+  return results, counts
+
+
+def write_report(work: Path, model: str | None, sft_dir: Path) -> tuple[str, list[Path]]:
+  """report.md, report.json and pass_at_1.png from the finished evaluations; (the comparison
+  table, the plots)."""
+  from stepcoder_jax.runs import ablation_plots
+
+  per_model = stage_values(work)
+  table = comparison_table(per_model)
+  labelled = {LABELS[s]: v for s, v in per_model.items()}
+  plots = [p for p in (ablation_plots.plot_heldout(labelled, work / "pass_at_1.png",
+                                                   "test split: before and after"),
+                       work / "stepcoder" / "training_curves.png") if p and p.is_file()]
+  final = final_model_dir(work)
+  text = [
+      "# StepCoder demo: the bundled test split before and after", "",
+      "Greedy decoding. Per stage: mean over problems with a 95% percentile bootstrap interval "
+      f"({stats.RESAMPLES} resamples over problems, seed {stats.SEED}), in %; differences are "
+      "paired (the same resampled problems for both stages), in percentage points, '*' when the "
+      "interval excludes 0. The subtask completes each problem from its last CCCS start point "
+      "(problems without one are left out).", "", table, "",
+      "## What the numbers show", "", *diff_sentences(per_model), ""]
+  for m in MEASURES:
+    text += [f"## {m} by difficulty", "", ablation_report.model_table(m, per_model), ""]
+  text += ["## Files", "", f"- base model: {model or ModelSpec().path}",
+           f"- SFT model: `{sft_dir}`", f"- final StepCoder model (HF directory): `{final}`",
+           f"- training run: `{work / 'stepcoder'}`",
+           *[f"- plot: `{p}`" for p in plots], ""]
+  (work / "report.md").write_text("\n".join(text), encoding="utf-8")
+  results, counts = pass_at_1_by_difficulty(per_model)
+  estimates = {s: {m: dataclasses.asdict(stats.mean_ci([v for v, _ in vals[m].values()]))
+                   for m in vals} for s, vals in per_model.items()}
+  diffs = {f"{s}-{b}": {m: dataclasses.asdict(d) for m in MEASURES
+                        if (d := ablation_report.paired(m, per_model, s, b)) is not None}
+           for s, b in DIFFS}
+  (work / "report.json").write_text(json.dumps(
+      {"pass@1": results, "problems": counts, "measures": estimates, "differences": diffs,
+       "final_model": str(final), "plots": [str(p) for p in plots]}, indent=1), encoding="utf-8")
+  return table, plots
 
 
 def run_demo(work_dir: str, model: str | None = None) -> str:
-  from stepcoder_jax import metrics as metrics_lib
+  """Run (or resume) the demo; returns what the command prints: the table and the paths."""
   from stepcoder_jax.runs import evaluation as eval_run
   from stepcoder_jax.runs import sft as sft_lib
-  from stepcoder_jax.runs.trainer import Models
 
   work = Path(work_dir)
   work.mkdir(parents=True, exist_ok=True)
-  ecfg = EvalConfig()
+  # The demo's measures are greedy whatever gin says about sampling.
+  ecfg = dataclasses.replace(EvalConfig(), temperature=0.0, num_samples=1, ks=(1,))
+  statements = CCCSConfig().statements
   train_problems = pipeline.load_split("train")
   test_problems = pipeline.load_split(ecfg.split)
   sft_dir = work / "sft"
-  results, counts = {}, {}
+  final = final_model_dir(work)
+
+  def done(stage: str) -> bool:
+    return ablation.read_done(eval_dir(work, stage)) is not None
+
+  def evaluate(stage: str, decoder, tokenizer) -> None:
+    out = eval_dir(work, stage)
+    if done(stage):  # an earlier run finished this evaluation: reuse it
+      _log.info("%s: evaluation done earlier, reused (%s)", stage, out)
+      return
+    t0 = time.time()
+    rep = eval_run.evaluate(decoder, tokenizer, test_problems, ecfg, pool, out_dir=out,
+                            name="eval", progress=True)
+    eval_run.evaluate(decoder, tokenizer, test_problems, ecfg, pool, out_dir=out,
+                      name="eval_subtask", progress=True, subtask=True, statements=statements)
+    ablation.write_done(out, {"stage": stage, "wall_s": time.time() - t0})
+    _log.info("%s: greedy pass@1 %s", stage, rep.greedy_pass_at_1())
+
   with pipeline.open_pool() as pool:
-    models = pipeline.load_policy(model)
-
-    def evaluate(stage: str, decoder) -> None:
-      rep = eval_run.evaluate(decoder, models.tokenizer, test_problems, ecfg, pool,
-                              out_dir=work / "eval", name=stage, progress=True)
-      results[stage] = _pass_at_1(rep)
-      counts.update({g: int(r["problems"]) for g, r in rep.table.items()})
-      _log.info("%s: pass@1 %s", stage, json.dumps(results[stage]))
-
-    evaluate("base", models.policy)
-    if (sft_dir / "sft_summary.json").exists():  # an earlier run finished SFT: reuse it
+    sft_finished = sft_lib.finished_summary(sft_dir) is not None
+    if not (done("base") and sft_finished):
+      models = pipeline.load_policy(model)
+      evaluate("base", models.policy, models.tokenizer)
+    if sft_finished:  # an earlier run finished SFT: reuse it
       models = pipeline.load_policy(str(sft_dir))
     else:
       sft_lib.run_sft(models.policy, models.tokenizer, train_problems, SFTConfig(), sft_dir,
-                      statements=CCCSConfig().statements)
-    evaluate("sft", models.policy)
-    tcfg = dataclasses.replace(TrainConfig(), work_dir=str(work / "stepcoder"))
-    trainer = pipeline.make_trainer(tcfg, models, train_problems, pool)
-    pipeline.run_trainer(trainer)
-    evaluate("stepcoder", trainer.policy_model())
+                      statements=statements)
+    evaluate("sft", models.policy, models.tokenizer)
+    if not (done("stepcoder") and (final / "config.json").is_file()):
+      tcfg = dataclasses.replace(TrainConfig(), work_dir=str(work / "stepcoder"))
+      trainer = pipeline.make_trainer(tcfg, models, train_problems, pool)
+      pipeline.run_trainer(trainer)  # resumes from the last checkpoint
+      policy = trainer.policy_model()
+      sft_lib.save(policy, models.tokenizer, final)
+      evaluate("stepcoder", policy, models.tokenizer)
 
-  table = comparison_table(results, counts)
-  text = (f"# StepCoder demo: pass@1 on the bundled test split\n\n{table}\n\n"
-          f"model: {model or ModelSpec().path}; SFT: {sft_dir}; "
-          f"training run: {work / 'stepcoder'}\n")
-  (work / "report.md").write_text(text)
-  (work / "report.json").write_text(json.dumps({"pass@1": results, "problems": counts},
-                                               indent=1))
-  metrics_lib.plot_pass_at_1_bars(results["sft"], results["stepcoder"], work / "pass_at_1.png",
-                                  labels=("SFT (before PPO)", "StepCoder (after)"))
-  return text
+  table, plots = write_report(work, model, sft_dir)
+  return "\n".join([table, "", f"report: {work / 'report.md'}",
+                    *[f"plot: {p}" for p in plots], f"final model (HF directory): {final}", ""])

@@ -1,0 +1,124 @@
+"""`stepcoder-jax demo` (runs/demo.py): the before/after table with paired intervals, built from
+per-problem records, and a tiny end-to-end demo whose final model `eval` and `export` take."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from stepcoder_jax import cli
+from stepcoder_jax.runs import ablation, demo
+
+# The smallest demo that runs every stage: the tiny random Llama instead of Gemma 3 270M, so the
+# gin's Gemma output vocabulary is switched off.
+TINY = ["--model", "tiny-llama", "--gin.model.output_vocab=None", "--gin.sft.steps=2",
+        "--gin.sft.max_len=1024", "--gin.sft.nll_examples=0", "--gin.train.num_iterations=1",
+        "--gin.train.problems_per_iteration=2", "--gin.train.max_new_tokens=16",
+        "--gin.eval.max_problems=4", "--gin.eval.max_new_tokens=16"]
+
+
+def _write_eval(work: Path, stage: str, passed: list[bool], shares: list[float],
+                subtask: list[bool | None]) -> None:
+  """A finished evaluation of one stage in the demo's layout (records as runs/evaluation.py
+  writes them), problem i being 'p{i}'; the first half 'introductory', the rest 'interview'."""
+  out = demo.eval_dir(work, stage)
+  out.mkdir(parents=True)
+  n = len(passed)
+  diff = ["introductory" if i < n // 2 else "interview" for i in range(n)]
+  recs = [{"problem_id": f"p{i}", "difficulty": diff[i], "n": 1, "c": int(passed[i]),
+           "greedy_passed": passed[i], "tests_share": shares[i]} for i in range(n)]
+  (out / "eval.json").write_text(json.dumps({"problems": recs}))
+  sub = [{"problem_id": f"p{i}", "difficulty": diff[i], "n": int(s is not None),
+          "c": int(bool(s)), "greedy_passed": s, "tests_share": None, "subtask_passed": s}
+         for i, s in enumerate(subtask)]
+  (out / "eval_subtask.json").write_text(json.dumps({"problems": sub}))
+  ablation.write_done(out, {"stage": stage})
+
+
+def _row(report: str, label: str) -> list[str]:
+  line = next(l for l in report.splitlines() if l.startswith(f"| {label} |"))
+  return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def test_table_has_intervals_and_identical_stages_differ_by_exactly_zero(tmp_path):
+  n = 20
+  base = ([False] * n, [0.1 * (i % 5) for i in range(n)], [False] * (n - 2) + [None, None])
+  _write_eval(tmp_path, "base", *base)
+  _write_eval(tmp_path, "sft", *base)  # SFT identical to base, problem by problem
+  # StepCoder passes 15 of the 20 problems SFT fails, every test of them, and 15 subtasks.
+  _write_eval(tmp_path, "stepcoder", [i < 15 for i in range(n)],
+              [1.0 if i < 15 else 0.1 * (i % 5) for i in range(n)],
+              [i < 15 for i in range(n - 2)] + [None, None])
+  table, _ = demo.write_report(tmp_path, "tiny-llama", tmp_path / "sft")
+  report = (tmp_path / "report.md").read_text()
+  assert table in report
+  assert "| | greedy pass@1 (20 problems) | tests share (20 problems) | " \
+         "subtask pass rate (18 problems) |" in table
+  for label in ("base", "SFT", "StepCoder"):
+    assert all(re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", c) for c in _row(table, label))
+  assert _row(table, "SFT - base") == ["+0.0 [+0.0, +0.0]"] * 3  # exactly 0, no '*'
+  step = _row(table, "StepCoder - SFT")
+  assert step[0].startswith("+75.0 [") and step[0].endswith(" *")
+  assert step[2].startswith("+83.3 [") and step[2].endswith(" *")  # 15 of 18 subtasks
+  line = next(l for l in report.splitlines() if l.startswith("- **SFT - base**"))
+  assert "Intervals include 0" in line and "exclude" not in line
+  line = next(l for l in report.splitlines() if l.startswith("- **StepCoder - SFT**"))
+  assert line.startswith("- **StepCoder - SFT**: Intervals exclude 0 for greedy pass@1 +75.0")
+  data = json.loads((tmp_path / "report.json").read_text())
+  d = data["differences"]["stepcoder-sft"]["greedy pass@1"]
+  assert d["value"] == pytest.approx(0.75) and d["low"] > 0 and d["n"] == n
+  assert data["differences"]["sft-base"]["tests share"] == {"value": 0.0, "low": 0.0,
+                                                            "high": 0.0, "n": n}
+  assert data["pass@1"]["stepcoder"] == {"all": 0.75, "introductory": 1.0, "interview": 0.5}
+  assert str(demo.final_model_dir(tmp_path)) in report
+  assert (tmp_path / "pass_at_1.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+  """One tiny demo: (work dir, what it printed)."""
+  work = tmp_path_factory.mktemp("demo") / "run"
+  out = _run_demo(work)
+  return work, out
+
+
+def _run_demo(work: Path) -> str:
+  import contextlib
+  import io
+
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    assert cli.main(["demo", "--work_dir", str(work), *TINY]) == 0
+  return buf.getvalue()
+
+
+def test_tiny_demo_prints_table_and_paths_and_its_final_model_loads(tiny_demo, tmp_path):
+  work, printed = tiny_demo
+  final = demo.final_model_dir(work)
+  assert "| StepCoder - SFT | " in printed and "| base | " in printed
+  assert f"report: {work / 'report.md'}" in printed
+  assert f"final model (HF directory): {final}" in printed
+  assert f"plot: {work / 'pass_at_1.png'}" in printed
+  assert f"plot: {work / 'stepcoder' / 'training_curves.png'}" in printed
+  for stage in demo.STAGES:
+    for f in ("eval.json", "eval_subtask.json", "DONE.json"):
+      assert (demo.eval_dir(work, stage) / f).is_file(), (stage, f)
+  assert f"final StepCoder model (HF directory): `{final}`" in (work / "report.md").read_text()
+  # The final model is taken as it is by `eval` and `export`.
+  ev = tmp_path / "eval"
+  assert cli.main(["eval", "--model", str(final), "--out", str(ev), "--max_problems", "2",
+                   "--gin.eval.max_new_tokens=8"]) == 0
+  assert json.loads((ev / "eval.json").read_text())["table"]["all"]["problems"] == 2
+  ex = tmp_path / "export"
+  assert cli.main(["export", "--model", str(final), "--out", str(ex)]) == 0
+  assert (ex / "config.json").is_file() and (ex / "tokenizer_config.json").is_file()
+
+
+def test_rerun_reuses_every_finished_stage(tiny_demo):
+  work, printed = tiny_demo
+  rewritten = {work / "report.md", work / "report.json", work / "pass_at_1.png"}
+  stamps = {p: p.stat().st_mtime_ns for p in work.rglob("*")
+            if p.is_file() and p not in rewritten}
+  again = _run_demo(work)
+  assert again == printed  # the same table from the same evaluations
+  assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing evaluated or saved again
