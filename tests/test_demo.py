@@ -52,8 +52,8 @@ def test_table_has_intervals_and_identical_stages_differ_by_exactly_zero(tmp_pat
   table, _ = demo.write_report(tmp_path, "tiny-llama", tmp_path / "sft")
   report = (tmp_path / "report.md").read_text()
   assert table in report
-  assert "| | greedy pass@1 (20 problems) | tests share (20 problems) | " \
-         "subtask pass rate (18 problems) |" in table
+  assert "| | greedy pass@1 (n = 20) | tests share (n = 20) | subtask pass rate (n = 18) |" \
+      in table
   for label in ("base", "SFT", "StepCoder"):
     assert all(re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", c) for c in _row(table, label))
   assert _row(table, "SFT - base") == ["+0.0 [+0.0, +0.0]"] * 3  # exactly 0, no '*'
@@ -74,6 +74,8 @@ def test_table_has_intervals_and_identical_stages_differ_by_exactly_zero(tmp_pat
   assert (tmp_path / "pass_at_1.png").stat().st_size > 1000
 
 
+# ------------------------------------------------------------------ the whole command (slow)
+
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
   """One tiny demo: (work dir, what it printed)."""
@@ -92,6 +94,7 @@ def _run_demo(work: Path) -> str:
   return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_tiny_demo_prints_table_and_paths_and_its_final_model_loads(tiny_demo, tmp_path):
   work, printed = tiny_demo
   final = demo.final_model_dir(work)
@@ -114,6 +117,7 @@ def test_tiny_demo_prints_table_and_paths_and_its_final_model_loads(tiny_demo, t
   assert (ex / "config.json").is_file() and (ex / "tokenizer_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_rerun_reuses_every_finished_stage(tiny_demo):
   work, printed = tiny_demo
   rewritten = {work / "report.md", work / "report.json", work / "pass_at_1.png"}

@@ -91,6 +91,7 @@ def plot_heldout(per_model: dict[str, dict], png: Path,
     ax.bar(x + (i - (len(models) - 1) / 2) * width, ys, width, yerr=err, capsize=2, label=model)
   ax.set_xticks(x, measures)
   ax.set_ylabel("% of held-out problems (95% CI)")
+  ax.set_ylim(bottom=0)  # shares are >= 0; an all-zero plot would show negative ticks
   ax.set_title(title)
   ax.legend(fontsize=7, ncol=min(4, len(models)))
   fig.tight_layout()

@@ -61,7 +61,7 @@ def comparison_table(per_model: dict[str, dict]) -> str:
   and the stage before it (percentage points, '*' when the interval excludes 0)."""
   counts = {m: max((len(v[m]) for v in per_model.values() if m in v), default=0)
             for m in MEASURES}
-  lines = ["| | " + " | ".join(f"{m} ({counts[m]} problems)" for m in MEASURES) + " |",
+  lines = ["| | " + " | ".join(f"{m} (n = {counts[m]})" for m in MEASURES) + " |",
            "|---|" + "---:|" * len(MEASURES)]
   for stage, values in per_model.items():
     cells = [stats.mean_ci([v for v, _ in values[m].values()]).text(100, 1)
