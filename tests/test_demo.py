@@ -126,3 +126,20 @@ def test_rerun_reuses_every_finished_stage(tiny_demo):
   again = _run_demo(work)
   assert again == printed  # the same table from the same evaluations
   assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing evaluated or saved again
+
+
+@pytest.mark.slow
+def test_crash_in_the_last_evaluation_redoes_only_that_evaluation(tiny_demo):
+  work, printed = tiny_demo
+  kept = {p: p.stat().st_mtime_ns for d in ("sft", "eval/base", "eval/sft")
+          for p in (work / d).rglob("*") if p.is_file()}
+  weights = (demo.final_model_dir(work) / "model.safetensors").read_bytes()
+  redo = demo.eval_dir(work, "stepcoder")
+  (redo / "DONE.json").unlink()  # as if killed while evaluating the StepCoder policy
+  before = (redo / "eval.json").stat().st_mtime_ns
+  again = _run_demo(work)
+  assert again == printed
+  assert (redo / "DONE.json").is_file() and (redo / "eval.json").stat().st_mtime_ns > before
+  assert {p: p.stat().st_mtime_ns for p in kept} == kept  # base, SFT: nothing rewritten
+  # Training resumed from its last checkpoint (nothing left to train): the same final policy.
+  assert (demo.final_model_dir(work) / "model.safetensors").read_bytes() == weights
