@@ -74,6 +74,19 @@ def test_table_has_intervals_and_identical_stages_differ_by_exactly_zero(tmp_pat
   assert (tmp_path / "pass_at_1.png").stat().st_size > 1000
 
 
+def test_a_measure_without_problems_reads_na_and_the_json_stays_valid(tmp_path):
+  for stage in demo.STAGES:  # no evaluated problem has a CCCS subtask
+    _write_eval(tmp_path, stage, [True, False], [1.0, 0.5], [None, None])
+  table, _ = demo.write_report(tmp_path, None, tmp_path / "sft")
+  assert _row(table, "StepCoder")[2] == "n/a" and _row(table, "StepCoder - SFT")[2] == "n/a"
+
+  def no_nan(name):
+    raise AssertionError(f"report.json holds {name}")
+  data = json.loads((tmp_path / "report.json").read_text(), parse_constant=no_nan)
+  assert "subtask pass rate" not in data["measures"]["base"]
+  assert data["measures"]["base"]["greedy pass@1"]["value"] == 0.5
+
+
 # ------------------------------------------------------------------ the whole command (slow)
 
 @pytest.fixture(scope="module")

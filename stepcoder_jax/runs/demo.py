@@ -48,11 +48,12 @@ def final_model_dir(work: Path) -> Path:
 
 
 def stage_values(work: Path) -> dict[str, dict]:
-  """stage -> measure -> {problem_id: (value, difficulty)}, from the finished evaluations."""
+  """stage -> measure -> {problem_id: (value, difficulty)}, from the finished evaluations; a
+  measure without any problem (e.g. no subtask among the problems evaluated) is left out."""
   out = {}
   for stage in STAGES:
     values = ablation_report.measure_values(work / "eval", stage)
-    out[stage] = {m: values[m] for m in MEASURES if m in values}
+    out[stage] = {m: values[m] for m in MEASURES if values.get(m)}
   return out
 
 
