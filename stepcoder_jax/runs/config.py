@@ -27,6 +27,10 @@ class SFTConfig:
   eval_every: int = 10              # validation NLL every this many steps (and at the end)
   patience: int = 0                 # evaluations without improvement before stopping; 0: never
   min_delta: float = 0.0            # the NLL drop that counts as an improvement
+  # Resume after a kill (runs/sft_checkpoint.py): with --out, an orbax checkpoint of the loop
+  # under <out>/checkpoints every this many steps (and at each new best); None: eval_every;
+  # 0: never.
+  save_every: int | None = None
 
 
 @gin.configurable("eval")

@@ -277,6 +277,15 @@ class EarlyStop:
   def should_stop(self) -> bool:
     return self.patience > 0 and self.bad >= self.patience
 
+  def to_json(self) -> dict:
+    """The state a resumed run needs (patience and min_delta come from its config)."""
+    return {"history": self.history, "best_step": self.best_step, "best": self.best,
+            "bad": self.bad}
+
+  def load_json(self, d: dict) -> None:
+    self.history = [dict(h) for h in d["history"]]
+    self.best_step, self.best, self.bad = d["best_step"], d["best"], d["bad"]
+
 
 def check_config(cfg: SFTConfig) -> None:
   """One-line UserErrors for settings the loop cannot run with."""
@@ -285,6 +294,9 @@ def check_config(cfg: SFTConfig) -> None:
   if cfg.eval_every < 1 or cfg.patience < 0 or cfg.min_delta < 0:
     raise UserError(f"sft: eval_every ({cfg.eval_every}) must be >= 1, patience ({cfg.patience})"
                     f" and min_delta ({cfg.min_delta}) >= 0")
+  if cfg.save_every is not None and cfg.save_every < 0:
+    raise UserError(f"sft: save_every ({cfg.save_every}) must be >= 0 (0: no checkpoints) or "
+                    "None (every eval_every steps)")
 
 
 def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
@@ -338,8 +350,30 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
     def validate() -> float:
       return dataset_nll(val_fn, params, val_examples, pad_id, val_shapes, cfg.batch_size)
 
-  initial = measure()
-  initial_val = validate() if validate else None
+  stopper = EarlyStop(cfg.patience, cfg.min_delta)
+  # The best parameters live on the host: one more copy of the weights in host memory (about
+  # 1.1 GB for a 270M-parameter model in float32), none in accelerator memory.
+  best_params = None
+  losses, steps_run, stop_reason = [], 0, "max_steps"
+  ckpts = resumed = None
+  save_every = cfg.eval_every if cfg.save_every is None else cfg.save_every
+  if out_dir is not None and save_every > 0:
+    from stepcoder_jax.runs import sft_checkpoint
+    ckpts = sft_checkpoint.SFTCheckpoints(out_dir, sft_checkpoint.fingerprint(
+        cfg, model.cfg, examples, val_examples, shapes, stage_rule))
+    resumed = ckpts.restore(params, opt_state)
+  if resumed is None:
+    initial = measure()
+    initial_val = validate() if validate else None
+  else:
+    params, opt_state, host = resumed
+    steps_run, losses = host["step"], host["losses"]
+    initial, initial_val = host["initial_nll"], host["initial_val_nll"]
+    stopper.load_json(host["early_stop"])
+    best_params = _resumed_best(model, tokenizer, cfg, graphdef, params, rest, out_dir,
+                                stopper, steps_run)
+    sft_checkpoint.keep_metrics_until(out_dir, steps_run)
+    _log.info("sft: resuming from step %d (%s)", steps_run, ckpts.directory)
   _log.info("sft: %d examples (%d validation), up to %d steps of %d, shapes prompt %d + target "
             "%d, initial NLL %s, validation %s", len(examples), len(val_examples), cfg.steps,
             cfg.batch_size, *shapes, initial, initial_val)
@@ -348,18 +382,18 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   if out_dir is not None:
     from stepcoder_jax.metrics import MetricsWriter
     writer = MetricsWriter(out_dir)
-    if initial_val is not None:
+    if initial_val is not None and resumed is None:
       writer.write(0, {"val_nll": initial_val}, prefix="sft/")
   if progress:
     from stepcoder_jax.metrics import ProgressBar
-    bar = ProgressBar(cfg.steps, desc="sft", keys=("loss",))
-  stopper = EarlyStop(cfg.patience, cfg.min_delta)
-  # The best parameters live on the host: one more copy of the weights in host memory (about
-  # 1.1 GB for a 270M-parameter model in float32), none in accelerator memory.
-  best_params = None
-  losses, steps_run, stop_reason = [], 0, "max_steps"
+    bar = ProgressBar(cfg.steps, initial=steps_run, desc="sft", keys=("loss",))
+
+  def host_state() -> dict:
+    return {"step": steps_run, "losses": losses, "initial_nll": initial,
+            "initial_val_nll": initial_val, "early_stop": stopper.to_json()}
+
   try:
-    for step in range(cfg.steps):
+    for step in range(steps_run, cfg.steps):
       batch = pack_examples([examples[i] for i in order[step]], pad_id, *shapes)
       params, opt_state, met = step_fn(params, opt_state, batch)
       met = {k: float(v) for k, v in jax.device_get(met).items()}
@@ -370,11 +404,13 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
         writer.write(steps_run, met, prefix="sft/")
       if bar is not None:
         bar.update(met)
+      improved = False
       if validate is not None and (steps_run % cfg.eval_every == 0 or last):
         val = validate()
         if writer is not None:
           writer.write(steps_run, {"val_nll": val}, prefix="sft/")
-        if stopper.update(steps_run, val):
+        improved = stopper.update(steps_run, val)
+        if improved:
           best_params = jax.device_get(params)
         if stopper.should_stop:
           stop_reason = "patience"
@@ -382,6 +418,19 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
                     "%d (best %.4f at step %d)", cfg.patience, steps_run, stopper.best,
                     stopper.best_step)
           break
+      if last:
+        break
+      # The checkpoint first, then the best model's HF files: a kill while those are being
+      # written leaves a checkpoint whose own parameters are the best (see _resumed_best).
+      if ckpts is not None and (steps_run % save_every == 0 or improved):
+        ckpts.save(steps_run, params, opt_state, host_state())
+      if improved and out_dir is not None:
+        save(nnx.merge(graphdef, params, rest), tokenizer, out_dir,
+             _best_summary(cfg, stopper, steps_run))
+  except BaseException:
+    if ckpts is not None:
+      ckpts.close()  # the last checkpoint stays, for the next run to resume from
+    raise
   finally:
     # The step donates its inputs (the model's own arrays on the first step), so the model must
     # get the latest parameters back even when the loop is interrupted.
@@ -408,7 +457,48 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
     writer.close()
   if out_dir is not None:
     save(model, tokenizer, out_dir, summary)
+  if ckpts is not None:
+    ckpts.remove()
   return model, summary
+
+
+def _best_summary(cfg: SFTConfig, stopper: "EarlyStop", steps_run: int) -> dict:
+  """The summary next to the best model of an unfinished run (`finished: false`)."""
+  return {"steps_run": steps_run, "best_step": stopper.best_step, "best_val_nll": stopper.best,
+          "val_nll": stopper.history, "config": dataclasses.asdict(cfg), "finished": False}
+
+
+def _resumed_best(model, tokenizer, cfg: SFTConfig, graphdef, params, rest,
+                  out_dir: str | Path, stopper: "EarlyStop", step: int) -> Any:
+  """The host copy of the best parameters of a run resumed at `step` (None before any eval).
+
+  The loop saves a checkpoint before it writes a new best model to `out_dir`, so: when the best
+  is the checkpoint's own step, the checkpoint's parameters are the best (and `out_dir` is
+  written again unless its summary says it holds them: the kill may have cut that write short);
+  an earlier best was completely written to `out_dir` before this checkpoint was started, and is
+  read back from there (its safetensors hold the exact float32/bfloat16 values).
+  """
+  import json
+
+  from stepcoder_jax.models import hf_io
+
+  if stopper.best_step is None:
+    return None
+  try:
+    on_disk = json.loads((Path(out_dir) / "sft_summary.json").read_text()).get("best_step")
+  except (OSError, ValueError):
+    on_disk = None
+  if stopper.best_step == step:
+    if on_disk != step:
+      save(nnx.merge(graphdef, params, rest), tokenizer, out_dir,
+           _best_summary(cfg, stopper, step))
+    return jax.device_get(params)
+  if on_disk != stopper.best_step:
+    from stepcoder_jax.checkpoint import checkpoint_dir
+    raise UserError(f"sft: {out_dir} holds the model of step {on_disk}, its checkpoint's best is "
+                    f"step {stopper.best_step}; delete {checkpoint_dir(out_dir)} to start over")
+  best = nnx.state(hf_io.decoder_from_tensors(model.cfg, Path(out_dir)), nnx.Param)
+  return jax.device_get(best)
 
 
 def finished_summary(out_dir: str | Path) -> dict | None:
