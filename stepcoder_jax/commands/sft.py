@@ -8,7 +8,8 @@ reference policy of PPO).
 Writes an HF model directory to --out (readable by `train --model`, `eval --model`), with the
 loss log (metrics.jsonl, TensorBoard events), sft_summary.json and the operative gin config.
 With --val_problems, the validation NLL chooses the saved model and may stop the run early
-(runs/sft.py). An --out that already holds a finished SFT run is left as it is (exit 0).
+(runs/sft.py). An --out that already holds a finished SFT run is left as it is (exit 0); an
+unfinished one (killed) resumes from its last checkpoint in <out>/checkpoints.
 """
 from __future__ import annotations
 

@@ -18,7 +18,13 @@ same rule) are scored every `sft.eval_every` steps; `sft.steps` is a maximum, `s
 evaluations without improvement stop the run, and the best evaluation's parameters are the ones
 saved. The batches walk through shuffled epochs of the training examples (`batch_order`), a new
 permutation per epoch. `sft_summary.json` says `finished: true` only once the model is written,
-so a driver can skip a finished run.
+so a driver can skip a finished run; each new best is written to the output directory at once
+(`finished: false`).
+
+Resume: with an output directory, the loop's state is checkpointed every `sft.save_every` steps
+and at each new best (`runs/sft_checkpoint.py`); a rerun with the same settings continues from
+the last checkpoint and ends with the same parameters as a run that was never killed. The
+checkpoints are deleted once the run has finished.
 
 `sft_step(params, opt_state, batch)` is pure and jitted; the loop around it (shuffling, metrics,
 saving) is plain host code. Shapes are fixed for the whole run (buckets over all examples), so the
