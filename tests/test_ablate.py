@@ -140,6 +140,20 @@ def test_vocab_build_keeps_the_ids_of_the_given_problem_files(tmp_path):
   assert text_ids <= ids and tok.eos_token_id in ids
   assert len(ids) < len(tok)
 
+
+def test_report_only_writes_a_report_of_what_finished_and_runs_nothing(tmp_path, capsys):
+  out = tmp_path / "a"
+  argv = ["ablate", "--out", str(out), "--arms", "ppo", "--report_only",
+          "--gin_file", "experiments/ablation_tiny.gin"]
+  assert cli.main(argv) == 2  # nothing there yet: one line, no directory made
+  assert "no data/DONE.json" in capsys.readouterr().err and not out.exists()
+  ablation_data.write(out / "data", ablation_data.build(None, 100))
+  ablation.write_done(out / "data", {"settings": ablation_data.settings_of(None, 100)})
+  assert cli.main(argv) == 0
+  report = (out / "report.md").read_text()
+  assert "| ppo | not run yet | 0 | 0 |" in report
+  assert not (out / "logs").exists() and not (out / "sft").exists()  # no stage ran
+
 # ------------------------------------------------------------------ the whole command (slow)
 
 def _ablate(out: Path, mbpp: Path) -> tuple[str, float]:
@@ -169,7 +183,7 @@ def finished(tmp_path_factory):
 @pytest.mark.slow
 def test_ablation_writes_report_metrics_and_plots(finished):
   out, _, stdout, _ = finished
-  stages = ablation.plan(ablation.Settings(out=out, arms=ARMS), ablation.has_subtask_eval())
+  stages = ablation.plan(ablation.Settings(out=out, arms=ARMS), True)
   assert len(re.findall(r"\] \S+: done in ", stdout)) == len(stages)
   assert all(ablation.read_done(st.out)["exit_code"] == 0 for st in stages)
   assert json.loads((out / "data" / "DONE.json").read_text())["counts"]["heldout"] == 33

@@ -27,6 +27,9 @@ def add_arguments(parser) -> None:
                            "100: each evaluation samples every held-out problem on 2 cores)")
   parser.add_argument("--eval_n", type=int, default=4,
                       help="samples per problem of the sampled evaluation (default 4)")
+  parser.add_argument("--report_only", action="store_true",
+                      help="rewrite report.md, metrics and plots from the finished stages; run "
+                           "nothing (e.g. after a kill)")
   parser.add_argument("--arms", nargs="+", default=list(ARMS),
                       help=f"arms, each a configs/ablations/<arm>.gin (default: {' '.join(ARMS)})")
 
@@ -51,4 +54,5 @@ def run(args) -> int:
   flags += ["--mbpp", args.mbpp, "--heldout_mbpp", str(args.heldout_mbpp)] if args.mbpp else []
   line = ["stepcoder-jax", "ablate", *flags,
           *ablation.gin_argv(dataclasses.replace(s, vocab_from=None))]
-  return ablation.run_ablation(dataclasses.replace(s, command_line=shlex.join(line)))
+  return ablation.run_ablation(dataclasses.replace(s, command_line=shlex.join(line)),
+                               report_only=args.report_only)

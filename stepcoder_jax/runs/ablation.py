@@ -166,16 +166,6 @@ def plan(s: Settings, subtask: bool) -> list[Stage]:
   return stages
 
 
-def has_subtask_eval() -> bool:
-  """Whether this build's `eval` takes --subtask (the completion from the last CCCS start)."""
-  import argparse
-
-  from stepcoder_jax.commands import evaluate
-  p = argparse.ArgumentParser()
-  evaluate.add_arguments(p)
-  return any("--subtask" in a.option_strings for a in p._actions)  # pylint: disable=protected-access
-
-
 def check_settings(s: Settings) -> None:
   """Flag errors before anything runs."""
   unknown = []
@@ -238,17 +228,21 @@ def _tail(path: Path, lines: int = 5) -> str:
     return ""
 
 
-def run_ablation(s: Settings, echo: Callable[[str], None] = print) -> int:
-  """Run every stage not done yet, then the report; 0, or 1 when a stage failed."""
+def run_ablation(s: Settings, echo: Callable[[str], None] = print,
+                 report_only: bool = False) -> int:
+  """Run every stage not done yet, then the report; 0, or 1 when a stage failed.
+  `report_only`: write the report from what has finished (e.g. after a kill) and run nothing."""
   from stepcoder_jax.runs import ablation_report
 
   check_settings(s)
+  stages = plan(s, subtask=True)
+  if report_only:
+    if read_done(s.out / "data") is None:
+      raise UserError(f"ablate --report_only: {s.out} holds no ablation (no data/DONE.json)")
+    echo(f"[report] {ablation_report.write_report(s, stages)}")
+    return 0
   s.out.mkdir(parents=True, exist_ok=True)
   data_stage(s, echo)
-  subtask = has_subtask_eval()
-  if not subtask:
-    echo("[note] this build's `eval` has no --subtask: the subtask measure is left out")
-  stages = plan(s, subtask)
   failed = None
   t_all = time.time()
   for i, stage in enumerate(stages, 1):

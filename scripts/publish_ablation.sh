@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Copy an ablation's results (not its checkpoints or models) into the repository, e.g.
+#   bash scripts/publish_ablation.sh runs/ablation docs/results/ablation
+# report.md, metrics/, plots/, the SFT summary and curve, every stage's DONE.json (command line,
+# wall time) and the evaluation tables; rerun after each session of a resumed ablation.
+set -euo pipefail
+SRC="${1:?usage: publish_ablation.sh ABLATION_DIR DEST}"
+DEST="${2:?usage: publish_ablation.sh ABLATION_DIR DEST}"
+DEST="$(mkdir -p "$DEST" && cd "$DEST" && pwd)"
+cp "$SRC/report.md" "$DEST/"
+for d in metrics plots; do
+  if [ -d "$SRC/$d" ]; then rm -rf "${DEST:?}/$d"; cp -r "$SRC/$d" "$DEST/$d"; fi
+done
+if [ -f "$SRC/sft/sft_summary.json" ]; then
+  mkdir -p "$DEST/sft"
+  cp "$SRC/sft/sft_summary.json" "$DEST/sft/"
+  [ -f "$SRC/sft/metrics.jsonl" ] && cp "$SRC/sft/metrics.jsonl" "$DEST/sft/"
+fi
+# Each finished stage's marker, and the per-problem tables of each finished evaluation.
+(cd "$SRC" && find . -name DONE.json -not -path '*/checkpoints/*' -print0 \
+  | xargs -0 -r -I{} sh -c 'mkdir -p "$0/stages/$(dirname "$1")" && cp "$1" "$0/stages/$1"' "$DEST" {})
+if [ -d "$SRC/evals" ]; then
+  (cd "$SRC" && find evals -name '*.json' -not -name DONE.json -print0 \
+    | xargs -0 -r -I{} sh -c 'mkdir -p "$0/$(dirname "$1")" && cp "$1" "$0/$1"' "$DEST" {})
+fi
+echo "published $SRC -> $DEST"
