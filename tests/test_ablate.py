@@ -154,6 +154,21 @@ def test_report_only_writes_a_report_of_what_finished_and_runs_nothing(tmp_path,
   assert "| ppo | not run yet | 0 | 0 |" in report
   assert not (out / "logs").exists() and not (out / "sft").exists()  # no stage ran
 
+
+def test_report_sft_section_shows_the_validation_curve_and_the_kept_step(tmp_path):
+  d = tmp_path / "sft"
+  d.mkdir()
+  assert ablation_report.sft_section(tmp_path) == ["_SFT not started yet._"]
+  rows = [{"step": 0, "sft/val_nll": 1.5}, {"step": 1, "sft/loss": 2.0},
+          {"step": 2, "sft/loss": 1.0, "sft/val_nll": 1.25}]
+  (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  text = "\n".join(ablation_report.sft_section(tmp_path))
+  assert "in progress (step 2 logged" in text and "| 2 | 1.2500 |" in text
+  (d / "sft_summary.json").write_text(json.dumps(
+      {"finished": True, "steps_run": 2, "stop_reason": "max_steps", "best_step": 2}))
+  text = "\n".join(ablation_report.sft_section(tmp_path))
+  assert "finished after 2 steps (max_steps); the model kept is step 2" in text
+
 # ------------------------------------------------------------------ the whole command (slow)
 
 def _ablate(out: Path, mbpp: Path) -> tuple[str, float]:

@@ -260,6 +260,27 @@ def copy_metrics(out: Path, arms: list[str]) -> None:
       shutil.copyfile(src, out / "metrics" / f"{arm}.jsonl")
 
 
+def sft_section(out: Path) -> list[str]:
+  """The SFT stage: validation NLL per evaluation, the step chosen, and whether it finished."""
+  d = out / "sft"
+  rows = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
+  curve = [(int(r["step"]), r["sft/val_nll"]) for r in rows if "sft/val_nll" in r]
+  summary = {}
+  if (d / "sft_summary.json").is_file():
+    summary = json.loads((d / "sft_summary.json").read_text(encoding="utf-8"))
+  steps = max((int(r["step"]) for r in rows if "sft/loss" in r), default=0)
+  if not curve and not summary:
+    return ["_SFT not started yet._"]
+  if summary.get("finished"):
+    status = (f"finished after {summary.get('steps_run')} steps ({summary.get('stop_reason')}); "
+              f"the model kept is step {summary.get('best_step')}")
+  else:
+    status = f"in progress (step {steps} logged; it resumes from its last checkpoint)"
+  lines = [f"Status: {status}.", "", "| step | validation NLL |", "|---:|---:|"]
+  lines += [f"| {st} | {v:.4f} |" for st, v in curve]
+  return lines
+
+
 def write_report(s, stages) -> Path:
   """report.md, metrics/<arm>.jsonl and plots/*.png from the finished stages of ablation `s`."""
   from stepcoder_jax.runs import ablation_plots
@@ -281,7 +302,9 @@ def write_report(s, stages) -> Path:
       "Intervals: percentile bootstrap over problems, "
       f"{stats.RESAMPLES} resamples, seed {stats.SEED}; differences are paired (the same "
       "resampled problems for both models). Values in %, differences in percentage points.", "",
-      f"Stages not finished: {', '.join(pending) if pending else 'none'}.", ""]
+      f"Stages not finished: {', '.join(pending) if pending else 'none'}.", "",
+      "## SFT (every arm's start and KL reference; chosen on validation NLL)", "",
+      *sft_section(out), ""]
   for m, kind, file, _ in MEASURES:
     text += [f"## {m} (evals/<model>/{kind}/{file})", "", model_table(m, per_model), ""]
   text += ["## Paired differences (arm minus SFT, arm minus vanilla PPO)", "",
