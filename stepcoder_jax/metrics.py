@@ -218,28 +218,3 @@ def plot_curves(jsonl_path: str | Path, out_png: str | Path, keys: Iterable[str]
   fig.savefig(out, dpi=100)
   plt.close(fig)
   return out
-
-
-def plot_pass_at_1_bars(before: Mapping[str, float], after: Mapping[str, float],
-                        out_png: str | Path, *, labels: tuple[str, str] = ("before", "after"),
-                        title: str = "pass@1 by difficulty") -> Path:
-  """Grouped bars of pass@1 (in %) per difficulty, before and after training."""
-  groups = list(dict.fromkeys(list(before) + list(after)))
-  plt = _pyplot()
-  x = np.arange(len(groups))
-  width = 0.38
-  fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(groups) + 2), 3.2))
-  for i, (vals, label) in enumerate(((before, labels[0]), (after, labels[1]))):
-    ys = [100.0 * float(vals.get(g, float("nan"))) for g in groups]
-    bars = ax.bar(x + (i - 0.5) * width, ys, width, label=label)
-    ax.bar_label(bars, fmt="%.1f", fontsize=7)
-  ax.set_xticks(x, groups)
-  ax.set_ylabel("pass@1 (%)")
-  ax.set_title(title)
-  ax.legend()
-  fig.tight_layout()
-  out = Path(out_png)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, dpi=100)
-  plt.close(fig)
-  return out
