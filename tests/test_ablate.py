@@ -108,7 +108,7 @@ def test_train_probe_and_heldout_prompts_are_written(tmp_path):
 
 def test_output_vocab_stage_runs_first_and_every_later_stage_uses_its_file(tmp_path):
   s = ablation.Settings(out=tmp_path, arms=("ppo",), vocab_from="gemma3-270m")
-  stages = ablation.plan(s, True)
+  stages = ablation.plan(s)
   first, rest = stages[0], stages[1:]
   assert first.name == "vocab" and first.module == "stepcoder_jax.models.vocab_build"
   assert str(tmp_path / "data" / ablation_data.HELDOUT_PROMPTS) in first.argv
@@ -118,7 +118,7 @@ def test_output_vocab_stage_runs_first_and_every_later_stage_uses_its_file(tmp_p
   probe = next(st for st in stages if st.name == "eval_ppo_probe")
   assert str(tmp_path / "data" / "train_probe.jsonl") in probe.argv
   # Without a restricted vocabulary in the gin there is no vocab stage and no binding.
-  plain = ablation.plan(ablation.Settings(out=tmp_path, arms=("ppo",)), True)
+  plain = ablation.plan(ablation.Settings(out=tmp_path, arms=("ppo",)))
   assert plain[0].name == "sft"
   assert not any(a.startswith("--gin.model.output_vocab") for st in plain for a in st.argv)
 
@@ -198,7 +198,7 @@ def finished(tmp_path_factory):
 @pytest.mark.slow
 def test_ablation_writes_report_metrics_and_plots(finished):
   out, _, stdout, _ = finished
-  stages = ablation.plan(ablation.Settings(out=out, arms=ARMS), True)
+  stages = ablation.plan(ablation.Settings(out=out, arms=ARMS))
   assert len(re.findall(r"\] \S+: done in ", stdout)) == len(stages)
   assert all(ablation.read_done(st.out)["exit_code"] == 0 for st in stages)
   assert json.loads((out / "data" / "DONE.json").read_text())["counts"]["heldout"] == 33
@@ -259,7 +259,7 @@ def test_report_lists_arms_not_run_yet(finished, tmp_path):
   out = tmp_path / "copy"
   shutil.copytree(finished[0], out)
   s = ablation.Settings(out=out, arms=("ppo", "fgo"))
-  report = ablation_report.write_report(s, ablation.plan(s, False)).read_text()
+  report = ablation_report.write_report(s, ablation.plan(s)).read_text()
   assert "| fgo | not run yet | 0 | 0 |" in report
   assert "train_fgo" in report.split("Stages not finished:")[1].splitlines()[0]
   assert "- **fgo**: no finished held-out evaluation or training log yet." in report

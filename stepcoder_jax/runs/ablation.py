@@ -123,14 +123,14 @@ def vocab_stage(s: Settings) -> Stage:
                module="stepcoder_jax.models.vocab_build")
 
 
-def eval_stages(s: Settings, model: str, subtask: bool) -> list[Stage]:
-  """The greedy evaluation of one model (with the subtask measure, when `eval --subtask` exists:
-  the same process writes eval.json and eval_subtask.json) and the sampled one (n = eval_n)."""
+def eval_stages(s: Settings, model: str) -> list[Stage]:
+  """The greedy evaluation of one model (with the subtask measure: the same process writes
+  eval.json and eval_subtask.json), the sampled one (n = eval_n) and the train probe."""
   path = model_dir(s, model)
   base = ("eval",) + (("--model", path) if path else ())
   problems = {k: str(s.out / "data" / ("train_probe.jsonl" if k == "probe" else "heldout.jsonl"))
               for k in EVAL_KINDS}
-  flags = {"greedy": ("--temperature", "0", "--n", "1") + (("--subtask",) if subtask else ()),
+  flags = {"greedy": ("--temperature", "0", "--n", "1", "--subtask"),
            "sampled": ("--n", str(s.eval_n)),
            "probe": ("--temperature", "0", "--n", "1")}
   return [Stage(f"eval_{model}_{k}", s.out / "evals" / model / k,
@@ -139,7 +139,7 @@ def eval_stages(s: Settings, model: str, subtask: bool) -> list[Stage]:
           for k in EVAL_KINDS]
 
 
-def arm_stages(s: Settings, arm: str, subtask: bool) -> list[Stage]:
+def arm_stages(s: Settings, arm: str) -> list[Stage]:
   """Train one arm from the SFT model, export its policy, evaluate it."""
   d = s.out / "arms" / arm
   train = Stage(f"train_{arm}", d / "train",
@@ -148,10 +148,10 @@ def arm_stages(s: Settings, arm: str, subtask: bool) -> list[Stage]:
                 + gin_argv(s, (f"ablations/{arm}.gin",)))
   export = Stage(f"export_{arm}", d / "model",
                  ("export", "--model", str(d / "train"), "--out", str(d / "model")))
-  return [train, export, *eval_stages(s, arm, subtask)]
+  return [train, export, *eval_stages(s, arm)]
 
 
-def plan(s: Settings, subtask: bool) -> list[Stage]:
+def plan(s: Settings) -> list[Stage]:
   """Every subprocess stage in order: SFT, base and SFT evals, then each arm."""
   data = s.out / "data"
   sft = Stage("sft", s.out / "sft",
@@ -160,9 +160,9 @@ def plan(s: Settings, subtask: bool) -> list[Stage]:
                  "--val_problems", str(data / "validation.jsonl"), "--out", str(s.out / "sft"))
               + gin_argv(s))
   stages = [vocab_stage(s)] if s.vocab_from is not None else []
-  stages += [sft, *eval_stages(s, "base", subtask), *eval_stages(s, "sft", subtask)]
+  stages += [sft, *eval_stages(s, "base"), *eval_stages(s, "sft")]
   for arm in s.arms:
-    stages += arm_stages(s, arm, subtask)
+    stages += arm_stages(s, arm)
   return stages
 
 
@@ -235,7 +235,7 @@ def run_ablation(s: Settings, echo: Callable[[str], None] = print,
   from stepcoder_jax.runs import ablation_report
 
   check_settings(s)
-  stages = plan(s, subtask=True)
+  stages = plan(s)
   if report_only:
     if read_done(s.out / "data") is None:
       raise UserError(f"ablate --report_only: {s.out} holds no ablation (no data/DONE.json)")
