@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Copy an ablation's results (not its checkpoints or models) into the repository, e.g.
 #   bash scripts/publish_ablation.sh runs/ablation docs/results/ablation
-# report.md, metrics/, plots/, the SFT summary and curve, every stage's DONE.json (command line,
-# wall time) and the evaluation tables; rerun after each session of a resumed ablation.
+# report.md, metrics/, plots/, the SFT summary and curve, the SFT trials set aside, every
+# stage's DONE.json (command line, wall time) and the evaluation tables; rerun after each session
+# of a resumed ablation.
 set -euo pipefail
 SRC="${1:?usage: publish_ablation.sh ABLATION_DIR DEST}"
 DEST="${2:?usage: publish_ablation.sh ABLATION_DIR DEST}"
@@ -16,6 +17,13 @@ if [ -f "$SRC/sft/sft_summary.json" ]; then
   cp "$SRC/sft/sft_summary.json" "$DEST/sft/"
   [ -f "$SRC/sft/metrics.jsonl" ] && cp "$SRC/sft/metrics.jsonl" "$DEST/sft/"
 fi
+# The SFT runs set aside on validation: their settings and curves (no weights).
+for t in "$SRC"/sft_trials/*/; do
+  [ -f "$t/TRIAL.json" ] || continue
+  mkdir -p "$DEST/sft_trials/$(basename "$t")"
+  cp "$t/TRIAL.json" "$DEST/sft_trials/$(basename "$t")/"
+  [ -f "$t/metrics.jsonl" ] && cp "$t/metrics.jsonl" "$DEST/sft_trials/$(basename "$t")/"
+done
 # Each finished stage's marker, and the per-problem tables of each finished evaluation.
 (cd "$SRC" && find . -name DONE.json -not -path '*/checkpoints/*' -print0 \
   | xargs -0 -r -I{} sh -c 'mkdir -p "$0/stages/$(dirname "$1")" && cp "$1" "$0/stages/$1"' "$DEST" {})

@@ -169,6 +169,24 @@ def test_report_sft_section_shows_the_validation_curve_and_the_kept_step(tmp_pat
   text = "\n".join(ablation_report.sft_section(tmp_path))
   assert "finished after 2 steps (max_steps); the model kept is step 2" in text
 
+def test_report_sft_section_puts_the_trials_set_aside_beside_the_kept_curve(tmp_path):
+  (tmp_path / "sft").mkdir()
+  (tmp_path / "sft" / "metrics.jsonl").write_text(
+      "".join(json.dumps(r) + "\n" for r in [{"step": 0, "sft/val_nll": 1.0},
+                                             {"step": 30, "sft/val_nll": 0.9}]))
+  trial = tmp_path / "sft_trials" / "lr3e-5"
+  trial.mkdir(parents=True)
+  (trial / "metrics.jsonl").write_text(
+      "".join(json.dumps(r) + "\n" for r in [{"step": 0, "sft/val_nll": 1.0},
+                                             {"step": 30, "sft/val_nll": 1.1},
+                                             {"step": 60, "sft/val_nll": 1.05}]))
+  (trial / "TRIAL.json").write_text(json.dumps({"setting": "lr 3e-5", "why": "NLL rose"}))
+  text = "\n".join(ablation_report.sft_section(tmp_path))
+  assert "Set aside on validation: lr 3e-5 (NLL rose)." in text
+  assert "| step | validation NLL | lr 3e-5 |" in text
+  assert "| 30 | 0.9000 | 1.1000 |" in text and "| 60 | | 1.0500 |" in text
+
+
 # ------------------------------------------------------------------ the whole command (slow)
 
 def _ablate(out: Path, mbpp: Path) -> tuple[str, float]:

@@ -66,3 +66,12 @@ def test_help_lists_commands():
   p, _ = _run("--help")
   assert p.returncode == 0
   assert "config" in p.stdout
+
+
+@pytest.mark.parametrize("command,split", [("sft", "train_split"), ("train", "train_split"),
+                                           ("curriculum", "train_split"),
+                                           ("eval", "eval_split")])
+def test_split_help_names_the_gin_split_the_command_reads(command, split):
+  p, _ = _run(command, "--help")
+  assert p.returncode == 0
+  assert f"default: gin dataset.{split}" in " ".join(p.stdout.split())

@@ -12,9 +12,9 @@ def add_model_argument(parser) -> None:
                            "default: gin model.path")
 
 
-def add_problem_arguments(parser) -> None:
-  """--dataset/--split/--data_dir/--manual_dir, or --problems FILE."""
+def add_problem_arguments(parser, purpose: str = "eval") -> None:
+  """--dataset/--split/--data_dir/--manual_dir, or --problems FILE ('train' or 'eval' problems)."""
   from stepcoder_jax.data.load import add_dataset_arguments
-  add_dataset_arguments(parser)
+  add_dataset_arguments(parser, purpose=purpose)
   parser.add_argument("--problems", default=None,
                       help="read problems from this file instead of a TFDS dataset")

@@ -21,7 +21,7 @@ HELP = "print each problem's CCCS statements and stages (the lines where the pol
 
 def add_arguments(parser) -> None:
   from stepcoder_jax.commands import add_problem_arguments
-  add_problem_arguments(parser)
+  add_problem_arguments(parser, purpose="train")
   parser.add_argument("--problem", default=None, help="show only the problem with this id")
   parser.add_argument("--json", action="store_true",
                       help="one JSON object per problem instead of text")

@@ -19,7 +19,7 @@ HELP = "fine-tune on canonical solutions; writes an HF model dir (the reference 
 def add_arguments(parser) -> None:
   from stepcoder_jax.commands import add_model_argument, add_problem_arguments
   add_model_argument(parser)
-  add_problem_arguments(parser)
+  add_problem_arguments(parser, purpose="train")
   parser.add_argument("--out", required=True, help="output directory (an HF model dir)")
   parser.add_argument("--steps", type=int, default=None, help="override gin sft.steps")
   parser.add_argument("--val_problems", default=None,

@@ -160,14 +160,18 @@ def load_problems(dataset: str, split: str, data_dir: str | None = None,
                              manual_dir=manual_dir)
 
 
-def add_dataset_arguments(parser, split: bool = True) -> None:
-  """The shared flags --dataset/--split/--data_dir/--manual_dir (gin `dataset.*` fills the rest)."""
+def add_dataset_arguments(parser, split: bool = True, purpose: str = "eval") -> None:
+  """The shared flags --dataset/--split/--data_dir/--manual_dir (gin `dataset.*` fills the rest).
+
+  `purpose` ('eval' or 'train', as in `dataset_from_args`) names the gin split the help gives as
+  the default.
+  """
   parser.add_argument("--dataset", default=None,
                       help="TFDS dataset name (apps_plus, apps, humaneval, mbpp, stepcoder_builtin);"
                            " default: gin dataset.name")
   if split:
     parser.add_argument("--split", default=None,
-                        help="split to read; default: gin dataset.eval_split")
+                        help=f"split to read; default: gin dataset.{purpose}_split")
   parser.add_argument("--data_dir", default=None,
                       help="where built datasets live (default $STEPCODER_JAX_CACHE/tfds, "
                            "$STEPCODER_JAX_CACHE defaulting to ~/.cache/stepcoder_jax)")

@@ -260,11 +260,31 @@ def copy_metrics(out: Path, arms: list[str]) -> None:
       shutil.copyfile(src, out / "metrics" / f"{arm}.jsonl")
 
 
+def _val_curve(d: Path) -> list[tuple[int, float]]:
+  rows = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
+  return [(int(r["step"]), r["sft/val_nll"]) for r in rows if "sft/val_nll" in r]
+
+
+def sft_trials(out: Path) -> list[tuple[str, str, list[tuple[int, float]]]]:
+  """Earlier SFT runs set aside while choosing SFT's settings on validation.
+
+  Each is a directory `sft_trials/<name>/` holding its `metrics.jsonl` and a `TRIAL.json`
+  ({"setting": what differed from the kept run, "why": why it was set aside}); the report shows
+  their validation curves next to the kept run's, so what was chosen and on what is on record.
+  """
+  trials = []
+  for d in sorted((out / "sft_trials").glob("*/TRIAL.json")):
+    meta = json.loads(d.read_text(encoding="utf-8"))
+    trials.append((meta.get("setting", d.parent.name), meta.get("why", ""), _val_curve(d.parent)))
+  return trials
+
+
 def sft_section(out: Path) -> list[str]:
-  """The SFT stage: validation NLL per evaluation, the step chosen, and whether it finished."""
+  """The SFT stage: validation NLL per evaluation, the step chosen, and whether it finished;
+  beside it the curves of the trials set aside on validation (`sft_trials`)."""
   d = out / "sft"
   rows = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
-  curve = [(int(r["step"]), r["sft/val_nll"]) for r in rows if "sft/val_nll" in r]
+  curve = _val_curve(d)
   summary = {}
   if (d / "sft_summary.json").is_file():
     summary = json.loads((d / "sft_summary.json").read_text(encoding="utf-8"))
@@ -276,8 +296,17 @@ def sft_section(out: Path) -> list[str]:
               f"the model kept is step {summary.get('best_step')}")
   else:
     status = f"in progress (step {steps} logged; it resumes from its last checkpoint)"
-  lines = [f"Status: {status}.", "", "| step | validation NLL |", "|---:|---:|"]
-  lines += [f"| {st} | {v:.4f} |" for st, v in curve]
+  trials = sft_trials(out)
+  lines = [f"Status: {status}.", ""]
+  lines += [f"Set aside on validation: {setting} ({why})." for setting, why, _ in trials]
+  if trials:
+    lines.append("")
+  cols = [dict(curve)] + [dict(c) for _, _, c in trials]
+  lines += ["| step | validation NLL |" + "".join(f" {t} |" for t, _, _ in trials),
+            "|---:|---:|" + "---:|" * len(trials)]
+  for st in sorted(set().union(*cols)):
+    lines.append(f"| {st} |" + "".join(
+        f" {c[st]:.4f} |" if st in c else " |" for c in cols))
   return lines
 
 
