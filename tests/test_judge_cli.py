@@ -55,6 +55,7 @@ def test_completions_in_order_with_malformed_lines(tmp_path, capsys):
       ("HumanEval/1", "passed", 1.0), ("HumanEval/0", "failed", -0.3),
       ("HumanEval/0", "compile_error", -1.0), ("HumanEval/0", "passed", 1.0)]
   assert rows[0]["executed_lines"] == [1] and rows[0]["executable_lines"] == [1]
+  assert [r["coverage_state"] for r in rows] == ["measured", "measured", "none", "measured"]
   assert "passed 2, failed 1, runtime_error 0, timeout 0, compile_error 1" in cap.out
   assert "programs/s" in cap.out and "skipped 2 line(s)" in cap.out
 

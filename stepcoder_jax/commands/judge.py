@@ -20,8 +20,10 @@ from stepcoder_jax.errors import UserError
 
 HELP = "judge completions (or reference solutions) against unit tests in the sandboxed pool"
 
+# coverage_state: 'measured' (executed_lines is what ran; an empty list means the program never
+# reached the completion) or 'none' (no coverage: FGO masks every token in).
 RESULT_FIELDS = ("problem_id", "outcome", "reward", "tests_passed", "tests_total",
-                 "executed_lines", "executable_lines", "error", "duration_s")
+                 "executed_lines", "executable_lines", "coverage_state", "error", "duration_s")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
