@@ -92,11 +92,11 @@ def test_resume_with_other_data_flags_is_refused(tmp_path):
 
 
 
-def test_train_probe_and_heldout_prompts_are_written(tmp_path):
+def test_rl_pool_and_heldout_prompts_are_written(tmp_path):
   mbpp = write_fake_mbpp(tmp_path / "mbpp")
   splits = ablation_data.build(str(mbpp.parent), heldout_mbpp=1)
-  assert [p.id for p in splits["train_probe"]] == [
-      p.id for p in splits["train"][::ablation_data.PROBE_EVERY]]
+  assert [p.id for p in splits["rl_pool"]] == [
+      p.id for p in splits["train"][::ablation_data.RL_POOL_EVERY]]
   ablation_data.write(tmp_path / "data", splits)
   prompts = [json.loads(l) for l in
              (tmp_path / "data" / ablation_data.HELDOUT_PROMPTS).read_text().splitlines()]
@@ -115,8 +115,12 @@ def test_output_vocab_stage_runs_first_and_every_later_stage_uses_its_file(tmp_p
   assert not any(a.endswith("heldout.jsonl") for a in first.argv)  # no held-out solutions
   binding = f"--gin.model.output_vocab='{ablation.vocab_file(s)}'"
   assert all(binding in st.argv for st in rest if st.argv[0] != "export")
+  # The arms train on the RL pool, and the probe evaluates exactly that file.
   probe = next(st for st in stages if st.name == "eval_ppo_probe")
-  assert str(tmp_path / "data" / "train_probe.jsonl") in probe.argv
+  train = next(st for st in stages if st.name == "train_ppo")
+  pool = str(tmp_path / "data" / "rl_pool.jsonl")
+  assert pool in probe.argv and pool in train.argv
+  assert str(tmp_path / "data" / "train.jsonl") not in train.argv
   # Without a restricted vocabulary in the gin there is no vocab stage and no binding.
   plain = ablation.plan(ablation.Settings(out=tmp_path, arms=("ppo",)))
   assert plain[0].name == "sft"

@@ -9,7 +9,7 @@ itself, SFT and evaluations restart. The data stage (writing the problem files) 
 run in this process; the report runs every time and reads whatever is finished.
 
 Layout under --out:
-  data/{train,validation,heldout,train_probe}.jsonl   the problems (runs/ablation_data.py)
+  data/{train,validation,heldout,rl_pool}.jsonl   the problems (runs/ablation_data.py)
   data/vocab/output_vocab.npz             when gin sets model.output_vocab: the ids of this run's
                                           problems (held-out solutions left out) + the stdlib, used
                                           by every later stage instead of the gin's
@@ -18,7 +18,7 @@ Layout under --out:
   arms/<arm>/train/                       the training run (checkpoints, metrics.jsonl, gin)
   arms/<arm>/model/                       its final policy as an HF dir (`export`)
   evals/<model>/{greedy,sampled}/        held-out evaluations of base, sft and each arm
-  evals/<model>/probe/                    greedy, s* = 0, on data/train_probe.jsonl
+  evals/<model>/probe/                    greedy, s* = 0, on data/rl_pool.jsonl (the arms' problems)
   logs/<stage>.log                        each stage's stdout and stderr
   report.md, metrics/<arm>.jsonl, plots/*.png   (runs/ablation_report.py)
 """
@@ -125,10 +125,10 @@ def vocab_stage(s: Settings) -> Stage:
 
 def eval_stages(s: Settings, model: str) -> list[Stage]:
   """The greedy evaluation of one model (with the subtask measure: the same process writes
-  eval.json and eval_subtask.json), the sampled one (n = eval_n) and the train probe."""
+  eval.json and eval_subtask.json), the sampled one (n = eval_n) and the probe of the RL pool."""
   path = model_dir(s, model)
   base = ("eval",) + (("--model", path) if path else ())
-  problems = {k: str(s.out / "data" / ("train_probe.jsonl" if k == "probe" else "heldout.jsonl"))
+  problems = {k: str(s.out / "data" / ("rl_pool.jsonl" if k == "probe" else "heldout.jsonl"))
               for k in EVAL_KINDS}
   flags = {"greedy": ("--temperature", "0", "--n", "1", "--subtask"),
            "sampled": ("--n", str(s.eval_n)),
@@ -140,11 +140,12 @@ def eval_stages(s: Settings, model: str) -> list[Stage]:
 
 
 def arm_stages(s: Settings, arm: str) -> list[Stage]:
-  """Train one arm from the SFT model, export its policy, evaluate it."""
+  """Train one arm from the SFT model on the RL pool (runs/ablation_data.py says why a pool),
+  export its policy, evaluate it."""
   d = s.out / "arms" / arm
   train = Stage(f"train_{arm}", d / "train",
                 ("train", "--model", str(s.out / "sft"),
-                 "--problems", str(s.out / "data" / "train.jsonl"), "--work_dir", str(d / "train"))
+                 "--problems", str(s.out / "data" / "rl_pool.jsonl"), "--work_dir", str(d / "train"))
                 + gin_argv(s, (f"ablations/{arm}.gin",)))
   export = Stage(f"export_{arm}", d / "model",
                  ("export", "--model", str(d / "train"), "--out", str(d / "model")))

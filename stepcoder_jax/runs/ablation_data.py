@@ -6,8 +6,13 @@ Splits (issue 13's protocol):
     10th bundled train problem in id order is held back instead (a fixed 10%, out of train);
   * held-out: the bundled test split + the first `heldout_mbpp` MBPP test problems (11-510) by
     task id. Never trained or tuned on;
-  * train_probe: every 8th train problem (in file order), evaluated greedily at s* = 0 before and
-    after RL: whether an arm learned its own training problems, the measure that moves first.
+  * rl_pool: every 16th train problem (in file order): the problems every RL arm trains on, and,
+    evaluated greedily at s* = 0 before and after RL, whether an arm learned its own training
+    problems (the measure that moves first). Why a pool rather than all of train: an arm's budget
+    (40 iterations x 4 problems) draws 160 problems; over the 502 train problems nearly every one
+    would be drawn once, and CCCS's curriculum, which moves a problem's start point earlier only
+    after its rollouts pass, could never advance. Over the 32 of the pool each is drawn ~5 times.
+    SFT still learns from all of train.
 Beside them, `heldout_prompts.jsonl` holds the held-out problems without their solutions: with
 train and validation it is what an ablation's output vocabulary is built from (the ids the
 problems' texts use; the held-out solutions stay unseen).
@@ -24,9 +29,9 @@ from pathlib import Path
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
 
-FILES = ("train", "validation", "heldout", "train_probe")
+FILES = ("train", "validation", "heldout", "rl_pool")
 VALIDATION_EVERY = 10  # without MBPP: every 10th bundled train problem is validation
-PROBE_EVERY = 8        # the train probe: every 8th train problem (63 of 502 with MBPP)
+RL_POOL_EVERY = 16     # the RL pool: every 16th train problem (32 of 502 with MBPP)
 HELDOUT_PROMPTS = "heldout_prompts.jsonl"
 
 
@@ -66,7 +71,7 @@ def builtin_splits() -> dict[str, list[Problem]]:
 
 
 def build(mbpp: str | None, heldout_mbpp: int) -> dict[str, list[Problem]]:
-  """{'train', 'validation', 'heldout', 'train_probe'} -> problems, as the module docstring
+  """{'train', 'validation', 'heldout', 'rl_pool'} -> problems, as the module docstring
   describes."""
   if heldout_mbpp < 0:
     raise UserError(f"--heldout_mbpp: must be >= 0, got {heldout_mbpp}")
@@ -81,7 +86,7 @@ def build(mbpp: str | None, heldout_mbpp: int) -> dict[str, list[Problem]]:
     m = mbpp_splits(mbpp)
     out = {"train": bundled["train"] + m["train"], "validation": m["validation"],
            "heldout": bundled["test"] + m["test"][:heldout_mbpp]}
-  out["train_probe"] = out["train"][::PROBE_EVERY]
+  out["rl_pool"] = out["train"][::RL_POOL_EVERY]
   return out
 
 
@@ -103,7 +108,7 @@ def write(data_dir: Path, splits: dict[str, list[Problem]]) -> dict[str, int]:
 def settings_of(mbpp: str | None, heldout_mbpp: int) -> dict:
   """What the data files depend on, recorded in data/DONE.json and checked on a resume."""
   return {"mbpp": str(mbpp_file(mbpp).resolve()) if mbpp else None,
-          "heldout_mbpp": heldout_mbpp if mbpp else None}
+          "heldout_mbpp": heldout_mbpp if mbpp else None, "rl_pool_every": RL_POOL_EVERY}
 
 
 def check_resume(done: dict, settings: dict, data_dir: Path) -> None:

@@ -11,7 +11,9 @@ out of that measure:
   tests share         evals/<model>/greedy/eval.json, share of unit tests the greedy sample passes
   subtask pass rate   evals/<model>/greedy/eval_subtask.json, the greedy completion from the
                       last CCCS start point passes
-  train-probe pass@1  evals/<model>/probe/eval.json, greedy at s* = 0 on every 8th TRAINING
+  RL-pool pass@1      evals/<model>/probe/eval.json, greedy at s* = 0 on the RL pool, the
+                      TRAINING problems every arm trains on (runs/ablation_data.py): whether an
+                      arm learned what it trained on (not held out)
                       problem: whether an arm learned what it trained on (not held out)
 """
 from __future__ import annotations
@@ -41,7 +43,7 @@ MEASURES: tuple[tuple[str, str, str, Callable[[dict], float | None]], ...] = (
     ("pass@1 (n samples)", "sampled", "eval.json", lambda r: r["c"] / r["n"] if r["n"] else None),
     ("tests share", "greedy", "eval.json", lambda r: r.get("tests_share")),
     ("subtask pass rate", "greedy", "eval_subtask.json", lambda r: _flag(r.get("subtask_passed"))),
-    ("train-probe pass@1", "probe", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
+    ("RL-pool pass@1", "probe", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
 )
 BASELINES = ("sft", "ppo")  # every arm is compared with these, paired on the same problems
 
