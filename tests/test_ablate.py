@@ -12,7 +12,7 @@ import pytest
 
 from stepcoder_jax import cli
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.runs import ablation, ablation_data, ablation_report
+from stepcoder_jax.runs import ablation, ablation_data, ablation_report, ablation_tune
 
 REPO = Path(__file__).resolve().parent.parent
 ARMS = ("ppo", "grpo_stepcoder")  # together they switch cccs, fgo and the advantage estimator
@@ -191,6 +191,79 @@ def test_report_sft_section_puts_the_trials_set_aside_beside_the_kept_curve(tmp_
   assert "| 30 | 0.9000 | 1.1000 |" in text and "| 60 | | 1.0500 |" in text
 
 
+# ------------------------------------------------------------------ tuning on validation (fast)
+
+@pytest.mark.parametrize("spec", ["lr", "=ppo.policy_lr=1e-5", "evals=ppo.policy_lr=1e-5",
+                                  "a b=ppo.policy_lr=1e-5", "lr=policy_lr"])
+def test_bad_tune_spec_is_one_line_naming_the_flag(spec):
+  with pytest.raises(UserError, match="--tune"):
+    ablation_tune.parse(spec)
+
+
+def test_tune_plan_trains_the_arm_with_the_bindings_and_evaluates_on_validation(tmp_path):
+  points = (ablation_tune.parse("lr=ppo.policy_lr=1e-5; ppo.kl_coef=0.1"),
+            ablation_tune.parse("default="))
+  assert points[0].bindings == ("ppo.policy_lr=1e-5", "ppo.kl_coef=0.1") and not points[1].bindings
+  s = ablation.Settings(out=tmp_path, arms=("ppo",), tune=points, tune_arm="stepcoder")
+  stages = {st.name: st for st in ablation.plan(s)}
+  train = stages["train_tune_lr"]
+  assert train.out == tmp_path / "tune" / "lr" / "train"
+  assert "--gin.ppo.policy_lr=1e-5" in train.argv and "--gin.ppo.kl_coef=0.1" in train.argv
+  assert str(tmp_path / "data" / "rl_pool.jsonl") in train.argv
+  assert any(a.endswith("ablations/stepcoder.gin") for a in train.argv)
+  # The point without bindings is the arm itself: its training is the arm's own stage.
+  arm = ablation.arm_stages(s, "stepcoder")[0]
+  assert stages["train_stepcoder"] == arm
+  val = str(tmp_path / "data" / "validation.jsonl")
+  for model in ("sft", "lr", "default"):
+    greedy = stages[f"tune_eval_{model}_greedy"]
+    assert val in greedy.argv and "--subtask" in greedy.argv
+    assert greedy.out == tmp_path / "tune" / "evals" / model / "greedy"
+    assert str(tmp_path / "data" / "rl_pool.jsonl") in stages[f"tune_eval_{model}_probe"].argv
+  assert stages["tune_eval_default_greedy"].argv[2] == str(tmp_path / "arms" / "stepcoder" /
+                                                            "model")
+  # No held-out evaluation, no other arm.
+  assert not any("heldout.jsonl" in a for st in stages.values() for a in st.argv)
+  assert "train_ppo" not in stages
+
+
+def test_tune_names_are_unique_and_never_reused_with_other_bindings(tmp_path):
+  lr = ablation_tune.parse("lr=ppo.policy_lr=1e-5")
+  with pytest.raises(UserError, match="given twice"):
+    ablation_tune.check((lr, lr), tmp_path)
+  ablation_tune.record((lr,), tmp_path, "stepcoder")
+  ablation_tune.check((lr,), tmp_path)  # the same bindings again: fine
+  with pytest.raises(UserError, match="--tune lr: .* was run with"):
+    ablation_tune.check((ablation_tune.parse("lr=ppo.policy_lr=3e-5"),), tmp_path)
+
+
+def _fake_eval(d: Path, passed: list[bool], subtask: list[bool] | None = None) -> None:
+  d.mkdir(parents=True, exist_ok=True)
+  rows = [{"problem_id": f"p{i}", "difficulty": "x", "greedy_passed": p, "tests_share": float(p)}
+          for i, p in enumerate(passed)]
+  (d / "eval.json").write_text(json.dumps({"problems": rows}))
+  if subtask is not None:
+    (d / "eval_subtask.json").write_text(json.dumps({"problems": [
+        {"problem_id": f"p{i}", "subtask_passed": p} for i, p in enumerate(subtask)]}))
+  (d / "DONE.json").write_text("{}")
+
+
+def test_tune_section_shows_each_point_beside_sft_with_paired_differences(tmp_path):
+  measures = [m for m, *_ in ablation_report.MEASURES]
+  assert ablation_tune.section(tmp_path, measures) == []  # nothing tuned: no section
+  ablation_tune.record((ablation_tune.parse("lr=ppo.policy_lr=1e-5"),
+                        ablation_tune.parse("default=")), tmp_path, "stepcoder")
+  ev = ablation_tune.evals_dir(tmp_path)
+  _fake_eval(ev / "sft" / "greedy", [False] * 10, [False] * 10)
+  _fake_eval(ev / "lr" / "greedy", [True] * 10, [True] * 5 + [False] * 5)
+  text = "\n".join(ablation_tune.section(tmp_path, measures))
+  assert "| sft | the SFT model | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] |" in text
+  assert ("| lr | `ppo.policy_lr=1e-5` | 100.0 [100.0, 100.0]; +100.0 [+100.0, +100.0] *"
+          in text)
+  assert "| default | the arm as is | n/a | n/a | n/a |" in text
+  assert "pass@1 (n samples)" not in text  # no sampled evaluation in tuning
+
+
 # ------------------------------------------------------------------ the whole command (slow)
 
 def _ablate(out: Path, mbpp: Path) -> tuple[str, float]:
@@ -285,3 +358,25 @@ def test_report_lists_arms_not_run_yet(finished, tmp_path):
   assert "| fgo | not run yet | 0 | 0 |" in report
   assert "train_fgo" in report.split("Stages not finished:")[1].splitlines()[0]
   assert "- **fgo**: no finished held-out evaluation or training log yet." in report
+
+
+@pytest.mark.slow
+def test_tune_runs_on_validation_and_reuses_the_arms_own_training(finished, tmp_path):
+  out = tmp_path / "copy"
+  shutil.copytree(finished[0], out)
+  cmd = [sys.executable, "-m", "stepcoder_jax", "ablate", "--out", str(out), "--model",
+         "tiny-llama", "--mbpp", str(finished[1]), "--heldout_mbpp", "1", "--arms", *ARMS,
+         "--gin_file", "experiments/ablation_tiny.gin", "--tune", "lr=ppo.policy_lr=1e-4",
+         "--tune", "default=", "--tune_arm", "ppo"]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  ran = re.findall(r"\] (\S+): running", proc.stdout)
+  assert "train_ppo" not in ran and "train_tune_lr" in ran  # the arm's own run is reused
+  assert not any(r.startswith("eval_") for r in ran)  # nothing on the held-out set
+  text = (out / "tune" / "lr" / "train" / "operative_config.gin").read_text()
+  assert re.search(r"^ppo\.policy_lr = 0\.0001$", text, re.M)
+  report = (out / "report.md").read_text()
+  section = report.split("## Tuning on validation")[1].split("\n## ")[0]
+  for row in ("| sft | the SFT model | ", "| lr | `ppo.policy_lr=1e-4` | ",
+              "| default | the arm as is | "):
+    assert re.search(re.escape(row) + r"\d+\.\d \[", section), row

@@ -7,6 +7,8 @@ as one resumable command.
 
 Runs data -> SFT -> base/SFT evals -> per arm: train, export, evals -> report.md, each model
 stage as its own process (runs/ablation.py). Running it again skips every finished stage.
+With --tune NAME=BINDINGS it runs the tuning plan instead: settings of one arm tried on the
+validation problems (runs/ablation_tune.py), never on the held-out set.
 """
 from __future__ import annotations
 
@@ -32,6 +34,13 @@ def add_arguments(parser) -> None:
                            "nothing (e.g. after a kill)")
   parser.add_argument("--arms", nargs="+", default=list(ARMS),
                       help=f"arms, each a configs/ablations/<arm>.gin (default: {' '.join(ARMS)})")
+  parser.add_argument("--tune", action="append", default=[], metavar="NAME=BINDING[;BINDING]",
+                      help="instead of the arms: train the --tune_arm with these gin bindings "
+                           "added and evaluate it on the VALIDATION problems and the RL pool, "
+                           "beside SFT (repeatable; 'NAME=' is the arm as it is; "
+                           "runs/ablation_tune.py)")
+  parser.add_argument("--tune_arm", default="stepcoder",
+                      help="the arm every --tune point starts from (default stepcoder)")
 
 
 def run(args) -> int:
@@ -40,18 +49,23 @@ def run(args) -> int:
   from pathlib import Path
 
   from stepcoder_jax.models.config import ModelSpec
-  from stepcoder_jax.runs import ablation
+  from stepcoder_jax.runs import ablation, ablation_tune
 
   # With a restricted output vocabulary in the gin, the run builds its own over its problems.
   spec = ModelSpec()
   s = ablation.Settings(out=Path(args.out).resolve(), arms=tuple(args.arms), mbpp=args.mbpp,
                         heldout_mbpp=args.heldout_mbpp, eval_n=args.eval_n, model=args.model,
                         gin_files=tuple(args.gin_files), gin_bindings=tuple(args.gin_bindings),
-                        vocab_from=(args.model or spec.path) if spec.output_vocab else None)
+                        vocab_from=(args.model or spec.path) if spec.output_vocab else None,
+                        tune=tuple(ablation_tune.parse(t) for t in args.tune),
+                        tune_arm=args.tune_arm)
   # The command line as parsed (flags and gin), for the report: reproducible as written.
   flags = ["--out", args.out, "--arms", *args.arms, "--eval_n", str(args.eval_n)]
   flags += ["--model", args.model] if args.model else []
   flags += ["--mbpp", args.mbpp, "--heldout_mbpp", str(args.heldout_mbpp)] if args.mbpp else []
+  for t in args.tune:
+    flags += ["--tune", t]
+  flags += ["--tune_arm", args.tune_arm] if args.tune else []
   line = ["stepcoder-jax", "ablate", *flags,
           *ablation.gin_argv(dataclasses.replace(s, vocab_from=None))]
   return ablation.run_ablation(dataclasses.replace(s, command_line=shlex.join(line)),

@@ -35,7 +35,7 @@ from typing import Callable
 
 from stepcoder_jax import gin_setup
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.runs import ablation_data
+from stepcoder_jax.runs import ablation_data, ablation_tune
 
 ARMS = ("ppo", "cccs", "fgo", "stepcoder", "grpo", "grpo_stepcoder")
 EVAL_KINDS = ("greedy", "sampled", "probe")
@@ -55,6 +55,8 @@ class Settings:
   gin_bindings: tuple[str, ...] = ()
   command_line: str = ""
   vocab_from: str | None = None   # the model whose tokenizer builds data/vocab (None: no vocab stage)
+  tune: tuple = ()                # ablation_tune.TunePoint's: run the tuning plan instead of arms
+  tune_arm: str = "stepcoder"     # the arm whose gin every tune point starts from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,33 +125,62 @@ def vocab_stage(s: Settings) -> Stage:
                module="stepcoder_jax.models.vocab_build")
 
 
-def eval_stages(s: Settings, model: str) -> list[Stage]:
+def eval_stages(s: Settings, model: str, path: str | None = None, root: Path | None = None,
+                problems: str = "heldout.jsonl", kinds: tuple[str, ...] = EVAL_KINDS,
+                prefix: str = "eval") -> list[Stage]:
   """The greedy evaluation of one model (with the subtask measure: the same process writes
-  eval.json and eval_subtask.json), the sampled one (n = eval_n) and the probe of the RL pool."""
-  path = model_dir(s, model)
+  eval.json and eval_subtask.json), the sampled one (n = eval_n) and the probe of the RL pool,
+  into `root/<model>/<kind>` (default evals/). `problems` is the file of the greedy and sampled
+  ones (the held-out set; the tuning plan passes the validation set)."""
+  path = path if path is not None else model_dir(s, model)
+  root = root if root is not None else s.out / "evals"
   base = ("eval",) + (("--model", path) if path else ())
-  problems = {k: str(s.out / "data" / ("rl_pool.jsonl" if k == "probe" else "heldout.jsonl"))
-              for k in EVAL_KINDS}
+  files = {k: str(s.out / "data" / ("rl_pool.jsonl" if k == "probe" else problems))
+           for k in kinds}
   flags = {"greedy": ("--temperature", "0", "--n", "1", "--subtask"),
            "sampled": ("--n", str(s.eval_n)),
            "probe": ("--temperature", "0", "--n", "1")}
-  return [Stage(f"eval_{model}_{k}", s.out / "evals" / model / k,
-                base + ("--problems", problems[k], "--out", str(s.out / "evals" / model / k))
+  return [Stage(f"{prefix}_{model}_{k}", root / model / k,
+                base + ("--problems", files[k], "--out", str(root / model / k))
                 + flags[k] + gin_argv(s))
-          for k in EVAL_KINDS]
+          for k in kinds]
+
+
+def train_stages(s: Settings, arm: str, name: str, train_dir: Path, model: Path,
+                 bindings: tuple[str, ...] = ()) -> list[Stage]:
+  """Train from the SFT model on the RL pool (runs/ablation_data.py says why a pool) with the
+  arm's gin (+ `bindings`), then export the final policy to `model` as an HF dir."""
+  extra = tuple(f"--gin.{b.split('=', 1)[0].strip()}={b.split('=', 1)[1].strip()}"
+                for b in bindings)
+  train = Stage(f"train_{name}", train_dir,
+                ("train", "--model", str(s.out / "sft"),
+                 "--problems", str(s.out / "data" / "rl_pool.jsonl"), "--work_dir", str(train_dir))
+                + gin_argv(s, (f"ablations/{arm}.gin",)) + extra)
+  export = Stage(f"export_{name}", model,
+                 ("export", "--model", str(train_dir), "--out", str(model)))
+  return [train, export]
 
 
 def arm_stages(s: Settings, arm: str) -> list[Stage]:
-  """Train one arm from the SFT model on the RL pool (runs/ablation_data.py says why a pool),
-  export its policy, evaluate it."""
+  """Train one arm, export its policy, evaluate it."""
   d = s.out / "arms" / arm
-  train = Stage(f"train_{arm}", d / "train",
-                ("train", "--model", str(s.out / "sft"),
-                 "--problems", str(s.out / "data" / "rl_pool.jsonl"), "--work_dir", str(d / "train"))
-                + gin_argv(s, (f"ablations/{arm}.gin",)))
-  export = Stage(f"export_{arm}", d / "model",
-                 ("export", "--model", str(d / "train"), "--out", str(d / "model")))
-  return [train, export, *eval_stages(s, arm)]
+  return [*train_stages(s, arm, arm, d / "train", d / "model"), *eval_stages(s, arm)]
+
+
+def tune_plan(s: Settings) -> list[Stage]:
+  """`--tune`: SFT and each tune point (runs/ablation_tune.py) trained and evaluated on the
+  validation problems and the RL pool; no held-out evaluation and no other arm."""
+  root = ablation_tune.evals_dir(s.out)
+  stages = [*eval_stages(s, "sft", root=root, problems="validation.jsonl",
+                         kinds=ablation_tune.KINDS, prefix="tune_eval")]
+  for p in s.tune:
+    model = ablation_tune.model_dir(s.out, s.tune_arm, p)
+    name = f"tune_{p.name}" if p.bindings else s.tune_arm
+    stages += train_stages(s, s.tune_arm, name, ablation_tune.train_dir(s.out, s.tune_arm, p),
+                           model, p.bindings)
+    stages += eval_stages(s, p.name, path=str(model), root=root, problems="validation.jsonl",
+                          kinds=ablation_tune.KINDS, prefix="tune_eval")
+  return stages
 
 
 def plan(s: Settings) -> list[Stage]:
@@ -161,6 +192,8 @@ def plan(s: Settings) -> list[Stage]:
                  "--val_problems", str(data / "validation.jsonl"), "--out", str(s.out / "sft"))
               + gin_argv(s))
   stages = [vocab_stage(s)] if s.vocab_from is not None else []
+  if s.tune:
+    return stages + [sft, *tune_plan(s)]
   stages += [sft, *eval_stages(s, "base"), *eval_stages(s, "sft")]
   for arm in s.arms:
     stages += arm_stages(s, arm)
@@ -180,6 +213,10 @@ def check_settings(s: Settings) -> None:
                     f"choose from {', '.join(ARMS)}")
   if len(set(s.arms)) != len(s.arms):
     raise UserError(f"--arms: an arm is named twice in {' '.join(s.arms)}")
+  if s.tune:
+    if s.tune_arm not in ARMS:
+      raise UserError(f"--tune_arm: {s.tune_arm!r} is not an arm; choose from {', '.join(ARMS)}")
+    ablation_tune.check(s.tune, s.out)
   if s.eval_n < 1:
     raise UserError(f"--eval_n: must be >= 1, got {s.eval_n}")
   from stepcoder_jax.runs.config import EvalConfig
@@ -244,6 +281,7 @@ def run_ablation(s: Settings, echo: Callable[[str], None] = print,
     return 0
   s.out.mkdir(parents=True, exist_ok=True)
   data_stage(s, echo)
+  ablation_tune.record(s.tune, s.out, s.tune_arm)
   failed = None
   t_all = time.time()
   for i, stage in enumerate(stages, 1):

@@ -314,7 +314,7 @@ def sft_section(out: Path) -> list[str]:
 
 def write_report(s, stages) -> Path:
   """report.md, metrics/<arm>.jsonl and plots/*.png from the finished stages of ablation `s`."""
-  from stepcoder_jax.runs import ablation_plots
+  from stepcoder_jax.runs import ablation_plots, ablation_tune
 
   out = Path(s.out)
   arms = list(s.arms)
@@ -335,7 +335,8 @@ def write_report(s, stages) -> Path:
       "resampled problems for both models). Values in %, differences in percentage points.", "",
       f"Stages not finished: {', '.join(pending) if pending else 'none'}.", "",
       "## SFT (every arm's start and KL reference; chosen on validation NLL)", "",
-      *sft_section(out), ""]
+      *sft_section(out), "",
+      *ablation_tune.section(out, [m for m, *_ in MEASURES])]
   for m, kind, file, _ in MEASURES:
     text += [f"## {m} (evals/<model>/{kind}/{file})", "", model_table(m, per_model), ""]
   text += ["## Paired differences (arm minus SFT, arm minus vanilla PPO)", "",
