@@ -191,6 +191,25 @@ def test_report_sft_section_puts_the_trials_set_aside_beside_the_kept_curve(tmp_
   assert "| 30 | 0.9000 | 1.1000 |" in text and "| 60 | | 1.0500 |" in text
 
 
+def test_a_stage_finished_with_other_gin_settings_stops_the_run_before_anything_runs(tmp_path):
+  inc, top = tmp_path / "inc.gin", tmp_path / "top.gin"
+  inc.write_text("train.num_iterations = 2\n")
+  top.write_text(f"include '{inc}'\nsft.steps = 3  # a comment\n")
+  s = ablation.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
+  sft = next(st for st in ablation.plan(s) if st.name == "sft")
+  fp = ablation.fingerprint(sft, s.out)
+  top.write_text(f"# edited comments only\ninclude '{inc}'\nsft.steps = 3\n")
+  assert ablation.fingerprint(sft, s.out) == fp  # comments are not settings
+  ablation.write_done(sft.out, {"fingerprint": fp})
+  inc.write_text("train.num_iterations = 5\n")  # a setting in an included file
+  assert ablation.fingerprint(sft, s.out) != fp
+  with pytest.raises(UserError, match="stage sft finished with other settings"):
+    ablation.run_ablation(s, echo=lambda _: None)
+  assert not (s.out / "data").exists()  # stopped before the data stage
+  ablation.write_done(sft.out, {"command": "a marker from before fingerprints"})
+  ablation.check_unchanged(sft, ablation.read_done(sft.out), s.out)  # taken as it is
+
+
 # ------------------------------------------------------------------ tuning on validation (fast)
 
 @pytest.mark.parametrize("spec", ["lr", "=ppo.policy_lr=1e-5", "evals=ppo.policy_lr=1e-5",

@@ -25,7 +25,9 @@ Layout under --out:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -243,7 +245,51 @@ def data_stage(s: Settings, echo: Callable[[str], None]) -> None:
   echo(f"[data] wrote {counts} in {time.time() - t0:.1f} s")
 
 
-def run_stage(stage: Stage, log_dir: Path) -> tuple[int, float]:
+_INCLUDE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""")
+
+
+def _gin_text(path: str, seen: set[str]) -> list[str]:
+  """A gin file's settings as lines, comments and blank lines dropped, its includes inlined (so
+  that editing a comment does not count as a change, and editing an included file does)."""
+  f = str(Path(gin_setup.resolve_gin_file(path)).resolve())
+  if f in seen:
+    return []
+  seen.add(f)
+  lines = []
+  for raw in Path(f).read_text(encoding="utf-8").splitlines():
+    line = raw.split("#", 1)[0].strip()
+    m = _INCLUDE.match(line)
+    if m:
+      lines += _gin_text(m.group(1), seen)
+    elif line:
+      lines.append(line)
+  return lines
+
+
+def fingerprint(stage: Stage, out: Path) -> str:
+  """What a stage's result depends on: its command (the run directory as `<out>`) with each gin
+  file replaced by its settings. Recorded in DONE.json; a finished stage whose fingerprint no
+  longer matches was run with other settings."""
+  parts, seen, argv = [stage.module], set(), list(stage.argv)
+  for i, a in enumerate(argv):
+    if i > 0 and argv[i - 1] == "--gin_file":
+      parts += _gin_text(a, seen)
+    else:
+      parts.append(a.replace(str(out), "<out>"))
+  return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def check_unchanged(stage: Stage, done: dict, out: Path) -> None:
+  """A finished stage must have run with the settings it would run with now (markers written
+  before fingerprints existed are taken as they are)."""
+  before = done.get("fingerprint")
+  if before is not None and before != fingerprint(stage, out):
+    raise UserError(f"ablate: stage {stage.name} finished with other settings than this run's "
+                    f"(its command or gin files changed since); delete "
+                    f"{Path(stage.out) / DONE} to redo it, or use a new --out")
+
+
+def run_stage(stage: Stage, log_dir: Path, out: Path | None = None) -> tuple[int, float]:
   """Run one stage's command, its output appended to logs/<name>.log; (exit code, seconds)."""
   cmd = [sys.executable, "-m", stage.module, *stage.argv]
   log_dir.mkdir(parents=True, exist_ok=True)
@@ -254,8 +300,11 @@ def run_stage(stage: Stage, log_dir: Path) -> tuple[int, float]:
     rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
   wall = time.time() - t0
   if rc == 0:
-    write_done(stage.out, {"command": shlex.join(cmd), "wall_s": round(wall, 3), "exit_code": 0,
-                           "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+    record = {"command": shlex.join(cmd), "wall_s": round(wall, 3), "exit_code": 0,
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if out is not None:
+      record["fingerprint"] = fingerprint(stage, out)
+    write_done(stage.out, record)
   return rc, wall
 
 
@@ -279,6 +328,10 @@ def run_ablation(s: Settings, echo: Callable[[str], None] = print,
       raise UserError(f"ablate --report_only: {s.out} holds no ablation (no data/DONE.json)")
     echo(f"[report] {ablation_report.write_report(s, stages)}")
     return 0
+  for stage in stages:  # before anything runs: no stage may be kept from other settings
+    done = read_done(stage.out)
+    if done is not None:
+      check_unchanged(stage, done, s.out)
   s.out.mkdir(parents=True, exist_ok=True)
   data_stage(s, echo)
   ablation_tune.record(s.tune, s.out, s.tune_arm)
@@ -290,7 +343,7 @@ def run_ablation(s: Settings, echo: Callable[[str], None] = print,
       echo(f"{head}: done earlier, skipped")
       continue
     echo(f"{head}: running (log: {s.out / 'logs' / (stage.name + '.log')})")
-    rc, wall = run_stage(stage, s.out / "logs")
+    rc, wall = run_stage(stage, s.out / "logs", s.out)
     if rc != 0:
       echo(f"{head}: FAILED with exit code {rc} after {wall:.1f} s; last lines of its log:\n"
            + _tail(s.out / "logs" / f"{stage.name}.log"))
