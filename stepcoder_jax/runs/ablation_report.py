@@ -55,6 +55,11 @@ def _eval_records(path: Path) -> list[dict] | None:
   return json.loads(path.read_text(encoding="utf-8")).get("problems")
 
 
+def _group(record: dict) -> str:
+  """A problem's column: its difficulty, else its dataset (MBPP has no difficulty levels)."""
+  return record.get("difficulty") or f"{record['problem_id'].split('/')[0]} (no level)"
+
+
 def measure_values(evals_dir: Path, model: str) -> dict[str, dict[str, tuple[float, str]]]:
   """measure -> {problem_id: (value, difficulty)} for one model's finished evaluations."""
   out = {}
@@ -63,7 +68,7 @@ def measure_values(evals_dir: Path, model: str) -> dict[str, dict[str, tuple[flo
     if records is None:
       continue
     try:
-      vals = {r["problem_id"]: (value(r), r.get("difficulty") or "unknown") for r in records}
+      vals = {r["problem_id"]: (value(r), _group(r)) for r in records}
     except KeyError:  # an evaluation written without this measure's field
       continue
     out[name] = {pid: v for pid, v in vals.items() if v[0] is not None}
