@@ -406,9 +406,11 @@ def test_problems_without_a_difficulty_are_grouped_by_their_dataset(tmp_path):
   d.mkdir(parents=True)
   (d / "eval.json").write_text(json.dumps({"problems": [
       {"problem_id": "mbpp/11", "difficulty": None, "greedy_passed": True, "tests_share": 1.0},
+      {"problem_id": "mbpp/12", "difficulty": "unknown", "greedy_passed": True,
+       "tests_share": 1.0},
       {"problem_id": "builtin/call/0005", "difficulty": "introductory", "greedy_passed": False,
        "tests_share": 0.0}]}))
   (d / "DONE.json").write_text("{}")
   values = ablation_report.measure_values(tmp_path / "evals", "sft")["greedy pass@1"]
-  assert values == {"mbpp/11": (1.0, "mbpp (no level)"),
+  assert values == {"mbpp/11": (1.0, "mbpp (no level)"), "mbpp/12": (1.0, "mbpp (no level)"),
                     "builtin/call/0005": (0.0, "introductory")}

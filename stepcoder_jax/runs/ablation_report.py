@@ -57,7 +57,10 @@ def _eval_records(path: Path) -> list[dict] | None:
 
 def _group(record: dict) -> str:
   """A problem's column: its difficulty, else its dataset (MBPP has no difficulty levels)."""
-  return record.get("difficulty") or f"{record['problem_id'].split('/')[0]} (no level)"
+  level = record.get("difficulty")
+  if level and level != "unknown":  # evaluation writes 'unknown' for a record without one
+    return level
+  return f"{record['problem_id'].split('/')[0]} (no level)"
 
 
 def measure_values(evals_dir: Path, model: str) -> dict[str, dict[str, tuple[float, str]]]:
