@@ -412,5 +412,5 @@ def test_problems_without_a_difficulty_are_grouped_by_their_dataset(tmp_path):
        "tests_share": 0.0}]}))
   (d / "DONE.json").write_text("{}")
   values = ablation_report.measure_values(tmp_path / "evals", "sft")["greedy pass@1"]
-  assert values == {"mbpp/11": (1.0, "mbpp (no level)"), "mbpp/12": (1.0, "mbpp (no level)"),
+  assert values == {"mbpp/11": (1.0, "mbpp"), "mbpp/12": (1.0, "mbpp"),
                     "builtin/call/0005": (0.0, "introductory")}

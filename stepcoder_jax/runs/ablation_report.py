@@ -60,7 +60,7 @@ def _group(record: dict) -> str:
   level = record.get("difficulty")
   if level and level != "unknown":  # evaluation writes 'unknown' for a record without one
     return level
-  return f"{record['problem_id'].split('/')[0]} (no level)"
+  return record['problem_id'].split('/')[0]
 
 
 def measure_values(evals_dir: Path, model: str) -> dict[str, dict[str, tuple[float, str]]]:
