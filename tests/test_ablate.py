@@ -414,3 +414,12 @@ def test_problems_without_a_difficulty_are_grouped_by_their_dataset(tmp_path):
   values = ablation_report.measure_values(tmp_path / "evals", "sft")["greedy pass@1"]
   assert values == {"mbpp/11": (1.0, "mbpp"), "mbpp/12": (1.0, "mbpp"),
                     "builtin/call/0005": (0.0, "introductory")}
+
+
+def test_report_shows_sft_minus_base_paired(tmp_path):
+  per_model = {"base": {}, "sft": {}}
+  assert ablation_report.sft_vs_base(per_model) == []  # nothing evaluated yet: no table
+  per_model = {m: {"tests share": {f"p{i}": (v, "x") for i in range(8)}}
+               for m, v in (("base", 0.0), ("sft", 0.5))}
+  text = "\n".join(ablation_report.sft_vs_base(per_model))
+  assert "+50.0 [+50.0, +50.0] *" in text and "n/a" in text  # other measures not evaluated

@@ -320,6 +320,17 @@ def sft_section(out: Path) -> list[str]:
   return lines
 
 
+def sft_vs_base(per_model: dict[str, dict]) -> list[str]:
+  """What SFT did to each measure: SFT minus base, paired, in pp ('*': excludes 0)."""
+  cells = [(m, paired(m, per_model, "sft", "base")) for m, *_ in MEASURES]
+  if all(d is None for _, d in cells):
+    return []
+  return ["SFT minus base, paired over the same problems, in percentage points ('*': the 95% "
+          "interval excludes 0):", "", "| " + " | ".join(m for m, _ in cells) + " |",
+          "|" + "---:|" * len(cells), "| " + " | ".join(diff_cell(d) for _, d in cells) + " |",
+          ""]
+
+
 def write_report(s, stages) -> Path:
   """report.md, metrics/<arm>.jsonl and plots/*.png from the finished stages of ablation `s`."""
   from stepcoder_jax.runs import ablation_plots, ablation_tune
@@ -343,7 +354,7 @@ def write_report(s, stages) -> Path:
       "resampled problems for both models). Values in %, differences in percentage points.", "",
       f"Stages not finished: {', '.join(pending) if pending else 'none'}.", "",
       "## SFT (every arm's start and KL reference; chosen on validation NLL)", "",
-      *sft_section(out), "",
+      *sft_section(out), "", *sft_vs_base(per_model),
       *ablation_tune.section(out, [m for m, *_ in MEASURES])]
   for m, kind, file, _ in MEASURES:
     text += [f"## {m} (evals/<model>/{kind}/{file})", "", model_table(m, per_model), ""]
