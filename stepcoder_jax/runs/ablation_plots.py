@@ -72,7 +72,8 @@ def plot_training_curves(out: Path, arms: list[str], png: Path) -> Path | None:
 
 
 def plot_heldout(per_model: dict[str, dict], png: Path,
-                 title: str = "held-out measures per model") -> Path | None:
+                 title: str = "measures per model: held-out problems, except the RL pool "
+                              "(training problems at s* = 0)") -> Path | None:
   """Grouped bars: measures as groups, one bar per model, 95% bootstrap intervals as error bars."""
   measures = list(dict.fromkeys(m for v in per_model.values() for m in v))
   models = [m for m, v in per_model.items() if v]
@@ -90,7 +91,7 @@ def plot_heldout(per_model: dict[str, dict], png: Path,
                     for e in est]).T
     ax.bar(x + (i - (len(models) - 1) / 2) * width, ys, width, yerr=err, capsize=2, label=model)
   ax.set_xticks(x, measures)
-  ax.set_ylabel("% of held-out problems (95% CI)")
+  ax.set_ylabel("% of problems (95% CI)")
   ax.set_ylim(bottom=0)  # shares are >= 0; an all-zero plot would show negative ticks
   ax.set_title(title)
   ax.legend(fontsize=7, ncol=min(4, len(models)))
