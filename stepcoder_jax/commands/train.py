@@ -10,7 +10,8 @@ def add_arguments(parser):
                       " default: gin model.path")
   parser.add_argument("--work_dir", help="run directory; default: gin train.work_dir")
   from stepcoder_jax.commands import add_problem_arguments
-  add_problem_arguments(parser, purpose="train")  # --dataset/--split/--data_dir/--manual_dir or --problems FILE
+  # --dataset/--split/--data_dir/--manual_dir or --problems FILE
+  add_problem_arguments(parser, purpose="train")
   parser.add_argument("--iterations", type=int, help="override train.num_iterations")
 
 

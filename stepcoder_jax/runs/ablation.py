@@ -97,14 +97,18 @@ def model_dir(s: Settings, model: str) -> str | None:
   return str(s.out / "arms" / model / "model")
 
 
+def gin_flag(binding: str) -> str:
+  """'NAME.PARAM = VALUE' -> the flag '--gin.NAME.PARAM=VALUE' a stage's command takes."""
+  name, value = binding.split("=", 1)
+  return f"--gin.{name.strip()}={value.strip()}"
+
+
 def gin_argv(s: Settings, extra_files: tuple[str, ...] = ()) -> tuple[str, ...]:
   """The ablation's gin files (absolute) and bindings as flags of a stage's command."""
   out: list[str] = []
   for f in (*s.gin_files, *extra_files):
     out += ["--gin_file", str(Path(gin_setup.resolve_gin_file(f)).resolve())]
-  for b in s.gin_bindings:
-    name, value = b.split("=", 1)
-    out.append(f"--gin.{name.strip()}={value.strip()}")
+  out += [gin_flag(b) for b in s.gin_bindings]
   if s.vocab_from is not None:
     out.append(f"--gin.model.output_vocab='{vocab_file(s)}'")
   return tuple(out)
@@ -152,12 +156,10 @@ def train_stages(s: Settings, arm: str, name: str, train_dir: Path, model: Path,
                  bindings: tuple[str, ...] = ()) -> list[Stage]:
   """Train from the SFT model on the RL pool (runs/ablation_data.py says why a pool) with the
   arm's gin (+ `bindings`), then export the final policy to `model` as an HF dir."""
-  extra = tuple(f"--gin.{b.split('=', 1)[0].strip()}={b.split('=', 1)[1].strip()}"
-                for b in bindings)
   train = Stage(f"train_{name}", train_dir,
                 ("train", "--model", str(s.out / "sft"),
                  "--problems", str(s.out / "data" / "rl_pool.jsonl"), "--work_dir", str(train_dir))
-                + gin_argv(s, (f"ablations/{arm}.gin",)) + extra)
+                + gin_argv(s, (f"ablations/{arm}.gin",)) + tuple(gin_flag(b) for b in bindings))
   export = Stage(f"export_{name}", model,
                  ("export", "--model", str(train_dir), "--out", str(model)))
   return [train, export]

@@ -14,7 +14,6 @@ out of that measure:
   RL-pool pass@1      evals/<model>/probe/eval.json, greedy at s* = 0 on the RL pool, the
                       TRAINING problems every arm trains on (runs/ablation_data.py): whether an
                       arm learned what it trained on (not held out)
-                      problem: whether an arm learned what it trained on (not held out)
 """
 from __future__ import annotations
 
@@ -270,8 +269,11 @@ def copy_metrics(out: Path, arms: list[str]) -> None:
       shutil.copyfile(src, out / "metrics" / f"{arm}.jsonl")
 
 
-def _val_curve(d: Path) -> list[tuple[int, float]]:
-  rows = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
+def _sft_rows(d: Path) -> list[dict]:
+  return read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
+
+
+def _val_curve(rows: list[dict]) -> list[tuple[int, float]]:
   return [(int(r["step"]), r["sft/val_nll"]) for r in rows if "sft/val_nll" in r]
 
 
@@ -285,7 +287,8 @@ def sft_trials(out: Path) -> list[tuple[str, str, list[tuple[int, float]]]]:
   trials = []
   for d in sorted((out / "sft_trials").glob("*/TRIAL.json")):
     meta = json.loads(d.read_text(encoding="utf-8"))
-    trials.append((meta.get("setting", d.parent.name), meta.get("why", ""), _val_curve(d.parent)))
+    trials.append((meta.get("setting", d.parent.name), meta.get("why", ""),
+                   _val_curve(_sft_rows(d.parent))))
   return trials
 
 
@@ -293,8 +296,8 @@ def sft_section(out: Path) -> list[str]:
   """The SFT stage: validation NLL per evaluation, the step chosen, and whether it finished;
   beside it the curves of the trials set aside on validation (`sft_trials`)."""
   d = out / "sft"
-  rows = read_jsonl(d / "metrics.jsonl") if (d / "metrics.jsonl").is_file() else []
-  curve = _val_curve(d)
+  rows = _sft_rows(d)
+  curve = _val_curve(rows)
   summary = {}
   if (d / "sft_summary.json").is_file():
     summary = json.loads((d / "sft_summary.json").read_text(encoding="utf-8"))

@@ -21,6 +21,7 @@ import json
 import re
 from pathlib import Path
 
+from stepcoder_jax import stats
 from stepcoder_jax.errors import UserError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -114,7 +115,7 @@ def section(out: Path, measures: list[str]) -> list[str]:
       if vals is None:
         cells.append("n/a")
         continue
-      cell = rep.stats.mean_ci([v for v, _ in vals.values()]).text(100, 1)
+      cell = stats.mean_ci([v for v, _ in vals.values()]).text(100, 1)
       if name != "sft":
         cell += "; " + rep.diff_cell(rep.paired(m, per_model, name, "sft"))
       cells.append(cell)
