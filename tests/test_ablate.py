@@ -423,3 +423,16 @@ def test_report_shows_sft_minus_base_paired(tmp_path):
                for m, v in (("base", 0.0), ("sft", 0.5))}
   text = "\n".join(ablation_report.sft_vs_base(per_model))
   assert "+50.0 [+50.0, +50.0] *" in text and "n/a" in text  # other measures not evaluated
+
+
+def test_evidence_names_each_measures_own_problem_count():
+  # The subtask and RL-pool measures cover fewer problems than the held-out set: each clause
+  # must carry its own count, and only an interval off 0 counts as evidence.
+  from stepcoder_jax.stats import Estimate
+  parts = ablation_report.evidence([
+      ("tests share vs sft", Estimate(0.05, 0.01, 0.09, 132)),
+      ("RL-pool pass@1 vs sft", Estimate(0.03, -0.03, 0.09, 32)),
+      ("missing", None)])
+  assert parts[0] == "intervals exclude 0 for tests share vs sft +5.0 [+1.0, +9.0] pp (132 problems)"
+  assert parts[1].endswith("RL-pool pass@1 vs sft +3.0 [-3.0, +9.0] pp (32 problems)")
+  assert len(parts) == 2

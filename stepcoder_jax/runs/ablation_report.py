@@ -154,19 +154,19 @@ def _training_trend(out: Path, arm: str) -> str | None:
 def evidence(diffs: list[tuple[str, stats.Estimate | None]]) -> list[str]:
   """The clauses of a generated sentence: which named paired differences have an interval that
   excludes 0 and which do not (no evidence either way at this many problems)."""
-  clear, unclear, n = [], [], 0
+  clear, unclear = [], []
   for name, d in diffs:
     if d is None or d.n == 0:
       continue
-    n = max(n, d.n)
-    item = f"{name} {d.text(100, 1, signed=True)} pp"
+    # Each measure counts its own problems (the subtask and the RL pool have fewer).
+    item = f"{name} {d.text(100, 1, signed=True)} pp ({d.n} problems)"
     (clear if d.excludes_zero else unclear).append(item)
   parts = []
   if clear:
     parts.append("intervals exclude 0 for " + "; ".join(clear))
   if unclear:
-    parts.append("intervals include 0, no evidence of a difference at this scale ("
-                 f"{n} held-out problems), for " + "; ".join(unclear))
+    parts.append("intervals include 0, no evidence of a difference at this scale, for "
+                 + "; ".join(unclear))
   return parts
 
 
