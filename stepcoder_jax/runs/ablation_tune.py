@@ -104,7 +104,8 @@ def section(out: Path, measures: list[str]) -> list[str]:
   lines = ["## Tuning on validation (the held-out set is never used here)", "",
            "Each point trains like the tuned arm with the bindings shown; measures on the "
            "validation problems (RL-pool pass@1: the training problems at s* = 0). "
-           "Cells: value [95% CI] in %; below it the paired difference from SFT in pp.", ""]
+           "Cells: value [95% CI] in %, then after ';' the paired difference from SFT in pp "
+           "('*': its interval excludes 0).", ""]
   if not cols:
     return lines + ["_no finished tuning evaluation yet._", ""]
   lines += ["| point | bindings | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
