@@ -2,8 +2,8 @@
 # Copy an ablation's results (not its checkpoints or models) into the repository, e.g.
 #   bash scripts/publish_ablation.sh runs/ablation docs/results/ablation
 # report.md, metrics/, plots/, the SFT summary and curve, the SFT trials set aside, every
-# stage's DONE.json (command line, wall time) and the evaluation tables; rerun after each session
-# of a resumed ablation.
+# stage's DONE.json (command line, wall time), the evaluation tables and the tuning points; rerun
+# after each session of a resumed ablation.
 set -euo pipefail
 SRC="${1:?usage: publish_ablation.sh ABLATION_DIR DEST}"
 DEST="${2:?usage: publish_ablation.sh ABLATION_DIR DEST}"
@@ -29,6 +29,17 @@ done
   | xargs -0 -r -I{} sh -c 'mkdir -p "$0/stages/$(dirname "$1")" && cp "$1" "$0/stages/$1"' "$DEST" {})
 if [ -d "$SRC/evals" ]; then
   (cd "$SRC" && find evals -name '*.json' -not -name DONE.json -print0 \
+    | xargs -0 -r -I{} sh -c 'mkdir -p "$0/$(dirname "$1")" && cp "$1" "$0/$1"' "$DEST" {})
+fi
+# Tuning on validation (ablate --tune): each point's bindings, training log and evaluation tables.
+for t in "$SRC"/tune/*/; do
+  [ -f "$t/TUNE.json" ] || continue
+  mkdir -p "$DEST/tune/$(basename "$t")"
+  cp "$t/TUNE.json" "$DEST/tune/$(basename "$t")/"
+  [ -f "$t/train/metrics.jsonl" ] && cp "$t/train/metrics.jsonl" "$DEST/tune/$(basename "$t")/"
+done
+if [ -d "$SRC/tune/evals" ]; then
+  (cd "$SRC" && find tune/evals -name '*.json' -not -name DONE.json -print0 \
     | xargs -0 -r -I{} sh -c 'mkdir -p "$0/$(dirname "$1")" && cp "$1" "$0/$1"' "$DEST" {})
 fi
 echo "published $SRC -> $DEST"
