@@ -12,7 +12,8 @@ import pytest
 
 from stepcoder_jax import cli
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.runs import ablation, ablation_data, ablation_report, ablation_tune
+from stepcoder_jax.runs import (ablation, ablation_data, ablation_fingerprint, ablation_report,
+                                 ablation_tune)
 
 REPO = Path(__file__).resolve().parent.parent
 ARMS = ("ppo", "grpo_stepcoder")  # together they switch cccs, fgo and the advantage estimator
@@ -191,23 +192,70 @@ def test_report_sft_section_puts_the_trials_set_aside_beside_the_kept_curve(tmp_
   assert "| 30 | 0.9000 | 1.1000 |" in text and "| 60 | | 1.0500 |" in text
 
 
-def test_a_stage_finished_with_other_gin_settings_stops_the_run_before_anything_runs(tmp_path):
+def _finish_all(stages, out):
+  """Mark every stage done with its current fingerprint, as a finished run would."""
+  fps = ablation_fingerprint.fingerprints(stages, out)
+  for st in stages:
+    ablation.write_done(st.out, ablation_fingerprint.record(fps[st.name]))
+
+
+def _stale_names(s):
+  stages = ablation.plan(s)
+  bad = set(ablation_fingerprint.stale(stages, s.out, ablation.read_done, ablation.write_done))
+  return {st.name for st in stages if Path(st.out) / "DONE.json" in bad}
+
+
+def test_a_stage_finished_with_other_gin_settings_stops_the_run_before_anything_runs(
+    tmp_path, monkeypatch):
+  monkeypatch.setattr(ablation, "check_settings", lambda s: None)  # gin is not parsed here
   inc, top = tmp_path / "inc.gin", tmp_path / "top.gin"
-  inc.write_text("train.num_iterations = 2\n")
+  inc.write_text("sft.learning_rate = 1e-5\n")
   top.write_text(f"include '{inc}'\nsft.steps = 3  # a comment\n")
   s = ablation.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
-  sft = next(st for st in ablation.plan(s) if st.name == "sft")
-  fp = ablation.fingerprint(sft, s.out)
+  _finish_all(ablation.plan(s), s.out)
   top.write_text(f"# edited comments only\ninclude '{inc}'\nsft.steps = 3\n")
-  assert ablation.fingerprint(sft, s.out) == fp  # comments are not settings
-  ablation.write_done(sft.out, {"fingerprint": fp})
-  inc.write_text("train.num_iterations = 5\n")  # a setting in an included file
-  assert ablation.fingerprint(sft, s.out) != fp
-  with pytest.raises(UserError, match="stage sft finished with other settings"):
+  assert _stale_names(s) == set()  # comments are not settings
+  inc.write_text("sft.learning_rate = 3e-5\n")  # a setting in an included file, read by SFT
+  # SFT changed, so did everything that reads its model (the vocabulary stage does not).
+  assert _stale_names(s) == {st.name for st in ablation.plan(s)} - {"vocab"}
+  with pytest.raises(UserError, match=r"finished stage\(s\) ran with other settings.*"
+                     r"sft/DONE.json .*arms/ppo/train/DONE.json"):
     ablation.run_ablation(s, echo=lambda _: None)
   assert not (s.out / "data").exists()  # stopped before the data stage
-  ablation.write_done(sft.out, {"command": "a marker from before fingerprints"})
-  ablation.check_unchanged(sft, ablation.read_done(sft.out), s.out)  # taken as it is
+
+
+def test_an_rl_setting_invalidates_the_arms_training_and_what_reads_it_not_sft(tmp_path):
+  top = tmp_path / "top.gin"
+  top.write_text("ppo.kl_coef = 0.05\ncccs.rho = 0.5\nsft.steps = 3\n")
+  s = ablation.Settings(out=tmp_path / "run", arms=("ppo", "cccs"), gin_files=(str(top),))
+  _finish_all(ablation.plan(s), s.out)
+  top.write_text("ppo.kl_coef = 0.01\ncccs.rho = 0.5\nsft.steps = 3\n")
+  expected = {f"train_{a}" for a in ("ppo", "cccs")} | {f"export_{a}" for a in ("ppo", "cccs")} \
+      | {f"eval_{a}_{k}" for a in ("ppo", "cccs") for k in ablation.EVAL_KINDS}
+  assert _stale_names(s) == expected  # SFT and the base and SFT evaluations are kept
+  # cccs.statements is read outside training too: SFT's examples and the subtask start there.
+  top.write_text("ppo.kl_coef = 0.05\ncccs.rho = 0.5\nsft.steps = 3\ncccs.statements = 2\n")
+  assert "sft" in _stale_names(s) and "eval_base_greedy" in _stale_names(s)
+
+
+def test_version_1_markers_are_checked_the_old_way_and_upgraded(tmp_path):
+  top = tmp_path / "top.gin"
+  top.write_text("ppo.kl_coef = 0.05\nsft.steps = 3\n")
+  s = ablation.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
+  stages = ablation.plan(s)
+  sft = next(st for st in stages if st.name == "sft")
+  base = next(st for st in stages if st.name == "eval_base_greedy")
+  ablation.write_done(sft.out, {"command": "x",
+                                "fingerprint": ablation_fingerprint.legacy(sft, s.out)})
+  ablation.write_done(base.out, {"command": "x", "fingerprint": "0123456789abcdef"})
+  ablation.write_done(Path(stages[-1].out), {"command": "a marker from before fingerprints"})
+  assert _stale_names(s) == {"eval_base_greedy"}
+  upgraded = ablation.read_done(sft.out)
+  assert upgraded["fingerprint_version"] == ablation_fingerprint.FINGERPRINT_VERSION
+  assert upgraded["command"] == "x"
+  assert upgraded["fingerprint"] == ablation_fingerprint.fingerprints(stages, s.out)["sft"]
+  top.write_text("ppo.kl_coef = 0.01\nsft.steps = 3\n")  # after the upgrade: judged per stage
+  assert "sft" not in _stale_names(s)
 
 
 # ------------------------------------------------------------------ tuning on validation (fast)

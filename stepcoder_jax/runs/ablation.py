@@ -3,8 +3,8 @@
 Each stage is an existing CLI command (`sft`, `train`, `export`, `eval`) run as a fresh process
 (`python -m stepcoder_jax ...`): its memory is freed when it ends, and gin starts from the same
 files every time. A stage is done when `<its output dir>/DONE.json` exists (written here after
-the command exits 0, with the command line, wall time and exit code), so running the ablation
-again skips every finished stage; an unfinished `train` resumes from its orbax checkpoint by
+the command exits 0, with the command line, wall time, exit code and fingerprint: see
+runs/ablation_fingerprint.py), so running the ablation again skips every finished stage; an unfinished `train` resumes from its orbax checkpoint by
 itself, SFT and evaluations restart. The data stage (writing the problem files) and the report
 run in this process; the report runs every time and reads whatever is finished.
 
@@ -25,9 +25,7 @@ Layout under --out:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -37,7 +35,7 @@ from typing import Callable
 
 from stepcoder_jax import gin_setup
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.runs import ablation_data, ablation_tune
+from stepcoder_jax.runs import ablation_data, ablation_fingerprint, ablation_tune
 
 ARMS = ("ppo", "cccs", "fgo", "stepcoder", "grpo", "grpo_stepcoder")
 EVAL_KINDS = ("greedy", "sampled", "probe")
@@ -247,52 +245,9 @@ def data_stage(s: Settings, echo: Callable[[str], None]) -> None:
   echo(f"[data] wrote {counts} in {time.time() - t0:.1f} s")
 
 
-_INCLUDE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""")
-
-
-def _gin_text(path: str, seen: set[str]) -> list[str]:
-  """A gin file's settings as lines, comments and blank lines dropped, its includes inlined (so
-  that editing a comment does not count as a change, and editing an included file does)."""
-  f = str(Path(gin_setup.resolve_gin_file(path)).resolve())
-  if f in seen:
-    return []
-  seen.add(f)
-  lines = []
-  for raw in Path(f).read_text(encoding="utf-8").splitlines():
-    line = raw.split("#", 1)[0].strip()
-    m = _INCLUDE.match(line)
-    if m:
-      lines += _gin_text(m.group(1), seen)
-    elif line:
-      lines.append(line)
-  return lines
-
-
-def fingerprint(stage: Stage, out: Path) -> str:
-  """What a stage's result depends on: its command (the run directory as `<out>`) with each gin
-  file replaced by its settings. Recorded in DONE.json; a finished stage whose fingerprint no
-  longer matches was run with other settings."""
-  parts, seen, argv = [stage.module], set(), list(stage.argv)
-  for i, a in enumerate(argv):
-    if i > 0 and argv[i - 1] == "--gin_file":
-      parts += _gin_text(a, seen)
-    else:
-      parts.append(a.replace(str(out), "<out>"))
-  return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def check_unchanged(stage: Stage, done: dict, out: Path) -> None:
-  """A finished stage must have run with the settings it would run with now (markers written
-  before fingerprints existed are taken as they are)."""
-  before = done.get("fingerprint")
-  if before is not None and before != fingerprint(stage, out):
-    raise UserError(f"ablate: stage {stage.name} finished with other settings than this run's "
-                    f"(its command or gin files changed since); delete "
-                    f"{Path(stage.out) / DONE} to redo it, or use a new --out")
-
-
-def run_stage(stage: Stage, log_dir: Path, out: Path | None = None) -> tuple[int, float]:
-  """Run one stage's command, its output appended to logs/<name>.log; (exit code, seconds)."""
+def run_stage(stage: Stage, log_dir: Path, fingerprint: str | None = None) -> tuple[int, float]:
+  """Run one stage's command, its output appended to logs/<name>.log; (exit code, seconds).
+  DONE.json records `fingerprint` (runs/ablation_fingerprint.py) when given."""
   cmd = [sys.executable, "-m", stage.module, *stage.argv]
   log_dir.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
@@ -304,8 +259,8 @@ def run_stage(stage: Stage, log_dir: Path, out: Path | None = None) -> tuple[int
   if rc == 0:
     record = {"command": shlex.join(cmd), "wall_s": round(wall, 3), "exit_code": 0,
               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    if out is not None:
-      record["fingerprint"] = fingerprint(stage, out)
+    if fingerprint is not None:
+      record.update(ablation_fingerprint.record(fingerprint))
     write_done(stage.out, record)
   return rc, wall
 
@@ -330,10 +285,9 @@ def run_ablation(s: Settings, echo: Callable[[str], None] = print,
       raise UserError(f"ablate --report_only: {s.out} holds no ablation (no data/DONE.json)")
     echo(f"[report] {ablation_report.write_report(s, stages)}")
     return 0
-  for stage in stages:  # before anything runs: no stage may be kept from other settings
-    done = read_done(stage.out)
-    if done is not None:
-      check_unchanged(stage, done, s.out)
+  # Before anything runs: no finished stage may be kept from other settings.
+  ablation_fingerprint.check(stages, s.out, read_done, write_done)
+  fingerprints = ablation_fingerprint.fingerprints(stages, s.out)
   s.out.mkdir(parents=True, exist_ok=True)
   data_stage(s, echo)
   ablation_tune.record(s.tune, s.out, s.tune_arm)
@@ -345,7 +299,7 @@ def run_ablation(s: Settings, echo: Callable[[str], None] = print,
       echo(f"{head}: done earlier, skipped")
       continue
     echo(f"{head}: running (log: {s.out / 'logs' / (stage.name + '.log')})")
-    rc, wall = run_stage(stage, s.out / "logs", s.out)
+    rc, wall = run_stage(stage, s.out / "logs", fingerprints[stage.name])
     if rc != 0:
       echo(f"{head}: FAILED with exit code {rc} after {wall:.1f} s; last lines of its log:\n"
            + _tail(s.out / "logs" / f"{stage.name}.log"))
