@@ -238,6 +238,23 @@ def test_an_rl_setting_invalidates_the_arms_training_and_what_reads_it_not_sft(t
   assert "sft" in _stale_names(s) and "eval_base_greedy" in _stale_names(s)
 
 
+def test_only_the_settings_in_effect_count(tmp_path):
+  # An included file's value overridden later, or a binding moved, changes nothing gin runs with.
+  inc, top = tmp_path / "inc.gin", tmp_path / "top.gin"
+  inc.write_text("sft.steps = 3\nsft.learning_rate = 3e-5\n")
+  top.write_text(f"include '{inc}'\nsft.learning_rate = 1e-5\n")
+  s = ablation.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
+  _finish_all(ablation.plan(s), s.out)
+  inc.write_text("sft.learning_rate = 5e-5\nsft.steps = 3\n")  # overridden, and reordered
+  assert _stale_names(s) == set()
+  top.write_text(f"include '{inc}'\nsft.learning_rate = 2e-5\n")  # the value in effect
+  assert "sft" in _stale_names(s)
+  top.write_text(f"include '{inc}'\nsft.learning_rate = 1e-5\n")
+  flagged = ablation.Settings(out=s.out, arms=("ppo",), gin_files=(str(top),),
+                              gin_bindings=("sft.learning_rate = 1e-5",))  # same value by flag
+  assert _stale_names(flagged) == set()
+
+
 def test_version_1_markers_are_checked_the_old_way_and_upgraded(tmp_path):
   top = tmp_path / "top.gin"
   top.write_text("ppo.kl_coef = 0.05\nsft.steps = 3\n")
@@ -256,6 +273,20 @@ def test_version_1_markers_are_checked_the_old_way_and_upgraded(tmp_path):
   assert upgraded["fingerprint"] == ablation_fingerprint.fingerprints(stages, s.out)["sft"]
   top.write_text("ppo.kl_coef = 0.01\nsft.steps = 3\n")  # after the upgrade: judged per stage
   assert "sft" not in _stale_names(s)
+
+
+def test_a_version_1_marker_downstream_of_a_stale_stage_is_stale(tmp_path):
+  # Version 1 did not chain stages: export (no gin of its own) matched the old way even after its
+  # training changed. It must not be upgraded then, or a retrained arm would keep the old export.
+  top = tmp_path / "top.gin"
+  top.write_text("ppo.kl_coef = 0.05\n")
+  s = ablation.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
+  stages = {st.name: st for st in ablation.plan(s)}
+  for name in ("train_ppo", "export_ppo"):
+    ablation.write_done(stages[name].out, {"fingerprint": ablation_fingerprint.legacy(
+        stages[name], s.out)})
+  top.write_text("ppo.kl_coef = 0.01\n")
+  assert _stale_names(s) == {"train_ppo", "export_ppo"}
 
 
 # ------------------------------------------------------------------ tuning on validation (fast)
