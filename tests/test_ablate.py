@@ -360,6 +360,17 @@ def test_tune_section_shows_each_point_beside_sft_with_paired_differences(tmp_pa
           in text)
   assert "| default | the arm as is | n/a | n/a | n/a |" in text
   assert "pass@1 (n samples)" not in text  # no sampled evaluation in tuning
+  # The training table: a point's log, its last iterations averaged (a diverged run shows here).
+  assert "| lr | 0 | no | n/a | n/a | n/a | n/a |" in text
+  train = ablation_tune.train_dir(tmp_path, "stepcoder",
+                                  ablation_tune.parse("lr=ppo.policy_lr=1e-5"))
+  train.mkdir(parents=True)
+  rows = [{"step": i, "pass_rate": 0.5 if i == 1 else 0.0, "ppo/ref_kl": float(i),
+           "truncated_rate": 1.0 if i > 5 else 0.0, "outcome/compile_error": 0.5} for i in
+          range(1, 11)]
+  (train / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  text = "\n".join(ablation_tune.section(tmp_path, measures))
+  assert "| lr | 10 | no | 5.0% | 8.0 | 100% | 50% |" in text
 
 
 # ------------------------------------------------------------------ the whole command (slow)

@@ -123,4 +123,39 @@ def section(out: Path, measures: list[str]) -> list[str]:
     shown = ("the SFT model" if bindings is None else
              "; ".join(f"`{b}`" for b in bindings) or "the arm as is")
     lines.append(f"| {name} | {shown} | " + " | ".join(cells) + " |")
+  return lines + [""] + training_table(out, points)
+
+
+TAIL = 5  # iterations the training table averages at the end of a run
+
+
+def training_table(out: Path, points: list[tuple[str, list[str]]]) -> list[str]:
+  """How each point's training went (a point that diverged shows it here, evaluated or not):
+  iterations logged, the rollout pass rate over all of them, and the last TAIL iterations' KL to
+  the reference, truncation and compile-error rates."""
+  from stepcoder_jax.metrics import read_jsonl
+
+  lines = [f"Training of each point (KL, truncated and compile errors: mean of its last {TAIL} "
+           "iterations; pass rate: all rollouts at the current stage):", "",
+           "| point | iterations | finished | rollout pass rate | KL to SFT (nats) | truncated "
+           "| compile errors |", "|---|---:|---|---:|---:|---:|---:|"]
+  for name, bindings in points:
+    arm = json.loads((out / "tune" / name / "TUNE.json").read_text(encoding="utf-8"))["arm"]
+    d = train_dir(out, arm, TunePoint(name, tuple(bindings)))
+    f = d / "metrics.jsonl"
+    rows = sorted({r["step"]: r for r in (read_jsonl(f) if f.is_file() else [])
+                   if "step" in r}.items())
+    rows = [r for _, r in rows]
+    if not rows:
+      lines.append(f"| {name} | 0 | no | n/a | n/a | n/a | n/a |")
+      continue
+
+    def mean(key, rs):
+      vals = [r[key] for r in rs if isinstance(r.get(key), (int, float))]
+      return sum(vals) / len(vals) if vals else float("nan")
+
+    tail = rows[-TAIL:]
+    lines.append(f"| {name} | {len(rows)} | {'yes' if (d / 'DONE.json').is_file() else 'no'} "
+                 f"| {mean('pass_rate', rows):.1%} | {mean('ppo/ref_kl', tail):.1f} "
+                 f"| {mean('truncated_rate', tail):.0%} | {mean('outcome/compile_error', tail):.0%} |")
   return lines + [""]
