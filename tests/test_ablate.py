@@ -523,6 +523,7 @@ def test_evidence_names_each_measures_own_problem_count():
       ("tests share vs sft", Estimate(0.05, 0.01, 0.09, 132)),
       ("RL-pool pass@1 vs sft", Estimate(0.03, -0.03, 0.09, 32)),
       ("missing", None)])
-  assert parts[0] == "intervals exclude 0 for tests share vs sft +5.0 [+1.0, +9.0] pp (132 problems)"
+  assert parts[0] == ("intervals exclude 0 for tests share vs sft +5.0 [+1.0, +9.0] pp "
+                      "(132 problems)")
   assert parts[1].endswith("RL-pool pass@1 vs sft +3.0 [-3.0, +9.0] pp (32 problems)")
   assert len(parts) == 2

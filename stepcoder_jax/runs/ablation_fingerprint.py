@@ -3,10 +3,11 @@
 A stage's fingerprint hashes its command (the run directory written as `<out>`), the gin settings
 in effect that its command reads (its gin files, includes inlined, and --gin flags, the last
 binding of a name winning; comments and order aside), and the fingerprints of the stages whose
-outputs it reads (a path in its command that is another stage's output directory). So a changed PPO setting invalidates each arm's training
-and, through it, that arm's export and evaluations, but not SFT or the base and SFT evaluations:
-only `train` reads the RL loop's settings (train/ppo/fgo/cccs), except `cccs.statements`, which
-places the CCCS start points that SFT's examples and the subtask measure use.
+outputs it reads (a path in its command that is another stage's output directory). So a changed
+PPO setting invalidates each arm's training and, through it, that arm's export and evaluations,
+but not SFT or the base and SFT evaluations: only `train` reads the RL loop's settings
+(train/ppo/fgo/cccs), except `cccs.statements`, which places the CCCS start points that SFT's
+examples and the subtask measure use.
 
 DONE.json records the fingerprint with FINGERPRINT_VERSION. Markers of version 1 (the whole gin
 text, no upstream stages) are checked the old way and, when they match, rewritten as version 2;

@@ -157,5 +157,6 @@ def training_table(out: Path, points: list[tuple[str, list[str]]]) -> list[str]:
     tail = rows[-TAIL:]
     lines.append(f"| {name} | {len(rows)} | {'yes' if (d / 'DONE.json').is_file() else 'no'} "
                  f"| {mean('pass_rate', rows):.1%} | {mean('ppo/ref_kl', tail):.1f} "
-                 f"| {mean('truncated_rate', tail):.0%} | {mean('outcome/compile_error', tail):.0%} |")
+                 f"| {mean('truncated_rate', tail):.0%} "
+                 f"| {mean('outcome/compile_error', tail):.0%} |")
   return lines + [""]
