@@ -59,10 +59,13 @@ class MetricsWriter:
     workdir: run directory.
     enabled: default: only process 0 writes.
     tensorboard / jsonl: which outputs.
+    resumed_at: the step a resumed run restarts after: rows logged after it by the killed run are
+      dropped from the JSONL, and TensorBoard is told to discard its events from step
+      `resumed_at + 1` on (the resumed run writes those steps again).
   """
 
   def __init__(self, workdir: str | Path, *, enabled: bool | None = None, tensorboard: bool = True,
-               jsonl: bool = True):
+               jsonl: bool = True, resumed_at: int | None = None):
     self.workdir = Path(workdir)
     self.enabled = _is_process_zero() if enabled is None else enabled
     self._jsonl = None
@@ -71,10 +74,14 @@ class MetricsWriter:
       return
     self.workdir.mkdir(parents=True, exist_ok=True)
     if jsonl:
+      if resumed_at is not None:
+        keep_rows_until(self.workdir / JSONL_NAME, resumed_at)
       self._jsonl = open(self.workdir / JSONL_NAME, "a", encoding="utf-8")
     if tensorboard:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(logdir=str(self.workdir / TB_DIR), flush_secs=10)
+      purge = None if resumed_at is None else resumed_at + 1
+      self._tb = SummaryWriter(logdir=str(self.workdir / TB_DIR), flush_secs=10,
+                               purge_step=purge)
 
   @property
   def jsonl_path(self) -> Path:
@@ -125,6 +132,17 @@ class MetricsWriter:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def keep_rows_until(path: Path, step: int) -> None:
+  """Drop the rows of a metrics JSONL logged after `step` (atomically; no file: nothing)."""
+  if not path.is_file():
+    return
+  kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+          if line.strip() and json.loads(line).get("step", 0) <= step]
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text("".join(kept), encoding="utf-8")
+  tmp.replace(path)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -77,3 +77,28 @@ def test_plots(tmp_path):
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   import matplotlib.image as mpimg
   assert mpimg.imread(png).shape[0] > 200  # two panels
+
+
+def test_a_resumed_writer_drops_the_killed_runs_later_steps(tmp_path):
+  # A run killed after logging steps 1-3, resumed from its checkpoint at step 2: step 3 is
+  # written again by the resumed run, so the JSONL keeps one row per step and TensorBoard is told
+  # to discard the old events from step 3 on (a SessionLog START at the purge step).
+  import struct
+  from tensorboardX.proto import event_pb2
+  with metrics.MetricsWriter(tmp_path, enabled=True) as w:
+    for step in (1, 2, 3):
+      w.write(step, {"reward": float(step)})
+  with metrics.MetricsWriter(tmp_path, enabled=True, resumed_at=2) as w:
+    w.write(3, {"reward": 30.0})
+  rows = metrics.read_jsonl(tmp_path / metrics.JSONL_NAME)
+  assert [(r["step"], r["reward"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+  starts = []
+  for f in (tmp_path / metrics.TB_DIR).glob("events.out.tfevents.*"):
+    data, i = f.read_bytes(), 0
+    while i < len(data):
+      (n,) = struct.unpack("<Q", data[i:i + 8])
+      ev = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      if ev.HasField("session_log") and ev.session_log.status == event_pb2.SessionLog.START:
+        starts.append(ev.step)
+  assert starts == [3]  # only the resumed writer purges

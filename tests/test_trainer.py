@@ -117,6 +117,7 @@ def test_sigkill_mid_run_resumes_to_the_same_state(tmp_path, arm):
   assert max(r["ppo/policy_grad_norm"] for r in _metrics(ref)) > 1e-3  # the policy trained
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  assert [r["step"] for r in _metrics(killed)] == [1, 2, 3]  # one row per iteration
   last_a, last_b = _metrics(ref)[-1], _metrics(killed)[-1]
   for k, v in last_a.items():
     if not k.startswith("time"):

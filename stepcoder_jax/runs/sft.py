@@ -378,7 +378,6 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
     stopper.load_json(host["early_stop"])
     best_params = _resumed_best(model, tokenizer, cfg, graphdef, params, rest, out_dir,
                                 stopper, steps_run)
-    sft_checkpoint.keep_metrics_until(out_dir, steps_run)
     _log.info("sft: resuming from step %d (%s)", steps_run, ckpts.directory)
   _log.info("sft: %d examples (%d validation), up to %d steps of %d, shapes prompt %d + target "
             "%d, initial NLL %s, validation %s", len(examples), len(val_examples), cfg.steps,
@@ -387,7 +386,7 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   writer = bar = None
   if out_dir is not None:
     from stepcoder_jax.metrics import MetricsWriter
-    writer = MetricsWriter(out_dir)
+    writer = MetricsWriter(out_dir, resumed_at=None if resumed is None else steps_run)
     if initial_val is not None and resumed is None:
       writer.write(0, {"val_nll": initial_val}, prefix="sft/")
   if progress:

@@ -27,7 +27,6 @@ import jax
 from stepcoder_jax import checkpoint as ckpt_lib
 from stepcoder_jax.config import CheckpointConfig
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.metrics import JSONL_NAME
 
 _log = logging.getLogger(__name__)
 
@@ -61,18 +60,6 @@ def check_fingerprint(saved: dict, now: dict, directory: Path) -> None:
     if saved.get(key) != now.get(key):
       raise UserError(f"sft: {directory} was saved by a run with {key}={saved.get(key)!r}, this "
                       f"run has {now.get(key)!r}; use a new --out or delete {directory}")
-
-
-def keep_metrics_until(out_dir: Path, step: int) -> None:
-  """Drop the metrics.jsonl rows after `step`: the resumed run writes them again."""
-  path = Path(out_dir) / JSONL_NAME
-  if not path.is_file():
-    return
-  kept = [line for line in path.read_text().splitlines(keepends=True)
-          if line.strip() and json.loads(line).get("step", 0) <= step]
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text("".join(kept))
-  tmp.replace(path)
 
 
 class SFTCheckpoints:

@@ -241,10 +241,11 @@ class Trainer:
     every = max(1, self.ckpt_cfg.save_interval_steps)
     ck_dir = ckpt_lib.checkpoint_dir(self.work_dir)
     ckpt_lib.save_inference_assets(ck_dir, self.models.cfg, self.models.tokenizer)
-    with ckpt_lib.Checkpointer(ck_dir, self.ckpt_cfg) as ckpt, \
-         metrics_lib.MetricsWriter(self.work_dir) as writer:
-      self.maybe_restore(ckpt)
-      with metrics_lib.ProgressBar(cfg.num_iterations, initial=self.iteration,
+    with ckpt_lib.Checkpointer(ck_dir, self.ckpt_cfg) as ckpt:
+      resumed = self.maybe_restore(ckpt)
+      with metrics_lib.MetricsWriter(self.work_dir,
+                                     resumed_at=self.iteration if resumed else None) as writer, \
+           metrics_lib.ProgressBar(cfg.num_iterations, initial=self.iteration,
                                    desc="stepcoder") as bar:
         while self.iteration < cfg.num_iterations:
           m = self.iterate()
