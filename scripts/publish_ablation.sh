@@ -8,6 +8,12 @@ set -euo pipefail
 SRC="${1:?usage: publish_ablation.sh ABLATION_DIR DEST}"
 DEST="${2:?usage: publish_ablation.sh ABLATION_DIR DEST}"
 DEST="$(mkdir -p "$DEST" && cd "$DEST" && pwd)"
+# The per-problem evaluation tables under one folder of SRC, at the same place under DEST.
+copy_eval_tables() {
+  [ -d "$SRC/$1" ] || return 0
+  (cd "$SRC" && find "$1" -name '*.json' -not -name DONE.json -print0 \
+    | xargs -0 -r -I{} sh -c 'mkdir -p "$0/$(dirname "$1")" && cp "$1" "$0/$1"' "$DEST" {})
+}
 cp "$SRC/report.md" "$DEST/"
 for d in metrics plots; do
   if [ -d "$SRC/$d" ]; then rm -rf "${DEST:?}/$d"; cp -r "$SRC/$d" "$DEST/$d"; fi
@@ -27,10 +33,7 @@ done
 # Each finished stage's marker, and the per-problem tables of each finished evaluation.
 (cd "$SRC" && find . -name DONE.json -not -path '*/checkpoints/*' -print0 \
   | xargs -0 -r -I{} sh -c 'mkdir -p "$0/stages/$(dirname "$1")" && cp "$1" "$0/stages/$1"' "$DEST" {})
-if [ -d "$SRC/evals" ]; then
-  (cd "$SRC" && find evals -name '*.json' -not -name DONE.json -print0 \
-    | xargs -0 -r -I{} sh -c 'mkdir -p "$0/$(dirname "$1")" && cp "$1" "$0/$1"' "$DEST" {})
-fi
+copy_eval_tables evals
 # Tuning on validation (ablate --tune): each point's bindings, training log and evaluation tables.
 for t in "$SRC"/tune/*/; do
   [ -f "$t/TUNE.json" ] || continue
@@ -38,8 +41,5 @@ for t in "$SRC"/tune/*/; do
   cp "$t/TUNE.json" "$DEST/tune/$(basename "$t")/"
   [ -f "$t/train/metrics.jsonl" ] && cp "$t/train/metrics.jsonl" "$DEST/tune/$(basename "$t")/"
 done
-if [ -d "$SRC/tune/evals" ]; then
-  (cd "$SRC" && find tune/evals -name '*.json' -not -name DONE.json -print0 \
-    | xargs -0 -r -I{} sh -c 'mkdir -p "$0/$(dirname "$1")" && cp "$1" "$0/$1"' "$DEST" {})
-fi
+copy_eval_tables tune/evals
 echo "published $SRC -> $DEST"
