@@ -28,6 +28,10 @@ class Estimate:
   low: float
   high: float
   n: int
+  # Paired differences only: the problems where the first model scored higher / lower. A mean
+  # can move on one problem or on many; these say which.
+  up: int = 0
+  down: int = 0
 
   @property
   def excludes_zero(self) -> bool:
@@ -88,4 +92,6 @@ def paired_diff_ci(a: Sequence[float], b: Sequence[float], *, resamples: int = R
   x, y = _as_array(a, "paired_diff_ci a"), _as_array(b, "paired_diff_ci b")
   if x.shape != y.shape:
     raise ValueError(f"paired_diff_ci: {len(x)} and {len(y)} problems; pairs need the same")
-  return _interval(x - y, resamples, seed, level)
+  d = x - y
+  return dataclasses.replace(_interval(d, resamples, seed, level),
+                             up=int(np.sum(d > 0)), down=int(np.sum(d < 0)))

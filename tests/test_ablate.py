@@ -520,10 +520,24 @@ def test_evidence_names_each_measures_own_problem_count():
   # must carry its own count, and only an interval off 0 counts as evidence.
   from stepcoder_jax.stats import Estimate
   parts = ablation_report.evidence([
-      ("tests share vs sft", Estimate(0.05, 0.01, 0.09, 132)),
-      ("RL-pool pass@1 vs sft", Estimate(0.03, -0.03, 0.09, 32)),
+      ("tests share vs sft", Estimate(0.05, 0.01, 0.09, 132, up=9, down=2)),
+      ("RL-pool pass@1 vs sft", Estimate(0.03, -0.03, 0.09, 32, up=2, down=1)),
       ("missing", None)])
   assert parts[0] == ("intervals exclude 0 for tests share vs sft +5.0 [+1.0, +9.0] pp "
-                      "(132 problems)")
-  assert parts[1].endswith("RL-pool pass@1 vs sft +3.0 [-3.0, +9.0] pp (32 problems)")
+                      "(132 problems: 9 up, 2 down)")
+  assert parts[1].endswith("RL-pool pass@1 vs sft +3.0 [-3.0, +9.0] pp (32 problems: 2 up, "
+                           "1 down)")
   assert len(parts) == 2
+
+
+def test_training_trend_reports_pass_rate_and_entropy_by_thirds(tmp_path):
+  # A sampled pass@1 gain can come from a sharper policy alone: the sentence must carry the
+  # entropy next to the pass rate, each as the mean of the first and the last third.
+  (tmp_path / "metrics").mkdir()
+  rows = [{"step": i + 1, "pass_rate": [0.0, 0.1, 0.3][i // 2],
+           "ppo/entropy": [0.8, 0.7, 0.5][i // 2]} for i in range(6)]
+  (tmp_path / "metrics" / "arm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert ablation_report._training_trend(tmp_path, "arm") == (
+      "its rollout pass rate (at the current curriculum stage) went from 0.00 over the first 2 "
+      "iterations to 0.30 over the last 2, its per-token entropy from 0.80 to 0.50")
+  assert ablation_report._training_trend(tmp_path, "other") is None  # no log yet

@@ -9,7 +9,7 @@ def test_identical_models_differ_by_exactly_zero():
   rng = np.random.default_rng(1)
   a = rng.integers(0, 2, size=50).astype(float)
   d = stats.paired_diff_ci(a, a.copy())
-  assert (d.value, d.low, d.high, d.n) == (0.0, 0.0, 0.0, 50)
+  assert (d.value, d.low, d.high, d.n, d.up, d.down) == (0.0, 0.0, 0.0, 50, 0, 0)
   assert not d.excludes_zero
 
 
@@ -21,6 +21,9 @@ def test_k_more_passes_of_n_is_a_difference_of_k_over_n():
   better[10:10 + k] = 1.0  # and this one passes k more
   d = stats.paired_diff_ci(better, base)
   assert d.value == pytest.approx(k / n)
+  assert (d.up, d.down) == (k, 0)  # the k problems gained, none lost
+  worse = stats.paired_diff_ci(base, better)
+  assert (worse.up, worse.down) == (0, k)
   # Paired: only the k differing problems vary between resamples, so every resample difference
   # is >= 0 and the interval never reaches below 0 ...
   assert d.low >= 0.0

@@ -136,19 +136,32 @@ def diff_table(arms: list[str], per_model: dict[str, dict]) -> str:
 
 
 def _training_trend(out: Path, arm: str) -> str | None:
-  """'training pass rate 0.10 (first third of iterations) -> 0.25 (last third)' from the log."""
+  """The rollout pass rate (and entropy) over the first and the last third of the iterations."""
   f = out / "metrics" / f"{arm}.jsonl"
   if not f.is_file():
     return None
-  by_step = {r["step"]: r["pass_rate"] for r in read_jsonl(f)
-             if isinstance(r.get("pass_rate"), (int, float)) and "step" in r}
-  vals = [by_step[k] for k in sorted(by_step)]
-  if len(vals) < 3:
+  rows = read_jsonl(f)
+
+  def thirds(key: str) -> tuple[float, float, int] | None:
+    by_step = {r["step"]: r[key] for r in rows
+               if isinstance(r.get(key), (int, float)) and "step" in r}
+    vals = [by_step[k] for k in sorted(by_step)]
+    if len(vals) < 3:
+      return None
+    third = len(vals) // 3
+    return sum(vals[:third]) / third, sum(vals[-third:]) / third, third
+
+  rate = thirds("pass_rate")
+  if rate is None:
     return None
-  third = len(vals) // 3
-  first, last = sum(vals[:third]) / third, sum(vals[-third:]) / third
-  return (f"its rollout pass rate (at the current curriculum stage) went from {first:.2f} over "
-          f"the first {third} iterations to {last:.2f} over the last {third}")
+  text = (f"its rollout pass rate (at the current curriculum stage) went from {rate[0]:.2f} "
+          f"over the first {rate[2]} iterations to {rate[1]:.2f} over the last {rate[2]}")
+  # A sharper policy (lower entropy) passes more often when sampled even if its greedy answers
+  # are no better: the reader needs this next to a sampled pass@1 gain.
+  ent = thirds("ppo/entropy")
+  if ent is not None:
+    text += f", its per-token entropy from {ent[0]:.2f} to {ent[1]:.2f}"
+  return text
 
 
 def evidence(diffs: list[tuple[str, stats.Estimate | None]]) -> list[str]:
@@ -159,7 +172,8 @@ def evidence(diffs: list[tuple[str, stats.Estimate | None]]) -> list[str]:
     if d is None or d.n == 0:
       continue
     # Each measure counts its own problems (the subtask and the RL pool have fewer).
-    item = f"{name} {d.text(100, 1, signed=True)} pp ({d.n} problems)"
+    item = (f"{name} {d.text(100, 1, signed=True)} pp ({d.n} problems: {d.up} up, "
+            f"{d.down} down)")
     (clear if d.excludes_zero else unclear).append(item)
   parts = []
   if clear:
@@ -363,6 +377,11 @@ def write_report(s, stages) -> Path:
     text += [f"## {m} (evals/<model>/{kind}/{file})", "", model_table(m, per_model), ""]
   text += ["## Paired differences (arm minus SFT, arm minus vanilla PPO)", "",
            "'*': the 95% interval excludes 0.", "", diff_table(arms, per_model), "",
+           f"This table holds {len(MEASURES) * len(BASELINES)} differences per arm. If no arm "
+           "differed from its baseline at all, about 1 interval in 20 would still exclude 0 by "
+           "chance, so a lone '*' is weaker evidence than one that agrees with the other "
+           "measures and arms; 'up' and 'down' below count the problems that moved each way.",
+           "",
            "## What the numbers show", "", *[sentence(out, a, per_model) for a in arms], "",
            "## Budget", "", budget_table(out, arms), "",
            "## Plots", "", *[f"- `{p.relative_to(out)}`" for p in plots], "",
