@@ -28,10 +28,10 @@ class Estimate:
   low: float
   high: float
   n: int
-  # Paired differences only: the problems where the first model scored higher / lower. A mean
-  # can move on one problem or on many; these say which.
-  up: int = 0
-  down: int = 0
+  # Paired differences only (None for a mean): the problems where the first model scored
+  # higher / lower. A mean can move on one problem or on many; these say which.
+  up: int | None = None
+  down: int | None = None
 
   @property
   def excludes_zero(self) -> bool:

@@ -68,7 +68,9 @@ def test_table_has_intervals_and_identical_stages_differ_by_exactly_zero(tmp_pat
   d = data["differences"]["stepcoder-sft"]["greedy pass@1"]
   assert d["value"] == pytest.approx(0.75) and d["low"] > 0 and d["n"] == n
   assert data["differences"]["sft-base"]["tests share"] == {"value": 0.0, "low": 0.0,
-                                                            "high": 0.0, "n": n}
+                                                            "high": 0.0, "n": n, "up": 0,
+                                                            "down": 0}
+  assert (d["up"], d["down"]) == (15, 0)  # the 15 problems StepCoder gained
   assert data["pass@1"]["stepcoder"] == {"all": 0.75, "introductory": 1.0, "interview": 0.5}
   assert str(demo.final_model_dir(tmp_path)) in report
   assert (tmp_path / "pass_at_1.png").stat().st_size > 1000
