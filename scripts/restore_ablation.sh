@@ -48,7 +48,7 @@ for t in "$SRC"/tune/*/; do
     cp "$t/metrics.jsonl" "$DEST/tune/$name/train/"
   fi
 done
-if [ -d "$SRC/sft_trials" ]; then mkdir -p "$DEST/sft_trials"; cp -r "$SRC"/sft_trials/. "$DEST/sft_trials/"; fi
+if [ -d "$SRC/sft_trials" ]; then cp -r "$SRC/sft_trials" "$DEST/"; fi
 if [ -f "$SRC/sft/metrics.jsonl" ]; then
   mkdir -p "$DEST/sft"
   cp "$SRC/sft/metrics.jsonl" "$DEST/sft/published_metrics.jsonl"
