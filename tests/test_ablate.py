@@ -12,8 +12,8 @@ import pytest
 
 from stepcoder_jax import cli
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.runs import (ablation, ablation_data, ablation_fingerprint, ablation_report,
-                                 ablation_tune)
+from stepcoder_jax.runs import (ablation, ablation_control, ablation_data, ablation_fingerprint,
+                                 ablation_report, ablation_tune)
 
 REPO = Path(__file__).resolve().parent.parent
 ARMS = ("ppo", "grpo_stepcoder")  # together they switch cccs, fgo and the advantage estimator
@@ -344,6 +344,67 @@ def _fake_eval(d: Path, passed: list[bool], subtask: list[bool] | None = None) -
     (d / "eval_subtask.json").write_text(json.dumps({"problems": [
         {"problem_id": f"p{i}", "subtask_passed": p} for i, p in enumerate(subtask)]}))
   (d / "DONE.json").write_text("{}")
+
+
+def _fake_sampled(d: Path, passes: list[int], n: int = 4) -> None:
+  d.mkdir(parents=True, exist_ok=True)
+  rows = [{"problem_id": f"p{i}", "difficulty": "x", "c": c, "n": n} for i, c in enumerate(passes)]
+  (d / "eval.json").write_text(json.dumps({"problems": rows}))
+  (d / "DONE.json").write_text("{}")
+
+
+def test_control_temperatures_sample_sft_before_the_arms(tmp_path):
+  s = ablation.Settings(out=tmp_path, arms=("ppo",), controls=(0.4,))
+  names = [st.name for st in ablation.plan(s)]
+  stage = next(st for st in ablation.plan(s) if st.name == "eval_sft_t0.4_sampled")
+  assert names.index("eval_sft_t0.4_sampled") < names.index("train_ppo")
+  assert stage.out == tmp_path / "evals" / "sft_t0.4" / "sampled"
+  argv = list(stage.argv)
+  assert argv[argv.index("--model") + 1] == str(tmp_path / "sft")
+  assert argv[argv.index("--temperature") + 1] == "0.4"
+  assert argv[argv.index("--n") + 1] == "4"
+  assert argv[argv.index("--problems") + 1].endswith("heldout.jsonl")
+  plain = [st.name for st in ablation.plan(ablation.Settings(out=tmp_path, arms=("ppo",)))]
+  assert not [n for n in plain if "sft_t" in n]
+  # The other sampled evaluations keep gin's temperature: no --temperature flag.
+  assert "--temperature" not in next(st for st in ablation.plan(s)
+                                     if st.name == "eval_sft_sampled").argv
+
+
+def test_control_temperatures_must_be_new_and_positive(tmp_path, capsys):
+  assert ablation_control.check((0.4, 0.6), 0.8) == []
+  assert len(ablation_control.check((0.0, 0.8, 0.4, 0.4), 0.8)) == 3
+  rc = cli.main(["ablate", "--out", str(tmp_path / "a"), "--control_temperatures", "0",
+                 "--gin_file", "experiments/ablation_tiny.gin"])
+  err = capsys.readouterr().err.strip()
+  assert rc == 2 and "\n" not in err
+  assert err.startswith("error: --control_temperatures: 0 is not > 0")
+
+
+def test_sharpening_section_sets_each_arm_against_sft_at_every_temperature(tmp_path):
+  ev = tmp_path / "evals"
+  assert ablation_control.section(ev, (), 0.8, ["ppo"]) == []  # not asked for: no section
+  _fake_eval(ev / "sft" / "greedy", [False] * 10)
+  _fake_sampled(ev / "sft" / "sampled", [0] * 10)              # T = 0.8: 0%
+  _fake_sampled(ev / "sft_t0.4" / "sampled", [4] * 5 + [0] * 5)  # T = 0.4: 50%
+  _fake_sampled(ev / "ppo" / "sampled", [2] * 10)              # the arm at 0.8: 50%
+  text = "\n".join(ablation_control.section(ev, (0.4, 0.6), 0.8, ["ppo", "cccs"]))
+  assert "| T | SFT pass@1 | ppo minus SFT |" in text  # cccs has no sampled eval: no column
+  assert "| 0 | 0.0 [0.0, 0.0] | +50.0 [+50.0, +50.0] * |" in text
+  assert "| 0.8 | 0.0 [0.0, 0.0] | +50.0 [+50.0, +50.0] * |" in text
+  row = next(l for l in text.splitlines() if l.startswith("| 0.4 |"))
+  assert row.startswith("| 0.4 | 50.0 [") and "+0.0 [" in row and "*" not in row
+  assert "Not evaluated yet: T = 0.6." in text
+  assert "- **ppo**: not ahead of SFT (interval includes 0) at T = 0.4:" in text
+  png = ablation_control.plot(ev, (0.4,), 0.8, ["ppo"], tmp_path / "sharpening.png")
+  assert png is not None and png.stat().st_size > 1000
+  # Ahead at every temperature once SFT at 0.4 passes nothing either.
+  _fake_sampled(ev / "sft_t0.4" / "sampled", [0] * 10)
+  text = "\n".join(ablation_control.section(ev, (0.4,), 0.8, ["ppo"]))
+  assert "- **ppo**: ahead of SFT at every temperature evaluated (0, 0.4, 0.8)." in text
+  _fake_sampled(ev / "ppo" / "sampled", [0] * 10)  # no better than SFT at its own temperature
+  text = "\n".join(ablation_control.section(ev, (0.4,), 0.8, ["ppo"]))
+  assert "- **ppo**: not ahead of SFT even at its own temperature 0.8 (nor at T = 0, 0.4)." in text
 
 
 def test_tune_section_shows_each_point_beside_sft_with_paired_differences(tmp_path):

@@ -34,6 +34,9 @@ def add_arguments(parser) -> None:
                            "nothing (e.g. after a kill)")
   parser.add_argument("--arms", nargs="+", default=list(ARMS),
                       help=f"arms, each a configs/ablations/<arm>.gin (default: {' '.join(ARMS)})")
+  parser.add_argument("--control_temperatures", nargs="+", type=float, default=[], metavar="T",
+                      help="also sample the SFT model at these temperatures on the held-out set "
+                           "(the sharpening control: runs/ablation_control.py)")
   parser.add_argument("--tune", action="append", default=[], metavar="NAME=BINDING[;BINDING]",
                       help="instead of the arms: train the --tune_arm with these gin bindings "
                            "added and evaluate it on the VALIDATION problems and the RL pool, "
@@ -58,11 +61,14 @@ def run(args) -> int:
                         gin_files=tuple(args.gin_files), gin_bindings=tuple(args.gin_bindings),
                         vocab_from=(args.model or spec.path) if spec.output_vocab else None,
                         tune=tuple(ablation_tune.parse(t) for t in args.tune),
-                        tune_arm=args.tune_arm)
+                        tune_arm=args.tune_arm,
+                        controls=tuple(args.control_temperatures))
   # The command line as parsed (flags and gin), for the report: reproducible as written.
   flags = ["--out", args.out, "--arms", *args.arms, "--eval_n", str(args.eval_n)]
   flags += ["--model", args.model] if args.model else []
   flags += ["--mbpp", args.mbpp, "--heldout_mbpp", str(args.heldout_mbpp)] if args.mbpp else []
+  if args.control_temperatures:
+    flags += ["--control_temperatures", *(f"{t:g}" for t in args.control_temperatures)]
   for t in args.tune:
     flags += ["--tune", t]
   flags += ["--tune_arm", args.tune_arm] if args.tune else []

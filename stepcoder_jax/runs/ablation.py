@@ -19,6 +19,8 @@ Layout under --out:
   arms/<arm>/model/                       its final policy as an HF dir (`export`)
   evals/<model>/{greedy,sampled}/        held-out evaluations of base, sft and each arm
   evals/<model>/probe/                    greedy, s* = 0, on data/rl_pool.jsonl (the arms' problems)
+  evals/sft_t<T>/sampled/                 SFT sampled at T (--control_temperatures: the
+                                          sharpening control, runs/ablation_control.py)
   logs/<stage>.log                        each stage's stdout and stderr
   report.md, metrics/<arm>.jsonl, plots/*.png   (runs/ablation_report.py)
 """
@@ -35,7 +37,8 @@ from typing import Callable
 
 from stepcoder_jax import gin_setup
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.runs import ablation_data, ablation_fingerprint, ablation_tune
+from stepcoder_jax.runs import (ablation_control, ablation_data, ablation_fingerprint,
+                                 ablation_tune)
 
 ARMS = ("ppo", "cccs", "fgo", "stepcoder", "grpo", "grpo_stepcoder")
 EVAL_KINDS = ("greedy", "sampled", "probe")
@@ -57,6 +60,7 @@ class Settings:
   vocab_from: str | None = None   # the model whose tokenizer builds data/vocab (None: no vocab stage)
   tune: tuple = ()                # ablation_tune.TunePoint's: run the tuning plan instead of arms
   tune_arm: str = "stepcoder"     # the arm whose gin every tune point starts from
+  controls: tuple[float, ...] = ()  # temperatures of the sharpening control (ablation_control)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,18 +135,20 @@ def vocab_stage(s: Settings) -> Stage:
 
 def eval_stages(s: Settings, model: str, path: str | None = None, root: Path | None = None,
                 problems: str = "heldout.jsonl", kinds: tuple[str, ...] = EVAL_KINDS,
-                prefix: str = "eval") -> list[Stage]:
+                prefix: str = "eval", temperature: float | None = None) -> list[Stage]:
   """The greedy evaluation of one model (with the subtask measure: the same process writes
   eval.json and eval_subtask.json), the sampled one (n = eval_n) and the probe of the RL pool,
   into `root/<model>/<kind>` (default evals/). `problems` is the file of the greedy and sampled
-  ones (the held-out set; the tuning plan passes the validation set)."""
+  ones (the held-out set; the tuning plan passes the validation set). `temperature` replaces
+  gin's eval.temperature in the sampled one (the sharpening control)."""
   path = path if path is not None else model_dir(s, model)
   root = root if root is not None else s.out / "evals"
   base = ("eval",) + (("--model", path) if path else ())
   files = {k: str(s.out / "data" / ("rl_pool.jsonl" if k == "probe" else problems))
            for k in kinds}
   flags = {"greedy": ("--temperature", "0", "--n", "1", "--subtask"),
-           "sampled": ("--n", str(s.eval_n)),
+           "sampled": ("--n", str(s.eval_n))
+           + (("--temperature", f"{temperature:g}") if temperature is not None else ()),
            "probe": ("--temperature", "0", "--n", "1")}
   return [Stage(f"{prefix}_{model}_{k}", root / model / k,
                 base + ("--problems", files[k], "--out", str(root / model / k))
@@ -197,6 +203,9 @@ def plan(s: Settings) -> list[Stage]:
   if s.tune:
     return stages + [sft, *tune_plan(s)]
   stages += [sft, *eval_stages(s, "base"), *eval_stages(s, "sft")]
+  for t in s.controls:  # SFT sampled at lower temperatures (runs/ablation_control.py)
+    stages += eval_stages(s, ablation_control.name(t), path=model_dir(s, "sft"),
+                          kinds=("sampled",), temperature=t)
   for arm in s.arms:
     stages += arm_stages(s, arm)
   return stages
@@ -225,6 +234,9 @@ def check_settings(s: Settings) -> None:
   if EvalConfig().temperature <= 0:
     raise UserError("ablate: gin eval.temperature must be > 0 (it is the sampled evaluation's; "
                     "the greedy one passes --temperature 0)")
+  errors = ablation_control.check(s.controls, EvalConfig().temperature)
+  if errors:
+    raise UserError(f"--control_temperatures: {'; '.join(errors)}")
   if s.mbpp is not None:
     ablation_data.mbpp_file(s.mbpp)
 

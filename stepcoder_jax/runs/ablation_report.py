@@ -350,14 +350,18 @@ def sft_vs_base(per_model: dict[str, dict]) -> list[str]:
 
 def write_report(s, stages) -> Path:
   """report.md, metrics/<arm>.jsonl and plots/*.png from the finished stages of ablation `s`."""
-  from stepcoder_jax.runs import ablation_plots, ablation_tune
+  from stepcoder_jax.runs import ablation_control, ablation_plots, ablation_tune
+  from stepcoder_jax.runs.config import EvalConfig
 
   out = Path(s.out)
   arms = list(s.arms)
   models = ["base", "sft", *arms]
   per_model = {m: measure_values(out / "evals", m) for m in models}
   copy_metrics(out, arms)
+  temperature = EvalConfig().temperature
   plots = ablation_plots.write_plots(out, per_model, arms)
+  plots += [p for p in [ablation_control.plot(out / "evals", s.controls, temperature, arms,
+                                              out / "plots" / "sharpening.png")] if p]
   data = json.loads((out / "data" / "DONE.json").read_text()).get("counts", {}) \
       if (out / "data" / "DONE.json").is_file() else {}
   pending = [st.name for st in stages if not (Path(st.out) / "DONE.json").is_file()]
@@ -382,6 +386,7 @@ def write_report(s, stages) -> Path:
            "chance, so a lone '*' is weaker evidence than one that agrees with the other "
            "measures and arms; 'up' and 'down' below count the problems that moved each way.",
            "",
+           *ablation_control.section(out / "evals", s.controls, temperature, arms),
            "## What the numbers show", "", *[sentence(out, a, per_model) for a in arms], "",
            "## Budget", "", budget_table(out, arms), "",
            "## Plots", "", *[f"- `{p.relative_to(out)}`" for p in plots], "",
