@@ -74,6 +74,22 @@ def test_table_has_intervals_and_identical_stages_differ_by_exactly_zero(tmp_pat
   assert data["pass@1"]["stepcoder"] == {"all": 0.75, "introductory": 1.0, "interview": 0.5}
   assert str(demo.final_model_dir(tmp_path)) in report
   assert (tmp_path / "pass_at_1.png").stat().st_size > 1000
+  assert "## Budget" in report and demo.budget_line() in report
+
+
+def test_budget_line_is_the_configured_budget():
+  # The budget the gin sets, so that nobody reads a smoke run as a measurement.
+  import gin
+  gin.clear_config()
+  try:
+    gin.parse_config(["sft.steps = 3", "sft.batch_size = 2", "train.num_iterations = 5",
+                      "train.problems_per_iteration = 2", "train.samples_per_problem = 2"])
+    line = demo.budget_line()
+  finally:
+    gin.clear_config()
+  assert line.startswith("budget: SFT 3 steps of 2 examples; StepCoder 5 PPO iterations x "
+                         "2 problems x 2 samples = 20 rollouts. A smoke-sized run")
+  assert line.endswith(demo.ABLATION_RESULTS)
 
 
 def test_a_measure_without_problems_reads_na_and_the_json_stays_valid(tmp_path):
@@ -115,6 +131,8 @@ def test_tiny_demo_prints_table_and_paths_and_its_final_model_loads(tiny_demo, t
   final = demo.final_model_dir(work)
   assert "| StepCoder - SFT | " in printed and "| base | " in printed
   assert f"report: {work / 'report.md'}" in printed
+  assert "budget: SFT 2 steps of " in printed  # TINY's gin, not the Gemma demo's
+  assert "StepCoder 1 PPO iterations x 2 problems x " in printed
   assert f"final model (HF directory): {final}" in printed
   assert f"plot: {work / 'pass_at_1.png'}" in printed
   assert f"plot: {work / 'stepcoder' / 'training_curves.png'}" in printed
