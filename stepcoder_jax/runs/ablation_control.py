@@ -133,12 +133,11 @@ def plot(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: flo
   ax.errorbar(ts, [100 * e.value for e in ests], capsize=3, marker="o", color="black",
               label="SFT",
               yerr=np.array([[100 * (e.value - e.low), 100 * (e.high - e.value)] for e in ests]).T)
-  spread = 0.02 * (np.arange(len(arms)) - (len(arms) - 1) / 2)
-  for dx, arm in zip(spread, arms):
+  for i, arm in enumerate(arms):
     v = measure_values(evals_dir, arm).get(SAMPLED)
     if v:  # beside T = eval_temperature, offset so that SFT's point there stays visible
       e = stats.mean_ci([x for x, _ in v.values()])
-      ax.errorbar(eval_temperature + 0.05 + dx, 100 * e.value, capsize=3, marker="s",
+      ax.errorbar(eval_temperature + 0.04 * (i + 1), 100 * e.value, capsize=3, marker="s",
                   linestyle="none", label=arm,
                   yerr=[[100 * (e.value - e.low)], [100 * (e.high - e.value)]])
   ax.set_xlabel("sampling temperature (0 = greedy)")
