@@ -59,16 +59,11 @@ def curve(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: fl
   return dict(sorted(points.items()))
 
 
-def _paired(a: dict, b: dict) -> stats.Estimate:
-  common = sorted(set(a) & set(b))
-  return stats.paired_diff_ci([a[p][0] for p in common], [b[p][0] for p in common])
-
-
 def section(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: float,
             arms: list[str]) -> list[str]:
   """The report's section: SFT's pass@1 per temperature, and each arm's sampled pass@1 minus it,
   paired over the same problems; [] when the control was not asked for."""
-  from stepcoder_jax.runs.ablation_report import diff_cell, measure_values
+  from stepcoder_jax.runs.ablation_report import diff_cell, measure_values, paired_values
 
   if not temperatures:
     return []
@@ -84,7 +79,7 @@ def section(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: 
            "|---:|---:|" + "---:|" * len(arm_vals)]
   missing = [f"{t:g}" for t in temperatures if t not in points]
   for t, sft in points.items():
-    cells = [diff_cell(_paired(v, sft)) for v in arm_vals.values()]
+    cells = [diff_cell(paired_values(v, sft)) for v in arm_vals.values()]
     lines.append(f"| {t:g} | {stats.mean_ci([x for x, _ in sft.values()]).text(100, 1)} | "
                  + " | ".join(cells) + " |")
   if missing:
@@ -96,11 +91,14 @@ def section(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: 
 def verdicts(points: dict[float, dict], arm_vals: dict[str, dict], eval_temperature: float
              ) -> list[str]:
   """One line per arm: ahead of SFT at every temperature evaluated, or at which it is not."""
+  from stepcoder_jax.runs.ablation_report import paired_values
+
+  if not points:
+    return []
   out = []
   for arm, v in arm_vals.items():
-    if not points:
-      break
-    not_ahead = [f"{t:g}" for t, sft in points.items() if not _paired(v, sft).excludes_zero]
+    not_ahead = [f"{t:g}" for t, sft in points.items()
+                 if not paired_values(v, sft).excludes_zero]
     own = f"{eval_temperature:g}"
     if own in not_ahead:
       others = [t for t in not_ahead if t != own]

@@ -110,6 +110,12 @@ def paired(measure: str, per_model: dict[str, dict], arm: str, baseline: str
   a, b = per_model.get(arm, {}).get(measure), per_model.get(baseline, {}).get(measure)
   if a is None or b is None or arm == baseline:
     return None
+  return paired_values(a, b)
+
+
+def paired_values(a: dict[str, tuple[float, str]], b: dict[str, tuple[float, str]]
+                  ) -> stats.Estimate:
+  """Paired difference a - b of two models' per-problem values, on the problems both have."""
   common = sorted(set(a) & set(b))
   return stats.paired_diff_ci([a[p][0] for p in common], [b[p][0] for p in common])
 
