@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+
+import pytest
 
 RUN_CACHE_VAR = "STEPCODER_JAX_TEST_CACHE"
 
@@ -46,3 +49,13 @@ os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # a user's persistent XLA cac
 def pytest_unconfigure(config) -> None:
   if _OWNED:  # only the process that made it (xdist's controller ends after its workers)
     shutil.rmtree(RUN_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _gin_cleared_after_each_test():
+  """Gin bindings are process-global: a test's `--gin.cccs.statements='bogus'` would otherwise be
+  picked up by any later test in the same worker that builds a CCCSConfig (a CI failure seen under
+  xdist, where the order varies)."""
+  yield
+  if "gin" in sys.modules:
+    sys.modules["gin"].clear_config()
