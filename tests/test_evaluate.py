@@ -1,13 +1,17 @@
-"""Evaluation end to end: prompts -> completions -> real judging -> pass@k tables and files."""
+"""Evaluation end to end: prompts -> completions -> real judging -> pass@k tables and files;
+a killed evaluation resumed from its journal."""
 import dataclasses
 import json
 
+import jax
 import pytest
+from flax import nnx
 
-from stepcoder_jax import cli
+from stepcoder_jax import cli, sampling
 from stepcoder_jax.data.builders.stepcoder_builtin import read_builtin
 from stepcoder_jax.execution.config import ExecutionConfig
 from stepcoder_jax.models.loading import load_model
+from stepcoder_jax.runs import eval_journal
 from stepcoder_jax.runs import evaluation as ev
 from stepcoder_jax.runs import sft
 from stepcoder_jax.runs.config import EvalConfig
@@ -116,6 +120,108 @@ def test_effective_samples():
       dataclasses.replace(EvalConfig(num_samples=2, temperature=1.0), greedy=False))[2] is False
 
 
+# ----------------------------------------------------------------------------- resume
+# A killed evaluation resumes: the sampler batches it finished are replayed from its journal,
+# only the rest are sampled, and the report equals an uninterrupted run's.
+
+# 3 problems x 2 samples in batches of 2: 3 temperature batches, then 2 greedy ones.
+CFG = EvalConfig(num_samples=2, ks=(1, 2), temperature=1.0, max_new_tokens=8, batch_size=2,
+                 greedy=True)
+BATCHES = 5
+GENERATE_IDS = sampling.generate_ids  # the real sampler, before any test wraps it
+
+
+class Killed(Exception):
+  """Stands for the kill (pytest reserves KeyboardInterrupt for itself)."""
+
+
+def _count_sampler_calls(monkeypatch, kill_at: int | None = None) -> list:
+  """Counts `sampling.generate_ids` calls; the call number `kill_at` raises instead (a kill)."""
+  calls, real = [], GENERATE_IDS
+
+  def counted(*args, **kwargs):
+    if kill_at is not None and len(calls) == kill_at:
+      raise Killed()
+    calls.append(1)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(sampling, "generate_ids", counted)
+  return calls
+
+
+def _texts(report):
+  return [(s["problem_id"], s["sample"], s["completion"], s["outcome"]) for s in report.samples]
+
+
+def test_a_killed_evaluation_resumes_where_it_stopped(pool, tiny, tmp_path, monkeypatch):
+  model, tok = tiny
+  problems = read_builtin()[:3]
+  whole = ev.evaluate(model, tok, problems, CFG, pool, out_dir=tmp_path / "whole")
+
+  out = tmp_path / "killed"
+  _count_sampler_calls(monkeypatch, kill_at=3)
+  with pytest.raises(Killed):
+    ev.evaluate(model, tok, problems, CFG, pool, out_dir=out, resume=True)
+  journal = out / "eval.journal.jsonl"
+  assert not (out / "eval.json").exists()
+  assert len(journal.read_text().splitlines()) == 1 + 3  # fingerprint + the 3 finished batches
+
+  calls = _count_sampler_calls(monkeypatch)
+  resumed = ev.evaluate(model, tok, problems, CFG, pool, out_dir=out, resume=True)
+  assert len(calls) == BATCHES - 3  # only the unfinished batches were sampled
+  assert _texts(resumed) == _texts(whole)
+  assert resumed.table == whole.table
+  assert not journal.exists() and (out / "eval.json").is_file()
+
+
+def test_other_settings_do_not_reuse_a_journal(pool, tiny, tmp_path, monkeypatch):
+  model, tok = tiny
+  problems = read_builtin()[:3]
+  _count_sampler_calls(monkeypatch, kill_at=2)
+  with pytest.raises(Killed):
+    ev.evaluate(model, tok, problems, CFG, pool, out_dir=tmp_path, resume=True)
+  calls = _count_sampler_calls(monkeypatch)
+  other_seed = dataclasses.replace(CFG, seed=1)
+  ev.evaluate(model, tok, problems, other_seed, pool, out_dir=tmp_path, resume=True)
+  assert len(calls) == BATCHES  # every batch sampled afresh
+
+
+def test_the_fingerprint_follows_the_weights():
+  _, model, _ = load_model("tiny-llama")
+  rows = [(0, [1, 2, 3])]
+  before = eval_journal.fingerprint(model, {"n": 1}, rows)
+  assert eval_journal.fingerprint(model, {"n": 1}, rows) == before
+  assert eval_journal.fingerprint(model, {"n": 2}, rows) != before
+  assert eval_journal.fingerprint(model, {"n": 1}, [(0, [1, 2, 4])]) != before
+  state = nnx.state(model, nnx.Param)
+  leaves, treedef = jax.tree.flatten(state)
+  leaves[-1] = leaves[-1] * 1.001  # one small change in one layer
+  nnx.update(model, jax.tree.unflatten(treedef, leaves))
+  assert eval_journal.fingerprint(model, {"n": 1}, rows) != before
+
+
+def test_a_line_cut_by_a_kill_is_dropped(tmp_path):
+  path = tmp_path / "eval.journal.jsonl"
+  j = eval_journal.Journal(path, "abc")
+  j.record("temperature", 0, {0: "x = 1", 1: "print(2)"})
+  j.record("greedy", 0, {2: "pass"})
+  j.close()
+  with open(path, "a") as f:
+    f.write('{"phase": "temperature", "batch": 1, "compl')  # the kill cut this write
+  again = eval_journal.Journal(path, "abc")
+  assert again.resumed == 2
+  assert again.get("temperature", 0) == {0: "x = 1", 1: "print(2)"}
+  assert again.get("greedy", 0) == {2: "pass"} and again.get("temperature", 1) is None
+  again.record("temperature", 1, {3: "y"})
+  again.close()
+  lines = [json.loads(t) for t in path.read_text().splitlines()]  # every line whole again
+  assert lines[0] == {"fingerprint": "abc"} and len(lines) == 4
+  fresh = eval_journal.Journal(path, "another model")
+  assert fresh.resumed == 0 and fresh.get("temperature", 0) is None
+  fresh.close(delete=True)
+  assert not path.exists()
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -138,6 +244,7 @@ def test_eval_command_on_a_tiny_model_dir(tmp_path, capsys):
   assert js["settings"]["config"]["max_new_tokens"] == 8
   assert js["table"]["all"]["problems"] == 3
   assert len((out / "eval_samples.jsonl").read_text().splitlines()) == 6
+  assert not list(out.glob("*.journal.jsonl"))  # the journal goes once the report is written
   assert all(p["problem_id"].endswith(("0", "5")) for p in js["problems"])  # the test split
 
 

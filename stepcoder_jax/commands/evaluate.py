@@ -7,6 +7,8 @@ Writes eval.md, eval.json and eval_samples.jsonl to --out and prints the markdow
 greedy pass@1 and the share of unit tests passed). With --subtask, also the last-start-point CCCS
 subtask (greedy; problems without a curriculum under gin cccs.statements excluded):
 eval_subtask.md, eval_subtask.json, eval_subtask_samples.jsonl (layout: runs/evaluation.py).
+A killed evaluation resumes when rerun with the same --out, model and settings: the sampler
+batches it finished are replayed from eval.journal.jsonl (runs/eval_journal.py), not resampled.
 """
 from __future__ import annotations
 
@@ -69,12 +71,13 @@ def run(args) -> int:
   sub = None
   with pipeline.open_pool(ExecutionConfig()) as pool:
     report = evaluation.evaluate(models.policy, models.tokenizer, problems, cfg, pool,
-                                 out_dir=args.out, progress=True)
+                                 out_dir=args.out, progress=True, resume=True)
     if args.subtask:
       from stepcoder_jax.rl.config import CCCSConfig
       sub = evaluation.evaluate(models.policy, models.tokenizer, problems, cfg, pool,
                                 out_dir=args.out, name="eval_subtask", progress=True,
-                                subtask=True, statements=CCCSConfig().statements)
+                                subtask=True, statements=CCCSConfig().statements,
+                                resume=True)
   gin_setup.save_operative(f"{args.out}/operative_config.gin")
   print(evaluation.table_text(report), end="")
   print(f"wrote {args.out}/eval.md, eval.json, eval_samples.jsonl")

@@ -4,9 +4,10 @@ Each stage is an existing CLI command (`sft`, `train`, `export`, `eval`) run as 
 (`python -m stepcoder_jax ...`): its memory is freed when it ends, and gin starts from the same
 files every time. A stage is done when `<its output dir>/DONE.json` exists (written here after
 the command exits 0, with the command line, wall time, exit code and fingerprint: see
-runs/ablation_fingerprint.py), so running the ablation again skips every finished stage; an unfinished `train` resumes from its orbax checkpoint by
-itself, SFT and evaluations restart. The data stage (writing the problem files) and the report
-run in this process; the report runs every time and reads whatever is finished.
+runs/ablation_fingerprint.py), so running the ablation again skips every finished stage. An
+unfinished `train` or `sft` resumes from its orbax checkpoint by itself, and an unfinished `eval`
+from its sampling journal (runs/eval_journal.py). The data stage (writing the problem files) and
+the report run in this process; the report runs every time and reads whatever is finished.
 
 Layout under --out:
   data/{train,validation,heldout,rl_pool}.jsonl   the problems (runs/ablation_data.py)

@@ -31,6 +31,8 @@ Held-out measures that move before whole-problem pass rates do (a small model si
 
 Outputs (when `out_dir` is given): `<name>.md` and `<name>.json` (the table by difficulty, the
 settings and the per-problem records) and `<name>_samples.jsonl` (one line per judged sample).
+With `resume=True` (the `eval` command), `<name>.journal.jsonl` holds the sampled batches while
+the evaluation runs, so a killed one resumes (runs/eval_journal.py); it is deleted at the end.
 The `<name>.json` layout, for pairing models problem by problem:
 
     {"table": {difficulty: {"problems", "pass@k"..., "greedy pass@1", "tests passed"}, ...,
@@ -58,6 +60,7 @@ from stepcoder_jax import completion
 from stepcoder_jax import passk as eval_lib
 from stepcoder_jax.data import prompts as prompts_lib
 from stepcoder_jax.data.record import Problem
+from stepcoder_jax.runs import eval_journal
 from stepcoder_jax.runs.config import EvalConfig
 
 _log = logging.getLogger(__name__)
@@ -129,12 +132,14 @@ def sampled_texts(tokenizer, res, rows: Sequence[Row], eos_ids: Sequence[int]) -
 
 
 def _sample(model, tokenizer, rows: list[Row], cfg: EvalConfig, temperature: float,
-            seed: int) -> Iterator[dict[int, str]]:
+            seed: int, journal: eval_journal.Journal | None = None,
+            phase: str = "temperature") -> Iterator[dict[int, str]]:
   """Completion texts of (row id, prompt ids, prompt) rows, one dict per sampler batch.
 
   Batches have a fixed size (the last one padded by repetition) and share one prompt bucket, so
   the sampler compiles once per temperature. Yielding per batch lets the caller start judging a
-  batch while the next one is sampled.
+  batch while the next one is sampled. With a journal, a batch it holds (under `phase`) is
+  replayed instead of sampled, and each newly sampled batch is recorded in it.
   """
   import jax
 
@@ -151,11 +156,20 @@ def _sample(model, tokenizer, rows: list[Row], cfg: EvalConfig, temperature: flo
                         min_prompt_bucket=sampling.bucket(longest, 16))
   bs = max(1, min(cfg.batch_size, len(rows)))
   key = jax.random.key(seed)
-  for b, start in enumerate(range(0, len(rows), bs)):
+  batches = range(0, len(rows), bs)
+  for b, start in enumerate(batches):
+    done = journal.get(phase, b) if journal is not None else None
+    if done is not None:
+      yield done
+      continue
     chunk = rows[start:start + bs]
     ids = [r[1] for r in chunk] + [chunk[0][1]] * (bs - len(chunk))
     res = sampling.generate_ids(model, ids, scfg, jax.random.fold_in(key, b), eos, pad)
-    yield sampled_texts(tokenizer, res, chunk, eos)
+    texts = sampled_texts(tokenizer, res, chunk, eos)
+    if journal is not None:
+      journal.record(phase, b, texts)
+      _log.info("eval: sampled %s batch %d of %d", phase, b + 1, len(batches))
+    yield texts
 
 
 def problem_prompts(problems: Sequence[Problem], tokenizer, cfg: EvalConfig
@@ -211,7 +225,7 @@ def tests_share(rows: Sequence[dict]) -> float:
 def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, pool, *,
              out_dir: str | Path | None = None, name: str = "eval",
              completion_fn: CompletionFn | None = None, progress: bool = False,
-             subtask: bool = False, statements: str = "if") -> EvalReport:
+             subtask: bool = False, statements: str = "if", resume: bool = False) -> EvalReport:
   """pass@k (n samples), greedy pass@1 and tests passed of `model` on `problems`, by difficulty.
 
   Args:
@@ -228,6 +242,8 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
     subtask: evaluate the last-start-point subtask instead (module docstring): greedy only, on
       the problems that have a curriculum under `statements` (gin `cccs.statements`).
     statements: which statements start CCCS subtasks ('if' or 'branching').
+    resume: keep a sampling journal in `out_dir` (runs/eval_journal.py): a rerun of the same
+      evaluation after a kill samples only the batches the killed run did not finish.
   """
   from stepcoder_jax.execution.job import Job
 
@@ -253,6 +269,7 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
                  cfg.max_prompt_tokens, ", ".join(problems[i].id for i in sorted(too_long)[:5]))
 
   # Row id = problem index * per_problem + sample index (sample n is the extra greedy one).
+  journal = None
   sampled = [i for i in range(len(problems)) if fits[i] is not None]
   if completion_fn is not None:
     chunks: Iterable[dict[int, str]] = [{
@@ -264,23 +281,34 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
                  for i in sampled for s in range(n)]
     greedy_rows = [(i * per_problem + n, prompt_ids[i], prompts[i])
                    for i in sampled] if extra_greedy else []
+    if resume and out_dir is not None:
+      key = eval_journal.fingerprint(
+          model, {"config": dataclasses.asdict(cfg), "subtask": subtask, "statements": statements},
+          [(r[0], r[1]) for r in temp_rows + greedy_rows])
+      journal = eval_journal.Journal(Path(out_dir) / f"{name}.journal.jsonl", key)
     chunks = itertools.chain(
-        _sample(model, tokenizer, temp_rows, cfg, max(cfg.temperature, 0.0), cfg.seed),
-        _sample(model, tokenizer, greedy_rows, cfg, 0.0, cfg.seed))
+        _sample(model, tokenizer, temp_rows, cfg, max(cfg.temperature, 0.0), cfg.seed, journal,
+                "temperature"),
+        _sample(model, tokenizer, greedy_rows, cfg, 0.0, cfg.seed, journal, "greedy"))
 
   # Judge each chunk as soon as it is sampled: the pool works while the sampler runs.
   completions: dict[int, str] = {}
   pending = []
-  for chunk in chunks:
-    ids = sorted(chunk)
-    completions.update(chunk)
-    jobs = [Job(problem=problems[r // per_problem], completion=chunk[r],
-                prefix=prompts[r // per_problem].code_prefix) for r in ids]
-    if jobs:
-      pending.append((ids, pool.submit(jobs)))
-  verdicts = {}
-  for ids, fut in pending:
-    verdicts.update(zip(ids, fut.result()))
+  try:
+    for chunk in chunks:
+      ids = sorted(chunk)
+      completions.update(chunk)
+      jobs = [Job(problem=problems[r // per_problem], completion=chunk[r],
+                  prefix=prompts[r // per_problem].code_prefix) for r in ids]
+      if jobs:
+        pending.append((ids, pool.submit(jobs)))
+    verdicts = {}
+    for ids, fut in pending:
+      verdicts.update(zip(ids, fut.result()))
+  except BaseException:
+    if journal is not None:
+      journal.close()  # kept: the rerun resumes from it
+    raise
   if progress:
     _log.info("eval: judged %d programs of %d problems", len(verdicts), len(problems))
 
@@ -318,6 +346,8 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
   report = EvalReport(table=table, problems=results, samples=samples, settings=settings)
   if out_dir is not None:
     write_report(report, out_dir, name)
+  if journal is not None:
+    journal.close(delete=True)  # the report holds every sample now
   return report
 
 
