@@ -602,3 +602,15 @@ def test_training_trend_reports_pass_rate_and_entropy_by_thirds(tmp_path):
       "its rollout pass rate (at the current curriculum stage) went from 0.00 over the first 2 "
       "iterations to 0.30 over the last 2, its per-token entropy from 0.80 to 0.50")
   assert ablation_report._training_trend(tmp_path, "other") is None  # no log yet
+
+
+def test_critic_free_arms_are_also_compared_with_plain_grpo():
+  # grpo_stepcoder - grpo is what CCCS + FGO add without a value model: the report must show it
+  # (paired, with the '*' rule), and nothing when plain GRPO was not run.
+  per_model = {m: {"tests share": {f"p{i}": (v, "x") for i in range(8)}}
+               for m, v in (("sft", 0.1), ("ppo", 0.2), ("grpo", 0.25), ("grpo_stepcoder", 0.5))}
+  text = "\n".join(ablation_report.critic_free_section(
+      ["stepcoder", "ppo", "grpo_stepcoder", "grpo"], per_model))
+  assert "| grpo_stepcoder |" in text and "| stepcoder |" not in text
+  assert "tests share vs grpo" in text and "+25.0 [+25.0, +25.0] *" in text
+  assert ablation_report.critic_free_section(["stepcoder", "grpo_stepcoder"], per_model) == []

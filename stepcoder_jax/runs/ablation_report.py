@@ -45,6 +45,7 @@ MEASURES: tuple[tuple[str, str, str, Callable[[dict], float | None]], ...] = (
     ("RL-pool pass@1", "probe", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
 )
 BASELINES = ("sft", "ppo")  # every arm is compared with these, paired on the same problems
+CRITIC_FREE = "grpo"  # the critic-free arms' own vanilla: grpo_* arms are also compared with it
 
 
 def _eval_records(path: Path) -> list[dict] | None:
@@ -127,10 +128,11 @@ def diff_cell(d: stats.Estimate | None) -> str:
   return d.text(100, 1, signed=True) + (" *" if d.excludes_zero else "")
 
 
-def diff_table(arms: list[str], per_model: dict[str, dict]) -> str:
-  """Markdown: each arm minus SFT and minus PPO per measure, in percentage points; '*' marks an
-  interval that excludes 0."""
-  cols = [(m, base) for m, *_ in MEASURES for base in BASELINES]
+def diff_table(arms: list[str], per_model: dict[str, dict],
+               baselines: tuple[str, ...] = BASELINES) -> str:
+  """Markdown: each arm minus each baseline (SFT and PPO) per measure, in percentage points; '*'
+  marks an interval that excludes 0."""
+  cols = [(m, base) for m, *_ in MEASURES for base in baselines]
   head = "| arm | " + " | ".join(f"{m} vs {base}" for m, base in cols) + " |"
   lines = [head, "|---|" + "---:|" * len(cols)]
   for arm in arms:
@@ -139,6 +141,24 @@ def diff_table(arms: list[str], per_model: dict[str, dict]) -> str:
       cells.append(diff_cell(paired(m, per_model, arm, base)))
     lines.append(f"| {arm} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def critic_free_section(arms: list[str], per_model: dict[str, dict]) -> list[str]:
+  """The critic-free arms with CCCS and/or FGO (grpo_*) minus plain GRPO: the critic-free
+  analogue of 'arm minus vanilla PPO', i.e. what CCCS and FGO add without a value model. Empty
+  unless plain GRPO and one such arm were both run."""
+  others = [a for a in arms if a.startswith(f"{CRITIC_FREE}_")]
+  if CRITIC_FREE not in arms or not others or not per_model.get(CRITIC_FREE):
+    return []
+  lines = ["## Critic-free arms minus plain GRPO (what CCCS and FGO add without a value model)",
+           "", "'*': the 95% interval excludes 0.", "",
+           diff_table(others, per_model, (CRITIC_FREE,)), ""]
+  for arm in others:
+    parts = evidence([(f"{m} vs {CRITIC_FREE}", paired(m, per_model, arm, CRITIC_FREE))
+                      for m, *_ in MEASURES])
+    if parts:
+      lines.append(f"- **{arm}**: " + clauses(parts))
+  return lines + [""]
 
 
 def _training_trend(out: Path, arm: str) -> str | None:
@@ -392,6 +412,7 @@ def write_report(s, stages) -> Path:
            "chance, so a lone '*' is weaker evidence than one that agrees with the other "
            "measures and arms; 'up' and 'down' below count the problems that moved each way.",
            "",
+           *critic_free_section(arms, per_model),
            *ablation_control.section(out / "evals", s.controls, temperature, arms),
            "## What the numbers show", "", *[sentence(out, a, per_model) for a in arms], "",
            "## Budget", "", budget_table(out, arms), "",
