@@ -34,8 +34,7 @@ def _per_problem(path: Path) -> dict[str, dict]:
 
 
 def _cell(e: stats.Estimate, diff: bool = False) -> str:
-  sign = "+" if diff else ""
-  text = f"{100 * e.value:{sign}.1f} [{100 * e.low:{sign}.1f}, {100 * e.high:{sign}.1f}]"
+  text = e.text(100, 1, signed=diff)
   if diff:
     text += f" ({e.up} up, {e.down} down){' *' if e.excludes_zero else ''}"
   return text
