@@ -80,5 +80,8 @@ def report(out: str) -> None:
 
 
 if __name__ == "__main__":
-  cmd, *args = sys.argv[1:]
-  {"select": select, "report": report}[cmd](*args)
+  commands = {"select": (select, 3), "report": (report, 1)}
+  if len(sys.argv) < 2 or sys.argv[1] not in commands or \
+      len(sys.argv) - 2 != commands[sys.argv[1]][1]:
+    sys.exit("usage: focused_pool.py select EVAL_JSON POOL_JSONL OUT_JSONL | report OUT_DIR")
+  commands[sys.argv[1]][0](*sys.argv[2:])

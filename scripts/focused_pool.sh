@@ -9,6 +9,12 @@
 # step leaves a marker and is skipped on a rerun; training resumes from its checkpoint.
 #   bash scripts/focused_pool.sh runs/ablation runs/focused
 set -euo pipefail
+if [[ $# -ne 2 ]]; then
+  echo "usage: bash scripts/focused_pool.sh ABLATION_DIR OUT_DIR" >&2; exit 2
+fi
+for f in "$1/sft/config.json" "$1/data/rl_pool.jsonl" "$1/data/vocab/output_vocab.npz"; do
+  [[ -f "$f" ]] || { echo "error: $f missing: $1 is not a finished ablate run" >&2; exit 2; }
+done
 ABL="$(realpath "$1")"; OUT="$2"; mkdir -p "$OUT"; OUT="$(realpath "$OUT")"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="$ROOT/.venv/bin/python"
@@ -19,7 +25,8 @@ step() {  # step NAME CMD...: run CMD unless NAME is done; log to $OUT/logs/NAME
   if [[ -f "$OUT/done/$name" ]]; then echo "$name: done earlier, skipped"; return; fi
   mkdir -p "$OUT/logs" "$OUT/done"; echo "$name: running (log: $OUT/logs/$name.log)"
   local t0=$SECONDS
-  "$@" > "$OUT/logs/$name.log" 2>&1
+  local log="$OUT/logs/$name.log"
+  "$@" > "$log" 2>&1 || { echo "error: step $name failed ($log): $(tail -n 1 "$log")" >&2; exit 1; }
   echo "$((SECONDS - t0))" > "$OUT/done/$name"
 }
 cd "$ROOT"
