@@ -1,5 +1,5 @@
-"""`stepcoder-jax ablate` (runs/ablation*.py): the whole ablation on tiny-llama, its resume, its
-data splits and its report on partial results."""
+"""`stepcoder-jax ablate` (stepcoder_jax/ablation/): the whole ablation on tiny-llama, its resume,
+its data splits and its report on partial results."""
 import json
 import re
 import shutil
@@ -12,8 +12,15 @@ import pytest
 
 from stepcoder_jax import cli
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.runs import (ablation, ablation_control, ablation_data, ablation_fingerprint,
-                                 ablation_report, ablation_tune)
+from stepcoder_jax.ablation import control as ablation_control
+from stepcoder_jax.ablation import data as ablation_data
+from stepcoder_jax.ablation import fingerprint as ablation_fingerprint
+from stepcoder_jax.ablation import measures as ablation_measures
+from stepcoder_jax.ablation import plan as ablation_plan
+from stepcoder_jax.ablation import report as ablation_report
+from stepcoder_jax.ablation import run as ablation_run
+from stepcoder_jax.ablation import tune as ablation_tune
+from stepcoder_jax.ablation.stages import read_done, write_done
 
 REPO = Path(__file__).resolve().parent.parent
 ARMS = ("ppo", "grpo_stepcoder")  # together they switch cccs, fgo and the advantage estimator
@@ -86,10 +93,10 @@ def test_unknown_arm_is_refused(tmp_path, capsys):
 
 def test_resume_with_other_data_flags_is_refused(tmp_path):
   d = tmp_path / "data"
-  ablation.write_done(d, {"settings": ablation_data.settings_of(None, 100), "counts": {}})
+  write_done(d, {"settings": ablation_data.settings_of(None, 100), "counts": {}})
   mbpp = write_fake_mbpp(tmp_path / "mbpp")
   with pytest.raises(UserError, match="--mbpp/--heldout_mbpp"):
-    ablation_data.check_resume(ablation.read_done(d), ablation_data.settings_of(str(mbpp), 5), d)
+    ablation_data.check_resume(read_done(d), ablation_data.settings_of(str(mbpp), 5), d)
 
 
 
@@ -108,13 +115,13 @@ def test_rl_pool_and_heldout_prompts_are_written(tmp_path):
 
 
 def test_output_vocab_stage_runs_first_and_every_later_stage_uses_its_file(tmp_path):
-  s = ablation.Settings(out=tmp_path, arms=("ppo",), vocab_from="gemma3-270m")
-  stages = ablation.plan(s)
+  s = ablation_plan.Settings(out=tmp_path, arms=("ppo",), vocab_from="gemma3-270m")
+  stages = ablation_plan.plan(s)
   first, rest = stages[0], stages[1:]
   assert first.name == "vocab" and first.module == "stepcoder_jax.models.vocab_build"
   assert str(tmp_path / "data" / ablation_data.HELDOUT_PROMPTS) in first.argv
   assert not any(a.endswith("heldout.jsonl") for a in first.argv)  # no held-out solutions
-  binding = f"--gin.model.output_vocab='{ablation.vocab_file(s)}'"
+  binding = f"--gin.model.output_vocab='{ablation_plan.vocab_file(s)}'"
   assert all(binding in st.argv for st in rest if st.argv[0] != "export")
   # The arms train on the RL pool, and the probe evaluates exactly that file.
   probe = next(st for st in stages if st.name == "eval_ppo_probe")
@@ -123,7 +130,7 @@ def test_output_vocab_stage_runs_first_and_every_later_stage_uses_its_file(tmp_p
   assert pool in probe.argv and pool in train.argv
   assert str(tmp_path / "data" / "train.jsonl") not in train.argv
   # Without a restricted vocabulary in the gin there is no vocab stage and no binding.
-  plain = ablation.plan(ablation.Settings(out=tmp_path, arms=("ppo",)))
+  plain = ablation_plan.plan(ablation_plan.Settings(out=tmp_path, arms=("ppo",)))
   assert plain[0].name == "sft"
   assert not any(a.startswith("--gin.model.output_vocab") for st in plain for a in st.argv)
 
@@ -136,7 +143,8 @@ def test_vocab_build_keeps_the_ids_of_the_given_problem_files(tmp_path):
 
   _, tok = make_tiny_llama(tmp_path / "m")
   probs = tmp_path / "p.jsonl"
-  probs.write_text(json.dumps({"question": "zq", "canonical_solution": "def zq(): return 7"}) + "\n")
+  probs.write_text(json.dumps({"question": "zq", "canonical_solution": "def zq(): return 7"})
+                   + "\n")
   out = tmp_path / "v.npz"
   assert vocab_build.main([str(probs), "--model", str(tmp_path / "m"), "--out", str(out),
                            "--no_stdlib"]) == 0
@@ -153,7 +161,7 @@ def test_report_only_writes_a_report_of_what_finished_and_runs_nothing(tmp_path,
   assert cli.main(argv) == 2  # nothing there yet: one line, no directory made
   assert "no data/DONE.json" in capsys.readouterr().err and not out.exists()
   ablation_data.write(out / "data", ablation_data.build(None, 100))
-  ablation.write_done(out / "data", {"settings": ablation_data.settings_of(None, 100)})
+  write_done(out / "data", {"settings": ablation_data.settings_of(None, 100)})
   assert cli.main(argv) == 0
   report = (out / "report.md").read_text()
   assert "| ppo | not run yet | 0 | 0 |" in report
@@ -196,42 +204,42 @@ def _finish_all(stages, out):
   """Mark every stage done with its current fingerprint, as a finished run would."""
   fps = ablation_fingerprint.fingerprints(stages, out)
   for st in stages:
-    ablation.write_done(st.out, ablation_fingerprint.record(fps[st.name]))
+    write_done(st.out, ablation_fingerprint.record(fps[st.name]))
 
 
 def _stale_names(s):
-  stages = ablation.plan(s)
-  bad = set(ablation_fingerprint.stale(stages, s.out, ablation.read_done, ablation.write_done))
+  stages = ablation_plan.plan(s)
+  bad = set(ablation_fingerprint.stale(stages, s.out, read_done, write_done))
   return {st.name for st in stages if Path(st.out) / "DONE.json" in bad}
 
 
 def test_a_stage_finished_with_other_gin_settings_stops_the_run_before_anything_runs(
     tmp_path, monkeypatch):
-  monkeypatch.setattr(ablation, "check_settings", lambda s: None)  # gin is not parsed here
+  monkeypatch.setattr(ablation_plan, "check_settings", lambda s: None)  # gin is not parsed here
   inc, top = tmp_path / "inc.gin", tmp_path / "top.gin"
   inc.write_text("sft.learning_rate = 1e-5\n")
   top.write_text(f"include '{inc}'\nsft.steps = 3  # a comment\n")
-  s = ablation.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
-  _finish_all(ablation.plan(s), s.out)
+  s = ablation_plan.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
+  _finish_all(ablation_plan.plan(s), s.out)
   top.write_text(f"# edited comments only\ninclude '{inc}'\nsft.steps = 3\n")
   assert _stale_names(s) == set()  # comments are not settings
   inc.write_text("sft.learning_rate = 3e-5\n")  # a setting in an included file, read by SFT
   # SFT changed, so did everything that reads its model (the vocabulary stage does not).
-  assert _stale_names(s) == {st.name for st in ablation.plan(s)} - {"vocab"}
+  assert _stale_names(s) == {st.name for st in ablation_plan.plan(s)} - {"vocab"}
   with pytest.raises(UserError, match=r"finished stage\(s\) ran with other settings.*"
                      r"sft/DONE.json .*arms/ppo/train/DONE.json"):
-    ablation.run_ablation(s, echo=lambda _: None)
+    ablation_run.run_ablation(s, echo=lambda _: None)
   assert not (s.out / "data").exists()  # stopped before the data stage
 
 
 def test_an_rl_setting_invalidates_the_arms_training_and_what_reads_it_not_sft(tmp_path):
   top = tmp_path / "top.gin"
   top.write_text("ppo.kl_coef = 0.05\ncccs.rho = 0.5\nsft.steps = 3\n")
-  s = ablation.Settings(out=tmp_path / "run", arms=("ppo", "cccs"), gin_files=(str(top),))
-  _finish_all(ablation.plan(s), s.out)
+  s = ablation_plan.Settings(out=tmp_path / "run", arms=("ppo", "cccs"), gin_files=(str(top),))
+  _finish_all(ablation_plan.plan(s), s.out)
   top.write_text("ppo.kl_coef = 0.01\ncccs.rho = 0.5\nsft.steps = 3\n")
   expected = {f"train_{a}" for a in ("ppo", "cccs")} | {f"export_{a}" for a in ("ppo", "cccs")} \
-      | {f"eval_{a}_{k}" for a in ("ppo", "cccs") for k in ablation.EVAL_KINDS}
+      | {f"eval_{a}_{k}" for a in ("ppo", "cccs") for k in ablation_plan.EVAL_KINDS}
   assert _stale_names(s) == expected  # SFT and the base and SFT evaluations are kept
   # cccs.statements is read outside training too: SFT's examples and the subtask start there.
   top.write_text("ppo.kl_coef = 0.05\ncccs.rho = 0.5\nsft.steps = 3\ncccs.statements = 2\n")
@@ -243,31 +251,31 @@ def test_only_the_settings_in_effect_count(tmp_path):
   inc, top = tmp_path / "inc.gin", tmp_path / "top.gin"
   inc.write_text("sft.steps = 3\nsft.learning_rate = 3e-5\n")
   top.write_text(f"include '{inc}'\nsft.learning_rate = 1e-5\n")
-  s = ablation.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
-  _finish_all(ablation.plan(s), s.out)
+  s = ablation_plan.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
+  _finish_all(ablation_plan.plan(s), s.out)
   inc.write_text("sft.learning_rate = 5e-5\nsft.steps = 3\n")  # overridden, and reordered
   assert _stale_names(s) == set()
   top.write_text(f"include '{inc}'\nsft.learning_rate = 2e-5\n")  # the value in effect
   assert "sft" in _stale_names(s)
   top.write_text(f"include '{inc}'\nsft.learning_rate = 1e-5\n")
-  flagged = ablation.Settings(out=s.out, arms=("ppo",), gin_files=(str(top),),
-                              gin_bindings=("sft.learning_rate = 1e-5",))  # same value by flag
+  flagged = ablation_plan.Settings(out=s.out, arms=("ppo",), gin_files=(str(top),),
+                                   gin_bindings=("sft.learning_rate = 1e-5",))  # same value by flag
   assert _stale_names(flagged) == set()
 
 
 def test_version_1_markers_are_checked_the_old_way_and_upgraded(tmp_path):
   top = tmp_path / "top.gin"
   top.write_text("ppo.kl_coef = 0.05\nsft.steps = 3\n")
-  s = ablation.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
-  stages = ablation.plan(s)
+  s = ablation_plan.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
+  stages = ablation_plan.plan(s)
   sft = next(st for st in stages if st.name == "sft")
   base = next(st for st in stages if st.name == "eval_base_greedy")
-  ablation.write_done(sft.out, {"command": "x",
+  write_done(sft.out, {"command": "x",
                                 "fingerprint": ablation_fingerprint.legacy(sft, s.out)})
-  ablation.write_done(base.out, {"command": "x", "fingerprint": "0123456789abcdef"})
-  ablation.write_done(Path(stages[-1].out), {"command": "a marker from before fingerprints"})
+  write_done(base.out, {"command": "x", "fingerprint": "0123456789abcdef"})
+  write_done(Path(stages[-1].out), {"command": "a marker from before fingerprints"})
   assert _stale_names(s) == {"eval_base_greedy"}
-  upgraded = ablation.read_done(sft.out)
+  upgraded = read_done(sft.out)
   assert upgraded["fingerprint_version"] == ablation_fingerprint.FINGERPRINT_VERSION
   assert upgraded["command"] == "x"
   assert upgraded["fingerprint"] == ablation_fingerprint.fingerprints(stages, s.out)["sft"]
@@ -280,10 +288,10 @@ def test_a_version_1_marker_downstream_of_a_stale_stage_is_stale(tmp_path):
   # training changed. It must not be upgraded then, or a retrained arm would keep the old export.
   top = tmp_path / "top.gin"
   top.write_text("ppo.kl_coef = 0.05\n")
-  s = ablation.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
-  stages = {st.name: st for st in ablation.plan(s)}
+  s = ablation_plan.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
+  stages = {st.name: st for st in ablation_plan.plan(s)}
   for name in ("train_ppo", "export_ppo"):
-    ablation.write_done(stages[name].out, {"fingerprint": ablation_fingerprint.legacy(
+    write_done(stages[name].out, {"fingerprint": ablation_fingerprint.legacy(
         stages[name], s.out)})
   top.write_text("ppo.kl_coef = 0.01\n")
   assert _stale_names(s) == {"train_ppo", "export_ppo"}
@@ -302,15 +310,15 @@ def test_tune_plan_trains_the_arm_with_the_bindings_and_evaluates_on_validation(
   points = (ablation_tune.parse("lr=ppo.policy_lr=1e-5; ppo.kl_coef=0.1"),
             ablation_tune.parse("default="))
   assert points[0].bindings == ("ppo.policy_lr=1e-5", "ppo.kl_coef=0.1") and not points[1].bindings
-  s = ablation.Settings(out=tmp_path, arms=("ppo",), tune=points, tune_arm="stepcoder")
-  stages = {st.name: st for st in ablation.plan(s)}
+  s = ablation_plan.Settings(out=tmp_path, arms=("ppo",), tune=points, tune_arm="stepcoder")
+  stages = {st.name: st for st in ablation_plan.plan(s)}
   train = stages["train_tune_lr"]
   assert train.out == tmp_path / "tune" / "lr" / "train"
   assert "--gin.ppo.policy_lr=1e-5" in train.argv and "--gin.ppo.kl_coef=0.1" in train.argv
   assert str(tmp_path / "data" / "rl_pool.jsonl") in train.argv
   assert any(a.endswith("ablations/stepcoder.gin") for a in train.argv)
   # The point without bindings is the arm itself: its training is the arm's own stage.
-  arm = ablation.arm_stages(s, "stepcoder")[0]
+  arm = ablation_plan.arm_stages(s, "stepcoder")[0]
   assert stages["train_stepcoder"] == arm
   val = str(tmp_path / "data" / "validation.jsonl")
   for model in ("sft", "lr", "default"):
@@ -354,9 +362,9 @@ def _fake_sampled(d: Path, passes: list[int], n: int = 4) -> None:
 
 
 def test_control_temperatures_sample_sft_before_the_arms(tmp_path):
-  s = ablation.Settings(out=tmp_path, arms=("ppo",), controls=(0.4,))
-  names = [st.name for st in ablation.plan(s)]
-  stage = next(st for st in ablation.plan(s) if st.name == "eval_sft_t0.4_sampled")
+  s = ablation_plan.Settings(out=tmp_path, arms=("ppo",), controls=(0.4,))
+  names = [st.name for st in ablation_plan.plan(s)]
+  stage = next(st for st in ablation_plan.plan(s) if st.name == "eval_sft_t0.4_sampled")
   assert names.index("eval_sft_t0.4_sampled") < names.index("train_ppo")
   assert stage.out == tmp_path / "evals" / "sft_t0.4" / "sampled"
   argv = list(stage.argv)
@@ -364,10 +372,11 @@ def test_control_temperatures_sample_sft_before_the_arms(tmp_path):
   assert argv[argv.index("--temperature") + 1] == "0.4"
   assert argv[argv.index("--n") + 1] == "4"
   assert argv[argv.index("--problems") + 1].endswith("heldout.jsonl")
-  plain = [st.name for st in ablation.plan(ablation.Settings(out=tmp_path, arms=("ppo",)))]
+  plain = [st.name
+           for st in ablation_plan.plan(ablation_plan.Settings(out=tmp_path, arms=("ppo",)))]
   assert not [n for n in plain if "sft_t" in n]
   # The other sampled evaluations keep gin's temperature: no --temperature flag.
-  assert "--temperature" not in next(st for st in ablation.plan(s)
+  assert "--temperature" not in next(st for st in ablation_plan.plan(s)
                                      if st.name == "eval_sft_sampled").argv
 
 
@@ -408,7 +417,7 @@ def test_sharpening_section_sets_each_arm_against_sft_at_every_temperature(tmp_p
 
 
 def test_tune_section_shows_each_point_beside_sft_with_paired_differences(tmp_path):
-  measures = [m for m, *_ in ablation_report.MEASURES]
+  measures = [m for m, *_ in ablation_measures.MEASURES]
   assert ablation_tune.section(tmp_path, measures) == []  # nothing tuned: no section
   ablation_tune.record((ablation_tune.parse("lr=ppo.policy_lr=1e-5"),
                         ablation_tune.parse("default=")), tmp_path, "stepcoder")
@@ -463,9 +472,9 @@ def finished(tmp_path_factory):
 @pytest.mark.slow
 def test_ablation_writes_report_metrics_and_plots(finished):
   out, _, stdout, _ = finished
-  stages = ablation.plan(ablation.Settings(out=out, arms=ARMS))
+  stages = ablation_plan.plan(ablation_plan.Settings(out=out, arms=ARMS))
   assert len(re.findall(r"\] \S+: done in ", stdout)) == len(stages)
-  assert all(ablation.read_done(st.out)["exit_code"] == 0 for st in stages)
+  assert all(read_done(st.out)["exit_code"] == 0 for st in stages)
   assert json.loads((out / "data" / "DONE.json").read_text())["counts"]["heldout"] == 33
   for arm in ARMS:
     metrics = [json.loads(l) for l in (out / "metrics" / f"{arm}.jsonl").read_text().splitlines()]
@@ -523,8 +532,8 @@ def test_second_run_skips_every_stage_and_a_deleted_marker_reruns_only_its_stage
 def test_report_lists_arms_not_run_yet(finished, tmp_path):
   out = tmp_path / "copy"
   shutil.copytree(finished[0], out)
-  s = ablation.Settings(out=out, arms=("ppo", "fgo"))
-  report = ablation_report.write_report(s, ablation.plan(s)).read_text()
+  s = ablation_plan.Settings(out=out, arms=("ppo", "fgo"))
+  report = ablation_report.write_report(s, ablation_plan.plan(s)).read_text()
   assert "| fgo | not run yet | 0 | 0 |" in report
   assert "train_fgo" in report.split("Stages not finished:")[1].splitlines()[0]
   assert "- **fgo**: no finished held-out evaluation or training log yet." in report
@@ -562,7 +571,7 @@ def test_problems_without_a_difficulty_are_grouped_by_their_dataset(tmp_path):
       {"problem_id": "builtin/call/0005", "difficulty": "introductory", "greedy_passed": False,
        "tests_share": 0.0}]}))
   (d / "DONE.json").write_text("{}")
-  values = ablation_report.measure_values(tmp_path / "evals", "sft")["greedy pass@1"]
+  values = ablation_measures.measure_values(tmp_path / "evals", "sft")["greedy pass@1"]
   assert values == {"mbpp/11": (1.0, "mbpp"), "mbpp/12": (1.0, "mbpp"),
                     "builtin/call/0005": (0.0, "introductory")}
 
@@ -580,7 +589,7 @@ def test_evidence_names_each_measures_own_problem_count():
   # The subtask and RL-pool measures cover fewer problems than the held-out set: each clause
   # must carry its own count, and only an interval off 0 counts as evidence.
   from stepcoder_jax.stats import Estimate
-  parts = ablation_report.evidence([
+  parts = ablation_measures.evidence([
       ("tests share vs sft", Estimate(0.05, 0.01, 0.09, 132, up=9, down=2)),
       ("RL-pool pass@1 vs sft", Estimate(0.03, -0.03, 0.09, 32, up=2, down=1)),
       ("missing", None)])

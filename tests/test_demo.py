@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from stepcoder_jax import cli
-from stepcoder_jax.runs import ablation, demo
+from stepcoder_jax.ablation import stages
+from stepcoder_jax.runs import demo
 
 # The smallest demo that runs every stage: the tiny random Llama instead of Gemma 3 270M, so the
 # gin's Gemma output vocabulary is switched off.
@@ -32,7 +33,7 @@ def _write_eval(work: Path, stage: str, passed: list[bool], shares: list[float],
           "c": int(bool(s)), "greedy_passed": s, "tests_share": None, "subtask_passed": s}
          for i, s in enumerate(subtask)]
   (out / "eval_subtask.json").write_text(json.dumps({"problems": sub}))
-  ablation.write_done(out, {"stage": stage})
+  stages.write_done(out, {"stage": stage})
 
 
 def _row(report: str, label: str) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from stepcoder_jax import stats
+from stepcoder_jax.ablation.measures import diff_cell, measure_values, paired_values
 
 SAMPLED = "pass@1 (n samples)"
 GREEDY = "greedy pass@1"
@@ -44,8 +45,6 @@ def curve(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: fl
           ) -> dict[float, dict[str, tuple[float, str]]]:
   """temperature -> SFT's per-problem pass@1 at it, for the finished evaluations: 0 from the
   greedy one, eval_temperature from the sampled one, the others from the control's."""
-  from stepcoder_jax.runs.ablation_report import measure_values
-
   sft = measure_values(evals_dir, "sft")
   points = {}
   if GREEDY in sft:
@@ -63,8 +62,6 @@ def section(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: 
             arms: list[str]) -> list[str]:
   """The report's section: SFT's pass@1 per temperature, and each arm's sampled pass@1 minus it,
   paired over the same problems; [] when the control was not asked for."""
-  from stepcoder_jax.runs.ablation_report import diff_cell, measure_values, paired_values
-
   if not temperatures:
     return []
   points = curve(evals_dir, temperatures, eval_temperature)
@@ -91,8 +88,6 @@ def section(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: 
 def verdicts(points: dict[float, dict], arm_vals: dict[str, dict], eval_temperature: float
              ) -> list[str]:
   """One line per arm: ahead of SFT at every temperature evaluated, or at which it is not."""
-  from stepcoder_jax.runs.ablation_report import paired_values
-
   if not points:
     return []
   out = []
@@ -118,7 +113,6 @@ def plot(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: flo
   """SFT's pass@1 against temperature (95% intervals), each arm's sampled pass@1 at its
   temperature beside it; None without the control or with fewer than two points."""
   from stepcoder_jax.metrics import _pyplot
-  from stepcoder_jax.runs.ablation_report import measure_values
 
   points = curve(evals_dir, temperatures, eval_temperature) if temperatures else {}
   if len(points) < 2:

@@ -1,16 +1,11 @@
-"""`stepcoder-jax ablate`: the paper's ablation as a driver of subprocess stages.
+"""`stepcoder-jax ablate`'s plan: the paper's ablation as an ordered list of subprocess stages.
 
-Each stage is an existing CLI command (`sft`, `train`, `export`, `eval`) run as a fresh process
-(`python -m stepcoder_jax ...`): its memory is freed when it ends, and gin starts from the same
-files every time. A stage is done when `<its output dir>/DONE.json` exists (written here after
-the command exits 0, with the command line, wall time, exit code and fingerprint: see
-runs/ablation_fingerprint.py), so running the ablation again skips every finished stage. An
-unfinished `train` or `sft` resumes from its orbax checkpoint by itself, and an unfinished `eval`
-from its sampling journal (runs/eval_journal.py). The data stage (writing the problem files) and
-the report run in this process; the report runs every time and reads whatever is finished.
+Every stage (ablation/stages.py) is a CLI command run as its own process, done when its output
+directory holds DONE.json; the plan is a pure function of the settings (flags and gin), so a rerun
+plans the same stages and skips those done. The driver (ablation/run.py) runs them and the report.
 
 Layout under --out:
-  data/{train,validation,heldout,rl_pool}.jsonl   the problems (runs/ablation_data.py)
+  data/{train,validation,heldout,rl_pool}.jsonl   the problems (ablation/data.py)
   data/vocab/output_vocab.npz             when gin sets model.output_vocab: the ids of this run's
                                           problems (held-out solutions left out) + the stdlib, used
                                           by every later stage instead of the gin's
@@ -21,29 +16,24 @@ Layout under --out:
   evals/<model>/{greedy,sampled}/        held-out evaluations of base, sft and each arm
   evals/<model>/probe/                    greedy, s* = 0, on data/rl_pool.jsonl (the arms' problems)
   evals/sft_t<T>/sampled/                 SFT sampled at T (--control_temperatures: the
-                                          sharpening control, runs/ablation_control.py)
+                                          sharpening control, ablation/control.py)
   logs/<stage>.log                        each stage's stdout and stderr
-  report.md, metrics/<arm>.jsonl, plots/*.png   (runs/ablation_report.py)
+  report.md, metrics/<arm>.jsonl, plots/*.png   (ablation/report.py)
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 from stepcoder_jax import gin_setup
+from stepcoder_jax.ablation import control as ablation_control
+from stepcoder_jax.ablation import data as ablation_data
+from stepcoder_jax.ablation import tune as ablation_tune
+from stepcoder_jax.ablation.stages import Stage
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.runs import (ablation_control, ablation_data, ablation_fingerprint,
-                                 ablation_tune)
 
 ARMS = ("ppo", "cccs", "fgo", "stepcoder", "grpo", "grpo_stepcoder")
 EVAL_KINDS = ("greedy", "sampled", "probe")
-DONE = "DONE.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,37 +48,10 @@ class Settings:
   gin_files: tuple[str, ...] = ()
   gin_bindings: tuple[str, ...] = ()
   command_line: str = ""
-  vocab_from: str | None = None   # the model whose tokenizer builds data/vocab (None: no vocab stage)
+  vocab_from: str | None = None   # whose tokenizer builds data/vocab (None: no vocab stage)
   tune: tuple = ()                # ablation_tune.TunePoint's: run the tuning plan instead of arms
   tune_arm: str = "stepcoder"     # the arm whose gin every tune point starts from
   controls: tuple[float, ...] = ()  # temperatures of the sharpening control (ablation_control)
-
-
-@dataclasses.dataclass(frozen=True)
-class Stage:
-  """One subprocess stage: `stepcoder-jax <argv>`, done when `out/DONE.json` exists."""
-  name: str
-  out: Path
-  argv: tuple[str, ...]
-  module: str = "stepcoder_jax"  # run as `python -m <module> <argv>`
-
-
-def read_done(directory: Path) -> dict | None:
-  """The DONE.json of a stage directory, or None while the stage is not finished."""
-  f = Path(directory) / DONE
-  if not f.is_file():
-    return None
-  try:
-    return json.loads(f.read_text(encoding="utf-8"))
-  except json.JSONDecodeError:
-    return None  # a torn marker (killed while writing) counts as not done
-
-
-def write_done(directory: Path, record: dict) -> None:
-  directory.mkdir(parents=True, exist_ok=True)
-  tmp = directory / (DONE + ".tmp")
-  tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-  tmp.replace(directory / DONE)
 
 
 def model_dir(s: Settings, model: str) -> str | None:
@@ -159,7 +122,7 @@ def eval_stages(s: Settings, model: str, path: str | None = None, root: Path | N
 
 def train_stages(s: Settings, arm: str, name: str, train_dir: Path, model: Path,
                  bindings: tuple[str, ...] = ()) -> list[Stage]:
-  """Train from the SFT model on the RL pool (runs/ablation_data.py says why a pool) with the
+  """Train from the SFT model on the RL pool (ablation/data.py says why a pool) with the
   arm's gin (+ `bindings`), then export the final policy to `model` as an HF dir."""
   train = Stage(f"train_{name}", train_dir,
                 ("train", "--model", str(s.out / "sft"),
@@ -177,7 +140,7 @@ def arm_stages(s: Settings, arm: str) -> list[Stage]:
 
 
 def tune_plan(s: Settings) -> list[Stage]:
-  """`--tune`: SFT and each tune point (runs/ablation_tune.py) trained and evaluated on the
+  """`--tune`: SFT and each tune point (ablation/tune.py) trained and evaluated on the
   validation problems and the RL pool; no held-out evaluation and no other arm."""
   root = ablation_tune.evals_dir(s.out)
   stages = [*eval_stages(s, "sft", root=root, problems="validation.jsonl",
@@ -204,7 +167,7 @@ def plan(s: Settings) -> list[Stage]:
   if s.tune:
     return stages + [sft, *tune_plan(s)]
   stages += [sft, *eval_stages(s, "base"), *eval_stages(s, "sft")]
-  for t in s.controls:  # SFT sampled at lower temperatures (runs/ablation_control.py)
+  for t in s.controls:  # SFT sampled at lower temperatures (ablation/control.py)
     stages += eval_stages(s, ablation_control.name(t), path=model_dir(s, "sft"),
                           kinds=("sampled",), temperature=t)
   for arm in s.arms:
@@ -240,88 +203,3 @@ def check_settings(s: Settings) -> None:
     raise UserError(f"--control_temperatures: {'; '.join(errors)}")
   if s.mbpp is not None:
     ablation_data.mbpp_file(s.mbpp)
-
-
-def data_stage(s: Settings, echo: Callable[[str], None]) -> None:
-  """Write the problem files once (in this process: cheap, no model)."""
-  d = s.out / "data"
-  settings = ablation_data.settings_of(s.mbpp, s.heldout_mbpp)
-  done = read_done(d)
-  if done is not None:
-    ablation_data.check_resume(done, settings, d)
-    echo(f"[data] done earlier: {done['counts']}")
-    return
-  t0 = time.time()
-  counts = ablation_data.write(d, ablation_data.build(s.mbpp, s.heldout_mbpp))
-  write_done(d, {"command": "ablate (data stage, in process)", "settings": settings,
-                 "counts": counts, "wall_s": round(time.time() - t0, 3), "exit_code": 0})
-  echo(f"[data] wrote {counts} in {time.time() - t0:.1f} s")
-
-
-def run_stage(stage: Stage, log_dir: Path, fingerprint: str | None = None) -> tuple[int, float]:
-  """Run one stage's command, its output appended to logs/<name>.log; (exit code, seconds).
-  DONE.json records `fingerprint` (runs/ablation_fingerprint.py) when given."""
-  cmd = [sys.executable, "-m", stage.module, *stage.argv]
-  log_dir.mkdir(parents=True, exist_ok=True)
-  t0 = time.time()
-  with open(log_dir / f"{stage.name}.log", "a", encoding="utf-8") as log:
-    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(cmd)}\n")
-    log.flush()
-    rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
-  wall = time.time() - t0
-  if rc == 0:
-    record = {"command": shlex.join(cmd), "wall_s": round(wall, 3), "exit_code": 0,
-              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    if fingerprint is not None:
-      record.update(ablation_fingerprint.record(fingerprint))
-    write_done(stage.out, record)
-  return rc, wall
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-  try:
-    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-  except OSError:
-    return ""
-
-
-def run_ablation(s: Settings, echo: Callable[[str], None] = print,
-                 report_only: bool = False) -> int:
-  """Run every stage not done yet, then the report; 0, or 1 when a stage failed.
-  `report_only`: write the report from what has finished (e.g. after a kill) and run nothing."""
-  from stepcoder_jax.runs import ablation_report
-
-  check_settings(s)
-  stages = plan(s)
-  if report_only:
-    if read_done(s.out / "data") is None:
-      raise UserError(f"ablate --report_only: {s.out} holds no ablation (no data/DONE.json)")
-    echo(f"[report] {ablation_report.write_report(s, stages)}")
-    return 0
-  # Before anything runs: no finished stage may be kept from other settings.
-  ablation_fingerprint.check(stages, s.out, read_done, write_done)
-  fingerprints = ablation_fingerprint.fingerprints(stages, s.out)
-  s.out.mkdir(parents=True, exist_ok=True)
-  data_stage(s, echo)
-  ablation_tune.record(s.tune, s.out, s.tune_arm)
-  failed = None
-  t_all = time.time()
-  for i, stage in enumerate(stages, 1):
-    head = f"[{i}/{len(stages)}] {stage.name}"
-    if read_done(stage.out) is not None:
-      echo(f"{head}: done earlier, skipped")
-      continue
-    echo(f"{head}: running (log: {s.out / 'logs' / (stage.name + '.log')})")
-    rc, wall = run_stage(stage, s.out / "logs", fingerprints[stage.name])
-    if rc != 0:
-      echo(f"{head}: FAILED with exit code {rc} after {wall:.1f} s; last lines of its log:\n"
-           + _tail(s.out / "logs" / f"{stage.name}.log"))
-      failed = stage
-      break
-    echo(f"{head}: done in {wall:.1f} s (total {time.time() - t_all:.1f} s)")
-  report = ablation_report.write_report(s, stages)
-  echo(f"[report] {report}")
-  if failed is not None:
-    echo(f"stopped at {failed.name}; fix the cause and run the same command again to resume")
-    return 1
-  return 0

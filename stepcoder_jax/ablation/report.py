@@ -1,19 +1,9 @@
 """The ablation's report: held-out measures with paired bootstrap intervals, budgets, curves.
 
-Reads whatever stages of runs/ablation.py have finished (the report runs after every
+Reads whatever stages of the plan (ablation/plan.py) have finished (the report runs after every
 invocation), so a partial ablation gives a partial report that says what is missing.
 
-Per-problem measures, each from one evaluation of runs/ablation.py (layout of the files:
-runs/evaluation.py); a problem whose value is null (e.g. no curriculum for the subtask) is left
-out of that measure:
-  greedy pass@1       evals/<model>/greedy/eval.json, the greedy sample passes every test
-  pass@1 (n samples)  evals/<model>/sampled/eval.json, c / n (unbiased pass@1 of the problem)
-  tests share         evals/<model>/greedy/eval.json, share of unit tests the greedy sample passes
-  subtask pass rate   evals/<model>/greedy/eval_subtask.json, the greedy completion from the
-                      last CCCS start point passes
-  RL-pool pass@1      evals/<model>/probe/eval.json, greedy at s* = 0 on the RL pool, the
-                      TRAINING problems every arm trains on (runs/ablation_data.py): whether an
-                      arm learned what it trained on (not held out)
+The per-problem measures and their paired differences: ablation/measures.py.
 """
 from __future__ import annotations
 
@@ -23,109 +13,18 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
 
 from stepcoder_jax import stats
+from stepcoder_jax.ablation import control as ablation_control
+from stepcoder_jax.ablation import plots as ablation_plots
+from stepcoder_jax.ablation import tune as ablation_tune
+from stepcoder_jax.ablation.measures import (MEASURES, clauses, diff_cell, evidence,
+                                             measure_values, model_table, paired)
+from stepcoder_jax.ablation.plan import EVAL_KINDS
 from stepcoder_jax.metrics import read_jsonl
-from stepcoder_jax.runs.ablation import EVAL_KINDS
 
-ALL = "all"
-
-
-def _flag(v) -> float | None:
-  return None if v is None else float(bool(v))
-
-
-# (measure, eval kind (directory), file, per-problem value from that file's record)
-MEASURES: tuple[tuple[str, str, str, Callable[[dict], float | None]], ...] = (
-    ("greedy pass@1", "greedy", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
-    ("pass@1 (n samples)", "sampled", "eval.json", lambda r: r["c"] / r["n"] if r["n"] else None),
-    ("tests share", "greedy", "eval.json", lambda r: r.get("tests_share")),
-    ("subtask pass rate", "greedy", "eval_subtask.json", lambda r: _flag(r.get("subtask_passed"))),
-    ("RL-pool pass@1", "probe", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
-)
 BASELINES = ("sft", "ppo")  # every arm is compared with these, paired on the same problems
 CRITIC_FREE = "grpo"  # the critic-free arms' own vanilla: grpo_* arms are also compared with it
-
-
-def _eval_records(path: Path) -> list[dict] | None:
-  """The per-problem records of a finished evaluation's JSON (None when not finished)."""
-  if not (path.parent / "DONE.json").is_file() or not path.is_file():
-    return None
-  return json.loads(path.read_text(encoding="utf-8")).get("problems")
-
-
-def _group(record: dict) -> str:
-  """A problem's column: its difficulty, else its dataset (MBPP has no difficulty levels)."""
-  level = record.get("difficulty")
-  if level and level != "unknown":  # evaluation writes 'unknown' for a record without one
-    return level
-  return record['problem_id'].split('/')[0]
-
-
-def measure_values(evals_dir: Path, model: str) -> dict[str, dict[str, tuple[float, str]]]:
-  """measure -> {problem_id: (value, difficulty)} for one model's finished evaluations."""
-  out = {}
-  for name, kind, file, value in MEASURES:
-    records = _eval_records(evals_dir / model / kind / file)
-    if records is None:
-      continue
-    try:
-      vals = {r["problem_id"]: (value(r), _group(r)) for r in records}
-    except KeyError:  # an evaluation written without this measure's field
-      continue
-    out[name] = {pid: v for pid, v in vals.items() if v[0] is not None}
-  return out
-
-
-def by_difficulty(values: dict[str, tuple[float, str]]) -> dict[str, list[str]]:
-  """'all' and each difficulty -> problem ids (in a fixed order)."""
-  ids = sorted(values)
-  out = {ALL: ids}
-  for pid in ids:
-    out.setdefault(values[pid][1], []).append(pid)
-  return out
-
-
-def model_table(measure: str, per_model: dict[str, dict]) -> str:
-  """Markdown: one row per model, one column per difficulty group; mean [95% CI] in %."""
-  rows = {m: v[measure] for m, v in per_model.items() if measure in v}
-  if not rows:
-    return f"_{measure}: no finished evaluation yet._"
-  groups = list(dict.fromkeys(g for v in rows.values() for g in by_difficulty(v)))
-  first = next(iter(rows.values()))
-  counts = {g: len(ids) for g, ids in by_difficulty(first).items()}
-  head = "| model | " + " | ".join(f"{g} ({counts.get(g, '?')})" for g in groups) + " |"
-  lines = [head, "|---|" + "---:|" * len(groups)]
-  for model, values in rows.items():
-    by = by_difficulty(values)
-    cells = [stats.mean_ci([values[p][0] for p in by[g]]).text(100, 1) if g in by else "n/a"
-             for g in groups]
-    lines.append(f"| {model} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
-
-
-def paired(measure: str, per_model: dict[str, dict], arm: str, baseline: str
-           ) -> stats.Estimate | None:
-  """Paired difference arm - baseline on the problems both were evaluated on."""
-  a, b = per_model.get(arm, {}).get(measure), per_model.get(baseline, {}).get(measure)
-  if a is None or b is None or arm == baseline:
-    return None
-  return paired_values(a, b)
-
-
-def paired_values(a: dict[str, tuple[float, str]], b: dict[str, tuple[float, str]]
-                  ) -> stats.Estimate:
-  """Paired difference a - b of two models' per-problem values, on the problems both have."""
-  common = sorted(set(a) & set(b))
-  return stats.paired_diff_ci([a[p][0] for p in common], [b[p][0] for p in common])
-
-
-def diff_cell(d: stats.Estimate | None) -> str:
-  """'+1.2 [-0.5, +3.0]' in percentage points, ' *' when the interval excludes 0; 'n/a'."""
-  if d is None:
-    return "n/a"
-  return d.text(100, 1, signed=True) + (" *" if d.excludes_zero else "")
 
 
 def diff_table(arms: list[str], per_model: dict[str, dict],
@@ -188,31 +87,6 @@ def _training_trend(out: Path, arm: str) -> str | None:
   if ent is not None:
     text += f", its per-token entropy from {ent[0]:.2f} to {ent[1]:.2f}"
   return text
-
-
-def evidence(diffs: list[tuple[str, stats.Estimate | None]]) -> list[str]:
-  """The clauses of a generated sentence: which named paired differences have an interval that
-  excludes 0 and which do not (no evidence either way at this many problems)."""
-  clear, unclear = [], []
-  for name, d in diffs:
-    if d is None or d.n == 0:
-      continue
-    # Each measure counts its own problems (the subtask and the RL pool have fewer).
-    item = (f"{name} {d.text(100, 1, signed=True)} pp ({d.n} problems: {d.up} up, "
-            f"{d.down} down)")
-    (clear if d.excludes_zero else unclear).append(item)
-  parts = []
-  if clear:
-    parts.append("intervals exclude 0 for " + "; ".join(clear))
-  if unclear:
-    parts.append("intervals include 0, no evidence of a difference at this scale, for "
-                 + "; ".join(unclear))
-  return parts
-
-
-def clauses(parts: list[str]) -> str:
-  """Clauses as sentences: each capitalized, joined by '. ', with a final period."""
-  return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
 
 
 def sentence(out: Path, arm: str, per_model: dict[str, dict]) -> str:
@@ -376,7 +250,6 @@ def sft_vs_base(per_model: dict[str, dict]) -> list[str]:
 
 def write_report(s, stages) -> Path:
   """report.md, metrics/<arm>.jsonl and plots/*.png from the finished stages of ablation `s`."""
-  from stepcoder_jax.runs import ablation_control, ablation_plots, ablation_tune
   from stepcoder_jax.runs.config import EvalConfig
 
   out = Path(s.out)

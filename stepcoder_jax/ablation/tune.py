@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from stepcoder_jax import stats
+from stepcoder_jax.ablation.measures import diff_cell, measure_values, paired
 from stepcoder_jax.errors import UserError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -94,12 +95,10 @@ def points_on_disk(out: Path) -> list[tuple[str, list[str]]]:
 def section(out: Path, measures: list[str]) -> list[str]:
   """The report's tuning section: per point, each validation measure and its paired difference
   against SFT on the same problems ('*': the 95% interval excludes 0)."""
-  from stepcoder_jax.runs import ablation_report as rep
-
   points = points_on_disk(out)
   if not points:
     return []
-  per_model = {m: rep.measure_values(evals_dir(out), m) for m in ["sft"] + [n for n, _ in points]}
+  per_model = {m: measure_values(evals_dir(out), m) for m in ["sft"] + [n for n, _ in points]}
   cols = [m for m in measures if any(m in v for v in per_model.values())]
   lines = ["## Tuning on validation (the held-out set is never used here)", "",
            "Each point trains like the tuned arm with the bindings shown; measures on the "
@@ -118,7 +117,7 @@ def section(out: Path, measures: list[str]) -> list[str]:
         continue
       cell = stats.mean_ci([v for v, _ in vals.values()]).text(100, 1)
       if name != "sft":
-        cell += "; " + rep.diff_cell(rep.paired(m, per_model, name, "sft"))
+        cell += "; " + diff_cell(paired(m, per_model, name, "sft"))
       cells.append(cell)
     shown = ("the SFT model" if bindings is None else
              "; ".join(f"`{b}`" for b in bindings) or "the arm as is")

@@ -6,9 +6,9 @@ as one resumable command.
         [--gin_file experiments/ablation_gemma.gin] [--gin.train.num_iterations=40]
 
 Runs data -> SFT -> base/SFT evals -> per arm: train, export, evals -> report.md, each model
-stage as its own process (runs/ablation.py). Running it again skips every finished stage.
+stage as its own process (stepcoder_jax/ablation/). Running it again skips every finished stage.
 With --tune NAME=BINDINGS it runs the tuning plan instead: settings of one arm tried on the
-validation problems (runs/ablation_tune.py), never on the held-out set.
+validation problems (ablation/tune.py), never on the held-out set.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ DEFAULT_GIN_FILES = ("experiments/ablation_gemma.gin",)
 
 def add_arguments(parser) -> None:
   from stepcoder_jax.commands import add_model_argument
-  from stepcoder_jax.runs.ablation import ARMS  # light: no jax
+  from stepcoder_jax.ablation.plan import ARMS  # light: no jax
   parser.add_argument("--out", default="runs/ablation", help="work dir (default runs/ablation)")
   add_model_argument(parser)
   parser.add_argument("--mbpp", default=None, metavar="PATH",
@@ -36,12 +36,12 @@ def add_arguments(parser) -> None:
                       help=f"arms, each a configs/ablations/<arm>.gin (default: {' '.join(ARMS)})")
   parser.add_argument("--control_temperatures", nargs="+", type=float, default=[], metavar="T",
                       help="also sample the SFT model at these temperatures on the held-out set "
-                           "(the sharpening control: runs/ablation_control.py)")
+                           "(the sharpening control: ablation/control.py)")
   parser.add_argument("--tune", action="append", default=[], metavar="NAME=BINDING[;BINDING]",
                       help="instead of the arms: train the --tune_arm with these gin bindings "
                            "added and evaluate it on the VALIDATION problems and the RL pool, "
                            "beside SFT (repeatable; 'NAME=' is the arm as it is; "
-                           "runs/ablation_tune.py)")
+                           "ablation/tune.py)")
   parser.add_argument("--tune_arm", default="stepcoder",
                       help="the arm every --tune point starts from (default stepcoder)")
 
@@ -52,17 +52,17 @@ def run(args) -> int:
   from pathlib import Path
 
   from stepcoder_jax.models.config import ModelSpec
-  from stepcoder_jax.runs import ablation, ablation_tune
+  from stepcoder_jax.ablation import plan, run as ablation_run, tune as ablation_tune
 
   # With a restricted output vocabulary in the gin, the run builds its own over its problems.
   spec = ModelSpec()
-  s = ablation.Settings(out=Path(args.out).resolve(), arms=tuple(args.arms), mbpp=args.mbpp,
-                        heldout_mbpp=args.heldout_mbpp, eval_n=args.eval_n, model=args.model,
-                        gin_files=tuple(args.gin_files), gin_bindings=tuple(args.gin_bindings),
-                        vocab_from=(args.model or spec.path) if spec.output_vocab else None,
-                        tune=tuple(ablation_tune.parse(t) for t in args.tune),
-                        tune_arm=args.tune_arm,
-                        controls=tuple(args.control_temperatures))
+  s = plan.Settings(out=Path(args.out).resolve(), arms=tuple(args.arms), mbpp=args.mbpp,
+                    heldout_mbpp=args.heldout_mbpp, eval_n=args.eval_n, model=args.model,
+                    gin_files=tuple(args.gin_files), gin_bindings=tuple(args.gin_bindings),
+                    vocab_from=(args.model or spec.path) if spec.output_vocab else None,
+                    tune=tuple(ablation_tune.parse(t) for t in args.tune),
+                    tune_arm=args.tune_arm,
+                    controls=tuple(args.control_temperatures))
   # The command line as parsed (flags and gin), for the report: reproducible as written.
   flags = ["--out", args.out, "--arms", *args.arms, "--eval_n", str(args.eval_n)]
   flags += ["--model", args.model] if args.model else []
@@ -73,6 +73,6 @@ def run(args) -> int:
     flags += ["--tune", t]
   flags += ["--tune_arm", args.tune_arm] if args.tune else []
   line = ["stepcoder-jax", "ablate", *flags,
-          *ablation.gin_argv(dataclasses.replace(s, vocab_from=None))]
-  return ablation.run_ablation(dataclasses.replace(s, command_line=shlex.join(line)),
-                               report_only=args.report_only)
+          *plan.gin_argv(dataclasses.replace(s, vocab_from=None))]
+  return ablation_run.run_ablation(dataclasses.replace(s, command_line=shlex.join(line)),
+                                   report_only=args.report_only)

@@ -3,7 +3,7 @@
 Every stage (base, SFT, StepCoder) is evaluated greedily on the test split twice: the whole
 problems (greedy pass@1 and the share of unit tests passed) and the completion subtask from the
 last CCCS start point. The evaluations use the ablation's file layout, so the ablation's report
-code reads them (runs/ablation_report.py) and the intervals are computed the same way: a paired
+code reads them (ablation/measures.py) and the intervals are computed the same way: a paired
 bootstrap over problems (stepcoder_jax/stats.py).
 
 Layout of the work directory:
@@ -25,15 +25,16 @@ import time
 from pathlib import Path
 
 from stepcoder_jax import stats
+from stepcoder_jax.ablation import measures, stages
 from stepcoder_jax.models.config import ModelSpec
 from stepcoder_jax.rl.config import CCCSConfig, TrainConfig
-from stepcoder_jax.runs import ablation, ablation_report, pipeline
+from stepcoder_jax.runs import pipeline
 from stepcoder_jax.runs.config import EvalConfig, SFTConfig
 
 _log = logging.getLogger(__name__)
 STAGES = ("base", "sft", "stepcoder")
 LABELS = {"base": "base", "sft": "SFT", "stepcoder": "StepCoder"}
-# The ablation's greedy measures (ablation_report.MEASURES); all from evals/<stage>/greedy/.
+# The ablation's greedy measures (ablation/measures.MEASURES); all from evals/<stage>/greedy/.
 MEASURES = ("greedy pass@1", "tests share", "subtask pass rate")
 DIFFS = (("sft", "base"), ("stepcoder", "sft"))  # (stage, the stage before it)
 EVAL_KIND = "greedy"
@@ -65,7 +66,7 @@ def stage_values(work: Path) -> dict[str, dict]:
   measure without any problem (e.g. no subtask among the problems evaluated) is left out."""
   out = {}
   for stage in STAGES:
-    values = ablation_report.measure_values(work / "eval", stage)
+    values = measures.measure_values(work / "eval", stage)
     out[stage] = {m: values[m] for m in MEASURES if values.get(m)}
   return out
 
@@ -82,7 +83,7 @@ def comparison_table(per_model: dict[str, dict]) -> str:
              if m in values else "n/a" for m in MEASURES]
     lines.append(f"| {LABELS.get(stage, stage)} | " + " | ".join(cells) + " |")
   for stage, before in DIFFS:
-    cells = [ablation_report.diff_cell(ablation_report.paired(m, per_model, stage, before))
+    cells = [measures.diff_cell(measures.paired(m, per_model, stage, before))
              for m in MEASURES]
     lines.append(f"| {LABELS[stage]} - {LABELS[before]} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
@@ -92,10 +93,10 @@ def diff_sentences(per_model: dict[str, dict]) -> list[str]:
   """One generated line per paired difference: which intervals exclude 0 and which do not."""
   out = []
   for stage, before in DIFFS:
-    parts = ablation_report.evidence(
-        [(m, ablation_report.paired(m, per_model, stage, before)) for m in MEASURES])
+    parts = measures.evidence(
+        [(m, measures.paired(m, per_model, stage, before)) for m in MEASURES])
     name = f"{LABELS[stage]} - {LABELS[before]}"
-    out.append(f"- **{name}**: " + (ablation_report.clauses(parts) if parts else
+    out.append(f"- **{name}**: " + (measures.clauses(parts) if parts else
                                     "no paired evaluation."))
   return out
 
@@ -105,7 +106,7 @@ def pass_at_1_by_difficulty(per_model: dict[str, dict]) -> tuple[dict, dict]:
   results, counts = {}, {}
   for stage, values in per_model.items():
     vals = values.get(MEASURES[0], {})
-    groups = ablation_report.by_difficulty(vals) if vals else {}
+    groups = measures.by_difficulty(vals) if vals else {}
     results[stage] = {g: sum(vals[p][0] for p in ids) / len(ids) for g, ids in groups.items()}
     counts.update({g: len(ids) for g, ids in groups.items()})
   return results, counts
@@ -114,7 +115,7 @@ def pass_at_1_by_difficulty(per_model: dict[str, dict]) -> tuple[dict, dict]:
 def write_report(work: Path, model: str | None, sft_dir: Path) -> tuple[str, list[Path]]:
   """report.md, report.json and pass_at_1.png from the finished evaluations; (the comparison
   table, the plots)."""
-  from stepcoder_jax.runs import ablation_plots
+  from stepcoder_jax.ablation import plots as ablation_plots
 
   per_model = stage_values(work)
   table = comparison_table(per_model)
@@ -133,7 +134,7 @@ def write_report(work: Path, model: str | None, sft_dir: Path) -> tuple[str, lis
       "## What the numbers show", "", *diff_sentences(per_model), "",
       "## Budget", "", budget_line() + ".", ""]
   for m in MEASURES:
-    text += [f"## {m} by difficulty", "", ablation_report.model_table(m, per_model), ""]
+    text += [f"## {m} by difficulty", "", measures.model_table(m, per_model), ""]
   text += ["## Files", "", f"- base model: {model or ModelSpec().path}",
            f"- SFT model: `{sft_dir}`", f"- final StepCoder model (HF directory): `{final}`",
            f"- training run: `{work / 'stepcoder'}`",
@@ -143,7 +144,7 @@ def write_report(work: Path, model: str | None, sft_dir: Path) -> tuple[str, lis
   estimates = {s: {m: dataclasses.asdict(stats.mean_ci([v for v, _ in vals[m].values()]))
                    for m in vals} for s, vals in per_model.items()}
   diffs = {f"{s}-{b}": {m: dataclasses.asdict(d) for m in MEASURES
-                        if (d := ablation_report.paired(m, per_model, s, b)) is not None}
+                        if (d := measures.paired(m, per_model, s, b)) is not None}
            for s, b in DIFFS}
   (work / "report.json").write_text(json.dumps(
       {"pass@1": results, "problems": counts, "measures": estimates, "differences": diffs,
@@ -167,7 +168,7 @@ def run_demo(work_dir: str, model: str | None = None) -> str:
   final = final_model_dir(work)
 
   def done(stage: str) -> bool:
-    return ablation.read_done(eval_dir(work, stage)) is not None
+    return stages.read_done(eval_dir(work, stage)) is not None
 
   def evaluate(stage: str, decoder, tokenizer) -> None:
     out = eval_dir(work, stage)
@@ -179,7 +180,7 @@ def run_demo(work_dir: str, model: str | None = None) -> str:
                             name="eval", progress=True)
     eval_run.evaluate(decoder, tokenizer, test_problems, ecfg, pool, out_dir=out,
                       name="eval_subtask", progress=True, subtask=True, statements=statements)
-    ablation.write_done(out, {"stage": stage, "wall_s": time.time() - t0})
+    stages.write_done(out, {"stage": stage, "wall_s": time.time() - t0})
     _log.info("%s: greedy pass@1 %s", stage, rep.greedy_pass_at_1())
 
   with pipeline.open_pool() as pool:

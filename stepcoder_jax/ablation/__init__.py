@@ -1,0 +1,14 @@
+"""`stepcoder-jax ablate`: the paper's ablation (PPO, +CCCS, +FGO, StepCoder, critic-free arms).
+
+Modules, imports running one way (each imports only those above it in this list):
+  measures     per-problem measures of finished evaluations, paired differences as text
+  data         the train / validation / held-out / RL-pool problem files
+  fingerprint  what a finished stage depends on
+  stages       a subprocess stage, its DONE.json marker, running one
+  control      the sharpening control: its evaluations' names, its report section and plot
+  tune         `--tune`: tune points on validation, their layout and report section
+  plan         Settings -> the ordered list of stages
+  plots        the report's figures
+  report       report.md from whatever stages have finished
+  run          the driver: data stage, every stage not done, the report
+"""
