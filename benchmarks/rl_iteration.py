@@ -146,7 +146,8 @@ def run_ours(args, arm: str) -> dict:
         clock.clear()
         m = trainer.iterate()
         rows = trainer.cfg.problems_per_iteration * trainer.cfg.samples_per_problem
-        iters.append({"iteration_s": m["time/iteration_s"], "generation_s": m.get("time/sample_s", float("nan")),
+        iters.append({"iteration_s": m["time/iteration_s"],
+                      "generation_s": m.get("time/sample_s", float("nan")),
                       "scoring_s": clock.get("forward", float("nan")),
                       "judging_s": clock.get("judge", float("nan")),
                       "update_s": clock.get("update", float("nan")),

@@ -163,7 +163,8 @@ class ProgressBar:
   """A tqdm bar over training iterations showing reward, pass rate and tqdm's own ETA."""
 
   def __init__(self, total: int, initial: int = 0, *, enabled: bool | None = None,
-               desc: str = "train", keys: Sequence[str] = ("reward", "pass_rate"), file: Any = None):
+               desc: str = "train", keys: Sequence[str] = ("reward", "pass_rate"),
+               file: Any = None):
     self.enabled = _is_process_zero() if enabled is None else enabled
     self.keys = tuple(keys)
     self._bar = None

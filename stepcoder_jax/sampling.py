@@ -279,8 +279,9 @@ def generate_ids(model, prompt_ids: Sequence[Sequence[int]], cfg: SamplingConfig
   fn = make_sampler(graphdef, cfg, eos_ids, pad_id)
   out = jax.device_get(fn(state, tokens, mask, rng, cfg.max_new_tokens))
   n = cfg.max_new_tokens
-  return SampleOutput(tokens=np.asarray(out.tokens[:, :n]), logprobs=np.asarray(out.logprobs[:, :n]),
-                      lengths=np.asarray(out.lengths), finished=np.asarray(out.finished))
+  return SampleOutput(tokens=np.asarray(out.tokens[:, :n]),
+                      logprobs=np.asarray(out.logprobs[:, :n]), lengths=np.asarray(out.lengths),
+                      finished=np.asarray(out.finished))
 
 
 def generate_text(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig | None = None,

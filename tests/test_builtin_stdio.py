@@ -118,7 +118,8 @@ def test_canonical_solutions_have_control_flow(problems):
     assert any(isinstance(n, CONTROL_FLOW) for n in ast.walk(tree)), p.id
   # Most solutions give the curriculum several conditionals to split on.
   multi = sum(1 for p in problems
-              if sum(isinstance(n, CONTROL_FLOW) for n in ast.walk(ast.parse(p.canonical_solution))) >= 2)
+              if sum(isinstance(n, CONTROL_FLOW)
+                     for n in ast.walk(ast.parse(p.canonical_solution))) >= 2)
   assert multi >= NUM_PROBLEMS // 2
 
 
@@ -134,7 +135,8 @@ def test_tests_are_well_formed(problems):
 
 def test_difficulty_mix(problems):
   levels = [p.difficulty for p in problems]
-  assert levels == ["introductory"] * NUM_INTRODUCTORY + ["interview"] * (NUM_PROBLEMS - NUM_INTRODUCTORY)
+  assert levels == (["introductory"] * NUM_INTRODUCTORY
+                    + ["interview"] * (NUM_PROBLEMS - NUM_INTRODUCTORY))
   # The very easy ramp: one or two input lines and a short program.
   for p in problems[:NUM_VERY_EASY]:
     assert all(len(s.splitlines()) <= 2 for s in p.inputs), p.id

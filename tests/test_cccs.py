@@ -293,7 +293,7 @@ def test_prefix_tokens_never_trainable_with_tiny_tokenizer():
   jmask = cccs.trainable_token_mask(joint, len(prompt))
   seam = [t for t, (a, b) in enumerate(joint) if a < len(prompt) < b]
   assert seam and all(jmask[t] == 0 for t in seam)
-  for m, (a, b) in zip(jmask, joint):
+  for m, (a, _) in zip(jmask, joint):
     assert not (m and a < len(prompt))
 
 

@@ -153,7 +153,6 @@ def test_restore_onto_different_mesh(tmp_path):
 
 
 def _child(directory):
-  import jax
   from flax import nnx
   from stepcoder_jax import checkpoint as ck
   from stepcoder_jax import sharding

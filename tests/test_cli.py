@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from stepcoder_jax import cli, gin_setup
+from stepcoder_jax import gin_setup
 
 
 def _run(*argv):

@@ -1,13 +1,11 @@
 """Converters (published formats -> Problem) and load_problem_file auto-detection."""
-import gzip
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from stepcoder_jax.data import converters, load
-from stepcoder_jax.data.record import Problem, RecordError
+from stepcoder_jax.data.record import RecordError
 from stepcoder_jax.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -37,7 +35,8 @@ def test_humaneval_record_runs_standalone():
 
 
 def test_mbpp_record_joins_asserts_and_normalises_newlines():
-  rec = {"task_id": 3, "text": "Write a function to double x.", "code": "def dbl(x):\r\n  return 2*x",
+  rec = {"task_id": 3, "text": "Write a function to double x.",
+         "code": "def dbl(x):\r\n  return 2*x",
          "test_list": ["assert dbl(1) == 2", "assert dbl(0) == 0"], "test_setup_code": "",
          "challenge_test_list": []}
   p = converters.from_mbpp(rec)

@@ -17,7 +17,8 @@ CALL = Problem(id="t/call/1", question="Return the absolute value of x.", test_k
                starter_code="def absv(x):\n", fn_name="absv", inputs=[[1]], outputs=[1])
 HE = Problem(id="HumanEval/99", question="def inc(x):\n    \"\"\"Return x plus one.\"\"\"\n",
              test_kind="assert", starter_code="def inc(x):\n    \"\"\"Return x plus one.\"\"\"\n",
-             canonical_solution="def inc(x):\n    \"\"\"Return x plus one.\"\"\"\n    return x + 1\n",
+             canonical_solution=("def inc(x):\n    \"\"\"Return x plus one.\"\"\"\n"
+                                 "    return x + 1\n"),
              test_code="def check(c):\n    assert c(1) == 2\n", entry_point="inc")
 TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
             "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")

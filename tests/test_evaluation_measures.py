@@ -5,7 +5,6 @@ import json
 import pytest
 
 from stepcoder_jax import cli
-from stepcoder_jax.data import prompts as prompts_lib
 from stepcoder_jax.data.builders.stepcoder_builtin import read_builtin
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.models.loading import load_model

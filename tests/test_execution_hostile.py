@@ -232,7 +232,8 @@ def _as_nobody(cmd: list[str], scratch: str) -> list[str]:
   os.makedirs(keep, exist_ok=True)
   q = shlex.quote
   script = (f"mount --bind {q(os.path.join(closed, inner))} {q(keep)} && "
-            f"mount -t tmpfs -o mode=755 tmpfs {q(closed)} && mkdir {q(os.path.join(closed, inner))}"
+            f"mount -t tmpfs -o mode=755 tmpfs {q(closed)} && "
+            f"mkdir {q(os.path.join(closed, inner))}"
             f" && mount --move {q(keep)} {q(os.path.join(closed, inner))} && exec "
             + " ".join(q(c) for c in _UNPRIVILEGED + cmd))
   return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]

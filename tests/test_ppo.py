@@ -217,7 +217,8 @@ def test_ppo_step_fgo_off_equals_mask_of_ones_same_compiled_fn(setup):
   off = np.stack([fgo.token_mask("x", [(0, 1)] * resp.shape[1], {1}, {1, 2}, "failed",
                                  enabled=False) for _ in resp])
   s_off, m_off = step(state, ppo.Batch.of({**batch, "fgo_mask": off}))
-  s_ones, m_ones = step(state, ppo.Batch.of({**batch, "fgo_mask": jnp.ones_like(batch["fgo_mask"])}))
+  ones = jnp.ones_like(batch["fgo_mask"])
+  s_ones, m_ones = step(state, ppo.Batch.of({**batch, "fgo_mask": ones}))
   s_resp, m_resp = step(state, ppo.Batch.of({**batch, "fgo_mask": batch["response_mask"]}))
   s_fgo, m_fgo = step(state, ppo.Batch.of(batch))
   assert step.jitted._cache_size() == 1  # one compiled function for every mask

@@ -73,8 +73,9 @@ def test_top_k_1_equals_greedy(tiny):
                                                               top_k=1), jax.random.key(key), (), 0)
     np.testing.assert_array_equal(topk.tokens, greedy.tokens)
   # A tiny nucleus keeps only the most likely token too (full-vocabulary top-p path).
-  nucleus = sampling.generate_ids(decoder, ids, SamplingConfig(max_new_tokens=16, temperature=1.0,
-                                                               top_p=1e-6), jax.random.key(3), (), 0)
+  nucleus = sampling.generate_ids(
+      decoder, ids, SamplingConfig(max_new_tokens=16, temperature=1.0, top_p=1e-6),
+      jax.random.key(3), (), 0)
   np.testing.assert_array_equal(nucleus.tokens, greedy.tokens)
 
 
@@ -152,7 +153,7 @@ def test_logprobs_equal_full_forward_recomputation(tiny):
 
   logp = np.asarray(full_logp(nnx.split(decoder), tokens, mask))
   t = tokens.shape[1]
-  for i, row in enumerate(rows):
+  for i in range(len(rows)):
     n = int(out.lengths[i])
     # token at column c is predicted by the logits at column c - 1
     cols = np.arange(t - n, t)

@@ -216,7 +216,7 @@ def _child():
                 zip(jax.tree.leaves(mu), jax.tree.leaves(new_params)))
     upd = max(rel(a, b2) for a, b2 in zip(jax.tree.leaves(new_params), jax.tree.leaves(ref[2])))
     b = sharding.shard_batch(batch_np, mesh, rules)
-    abs_cache = jax.eval_shape(lambda: model.init_cache(8, 16))
+    abs_cache = jax.eval_shape(lambda m=model: m.init_cache(8, 16))  # this iteration's model
     cache_sh = sharding.tree_shardings_by_axes(abs_cache, mesh, rules, sharding.kv_cache_axes)
     print(json.dumps({
         "cache_keys_shard": list(cache_sh.keys[0].shard_shape(abs_cache.keys[0].shape)),

@@ -36,7 +36,8 @@ def describe(problem, curriculum) -> dict:
   starts = [prompts_lib.code_prefix_for(problem, curriculum.prefix_at(problem, k))
             for k in range(stages)]
   return {"problem_id": problem.id,
-          "statement_lines": [solution.count("\n", 0, s) + 1 for s, _ in curriculum.statements(problem)],
+          "statement_lines": [solution.count("\n", 0, s) + 1
+                              for s, _ in curriculum.statements(problem)],
           "stage_lines": [code.count("\n") + 1 for code in starts]}
 
 

@@ -20,7 +20,8 @@ def _ks(text: str) -> tuple[int, ...]:
   try:
     ks = tuple(int(k) for k in text.split(",") if k.strip())
   except ValueError:
-    raise argparse.ArgumentTypeError(f"--k: expected comma-separated integers, got {text!r}")
+    raise argparse.ArgumentTypeError(
+        f"--k: expected comma-separated integers, got {text!r}") from None
   if not ks or min(ks) < 1:
     raise argparse.ArgumentTypeError(f"--k: expected positive integers, got {text!r}")
   return ks

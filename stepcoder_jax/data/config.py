@@ -17,7 +17,8 @@ class DatasetConfig:
     data_dir: where TFDS keeps built datasets; None means CACHE/tfds, CACHE being
       $STEPCODER_JAX_CACHE or ~/.cache/stepcoder_jax (stepcoder_jax.cache).
     manual_dir: where manually downloaded files are (APPS+ data.json, APPS, HumanEval, MBPP);
-      each builder looks in MANUAL_DIR/<name>/ then MANUAL_DIR/. None means DATA_DIR/downloads/manual.
+      each builder looks in MANUAL_DIR/<name>/ then MANUAL_DIR/. None means
+      DATA_DIR/downloads/manual.
   """
   name: str = "stepcoder_builtin"
   train_split: str = "train"

@@ -7,8 +7,8 @@ user can find the record. ``detect_format`` guesses the format of a raw record f
 Normalisations (all documented here so that the judges need not know the sources):
   * Windows line endings in code and tests become ``\\n`` (MBPP ships ``\\r\\n``); CCCS offsets and
     FGO line numbers then agree with what the judge runs.
-  * HumanEval: ``canonical_solution`` is prompt + body so it runs standalone; ``starter_code`` is the
-    prompt (the model continues after it); ``question`` is the prompt as well.
+  * HumanEval: ``canonical_solution`` is prompt + body so it runs standalone; ``starter_code`` is
+    the prompt (the model continues after it); ``question`` is the prompt as well.
   * MBPP: the question is the task text followed by the three test asserts (the prompt of Austin et
     al. 2021, which names the function). ``challenge_test_list`` is not judged (it is empty for all
     but a few tasks and those extra tests are not part of the standard benchmark).

@@ -167,8 +167,8 @@ def add_dataset_arguments(parser, split: bool = True, purpose: str = "eval") -> 
   the default.
   """
   parser.add_argument("--dataset", default=None,
-                      help="TFDS dataset name (apps_plus, apps, humaneval, mbpp, stepcoder_builtin);"
-                           " default: gin dataset.name")
+                      help="TFDS dataset name (apps_plus, apps, humaneval, mbpp, "
+                           "stepcoder_builtin); default: gin dataset.name")
   if split:
     parser.add_argument("--split", default=None,
                         help=f"split to read; default: gin dataset.{purpose}_split")
@@ -190,7 +190,8 @@ def dataset_from_args(args, purpose: str = "eval") -> tuple[str, str, str | None
   from stepcoder_jax.data.config import DatasetConfig
   cfg = DatasetConfig()
   name = getattr(args, "dataset", None) or cfg.name
-  split = getattr(args, "split", None) or (cfg.train_split if purpose == "train" else cfg.eval_split)
+  split = (getattr(args, "split", None)
+           or (cfg.train_split if purpose == "train" else cfg.eval_split))
   data_dir = getattr(args, "data_dir", None) or cfg.data_dir
   manual_dir = getattr(args, "manual_dir", None) or cfg.manual_dir
   return name, split, data_dir, manual_dir

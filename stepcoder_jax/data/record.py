@@ -4,7 +4,8 @@ Judges, prompts and the curriculum read only this record. It is plain data (JSON
 can travel through TFDS (as a JSON string feature), worker pipes and checkpoints unchanged.
 
 Test kinds:
-  * ``stdio``  -- APPS standard input -> standard output. ``inputs``/``outputs`` are lists of strings.
+  * ``stdio``  -- APPS standard input -> standard output. ``inputs``/``outputs`` are lists of
+    strings.
   * ``call``   -- APPS call-based. ``fn_name`` names a top-level function, or a method of
                   ``class Solution``; ``inputs`` is a list of argument lists, ``outputs`` a list of
                   expected return values (JSON values).

@@ -13,7 +13,8 @@ this costs one subscript store per statement, where ``sys.settrace`` (or coverag
 which uses it) costs a trace call per line and per call. Measured on HumanEval/75's reference
 (a triple loop), in one process: untraced 0.14 s, settrace 1.14 s, settrace that stops tracing
 fully covered code objects 0.51 s, coverage.py 0.75 s (+45 ms start), probes 0.17 s (1.27x). The
-probe array is a list: 3.11 specializes a store into a list, not into a bytearray (0.23 s). ``elif`` is an ``if`` nested in ``else``, so it gets its own probe; an ``except`` header
+probe array is a list: 3.11 specializes a store into a list, not into a bytearray (0.23 s).
+``elif`` is an ``if`` nested in ``else``, so it gets its own probe; an ``except`` header
 counts as executed when its handler is entered; a ``while``/``for`` header when the loop starts.
 """
 from __future__ import annotations

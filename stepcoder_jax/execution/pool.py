@@ -243,7 +243,7 @@ class ExecutionPool:
       raise RuntimeError("ExecutionPool is not started (use it as a context manager)")
     jobs = list(jobs)
     batch = _Batch(jobs)
-    for i, job in enumerate(jobs):
+    for i in range(len(jobs)):
       self._queue.put((batch, i))
     return batch.future
 

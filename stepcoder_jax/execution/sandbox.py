@@ -185,7 +185,7 @@ def install_audit_hook(sandbox_dir: str, allow_fork: bool):
   realpath, fsdecode, isabs, join = (os.path.realpath, os.fsdecode, os.path.isabs,
                                      os.path.join)
   deny_prefixes = _DENIED_PREFIXES
-  str_, int_, bytes_ = str, int, bytes
+  str_, int_ = str, int
   violation = SandboxViolation
 
   def inside(path) -> bool:

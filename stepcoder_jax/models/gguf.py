@@ -51,7 +51,7 @@ def _is_complete(d: Path) -> bool:
 
 
 def convert(gguf_path: Path, out_dir: Path) -> None:
-  """Dequantize `gguf_path` with transformers and write an HF directory at `out_dir` (must not exist).
+  """Dequantize `gguf_path` with transformers; write an HF directory at `out_dir` (must not exist).
 
   Float32 weights: the dequantized values are not bf16-exact, and parity tests compare against
   transformers' float32 model read from the same GGUF file.

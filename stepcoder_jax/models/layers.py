@@ -2,9 +2,10 @@
 gated MLP.
 
 Every parameter carries logical axis names in its `out_sharding` metadata (what
-`nnx.with_partitioning` sets and `nnx.get_partition_spec` reads) from {vocab, embed, heads, kv_heads,
-head_dim, mlp, norm}; sharding.py maps them to mesh axes. Parameters are created unsharded (`eager_sharding=False`): names like 'vocab' are
-logical, not mesh axes, so placing them is sharding.py's job (nnx.get_partition_spec + its rules).
+`nnx.with_partitioning` sets and `nnx.get_partition_spec` reads) from {vocab, embed, heads,
+kv_heads, head_dim, mlp, norm}; sharding.py maps them to mesh axes. Parameters are created
+unsharded (`eager_sharding=False`): names like 'vocab' are logical, not mesh axes, so placing
+them is sharding.py's job (nnx.get_partition_spec + its rules).
 Kernels are stored in "math" layout ([in, ...out]), so HF's [out, in] matrices are
 transposed on import (see hf_io.py).
 """

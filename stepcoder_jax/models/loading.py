@@ -95,7 +95,8 @@ def load_model(path_or_name: str | os.PathLike, dtype: str | None = None,
   p = Path(s).expanduser()
   if not p.exists():
     raise UserError(f"{p}: no such file or directory (expected an HF model dir, a .gguf file, a "
-                    f"stepcoder_jax checkpoint, {gguf.BUNDLED_NAME!r} or tiny-{{{','.join(FAMILIES)}}})")
+                    f"stepcoder_jax checkpoint, {gguf.BUNDLED_NAME!r} or "
+                    f"tiny-{{{','.join(FAMILIES)}}})")
   if p.is_file():
     if p.suffix != ".gguf":
       raise UserError(f"{p}: not a .gguf file (expected an HF model dir, a .gguf file or a "

@@ -79,5 +79,6 @@ def apply(cfg, name_or_path: str | None, required: Iterable[int] = ()):
   missing = sorted(set(int(r) for r in required) - set(ids))
   if missing:
     raise UserError(f"model.output_vocab: {resolve(name_or_path)}: lacks the special id(s) "
-                    f"{missing} the sampler needs (rebuild it: python -m stepcoder_jax.models.vocab_build)")
+                    f"{missing} the sampler needs (rebuild it: "
+                    f"python -m stepcoder_jax.models.vocab_build)")
   return cfg.replace(output_vocab=ids)

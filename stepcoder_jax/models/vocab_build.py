@@ -15,7 +15,7 @@ then adds the ids the sampler needs to end and pad rows (sampling.special_ids: E
 and the chat turn markers when the tokenizer has them, and writes a packed bitmap
 (models/output_vocab.save). Deterministic for a given interpreter and tokenizer.
 
-  python -m stepcoder_jax.models.vocab_build                # -> stepcoder_jax/models/vocab/gemma3_code.npz
+  python -m stepcoder_jax.models.vocab_build   # -> stepcoder_jax/models/vocab/gemma3_code.npz
   python -m stepcoder_jax.models.vocab_build mbpp.jsonl --out my_vocab.npz
 
 (`stepcoder-jax ablate` runs it over its own problem files; scripts/build_output_vocab.py is the

@@ -8,8 +8,9 @@ target is the rest of the canonical solution followed by the closing code fence,
 learns where to stop (the sampler's stop string). The last stage, s* = 0, is the question plus the
 starter code, as in evaluation. Without stage examples (`sft.cccs_stages = False`) only that one
 is built; a model trained on full solutions alone has never continued a prompt that ends at a line
-start inside the code, which is what every CCCS prompt asks of it. Prompt and target are tokenized separately, as the
-sampler sees them (prompt ids, then generated ids), and packed with `batching.pack`; the loss is
+start inside the code, which is what every CCCS prompt asks of it. Prompt and target are
+tokenized separately, as the sampler sees them (prompt ids, then generated ids), and packed with
+`batching.pack`; the loss is
 the mean negative log-likelihood over the target tokens only (`response_mask`), computed with
 PPO's `policy_logprobs`, so SFT, PPO and evaluation share one layout and one log-prob function.
 
