@@ -1,6 +1,6 @@
 """`stepcoder-jax ablate`: the paper's ablation (PPO, +CCCS, +FGO, StepCoder, critic-free arms).
 
-Modules, imports running one way (each imports only those above it in this list):
+Modules, bottom first: each imports only modules listed before it, so imports run one way.
   measures     per-problem measures of finished evaluations, paired differences as text
   data         the train / validation / held-out / RL-pool problem files
   fingerprint  what a finished stage depends on
