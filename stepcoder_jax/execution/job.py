@@ -1,4 +1,4 @@
-"""What the pool is given (Job) and what it returns (ExecResult); see docs/ARCHITECTURE.md."""
+"""What the pool is given (Job) and what it returns (ExecResult); see docs/CONTRACTS.md."""
 from __future__ import annotations
 
 import dataclasses

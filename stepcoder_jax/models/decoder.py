@@ -1,6 +1,6 @@
 """The decoder: Llama / Qwen2 / Gemma 3 picked by `ModelConfig.family`, with a KV cache.
 
-Contract (docs/ARCHITECTURE.md): `Decoder(cfg, rngs)(tokens, positions, attention_mask, cache)`
+Contract (docs/CONTRACTS.md): `Decoder(cfg, rngs)(tokens, positions, attention_mask, cache)`
 returns (hidden [B, T, D] after the final norm, cache). Batches are left-padded: padding has mask 0
 and `positions` count real tokens from 0. The output projection is applied by the caller through
 `head_weight()` (chunked in logprobs.py), so full-vocabulary logits are never forced on anyone.
