@@ -6,6 +6,7 @@ unknown binding is reported before any heavy import or compile.
 from __future__ import annotations
 
 import importlib
+import importlib.util  # noqa: F401  gin's package-path reader calls it without importing it
 import logging
 import os
 from pathlib import Path
@@ -22,7 +23,19 @@ CONFIG_MODULES = (
     "stepcoder_jax.runs.config",
 )
 
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def configs_dir() -> Path:
+  """The shipped gin files: `stepcoder_jax/configs/` in an installed wheel, else `configs/` at
+  the top of the checkout this package runs from (a source tree or an editable install)."""
+  here = Path(__file__).resolve().parent
+  installed = here / "configs"
+  if installed.is_dir():
+    return installed
+  return here.parent / "configs"
+
+
+REPO_CONFIGS = configs_dir()
 
 
 class GinError(ValueError):

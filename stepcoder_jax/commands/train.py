@@ -33,6 +33,32 @@ def run(args) -> int:
     problems = load.problems_from_args(args, purpose="train")
     if not problems:
       raise UserError(f"train: {args.problems or args.split}: no problems to train on")
-  pipeline.train(cfg, model=args.model, problems=problems, dataset=args.dataset,
-                 data_dir=args.data_dir, manual_dir=args.manual_dir)
+  history = pipeline.train(cfg, model=args.model, problems=problems, dataset=args.dataset,
+                           data_dir=args.data_dir, manual_dir=args.manual_dir)
+  import jax
+  if jax.process_index() == 0:
+    print(outputs_text(cfg.work_dir, len(history), pipeline.final_model_dir(cfg.work_dir)),
+          end="")
   return 0
+
+
+def outputs_text(work_dir: str, iterations: int, model_dir) -> str:
+  """What the run left and what to run next (printed when `train` ends)."""
+  from pathlib import Path
+
+  work = Path(work_dir)
+  lines = [f"train: {iterations} iteration(s) run; outputs in {work}",
+           f"  metrics:      {work / 'metrics.jsonl'} (TensorBoard: {work / 'tensorboard'})",
+           f"  curves:       {work / 'training_curves.png'}",
+           f"  checkpoints:  {work / 'checkpoints'} (the same command resumes; "
+           "--iterations N extends)"]
+  if Path(model_dir, "config.json").is_file():
+    lines.append(f"  final policy: {model_dir} (Hugging Face directory)")
+    src = str(model_dir)
+  else:
+    src = str(work)
+  lines += ["next:",
+            f"  stepcoder-jax eval --model {src} --dataset stepcoder_builtin --split test "
+            f"--out {work / 'eval_final'}",
+            f"  stepcoder-jax export --model {src} --out {work / 'hf_export'}"]
+  return "\n".join(lines) + "\n"

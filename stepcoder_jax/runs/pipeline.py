@@ -126,7 +126,31 @@ def train(cfg: TrainConfig | None = None, *, model: str | None = None,
   own_pool = pool is None
   pool = pool or open_pool()
   try:
-    return run_trainer(make_trainer(cfg, models, problems, pool, eval_problems))
+    trainer = make_trainer(cfg, models, problems, pool, eval_problems)
+    history = run_trainer(trainer)
+    save_final_policy(trainer, models.tokenizer)
+    return history
   finally:
     if own_pool:
       pool.close()
+
+
+def final_model_dir(work_dir: str | Path) -> Path:
+  """Where `train` writes its final policy as an HF directory."""
+  return Path(work_dir) / "model"
+
+
+def save_final_policy(trainer, tokenizer) -> Path | None:
+  """Write the trained policy to <work_dir>/model (what `eval`, `export` and `generate` read).
+
+  On a multi-host run the parameters are spread over the hosts: the directory is not written
+  (export the checkpoint instead, `export --model <work_dir>`), and None is returned."""
+  import jax
+
+  from stepcoder_jax.runs import sft
+
+  if jax.process_count() > 1:
+    _log.info("multi-host run: export the final checkpoint with "
+              "`stepcoder-jax export --model %s --out DIR`", trainer.cfg.work_dir)
+    return None
+  return sft.save(trainer.policy_model(), tokenizer, final_model_dir(trainer.cfg.work_dir))
