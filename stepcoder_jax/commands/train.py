@@ -33,16 +33,23 @@ def run(args) -> int:
     problems = load.problems_from_args(args, purpose="train")
     if not problems:
       raise UserError(f"train: {args.problems or args.split}: no problems to train on")
+  source = None
+  if problems is not None:
+    source = args.problems or f"{args.dataset or 'gin dataset.name'} split {args.split}"
+    source += f" ({len(problems)} problems)"
   history = pipeline.train(cfg, model=args.model, problems=problems, dataset=args.dataset,
-                           data_dir=args.data_dir, manual_dir=args.manual_dir)
+                           data_dir=args.data_dir, manual_dir=args.manual_dir,
+                           data_source=source)
   import jax
   if jax.process_index() == 0:
-    print(outputs_text(cfg.work_dir, len(history), pipeline.final_model_dir(cfg.work_dir)),
-          end="")
+    data = (f"--problems {args.problems}" if args.problems
+            else "--dataset stepcoder_builtin --split test")
+    print(outputs_text(cfg.work_dir, len(history), pipeline.final_model_dir(cfg.work_dir),
+                       data), end="")
   return 0
 
 
-def outputs_text(work_dir: str, iterations: int, model_dir) -> str:
+def outputs_text(work_dir: str, iterations: int, model_dir, data: str) -> str:
   """What the run left and what to run next (printed when `train` ends)."""
   from pathlib import Path
 
@@ -58,7 +65,7 @@ def outputs_text(work_dir: str, iterations: int, model_dir) -> str:
   else:
     src = str(work)
   lines += ["next:",
-            f"  stepcoder-jax eval --model {src} --dataset stepcoder_builtin --split test "
-            f"--out {work / 'eval_final'}",
-            f"  stepcoder-jax export --model {src} --out {work / 'hf_export'}"]
+            f"  stepcoder-jax eval --model {src} {data} --out {work / 'eval_final'}",
+            f"  stepcoder-jax export --model {src} --out {work / 'hf_export'} "
+            f"--results {work / 'eval_final' / 'eval.json'}"]
   return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.data.config import DatasetConfig
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.execution.config import ExecutionConfig
+from stepcoder_jax.models import model_card
 from stepcoder_jax.models.config import ModelSpec
 from stepcoder_jax.rl import fgo
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
@@ -105,9 +106,11 @@ def run_trainer(trainer) -> list[dict]:
 
 def train(cfg: TrainConfig | None = None, *, model: str | None = None,
           models=None, problems: list[Problem] | None = None, dataset: str | None = None,
-          data_dir: str | None = None, manual_dir: str | None = None, pool=None) -> list[dict]:
+          data_dir: str | None = None, manual_dir: str | None = None, pool=None,
+          data_source: str | None = None) -> list[dict]:
   """Run (or resume) StepCoder training; returns the per-iteration metrics (the same on every
-  process; those of the end-of-run evaluation only on process 0)."""
+  process; those of the end-of-run evaluation only on process 0). The final policy goes to
+  <work_dir>/model with its provenance (`data_source` describes the problems given)."""
   from stepcoder_jax import sharding
   from stepcoder_jax.config import DistributedConfig
 
@@ -128,7 +131,9 @@ def train(cfg: TrainConfig | None = None, *, model: str | None = None,
   try:
     trainer = make_trainer(cfg, models, problems, pool, eval_problems)
     history = run_trainer(trainer)
-    save_final_policy(trainer, models.tokenizer)
+    data = data_source or (f"{dataset or dc.name} split {dc.train_split}"
+                           f" ({len(problems)} problems)")
+    save_final_policy(trainer, models.tokenizer, parent=model or ModelSpec().path, data=data)
     return history
   finally:
     if own_pool:
@@ -140,7 +145,8 @@ def final_model_dir(work_dir: str | Path) -> Path:
   return Path(work_dir) / "model"
 
 
-def save_final_policy(trainer, tokenizer) -> Path | None:
+def save_final_policy(trainer, tokenizer, parent: str | None = None,
+                      data: str | None = None) -> Path | None:
   """Write the trained policy to <work_dir>/model (what `eval`, `export` and `generate` read).
 
   On a multi-host run the parameters are spread over the hosts: the directory is not written
@@ -153,4 +159,26 @@ def save_final_policy(trainer, tokenizer) -> Path | None:
     _log.info("multi-host run: export the final checkpoint with "
               "`stepcoder-jax export --model %s --out DIR`", trainer.cfg.work_dir)
     return None
-  return sft.save(trainer.policy_model(), tokenizer, final_model_dir(trainer.cfg.work_dir))
+  out = sft.save(trainer.policy_model(), tokenizer, final_model_dir(trainer.cfg.work_dir))
+  model_card.write_provenance(out, **train_provenance(trainer, parent, data))
+  return out
+
+
+def train_provenance(trainer, parent: str | None, data: str | None) -> dict:
+  """The model card's account of an RL run: where it started, on what, with which settings."""
+  t, p = trainer.cfg, trainer.ppo_cfg
+  cccs, fgo_on = trainer.cccs_cfg.enabled, FGOConfig().enabled
+  name = (("PPO" if p.advantage == "gae" else p.advantage.upper())
+          + (" + CCCS" if cccs else "") + (" + FGO" if fgo_on else ""))
+  if name == "PPO + CCCS + FGO":
+    name = "StepCoder (PPO + CCCS + FGO)"
+  base = model_card.read_provenance(parent).get("base_model") if parent else None
+  return {"base_model": base or parent, "parent": parent if base else None, "data": data,
+          "method": f"{name} on unit-test rewards (stepcoder_jax train), "
+                    f"{trainer.iteration} iterations",
+          "settings": {"train.num_iterations": t.num_iterations,
+                       "train.problems_per_iteration": t.problems_per_iteration,
+                       "train.samples_per_problem": t.samples_per_problem,
+                       "train.max_new_tokens": t.max_new_tokens,
+                       "ppo.advantage": p.advantage, "ppo.policy_lr": p.policy_lr,
+                       "ppo.kl_coef": p.kl_coef, "cccs.enabled": cccs, "fgo.enabled": fgo_on}}
