@@ -77,3 +77,16 @@ def test_api_train_trains_on_the_plugin_reward(tmp_path):
     assert problem.id == "mine/clamp" and isinstance(completion, str)
     assert len(result.test_verdicts) == result.tests_total == 3
   assert (run.model_dir / "config.json").is_file()
+  out = scj.export(run.model_dir, tmp_path / "exported")  # the API's way through a command
+  assert "**Base model**: tiny-llama" in (out / "README.md").read_text()
+
+
+def test_api_judge_takes_records_and_a_plugin():
+  import stepcoder_jax as scj
+
+  results = scj.judge([CLAMP.to_dict()], [("mine/clamp", HALF), ("mine/clamp", "x = (")],
+                      reward=share_of_tests, gin={"execution.workers": 1})
+  assert [r.outcome for r in results] == ["failed", "compile_error"]
+  assert [r.reward for r in results] == [pytest.approx(2 / 3), 0.0]
+  with pytest.raises(UserError, match="'nope', which is not among the problems"):
+    scj.judge([CLAMP], {"nope": "pass"})
