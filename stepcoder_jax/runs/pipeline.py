@@ -100,7 +100,8 @@ def run_trainer(trainer) -> list[dict]:
   if jax.process_index() == 0 and jsonl.exists():
     # ppo/ref_kl (to the SFT reference), not ppo/approx_kl: with one epoch of one minibatch the
     # new/old ratio is 1 at the only update, so approx_kl is zero by construction.
-    metrics_lib.plot_curves(jsonl, work / "training_curves.png", CURVES)
+    metrics_lib.plot_curves(jsonl, work / "training_curves.png", CURVES,
+                            title=f"training curves of {work.name} (per iteration)")
   return history
 
 
