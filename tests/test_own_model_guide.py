@@ -1,13 +1,14 @@
 """docs/own_model.md's commands, run as written: every ```bash block of the guide, in order, in one
-shell in an empty directory (the only thing substituted), with `stepcoder-jax` and `python` from
-this environment. Then what the guide says they leave is checked."""
+shell in an empty directory outside the repository (the only thing substituted), with
+`stepcoder-jax` and `python` of a fresh environment where the package is installed from its wheel
+(`pip install <wheel>`, tests/test_packaging.py). Then what the guide says they leave is
+checked."""
 from __future__ import annotations
 
 import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,10 @@ def test_the_example_line_is_a_valid_problem_and_is_in_the_file_the_guide_writes
 
 @pytest.mark.slow
 def test_guide_commands_run_as_written(tmp_path):
-  script = "set -euo pipefail\n" + "\n".join(guide_blocks("bash"))
-  bin_dir = str(Path(sys.executable).parent)  # stepcoder-jax and python of this environment
+  from test_packaging import installed_wheel
+  where = "python -c \"import stepcoder_jax as s; print('STEPCODER_JAX_FROM', s.__file__)\""
+  script = "\n".join(["set -euo pipefail", *guide_blocks("bash"), where])
+  bin_dir = str(installed_wheel(tmp_path))  # stepcoder-jax and python of the wheel's venv
   env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"],
              STEPCODER_JAX_CACHE=str(tmp_path / "cache"))
   work = tmp_path / "work"
@@ -40,6 +43,7 @@ def test_guide_commands_run_as_written(tmp_path):
                      timeout=900)
   assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
   assert "passed 4, failed 0" in p.stdout  # judge: every reference solution passes
+  assert p.stdout.split("STEPCODER_JAX_FROM ")[1].startswith(str(tmp_path / "venv"))  # the wheel
   assert (work / "runs" / "sft" / "config.json").is_file()
   assert (work / "runs" / "rl" / "model" / "config.json").is_file()
   assert "final policy: runs/rl/model" in p.stdout
