@@ -101,7 +101,7 @@ def train(model: str | None, problems, work_dir: str | os.PathLike, *,
   from stepcoder_jax.execution import ExecutionPool
   from stepcoder_jax.execution.config import ExecutionConfig, RewardConfig
   from stepcoder_jax.rl.config import TrainConfig
-  from stepcoder_jax.runs import pipeline
+  from stepcoder_jax.runs import final_policy, pipeline
 
   configure(gin_files, gin)
   cfg = dataclasses.replace(TrainConfig(), work_dir=os.fspath(work_dir))
@@ -117,7 +117,7 @@ def train(model: str | None, problems, work_dir: str | os.PathLike, *,
     reward_cfg = dataclasses.replace(reward_cfg, fn=reward)
   with ExecutionPool(ExecutionConfig(), reward_cfg) as pool:
     history = pipeline.train(cfg, model=model, problems=records, pool=pool, data_source=source)
-  model_dir = pipeline.final_model_dir(cfg.work_dir)
+  model_dir = final_policy.final_model_dir(cfg.work_dir)
   return TrainResult(history=history, work_dir=Path(cfg.work_dir),
                      model_dir=model_dir if (model_dir / "config.json").is_file() else None)
 

@@ -18,7 +18,7 @@ def add_arguments(parser):
 def run(args) -> int:
   import dataclasses
 
-  from stepcoder_jax.runs import pipeline
+  from stepcoder_jax.runs import final_policy, pipeline
   from stepcoder_jax.rl.config import TrainConfig
 
   cfg = TrainConfig()
@@ -44,7 +44,7 @@ def run(args) -> int:
   if jax.process_index() == 0:
     data = (f"--problems {args.problems}" if args.problems
             else "--dataset stepcoder_builtin --split test")
-    print(outputs_text(cfg.work_dir, len(history), pipeline.final_model_dir(cfg.work_dir),
+    print(outputs_text(cfg.work_dir, len(history), final_policy.final_model_dir(cfg.work_dir),
                        data), end="")
   return 0
 

@@ -28,7 +28,7 @@ from stepcoder_jax import stats
 from stepcoder_jax.models import model_card
 from stepcoder_jax.models.config import ModelSpec
 from stepcoder_jax.rl.config import CCCSConfig, TrainConfig
-from stepcoder_jax.runs import ablation, ablation_report, pipeline
+from stepcoder_jax.runs import ablation, ablation_report, final_policy, pipeline
 from stepcoder_jax.runs.config import EvalConfig, SFTConfig
 
 _log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def run_demo(work_dir: str, model: str | None = None) -> str:
       pipeline.run_trainer(trainer)  # resumes from the last checkpoint
       policy = trainer.policy_model()
       sft_lib.save(policy, models.tokenizer, final)
-      model_card.write_provenance(final, **pipeline.train_provenance(
+      model_card.write_provenance(final, **final_policy.provenance(
           trainer, str(sft_dir), f"stepcoder_builtin split train ({len(train_problems)} problems)"))
       evaluate("stepcoder", policy, models.tokenizer)
 
