@@ -42,6 +42,11 @@ def cache_root() -> Path:
   return Path.home() / ".cache" / "stepcoder_jax"
 
 
+# The library cache variables as the user set them, before route_library_caches changes them
+# (models/hub.py looks for Hub models in the user's own Hugging Face cache too).
+USER_ENV = {var: os.environ.get(var) for var in ("HF_HOME", "HF_HUB_CACHE")}
+
+
 def route_library_caches() -> None:
   """Point the caches of matplotlib, Hugging Face and TFDS under `cache_root()` (unless set).
 

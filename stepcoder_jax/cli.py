@@ -49,11 +49,22 @@ def _available() -> dict[str, object]:
   return mods
 
 
+# Every command reads gin; the flags are taken out of argv before argparse sees it.
+GIN_HELP = ("gin settings (every command): --gin_file FILE (repeatable; a path, or a name under "
+            "the shipped configs/ such as experiments/tiny_cpu.gin) and --gin.NAME=VALUE "
+            "(repeatable, e.g. --gin.ppo.kl_coef=0.05; a string needs quotes: "
+            "--gin.model.path=\"'gemma3-270m'\"). `stepcoder-jax config --defaults` lists every "
+            "setting with its default.")
+
+
 def build_parser(mods) -> argparse.ArgumentParser:
-  p = _Parser(prog="stepcoder-jax", description="StepCoder (PPO + CCCS + FGO) in JAX.")
+  p = _Parser(prog="stepcoder-jax", description="StepCoder (PPO + CCCS + FGO) in JAX.",
+              usage="stepcoder-jax COMMAND [flags] [--gin_file FILE]... [--gin.NAME=VALUE]...",
+              epilog=GIN_HELP)
   sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
   for name, mod in mods.items():
-    sp = sub.add_parser(name, help=getattr(mod, "HELP", ""))
+    sp = sub.add_parser(name, help=getattr(mod, "HELP", ""), epilog=GIN_HELP,
+                        description=getattr(mod, "HELP", None))
     mod.add_arguments(sp)
   return p
 

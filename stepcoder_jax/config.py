@@ -35,10 +35,10 @@ class MeshConfig:
   to mesh axes; the policy, value and reference models may each get their own rules through
   `sharding.make_rules(overrides)`.
   """
-  data: int = 1
-  fsdp: int = -1
-  tensor: int = 1
-  rules: tuple = DEFAULT_AXIS_RULES
+  data: int = 1                   # data-parallel axis size
+  fsdp: int = -1                  # parameter-sharding axis size (-1: the devices left)
+  tensor: int = 1                 # tensor-parallel axis size
+  rules: tuple = DEFAULT_AXIS_RULES  # logical axis name -> mesh axis (or axes, or None)
 
 
 @gin.configurable("distributed")
@@ -50,20 +50,20 @@ class DistributedConfig:
   "always" forces it, "never" skips it (one process).
   """
   initialize: str = "auto"
-  coordinator_address: str = ""
-  num_processes: int = 0
-  process_id: int = -1
-  local_device_ids: tuple = ()
-  initialization_timeout_s: int = 300
+  coordinator_address: str = ""   # host:port of process 0 ("": from the environment)
+  num_processes: int = 0          # 0: from the environment
+  process_id: int = -1            # -1: from the environment
+  local_device_ids: tuple = ()    # devices of this process (): all
+  initialization_timeout_s: int = 300  # wait this long for every process to join
 
 
 @gin.configurable("checkpoint")
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
   """Orbax checkpoints of a training run (under <workdir>/checkpoints)."""
-  save_interval_steps: int = 50
-  max_to_keep: int = 3
-  async_save: bool = True
+  save_interval_steps: int = 50   # checkpoint every this many iterations (and at the end)
+  max_to_keep: int = 3            # newest checkpoints kept
+  async_save: bool = True         # write in the background while training goes on
   # Also keep every k-th step forever (0: none), for before/after evaluations.
   keep_period: int = 0
 

@@ -6,6 +6,7 @@ unknown binding is reported before any heavy import or compile.
 from __future__ import annotations
 
 import importlib
+import importlib.util  # noqa: F401  gin's package-path reader calls it without importing it
 import logging
 import os
 from pathlib import Path
@@ -22,7 +23,19 @@ CONFIG_MODULES = (
     "stepcoder_jax.runs.config",
 )
 
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def configs_dir() -> Path:
+  """The shipped gin files: `stepcoder_jax/configs/` in an installed wheel, else `configs/` at
+  the top of the checkout this package runs from (a source tree or an editable install)."""
+  here = Path(__file__).resolve().parent
+  installed = here / "configs"
+  if installed.is_dir():
+    return installed
+  return here.parent / "configs"
+
+
+REPO_CONFIGS = configs_dir()
 
 
 class GinError(ValueError):
@@ -87,9 +100,25 @@ def parse(files: list[str], bindings: list[str]) -> None:
     gin.parse_config_files_and_bindings(resolved, bindings, finalize_config=False)
   except (ValueError, KeyError, ImportError, SyntaxError, IOError) as e:
     msg = " ".join(str(e).split())
+    if "malformed node or string" in msg:  # gin's words for an unquoted string
+      raise GinError(unquoted_hint(bindings, msg)) from None
     raise GinError(f"bad gin config: {msg}") from None
   finally:
     root.setLevel(level)
+
+
+def unquoted_hint(bindings: list[str], msg: str) -> str:
+  """The error for a value gin cannot read, with the quoting a string needs on a command line."""
+  for b in bindings:
+    name, value = (x.strip() for x in b.split("=", 1))
+    try:
+      gin.config.parse_value(value)
+    except (SyntaxError, ValueError):
+      return (f"bad gin config: --gin.{name}={value}: gin cannot read the value {value!r}; a "
+              f"string needs quotes inside the shell's: --gin.{name}=\"'{value}'\"")
+  token = msg.split("Failed to parse token", 1)[-1].strip()
+  return (f"bad gin config: gin cannot read the value at {token}; a string needs quotes: "
+          "name = 'text'")
 
 
 def save_operative(path: str) -> None:

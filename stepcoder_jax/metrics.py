@@ -206,9 +206,25 @@ def _pyplot():
   return plt
 
 
+# What a curve of `train` shows, for its panel title: (what, unit). Keys not listed are shown
+# as they are.
+CURVE_LABELS = {
+    "reward_mean": ("mean reward of the rollouts", "reward"),
+    "pass_rate": ("rollouts passing every test", "share of rollouts"),
+    "pass_rate_final": ("rollouts passing, whole problems (s* = 0) only", "share of rollouts"),
+    "cccs/final": ("problems whose CCCS curriculum reached s* = 0", "problems"),
+    "ppo/ref_kl": ("KL to the reference (SFT) policy", "nats per response"),
+    "ppo/entropy": ("policy entropy", "nats per token"),
+    "fgo_mask_density": ("response tokens kept by FGO's mask", "share of tokens"),
+    "response_tokens_mean": ("response length", "tokens"),
+    "truncated_rate": ("responses cut at max_new_tokens", "share of rollouts"),
+}
+
+
 def plot_curves(jsonl_path: str | Path, out_png: str | Path, keys: Iterable[str],
                 *, smooth: int = 1, title: str | None = None) -> Path:
-  """One panel per key of `metrics.jsonl` against step (moving average over `smooth` points)."""
+  """One panel per key of `metrics.jsonl` against step, titled from CURVE_LABELS; with `smooth`
+  > 1, a moving average over that many points over the raw values drawn faint."""
   rows = read_jsonl(jsonl_path)
   keys = list(keys)
   if not keys:
@@ -220,18 +236,21 @@ def plot_curves(jsonl_path: str | Path, out_png: str | Path, keys: Iterable[str]
     if pts:
       steps, vals = map(np.asarray, zip(*pts))
       if smooth > 1 and len(vals) >= smooth:
+        ax.plot(steps, vals, color="C0", alpha=0.3, linewidth=1)  # the raw values, faint
         kernel = np.ones(smooth) / smooth
         vals = np.convolve(vals, kernel, mode="valid")
         steps = steps[smooth - 1:]
-      ax.plot(steps, vals)
+      ax.plot(steps, vals, color="C0", marker="." if len(vals) < 30 else None)
     else:
       ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-    ax.set_ylabel(key)
+    what, unit = CURVE_LABELS.get(key, (key, ""))
+    ax.set_title(f"{what} ({key})" if what != key else key, fontsize=9, loc="left")
+    ax.set_ylabel(unit)
     ax.grid(alpha=0.3)
   axes[-1, 0].set_xlabel("step")
   if title:
     fig.suptitle(title)
-  fig.tight_layout()
+  fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()) if title else None)
   out = Path(out_png)
   out.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(out, dpi=100)

@@ -105,7 +105,7 @@ def test_three_processes_prepare_one_dataset_into_an_empty_cache(tmp_path):
   assert results == [want] * 3  # all read the same data, and it is the bundled set
   # One process built; the others waited for its lock and read its result.
   assert sum(e.count("building dataset stepcoder_builtin") for e in errs) == 1, errs
-  version_dir = next((root / "tfds" / "stepcoder_builtin").glob("*/1.0.0"))
+  version_dir = root / "tfds" / "stepcoder_builtin" / "1.0.0"
   assert sorted(p.name for p in version_dir.parent.iterdir()) == ["1.0.0", "1.0.0.lock"]
 
 

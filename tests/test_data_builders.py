@@ -1,4 +1,5 @@
 """TFDS builders: each builds offline (fixtures or ../shared/data) into a tmp data_dir."""
+import json
 import shutil
 import subprocess
 import sys
@@ -164,6 +165,34 @@ def test_stepcoder_builtin_split_rule(tmp_path):
   assert all(int(p.id.rsplit("/", 1)[1]) % 5 == 0 for p in test)
   assert all(int(p.id.rsplit("/", 1)[1]) % 5 != 0 for p in train)
   assert {p.test_kind for p in test} == {"call", "stdio"}
+
+
+def test_bundled_set_reads_by_name_with_the_documented_decoder(tmp_path):
+  """docs/datasets.md: tfds.data_source by name, in a process that never imports our builders,
+  and one line to turn a record into a Problem."""
+  builders.prepare("stepcoder_builtin", str(tmp_path))
+  code = ("import json, sys, tensorflow_datasets as tfds\n"
+          "ds = tfds.data_source('stepcoder_builtin', split='test', data_dir=sys.argv[1])\n"
+          "print(json.dumps([json.loads(ds[i]['record'])['id'] for i in range(len(ds))]))\n"
+          "assert 'stepcoder_jax.data.builders' not in sys.modules\n")
+  p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                     text=True, timeout=120)
+  assert p.returncode == 0, p.stderr[-2000:]
+  test_ids = [p.id for p in stepcoder_builtin.read_builtin()
+              if int(p.id.rsplit("/", 1)[1]) % stepcoder_builtin.TEST_MODULUS == 0]
+  assert json.loads(p.stdout.splitlines()[-1]) == test_ids
+  ds = builders.get_builder("stepcoder_builtin", str(tmp_path)).as_data_source(split="test")
+  assert Problem.from_dict(json.loads(ds[0]["record"])).id == test_ids[0]  # the one-line decoder
+
+
+def test_bundled_set_built_from_other_contents_is_rebuilt(tmp_path):
+  d = str(tmp_path)
+  version_dir = builders.prepare("stepcoder_builtin", d).data_path
+  (version_dir / "metadata.json").write_text(json.dumps({"content_hash": "edited-since"}))
+  assert not builders.get_builder("stepcoder_builtin", d).is_current()
+  rebuilt = builders.prepare("stepcoder_builtin", d)
+  assert rebuilt.is_current() and len(load.load_problems("stepcoder_builtin", "test",
+                                                          data_dir=d)) == 32
 
 
 def test_prepare_command(tmp_path, capsys):

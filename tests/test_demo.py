@@ -149,6 +149,9 @@ def test_tiny_demo_prints_table_and_paths_and_its_final_model_loads(tiny_demo, t
   ex = tmp_path / "export"
   assert cli.main(["export", "--model", str(final), "--out", str(ex)]) == 0
   assert (ex / "config.json").is_file() and (ex / "tokenizer_config.json").is_file()
+  card = (ex / "README.md").read_text()  # the model card knows where the demo's model came from
+  assert "StepCoder (PPO + CCCS + FGO)" in card and "Started from**: " + str(work / "sft") in card
+  assert "stepcoder_builtin split train" in card
 
 
 @pytest.mark.slow

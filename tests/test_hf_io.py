@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -74,7 +75,14 @@ def test_cli_export_roundtrip(llama_dir, tmp_path, capsys):
   out = tmp_path / "cli_out"
   rc = cli.main(["export", "--model", str(src), "--out", str(out), "--max_shard_size", "50KB"])
   assert rc == 0, capsys.readouterr().err
-  assert len(list(out.glob("model-*-of-*.safetensors"))) > 1
+  shards = list(out.glob("model-*-of-*.safetensors"))
+  assert len(shards) > 1
+  umask = os.umask(0)
+  os.umask(umask)
+  for f in [*shards, out / "config.json"]:  # weights get the mode of every other new file
+    assert f.stat().st_mode & 0o777 == 0o666 & ~umask, (f, oct(f.stat().st_mode))
+  card = (out / "README.md").read_text()  # a model from elsewhere: its path is the base model
+  assert f"**Base model**: {src}" in card and "licence of the base model" in card
   tokens, mask = padded_batch(seed=5)
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
   real = mask.astype(bool)

@@ -159,7 +159,8 @@ def test_local_pod_matches_one_process(tmp_path):
   # Three processes shared one empty cache: one built the dataset (there, not in ~), two read it.
   log1 = (tmp_path / "pod_logs" / "proc_1.log").read_text()
   assert sum(t.count("building dataset stepcoder_builtin") for t in (log0, log1, one_err)) == 1
-  assert list((tmp_path / "cache" / "tfds" / "stepcoder_builtin").glob("*/1.0.0"))
+  built = tmp_path / "cache" / "tfds" / "stepcoder_builtin" / "1.0.0"
+  assert (built / "dataset_info.json").is_file()
 
   a, b = _metrics(tmp_path / "pod"), _metrics(tmp_path / "one")
   assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2]

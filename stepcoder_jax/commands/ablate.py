@@ -1,7 +1,7 @@
 """`stepcoder-jax ablate`: the paper's ablation (PPO, +CCCS, +FGO, StepCoder, critic-free arms)
 as one resumable command.
 
-    stepcoder-jax ablate --out runs/ablation --mbpp ../shared/data/mbpp/ \
+    stepcoder-jax ablate --out runs/ablation --mbpp path/to/mbpp/ \
         [--arms ppo cccs fgo stepcoder grpo grpo_stepcoder] [--eval_n 4] [--heldout_mbpp 100]
         [--gin_file experiments/ablation_gemma.gin] [--gin.train.num_iterations=40]
 

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from stepcoder_jax.errors import UserError
+from stepcoder_jax.models import model_card
 
 HELP = "export a model to a Hugging Face directory (safetensors, config, tokenizer)"
 
@@ -29,6 +30,13 @@ def add_arguments(parser) -> None:
                       help="dtype of the written tensors (default: the model's)")
   parser.add_argument("--max_shard_size", default="5GB",
                       help="largest safetensors shard, e.g. 5GB, 500MB, or bytes (default 5GB)")
+  parser.add_argument("--results", action="append", default=[], metavar="EVAL_JSON",
+                      help="an `eval` result (eval.json or eval.md) to put in the model card "
+                           "(repeatable)")
+  parser.add_argument("--base_model", default=None,
+                      help="the model card's base model (default: what train/sft recorded)")
+  parser.add_argument("--data", default=None,
+                      help="the model card's training data (default: what train/sft recorded)")
 
 
 def parse_size(text: str) -> int:
@@ -90,6 +98,22 @@ def push(out: Path, repo: str) -> str:
   return str(getattr(info, "commit_url", repo))
 
 
+def write_card(args, cfg, out: Path, results) -> None:
+  """README.md: the source's provenance (flags win), the results given, the terms that apply."""
+  src = Path(args.model)
+  prov = model_card.read_provenance(src) if src.is_dir() else {}
+  if args.base_model:
+    prov["base_model"] = args.base_model
+  if args.data:
+    prov["data"] = args.data
+  prov.setdefault("base_model", args.model if not prov else None)
+  gemma = cfg.is_gemma or "gemma" in str(prov.get("base_model", "")).lower()
+  text = model_card.card(name=out.name, family=cfg.family, num_layers=cfg.num_layers,
+                         vocab_size=cfg.vocab_size, dtype=args.dtype or cfg.param_dtype,
+                         provenance=prov, results=results, gemma=gemma)
+  (out / "README.md").write_text(text, encoding="utf-8")
+
+
 def run(args) -> int:
   max_shard = parse_size(args.max_shard_size)
   out = Path(args.out)
@@ -100,8 +124,11 @@ def run(args) -> int:
   cfg, decoder, tokenizer = load_any(args.model)
   if tokenizer is None:
     log.warning("%s has no tokenizer; exporting the model without tokenizer files", args.model)
+  results = [(r, model_card.results_text(r)) for r in args.results]  # bad paths fail first
   hf_io.export(cfg, decoder, tokenizer, out, max_shard_bytes=max_shard, dtype=args.dtype)
-  print(f"exported {cfg.family} model ({cfg.num_layers} layers, vocab {cfg.vocab_size}) to {out}")
+  write_card(args, cfg, out, results)
+  print(f"exported {cfg.family} model ({cfg.num_layers} layers, vocab {cfg.vocab_size}) to {out}"
+        f" with its model card ({out / 'README.md'})")
   if args.push_to_hub:
     url = push(out, args.push_to_hub)
     print(f"pushed to {url}")

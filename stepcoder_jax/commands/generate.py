@@ -41,6 +41,10 @@ def _known_or_existing(path: str) -> None:
   from stepcoder_jax.models.config import FAMILIES
   if path == "gemma3-270m" or (path.startswith("tiny-") and path[5:] in FAMILIES):
     return
+  from stepcoder_jax.models import hub
+  if hub.looks_like_hub_id(path):
+    hub.resolve(path)  # in the HF cache, or one line saying how to download it
+    return
   if not Path(path).expanduser().exists():
     raise UserError(f"{path}: no such file or directory (expected an HF model dir, a .gguf file, "
                     "a stepcoder_jax checkpoint, 'gemma3-270m' or 'tiny-llama')")

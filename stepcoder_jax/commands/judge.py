@@ -1,7 +1,7 @@
 """`judge`: run completions (or the reference solutions) against their problems' unit tests.
 
     stepcoder-jax judge --problems P --completions C.jsonl --out R.jsonl
-                        [--workers N] [--timeout S] [--use-canonical] [--bad-lines error|skip]
+                        [--workers N] [--timeout S] [--use_canonical] [--bad_lines error|skip]
 
 P is a JSONL of problem records, or a HumanEval .jsonl(.gz) / MBPP .jsonl / APPS file as published
 (auto-detected by stepcoder_jax.data.load). Completions are {"problem_id", "completion"} lines
@@ -39,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="worker processes (default: gin execution.workers, 0 = CPU count)")
   parser.add_argument("--timeout", type=float, default=None,
                       help="time limit of one test in seconds (default: gin execution.timeout_s)")
-  parser.add_argument("--use-canonical", action="store_true",
+  parser.add_argument("--use_canonical", "--use-canonical", action="store_true",
                       help="judge the problems' own reference solutions instead of completions")
-  parser.add_argument("--bad-lines", choices=("error", "skip"), default="error",
+  parser.add_argument("--bad_lines", "--bad-lines", choices=("error", "skip"), default="error",
                       help="a malformed completion line stops the run (error) or is reported and "
                            "skipped (skip)")
 
@@ -92,7 +92,7 @@ def read_completions(path: str, problems: dict, bad_lines: str):
       if why is not None:
         msg = f"{path}:{n}: {why}"
         if bad_lines == "error":
-          raise UserError(msg + " (use --bad-lines skip to skip such lines)")
+          raise UserError(msg + " (use --bad_lines skip to skip such lines)")
         print(f"warning: skipped {msg}", file=sys.stderr)
         skipped += 1
         continue
@@ -117,7 +117,7 @@ def run(args) -> int:
     raise UserError(f"{source}: duplicate problem ids {dup}")
   if args.use_canonical:
     if args.completions:
-      raise UserError("--use-canonical judges the reference solutions: drop --completions")
+      raise UserError("--use_canonical judges the reference solutions: drop --completions")
     missing = [p.id for p in problems if not p.canonical_solution.strip()]
     if missing:
       print(f"warning: {len(missing)} problem(s) have no reference solution and are skipped "
@@ -126,7 +126,7 @@ def run(args) -> int:
     skipped = len(missing)
   else:
     if not args.completions:
-      raise UserError("judge needs --completions FILE (or --use-canonical)")
+      raise UserError("judge needs --completions FILE (or --use_canonical)")
     jobs, skipped = read_completions(args.completions, by_id, args.bad_lines)
 
   cfg = ExecutionConfig()

@@ -66,6 +66,8 @@ def run(args) -> int:
   _, summary = sft.train_sft(models.policy, models.tokenizer, problems, cfg, out,
                              statements=CCCSConfig().statements, val_problems=val_problems)
   gin_setup.save_operative(str(out / "operative_config.gin"))
+  sft.write_provenance(out, args.model, args.problems or f"{args.dataset or 'gin dataset.name'} "
+                       f"split {args.split or 'gin dataset.train_split'}", len(problems), cfg)
   skipped = {k: len(v) for k, v in summary["skipped"].items() if v}
   nll = ""
   if summary["initial_nll"] is not None:

@@ -18,7 +18,7 @@ def add_arguments(parser):
 def run(args) -> int:
   import dataclasses
 
-  from stepcoder_jax.runs import pipeline
+  from stepcoder_jax.runs import final_policy, pipeline
   from stepcoder_jax.rl.config import TrainConfig
 
   cfg = TrainConfig()
@@ -33,6 +33,39 @@ def run(args) -> int:
     problems = load.problems_from_args(args, purpose="train")
     if not problems:
       raise UserError(f"train: {args.problems or args.split}: no problems to train on")
-  pipeline.train(cfg, model=args.model, problems=problems, dataset=args.dataset,
-                 data_dir=args.data_dir, manual_dir=args.manual_dir)
+  source = None
+  if problems is not None:
+    source = args.problems or f"{args.dataset or 'gin dataset.name'} split {args.split}"
+    source += f" ({len(problems)} problems)"
+  history = pipeline.train(cfg, model=args.model, problems=problems, dataset=args.dataset,
+                           data_dir=args.data_dir, manual_dir=args.manual_dir,
+                           data_source=source)
+  import jax
+  if jax.process_index() == 0:
+    data = (f"--problems {args.problems}" if args.problems
+            else "--dataset stepcoder_builtin --split test")
+    print(outputs_text(cfg.work_dir, len(history), final_policy.final_model_dir(cfg.work_dir),
+                       data), end="")
   return 0
+
+
+def outputs_text(work_dir: str, iterations: int, model_dir, data: str) -> str:
+  """What the run left and what to run next (printed when `train` ends)."""
+  from pathlib import Path
+
+  work = Path(work_dir)
+  lines = [f"train: {iterations} iteration(s) run; outputs in {work}",
+           f"  metrics:      {work / 'metrics.jsonl'} (TensorBoard: {work / 'tensorboard'})",
+           f"  curves:       {work / 'training_curves.png'}",
+           f"  checkpoints:  {work / 'checkpoints'} (the same command resumes; "
+           "--iterations N extends)"]
+  if Path(model_dir, "config.json").is_file():
+    lines.append(f"  final policy: {model_dir} (Hugging Face directory)")
+    src = str(model_dir)
+  else:
+    src = str(work)
+  lines += ["next:",
+            f"  stepcoder-jax eval --model {src} {data} --out {work / 'eval_final'}",
+            f"  stepcoder-jax export --model {src} --out {work / 'hf_export'} "
+            f"--results {work / 'eval_final' / 'eval.json'}"]
+  return "\n".join(lines) + "\n"

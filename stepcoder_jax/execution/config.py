@@ -1,5 +1,6 @@
 """Light gin-configurable dataclasses (no jax import)."""
 import dataclasses
+from typing import Callable
 
 import gin
 
@@ -85,9 +86,21 @@ class ExecutionConfig:
 @gin.configurable('reward')
 @dataclasses.dataclass
 class RewardConfig:
-  """CodeRL / StepCoder reward per outcome (placed on the last generated token)."""
+  """The reward of one judged program (PPO places it on the last generated token).
+
+  Attributes:
+    passed, failed, runtime_error, timeout, compile_error: the CodeRL / StepCoder reward of each
+      outcome (the default reward).
+    fn: a plug-in replacing it: ``fn(problem, completion, result) -> float`` with the Problem,
+      the completion text judged (without its prefix) and the ExecResult (outcome, per-test
+      ``test_verdicts``, ``tests_passed``/``tests_total``, executed lines, and ``reward``, the
+      CodeRL value). It runs in the judging process, unsandboxed, once per program. In gin:
+      ``reward.fn = @my_module.my_reward`` after ``import my_module`` (a function registered
+      with ``gin.register`` or ``@gin.configurable``). FGO's mask does not depend on it.
+  """
   passed: float = 1.0
   failed: float = -0.3
   runtime_error: float = -0.6
   timeout: float = -0.6
   compile_error: float = -1.0
+  fn: Callable[..., float] | None = None

@@ -36,6 +36,10 @@ class ExecResult:
   off, or a hard kill before the first report), so the lines say nothing about dead code.
   ``warnings``: what Python's parser and compiler warned about the program (SyntaxWarning,
   invalid escapes), at most ``harness.MAX_WARNINGS``; recorded here instead of printed.
+  ``test_verdicts``: one entry per test, in the problem's order: ``"pass"``, ``"fail"`` (wrong
+  answer), ``"error"`` (raised or killed), ``"timeout"`` or ``"not_run"`` (the program did not
+  compile, or the run stopped before the test). ``reward`` is the CodeRL value of the outcome,
+  or what the gin ``reward.fn`` plug-in returned (``execution/reward.py``).
   """
   outcome: str
   reward: float
@@ -48,6 +52,7 @@ class ExecResult:
   duration_s: float = 0.0
   coverage_state: str = "none"
   warnings: list[str] = dataclasses.field(default_factory=list)
+  test_verdicts: list[str] = dataclasses.field(default_factory=list)
 
   @property
   def passed(self) -> bool:

@@ -30,6 +30,7 @@ from stepcoder_jax.execution import lines as lines_mod
 from stepcoder_jax.execution import sandbox, workdirs
 from stepcoder_jax.execution.config import ExecutionConfig, RewardConfig
 from stepcoder_jax.execution.job import ExecResult, Job, count_tests, job_message
+from stepcoder_jax.execution.reward import plugin_rewards
 from stepcoder_jax.execution.reward import reward as reward_of
 from stepcoder_jax.execution.worker import _HDR
 
@@ -152,8 +153,9 @@ class _WorkerProc:
 
 
 class _Batch:
-  def __init__(self, jobs: list[Job]):
+  def __init__(self, jobs: list[Job], reward_fn=None):
     self.jobs = jobs
+    self.reward_fn = reward_fn  # the gin reward.fn plug-in, applied once every job is judged
     self.results: list[ExecResult | None] = [None] * len(jobs)
     self.left = len(jobs)
     self.lock = threading.Lock()
@@ -168,6 +170,12 @@ class _Batch:
       self.left -= 1
       done = self.left == 0
     if done:
+      if self.reward_fn is not None:
+        try:  # a failing plug-in fails the batch: its error reaches the caller of result()
+          plugin_rewards(self.reward_fn, self.jobs, self.results)
+        except Exception as e:  # pylint: disable=broad-except
+          self.future.set_exception(e)
+          return
       self.future.set_result(list(self.results))
 
 
@@ -242,7 +250,7 @@ class ExecutionPool:
     if self._closed:
       raise RuntimeError("ExecutionPool is not started (use it as a context manager)")
     jobs = list(jobs)
-    batch = _Batch(jobs)
+    batch = _Batch(jobs, self.reward_cfg.fn)
     for i in range(len(jobs)):
       self._queue.put((batch, i))
     return batch.future
@@ -351,4 +359,6 @@ class ExecutionPool:
         error=str(raw.get("error", "")),
         duration_s=float(raw.get("duration_s", 0.0)),
         coverage_state=str(raw.get("coverage_state", "none")),
-        warnings=[str(w) for w in raw.get("warnings", ())])
+        warnings=[str(w) for w in raw.get("warnings", ())],
+        test_verdicts=[str(v) for v in raw.get("test_verdicts", ())]
+        or ["not_run"] * int(raw.get("tests_total") or count_tests(job.problem)))

@@ -412,6 +412,7 @@ class Worker:
     executed, executable = _coverage(units, traced)
     measured = "measured" if job["coverage"] and state["measured"] else "none"
     return {"outcome": outcome, "tests_passed": passed, "tests_total": n,
+            "test_verdicts": [v or "not_run" for v in verdicts],
             "executed": sorted(executed), "executable": sorted(executable),
             "coverage_state": measured, "warnings": warned,
             "error": error[:cfg["max_error_chars"]], "duration_s": duration}

@@ -134,7 +134,7 @@ class ModelSpec:
     written by stepcoder_jax/models/vocab_build.py: the policy samples and is scored over those ids
     only (ModelConfig.output_vocab; a documented CPU deviation, see models/output_vocab.py).
   """
-  path: str = "tiny-llama"
+  path: str = "tiny-llama"  # what --model takes: HF dir, Hub id, .gguf, checkpoint, preset
   dtype: str | None = None
   param_dtype: str | None = None
   remat: bool = False

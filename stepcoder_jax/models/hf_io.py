@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import struct
 from pathlib import Path
 from typing import Any, Iterator
@@ -463,4 +464,13 @@ def export(cfg: ModelConfig, decoder: Decoder, tokenizer, out_dir: str | Path, *
   (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
   if tokenizer is not None:
     tokenizer.save_pretrained(str(out))
+  for f in out.glob("*.safetensors"):  # safetensors writes 0600; the rest of the dir is 0644
+    _readable_mode(f)
   return out
+
+
+def _readable_mode(path: Path) -> None:
+  """Give `path` the mode a newly created file gets (0666 minus the umask)."""
+  mask = os.umask(0)
+  os.umask(mask)
+  os.chmod(path, 0o666 & ~mask)

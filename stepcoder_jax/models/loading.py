@@ -7,6 +7,8 @@ Accepted:
     offline tokenizer (tests, CPU smoke runs).
   * a .gguf file: converted once through transformers into a cached HF directory (models/gguf.py).
   * a Hugging Face directory (config.json + safetensors [+ tokenizer files]).
+  * a Hugging Face Hub id ("Qwen/Qwen2.5-Coder-0.5B") when it is in the local HF cache
+    (models/hub.py; nothing is downloaded).
   * a stepcoder_jax training directory / checkpoint (checkpoint.load_policy_for_inference).
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 from pathlib import Path
 
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.models import gguf
+from stepcoder_jax.models import gguf, hub
 from stepcoder_jax.models.config import FAMILIES
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
@@ -93,6 +95,8 @@ def load_model(path_or_name: str | os.PathLike, dtype: str | None = None,
   if s.startswith("tiny-") and s[5:] in FAMILIES and not Path(s).exists():
     return _tiny(s[5:], dtype, param_dtype)
   p = Path(s).expanduser()
+  if hub.looks_like_hub_id(s):
+    p = hub.resolve(s)
   if not p.exists():
     raise UserError(f"{p}: no such file or directory (expected an HF model dir, a .gguf file, a "
                     f"stepcoder_jax checkpoint, {gguf.BUNDLED_NAME!r} or "

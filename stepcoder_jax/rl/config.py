@@ -90,8 +90,8 @@ class PPOConfig:
   value_coef: float = 0.5
   kl_coef: float = 0.05
   adaptive_kl: bool = False
-  kl_target: float = 6.0
-  kl_horizon: float = 10000.0
+  kl_target: float = 6.0          # adaptive_kl: the KL (nats per response) aimed at
+  kl_horizon: float = 10000.0     # adaptive_kl: sequences over which kl_coef adapts
   entropy_coef: float = 0.0
   whiten_advantages: bool = True
   whiten_min_std: float = 0.1
@@ -151,16 +151,16 @@ class PPOConfig:
 @dataclasses.dataclass
 class TrainConfig:
   """One StepCoder run: rollouts of `problems_per_iteration` x `samples_per_problem` per step."""
-  work_dir: str = "runs/stepcoder"
-  seed: int = 0
-  num_iterations: int = 20
-  problems_per_iteration: int = 8
-  samples_per_problem: int = 1
+  work_dir: str = "runs/stepcoder"  # outputs, checkpoints; a rerun resumes from them
+  seed: int = 0                   # problem order, sampling and initialization
+  num_iterations: int = 20        # PPO iterations (one rollout + update each)
+  problems_per_iteration: int = 8  # problems drawn per iteration
+  samples_per_problem: int = 1    # samples per problem (a group, for GRPO/RLOO)
   max_prompt_tokens: int = 384      # prompts are left-padded to a power-of-two bucket <= this
-  max_new_tokens: int = 128
-  temperature: float = 1.0
-  top_p: float = 1.0
-  top_k: int = 0
+  max_new_tokens: int = 128       # longest response sampled
+  temperature: float = 1.0        # must stay 1 (PPO scores the unmodified policy)
+  top_p: float = 1.0              # must stay 1
+  top_k: int = 0                  # must stay 0
   prompt_style: str = "plain"       # "plain" | "chat"
   eval_every: int = 0               # evaluate every N iterations and at the end (0: never)
   logprob_chunk: int = 128          # sequence chunk for log-probs (never [B, T, V] f32)

@@ -26,9 +26,10 @@ from pathlib import Path
 
 from stepcoder_jax import stats
 from stepcoder_jax.ablation import measures, stages
+from stepcoder_jax.models import model_card
 from stepcoder_jax.models.config import ModelSpec
 from stepcoder_jax.rl.config import CCCSConfig, TrainConfig
-from stepcoder_jax.runs import pipeline
+from stepcoder_jax.runs import final_policy, pipeline
 from stepcoder_jax.runs.config import EvalConfig, SFTConfig
 
 _log = logging.getLogger(__name__)
@@ -193,6 +194,8 @@ def run_demo(work_dir: str, model: str | None = None) -> str:
     else:
       sft_lib.run_sft(models.policy, models.tokenizer, train_problems, SFTConfig(), sft_dir,
                       statements=statements)
+      sft_lib.write_provenance(sft_dir, model, "stepcoder_builtin split train",
+                               len(train_problems), SFTConfig())
     evaluate("sft", models.policy, models.tokenizer)
     if not (done("stepcoder") and (final / "config.json").is_file()):
       tcfg = dataclasses.replace(TrainConfig(), work_dir=str(work / "stepcoder"))
@@ -200,6 +203,8 @@ def run_demo(work_dir: str, model: str | None = None) -> str:
       pipeline.run_trainer(trainer)  # resumes from the last checkpoint
       policy = trainer.policy_model()
       sft_lib.save(policy, models.tokenizer, final)
+      model_card.write_provenance(final, **final_policy.provenance(
+          trainer, str(sft_dir), f"stepcoder_builtin split train ({len(train_problems)} problems)"))
       evaluate("stepcoder", policy, models.tokenizer)
 
   table, plots = write_report(work, model, sft_dir)

@@ -20,6 +20,7 @@ from stepcoder_jax.execution.config import ExecutionConfig
 from stepcoder_jax.models.config import ModelSpec
 from stepcoder_jax.rl import fgo
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
+from stepcoder_jax.runs import final_policy
 from stepcoder_jax.runs.config import EvalConfig
 
 _log = logging.getLogger(__name__)
@@ -99,15 +100,18 @@ def run_trainer(trainer) -> list[dict]:
   if jax.process_index() == 0 and jsonl.exists():
     # ppo/ref_kl (to the SFT reference), not ppo/approx_kl: with one epoch of one minibatch the
     # new/old ratio is 1 at the only update, so approx_kl is zero by construction.
-    metrics_lib.plot_curves(jsonl, work / "training_curves.png", CURVES)
+    metrics_lib.plot_curves(jsonl, work / "training_curves.png", CURVES,
+                            title=f"training curves of {work.name} (per iteration)")
   return history
 
 
 def train(cfg: TrainConfig | None = None, *, model: str | None = None,
           models=None, problems: list[Problem] | None = None, dataset: str | None = None,
-          data_dir: str | None = None, manual_dir: str | None = None, pool=None) -> list[dict]:
+          data_dir: str | None = None, manual_dir: str | None = None, pool=None,
+          data_source: str | None = None) -> list[dict]:
   """Run (or resume) StepCoder training; returns the per-iteration metrics (the same on every
-  process; those of the end-of-run evaluation only on process 0)."""
+  process; those of the end-of-run evaluation only on process 0). The final policy goes to
+  <work_dir>/model with its provenance (`data_source` describes the problems given)."""
   from stepcoder_jax import sharding
   from stepcoder_jax.config import DistributedConfig
 
@@ -126,7 +130,13 @@ def train(cfg: TrainConfig | None = None, *, model: str | None = None,
   own_pool = pool is None
   pool = pool or open_pool()
   try:
-    return run_trainer(make_trainer(cfg, models, problems, pool, eval_problems))
+    trainer = make_trainer(cfg, models, problems, pool, eval_problems)
+    history = run_trainer(trainer)
+    data = data_source or (f"{dataset or dc.name} split {dc.train_split}"
+                           f" ({len(problems)} problems)")
+    final_policy.save(trainer, models.tokenizer, parent=model or ModelSpec().path, data=data)
+    return history
   finally:
     if own_pool:
       pool.close()
+

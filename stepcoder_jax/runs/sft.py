@@ -519,6 +519,21 @@ def finished_summary(out_dir: str | Path) -> dict | None:
   return summary if isinstance(summary, dict) and summary.get("finished") is True else None
 
 
+def write_provenance(out: Path, model: str | None, data: str, n_problems: int, cfg) -> None:
+  """The model card's account of an SFT run (`export` reads it)."""
+  from stepcoder_jax.models import model_card
+  from stepcoder_jax.models.config import ModelSpec
+
+  base = model or ModelSpec().path
+  model_card.write_provenance(
+      out, base_model=model_card.read_provenance(base).get("base_model") or base,
+      data=f"{data} ({n_problems} problems)",
+      method="supervised fine-tuning on the reference solutions and their CCCS stage prefixes "
+             "(stepcoder_jax sft)",
+      settings={"sft.steps": cfg.steps, "sft.batch_size": cfg.batch_size,
+                "sft.learning_rate": cfg.learning_rate})
+
+
 def save(model, tokenizer, out_dir: str | Path, summary: dict | None = None) -> Path:
   """Write `model` as an HF directory (what `load_model` and `train --model` read)."""
   import json

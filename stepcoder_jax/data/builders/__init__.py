@@ -53,6 +53,11 @@ def _is_prepared(builder) -> bool:
   return os.path.isfile(os.path.join(os.fspath(builder.data_path), "dataset_info.json"))
 
 
+def _is_current(builder) -> bool:
+  """A built dataset made from the sources this package has (the bundled set's content hash)."""
+  return getattr(builder, "is_current", lambda: True)()
+
+
 def _discard(path: str) -> None:
   """Remove a directory, first renaming it out of the way so a kill mid-removal leaves nothing
   under the dataset's own name."""
@@ -90,14 +95,14 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None, force: bool
   """
   data_dir = os.path.expanduser(data_dir)
   builder = get_builder(name, data_dir)
-  if _is_prepared(builder) and not force:
+  if _is_prepared(builder) and not force and _is_current(builder):
     return builder
   remote = "://" in data_dir
   lock = contextlib.nullcontext() if remote else cache.exclusive(
       _lock_path(builder), what=f"building dataset {name!r}")
   with lock:
     builder = get_builder(name, data_dir)  # what the lock holder before us left
-    if force and _is_prepared(builder):
+    if _is_prepared(builder) and (force or not _is_current(builder)):
       _discard(os.fspath(builder.data_path))
       builder = get_builder(name, data_dir)
     if _is_prepared(builder):

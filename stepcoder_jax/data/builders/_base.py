@@ -48,7 +48,12 @@ class ProblemBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
             "record": tfds.features.Text(),  # Problem.to_json()
         }),
         disable_shuffling=True,  # keep file order: splits and ids stay reproducible
+        metadata=self.extra_metadata(),
     )
+
+  def extra_metadata(self) -> tfds.core.MetadataDict | None:
+    """Saved with the dataset (metadata.json) and restored when it is read; None: nothing."""
+    return None
 
   def _generate_examples(self, problems: list[Problem]) -> Iterator[tuple[int, dict]]:
     for i, p in enumerate(problems):

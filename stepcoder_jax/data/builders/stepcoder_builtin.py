@@ -7,8 +7,11 @@ and needs no download.
 Split: a problem whose id ends in a number divisible by 5 (``builtin/call/0005``, ``.../0010``,
 ...) is ``test``; every other problem is ``train``.
 
-The TFDS config name is a hash of the files' contents, so editing the bundled set makes a fresh
-build instead of reusing a stale one.
+The builder has no config, so TFDS finds it by name, with or without this module imported:
+``tfds.data_source("stepcoder_builtin", split="test", data_dir=D)`` (docs/datasets.md). The
+files' content hash is kept in the dataset's metadata (``metadata.json``); `builders.prepare`
+rebuilds a dataset whose hash is not the package's, so editing the bundled set never reuses a
+stale build.
 """
 from __future__ import annotations
 
@@ -67,9 +70,12 @@ def read_builtin() -> list[Problem]:
 class StepcoderBuiltin(ProblemBuilder):
   """The bundled StepCoder-JAX problem set (APPS+ shape; call and stdio; introductory/interview)."""
 
-  def __init__(self, **kwargs):
-    kwargs.setdefault("config", tfds.core.BuilderConfig(name=f"h{content_hash()}"))
-    super().__init__(**kwargs)
+  def extra_metadata(self) -> tfds.core.MetadataDict:
+    return tfds.core.MetadataDict(content_hash=content_hash())
+
+  def is_current(self) -> bool:
+    """Whether the built files hold the bundled set as this package ships it."""
+    return self.info.metadata.get("content_hash") == content_hash()
 
   def _split_generators(self, dl_manager):
     return {name: self._generate_examples(ps)
