@@ -75,7 +75,8 @@ done
 if [[ -z "$WORKDIR" && -n "${BUCKET:-}" ]]; then WORKDIR="gs://$BUCKET/stepcoder/$NAME"; fi
 [[ -n "$LOGDIR" ]] || LOGDIR="$REPO_ROOT/launch_logs/$NAME-$(date -u +%Y%m%d-%H%M%S)"
 if [[ $AUTO_RESUME == 1 ]]; then
-  [[ -n "$WORKDIR" ]] || die "--auto-resume needs --workdir (or \$BUCKET): checkpoints that outlive the slice"
+  [[ -n "$WORKDIR" ]] ||
+    die "--auto-resume needs --workdir (or \$BUCKET): checkpoints that outlive the slice"
   [[ "$MAX_RESTARTS" =~ ^[0-9]+$ ]] || die "--max-restarts: expected a number, got $MAX_RESTARTS"
 fi
 
@@ -174,8 +175,10 @@ for ((restart = 1; ; restart++)); do
     [[ $rc == 0 ]] && echo "tpu_pod: training finished"
     exit "$rc"
   fi
-  (( restart <= MAX_RESTARTS )) || die "the run was stopped $restart times; giving up (--max-restarts $MAX_RESTARTS)"
-  echo "tpu_pod: the run was stopped (slice state $state, exit $rc); restart $restart of $MAX_RESTARTS, resuming from $WORKDIR"
+  (( restart <= MAX_RESTARTS )) ||
+    die "the run was stopped $restart times; giving up (--max-restarts $MAX_RESTARTS)"
+  echo "tpu_pod: the run was stopped (slice state $state, exit $rc); restart $restart of" \
+       "$MAX_RESTARTS, resuming from $WORKDIR"
   if [[ $state != READY ]]; then
     [[ $state == GONE ]] || teardown
     FRESH=0

@@ -18,9 +18,11 @@ iteration whatever the moment each was signalled. JAX's preemption sync point
 instead, but it hears only SIGTERM, needs jax.distributed (not a one-process run) and its own C++
 handler; one all-gather of a flag per iteration costs nothing next to an RL iteration.
 
-A second signal. Outside a save it raises KeyboardInterrupt at once (the user means it; the last
-finished checkpoint stays, since orbax makes a step visible only when it is complete). During the
-save (`saving()`) it is only logged: the save finishes first.
+Later signals. A second SIGINT outside a save raises KeyboardInterrupt at once (a user pressing
+Ctrl-C again means it; the last finished checkpoint stays, since orbax makes a step visible only
+when it is complete). A repeated SIGTERM is only logged: machines repeat it (systemd signals every
+process of a session, a launcher passes its own signal on), and it must not cut the stop short.
+During the save (`saving()`) every signal is only logged: the save finishes first.
 
 A stopped run leaves `STOPPED.json` in its output directory (process 0), so a driver that runs
 it as a subprocess (the ablation) can tell a stop from a finish, both exiting 0; the next run of
@@ -111,11 +113,13 @@ class StopOnSignal:
     if self.received is None:
       self.received = name
       _log.warning("%s received: finishing the current step, then saving and stopping "
-                   "(a second signal stops at once, keeping the last checkpoint)", name)
+                   "(a second Ctrl-C stops at once, keeping the last checkpoint)", name)
     elif self._saving:
       _log.warning("%s received during the save: finishing the save first", name)
+    elif signum == signal.SIGINT:
+      raise KeyboardInterrupt("second Ctrl-C before the save: stopping at once")
     else:
-      raise KeyboardInterrupt(f"second signal ({name}) before the save: stopping at once")
+      _log.warning("%s received again: already stopping after this step", name)
 
   def should_stop(self) -> bool:
     """Whether to stop after this iteration: a collective, so call it on every process at the

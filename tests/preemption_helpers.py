@@ -2,8 +2,8 @@
 
 A plan is a list of `[target, call, signal]`: the process sends `signal` to itself (a real signal,
 through the kernel) when `target` ("module:Class.method") is called for the `call`-th time; its
-handler runs as the call starts. Chosen points instead of a timer, so that which iteration a signal falls in
-never depends on machine load.
+handler runs as the call starts. Chosen points instead of a timer, so that which iteration a
+signal falls in never depends on machine load.
 
 Run as a script, it is the entry point of each process of a local pod (launch/local_pod.sh
 --entry): it takes its plan from $PREEMPT_PLAN (JSON: process index -> plan), then runs the CLI.

@@ -108,7 +108,8 @@ case "$4" in
     [[ "$*" == *"stepcoder_jax train"* ]] || exit 0
     n=$(( $(cat "$FAKE_DIR/n" 2>/dev/null || echo 0) + 1 )); echo $n > "$FAKE_DIR/n"
     read -r -a runs <<< "$FAKE_RUNS"
-    stop="stopped by SIGTERM after iteration $n: saved gs://b/r/checkpoints/$n; to resume, run the same command: x"
+    stop="stopped by SIGTERM after iteration $n: saved gs://b/r/checkpoints/$n; to resume, run"
+    stop+=" the same command: x"
     case "${runs[$((n - 1))]}" in
       preempt) echo "$stop"; echo PREEMPTED > "$FAKE_DIR/state" ;;
       signal) echo "$stop" ;;

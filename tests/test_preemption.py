@@ -103,7 +103,8 @@ def test_sft_stopped_mid_run_saves_exits_0_and_resumes_exactly(tmp_path, monkeyp
     return cli.main(["sft", "--model", "tiny-llama", "--problems", str(problems), "--out",
                      str(out), "--steps", "8", "--gin.sft.batch_size=2",
                      "--gin.sft.learning_rate=0.01", "--gin.sft.warmup_steps=0",
-                     "--gin.sft.cccs_stages=False", "--gin.sft.save_every=100"])
+                     "--gin.sft.cccs_stages=False", "--gin.sft.save_every=100",
+                     "--gin.sft.nll_examples=0"])
 
   stopped, ref = tmp_path / "stopped", tmp_path / "plain"
   with monkeypatch.context() as m:  # SIGINT while step 3's metrics are written
@@ -123,7 +124,7 @@ def test_sft_stopped_mid_run_saves_exits_0_and_resumes_exactly(tmp_path, monkeyp
   assert "sft: resuming from step 3" in caplog.text
   assert sft(ref) == 0
   got, want = (json.loads((d / "sft_summary.json").read_text()) for d in (stopped, ref))
-  for key in ("steps_run", "initial_nll", "final_nll", "last_loss", "finished"):
+  for key in ("steps_run", "last_loss", "finished"):
     assert got[key] == want[key], key
   assert (stopped / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
   strip = lambda d: [{k: v for k, v in json.loads(l).items() if k != "time"}
@@ -184,18 +185,20 @@ def _called():
   return True
 
 
-def test_second_signal_stops_at_once_except_during_a_save(caplog):
+def test_a_second_ctrl_c_stops_at_once_except_during_a_save(caplog):
   before = signal.getsignal(signal.SIGTERM)
   with preemption.StopOnSignal() as stop:
     assert not stop.should_stop()
     _deliver(signal.SIGTERM)
     assert stop.received == "SIGTERM" and stop.should_stop()
+    _deliver(signal.SIGTERM)  # a repeated SIGTERM (systemd, a launcher passing it on): noted
     with stop.saving():
       _deliver(signal.SIGINT)  # noted, not raised: the save goes on
-    with pytest.raises(KeyboardInterrupt, match="second signal"):
+    with pytest.raises(KeyboardInterrupt, match="second Ctrl-C"):
       _deliver(signal.SIGINT)
   assert signal.getsignal(signal.SIGTERM) == before
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert "SIGTERM received again" in caplog.text
   assert "SIGINT received during the save" in caplog.text
 
 
@@ -263,3 +266,16 @@ time.sleep(0.2)  # a second signal, were one sent, would arrive meanwhile
       p.kill()
   assert p.returncode == 0, out + err
   assert [(tmp_path / f"got{i}").read_text() for i in range(2)] == ["1", "1"]
+
+
+def test_an_ablation_stage_that_stopped_on_a_signal_is_not_marked_done(tmp_path):
+  """Stopped and finished train/sft stages both exit 0; STOPPED.json tells them apart."""
+  from stepcoder_jax.runs import ablation
+  stage = ablation.Stage("train_x", tmp_path / "train", (), module="this")  # exits 0
+  stage.out.mkdir()
+  preemption.write_marker(stage.out, {"signal": "SIGTERM"})
+  assert ablation.run_stage(stage, tmp_path / "logs")[0] == 0
+  assert ablation.read_done(stage.out) is None
+  (stage.out / preemption.MARKER).unlink()  # what the resumed run does when it starts
+  assert ablation.run_stage(stage, tmp_path / "logs")[0] == 0
+  assert ablation.read_done(stage.out)["exit_code"] == 0
