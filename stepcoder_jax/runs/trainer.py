@@ -4,7 +4,8 @@ curriculum updates -> metrics, with checkpoints and periodic evaluation around i
 Determinism and resume: every random choice of iteration i is drawn from (seed, i) alone, and a
 checkpoint holds everything else that changes (TrainState, curriculum state, the iteration).
 A run killed at any point resumes from its last checkpoint and, with deterministic XLA on CPU,
-ends in the same state as an uninterrupted run.
+ends in the same state as an uninterrupted run. SIGTERM or SIGINT ends the run after the current
+iteration, with a checkpoint of it (stepcoder_jax/preemption.py).
 
 Scale-out: the state lives on the mesh of `MeshConfig` (rl/spmd.py places it); the rollout and
 ppo_step are jitted with explicit shardings over global arrays. With several processes
