@@ -49,6 +49,7 @@ def _assert_same_final_state(ref: Path, resumed: Path, iterations: int) -> None:
   assert meta_a["iteration"] == meta_b["iteration"] == iterations
   assert meta_a["curriculum"] == meta_b["curriculum"]
   assert sorted(a) == sorted(b)
+  assert max(r["ppo/policy_grad_norm"] for r in _metrics(ref)) > 1e-3  # the policy trained
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
   rows_a, rows_b = _metrics(ref), _metrics(resumed)
