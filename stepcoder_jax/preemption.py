@@ -97,8 +97,9 @@ class StopOnSignal:
 
   def restore(self) -> None:
     for sig, old in self._previous.items():
-      # None: a handler set outside Python (e.g. jax.distributed's SIGTERM notifier), which
-      # cannot be put back from here; the default action is the closest.
+      # None: a handler set outside Python, which cannot be put back from here; the default
+      # action is the closest. (jax.distributed's SIGTERM notifier is one, but Python does not
+      # see it: it reports the default, which is then what comes back.)
       signal.signal(sig, old if old is not None else signal.SIG_DFL)
     self._previous = {}
 
