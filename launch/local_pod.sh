@@ -13,7 +13,9 @@
 #
 # Each process gets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, JAX_PLATFORMS=cpu
 # and XLA_FLAGS=--xla_force_host_platform_device_count=D; stepcoder_jax.sharding.distributed_init
-# reads them. Exit status: the first failing process's, else 0.
+# reads them. Exit status: the first failing process's, else 0. SIGTERM or SIGINT to this script
+# goes on to every process as SIGTERM (a simulated preemption: train and sft save and exit 0,
+# see docs/preemption.md), and the script waits for them.
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
 
@@ -69,10 +71,13 @@ fi
 mkdir -p "$LOGDIR"
 cd "$REPO_ROOT"
 PIDS=()
-cleanup() {  # stop only the processes this script started
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+cleanup() {  # stop only the processes this script started (SIGKILL: a peer is gone)
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
 }
-trap cleanup INT TERM
+forward() {  # SIGTERM / SIGINT here: like a preemption notice, to every process, once
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+}
+trap forward INT TERM
 for ((i = 0; i < NPROC; i++)); do
   # shellcheck disable=SC2046
   env $(proc_env "$i") "${CMD[@]}" "${ARGS[@]}" >"$LOGDIR/proc_$i.log" 2>&1 &
@@ -81,8 +86,12 @@ done
 echo "local_pod: $NPROC processes x $DEVICES devices, coordinator localhost:$PORT, logs in $LOGDIR"
 STATUS=0
 for ((i = 0; i < NPROC; i++)); do
-  if ! wait "${PIDS[$i]}"; then
-    rc=$?
+  while :; do
+    rc=0; wait "${PIDS[$i]}" || rc=$?
+    # A trapped signal ends `wait` early (status > 128) while the process runs on: wait again.
+    (( rc > 128 )) && kill -0 "${PIDS[$i]}" 2>/dev/null || break
+  done
+  if [[ $rc != 0 ]]; then
     if [[ $STATUS == 0 ]]; then
       STATUS=$rc
       echo "local_pod: process $i failed (exit $rc); last lines of its log:" >&2

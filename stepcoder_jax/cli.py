@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-from stepcoder_jax import cache, gin_setup
+from stepcoder_jax import cache, gin_setup, preemption
 from stepcoder_jax.errors import UserError
 
 # command name -> module under stepcoder_jax.commands
@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     gin_setup.parse(gin_files, gin_bindings)
     args.gin_files, args.gin_bindings = gin_files, gin_bindings
     return int(mods[args.command].run(args) or 0)
+  except preemption.Stopped as e:  # a train/sft loop saved after SIGTERM/SIGINT: a clean exit
+    print(e, flush=True)
+    return 0
   except (UsageError, gin_setup.GinError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -80,6 +80,79 @@ def test_tpu_pod_dry_run():
   assert out.returncode == 2 and "--name" in out.stderr
 
 
+def test_tpu_pod_auto_resume_dry_run_and_usage():
+  out = _sh("tpu_pod.sh", "--name", "sc", "--zone", "z", "--spot", "--auto-resume",
+            "--workdir", "gs://b/r", "--max-restarts", "3", "--dry-run")
+  cmds = _commands(out.stdout)
+  assert cmds[-1] == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "sc", "--zone", "z",
+                      "--format=value(state)"]
+  assert "at most 3 restarts" in out.stdout
+  out = _sh("tpu_pod.sh", "--name", "sc", "--zone", "z", "--auto-resume", "--dry-run",
+            check=False, env={"BUCKET": ""})
+  assert out.returncode == 2 and "--workdir" in out.stderr
+
+
+# A stand-in for gcloud that keeps a slice's state in a file: `ssh` running train plays the
+# attempts in $FAKE_RUNS in turn ("preempt": the run prints the trainer's stop line and the slice
+# becomes PREEMPTED; "signal": the stop line on a slice that stays READY; "ok"; "fail": exit 1).
+FAKE_GCLOUD = r"""#!/usr/bin/env bash
+echo "$*" >> "$FAKE_DIR/calls"
+state=$(cat "$FAKE_DIR/state" 2>/dev/null || echo GONE)
+case "$4" in
+  describe)
+    [[ $state == GONE ]] && exit 1
+    [[ "$*" == *--format* ]] && echo "$state"; exit 0 ;;
+  create) echo READY > "$FAKE_DIR/state" ;;
+  delete) echo GONE > "$FAKE_DIR/state" ;;
+  ssh)
+    [[ "$*" == *"stepcoder_jax train"* ]] || exit 0
+    n=$(( $(cat "$FAKE_DIR/n" 2>/dev/null || echo 0) + 1 )); echo $n > "$FAKE_DIR/n"
+    read -r -a runs <<< "$FAKE_RUNS"
+    stop="stopped by SIGTERM after iteration $n: saved gs://b/r/checkpoints/$n; to resume, run"
+    stop+=" the same command: x"
+    case "${runs[$((n - 1))]}" in
+      preempt) echo "$stop"; echo PREEMPTED > "$FAKE_DIR/state" ;;
+      signal) echo "$stop" ;;
+      ok) echo "training done" ;;
+      fail) echo "Traceback"; exit 1 ;;
+    esac ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("runs,rc,verbs", [
+    ("preempt preempt ok", 0,
+     "describe scp ssh ssh describe delete describe create scp ssh ssh describe "
+     "delete describe create scp ssh ssh describe"),
+    ("signal ok", 0, "describe scp ssh ssh describe ssh describe"),  # same slice, no setup
+    ("fail", 1, "describe scp ssh ssh describe"),
+    ("preempt preempt", 2, "describe scp ssh ssh describe delete describe create scp ssh ssh "
+     "describe"),  # --max-restarts 1
+], ids=["preempted-twice", "signal-only", "failure", "gives-up"])
+def test_tpu_pod_auto_resume_loop_recreates_a_preempted_slice(tmp_path, runs, rc, verbs):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
+  (bin_dir / "gcloud").chmod(0o755)
+  (tmp_path / "state").write_text("READY\n")
+  out = _sh("tpu_pod.sh", "--name", "sc", "--zone", "z", "--spot", "--auto-resume",
+            "--max-restarts", "1" if runs == "preempt preempt" else "5", "--workdir",
+            "gs://b/r", "--logdir", str(tmp_path / "logs"), check=False,
+            env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path),
+                 "FAKE_RUNS": runs, "TPU_POD_STATE_WAIT_S": "0"})
+  assert out.returncode == rc, out.stdout + out.stderr
+  calls = (tmp_path / "calls").read_text().splitlines()
+  assert " ".join(c.split()[3] for c in calls) == verbs
+  trains = [c for c in calls if "stepcoder_jax train" in c]
+  assert len(set(trains)) == 1  # every attempt runs the same command on the same work dir
+  assert "--gin.train.work_dir=\\'gs://b/r\\'" in trains[0]
+  logs = sorted(p.name for p in (tmp_path / "logs").iterdir())
+  assert logs == ["train.log"] + [f"train.restart{i}.log" for i in range(1, len(trains))]
+  if rc == 0:
+    assert "training finished" in out.stdout
+
+
 def test_gpu_dry_run_single_and_multi_host():
   out = _sh("gpu.sh", "--gpus", "0,1", "--dry-run", "--", "--gin.ppo.epochs=1")
   (cmd,) = _commands(out.stdout)

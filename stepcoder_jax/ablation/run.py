@@ -74,6 +74,10 @@ def run_ablation(s: Settings, echo: Callable[[str], None] = print,
            + _tail(s.out / "logs" / f"{stage.name}.log"))
       failed = stage
       break
+    if read_done(stage.out) is None:
+      echo(f"{head}: stopped by a signal after {wall:.1f} s, its state saved; run the same "
+           "command again to resume")
+      return 0
     echo(f"{head}: done in {wall:.1f} s (total {time.time() - t_all:.1f} s)")
   report = ablation_report.write_report(s, stages)
   echo(f"[report] {report}")

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from stepcoder_jax import preemption
 from stepcoder_jax.ablation import fingerprint as ablation_fingerprint
 
 DONE = "DONE.json"
@@ -59,9 +60,22 @@ def run_stage(stage: Stage, log_dir: Path, fingerprint: str | None = None) -> tu
   with open(log_dir / f"{stage.name}.log", "a", encoding="utf-8") as log:
     log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(cmd)}\n")
     log.flush()
-    rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+      rc = proc.wait()
+    except KeyboardInterrupt:
+      # Ctrl-C reached the stage too (same process group), and a train or sft stage saves
+      # before it exits: wait for that (a second Ctrl-C kills it), then stop.
+      try:
+        proc.wait()
+      finally:
+        if proc.poll() is None:
+          proc.kill()
+          proc.wait()
+      raise
   wall = time.time() - t0
-  if rc == 0:
+  # A train or sft stage stopped by a signal also exits 0, leaving STOPPED.json: not done.
+  if rc == 0 and preemption.read_marker(stage.out) is None:
     record = {"command": shlex.join(cmd), "wall_s": round(wall, 3), "exit_code": 0,
               "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     if fingerprint is not None:

@@ -398,6 +398,10 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
     return {"step": steps_run, "losses": losses, "initial_nll": initial,
             "initial_val_nll": initial_val, "early_stop": stopper.to_json()}
 
+  from stepcoder_jax import preemption
+  stop = preemption.StopOnSignal(enabled=ckpts is not None).install()  # nowhere to save: no stop
+  if out_dir is not None:
+    preemption.clear_marker(out_dir)
   try:
     for step in range(steps_run, cfg.steps):
       batch = pack_examples([examples[i] for i in order[step]], pad_id, *shapes)
@@ -426,18 +430,25 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
           break
       if last:
         break
+      stopping = stop.should_stop()
       # The checkpoint first, then the best model's HF files: a kill while those are being
       # written leaves a checkpoint whose own parameters are the best (see _resumed_best).
-      if ckpts is not None and (steps_run % save_every == 0 or improved):
-        ckpts.save(steps_run, params, opt_state, host_state())
+      if ckpts is not None and (steps_run % save_every == 0 or improved or stopping):
+        with stop.saving():
+          ckpts.save(steps_run, params, opt_state, host_state())
       if improved and out_dir is not None:
         save(nnx.merge(graphdef, params, rest), tokenizer, out_dir,
              _best_summary(cfg, stopper, steps_run))
+      if stopping:
+        if writer is not None:
+          writer.close()
+        raise stop.stopped(out_dir, f"step {steps_run}", ckpts.directory / str(steps_run))
   except BaseException:
     if ckpts is not None:
       ckpts.close()  # the last checkpoint stays, for the next run to resume from
     raise
   finally:
+    stop.restore()
     # The step donates its inputs (the model's own arrays on the first step), so the model must
     # get the latest parameters back even when the loop is interrupted.
     nnx.update(model, params)

@@ -4,7 +4,8 @@ curriculum updates -> metrics, with checkpoints and periodic evaluation around i
 Determinism and resume: every random choice of iteration i is drawn from (seed, i) alone, and a
 checkpoint holds everything else that changes (TrainState, curriculum state, the iteration).
 A run killed at any point resumes from its last checkpoint and, with deterministic XLA on CPU,
-ends in the same state as an uninterrupted run.
+ends in the same state as an uninterrupted run. SIGTERM or SIGINT ends the run after the current
+iteration, with a checkpoint of it (stepcoder_jax/preemption.py).
 
 Scale-out: the state lives on the mesh of `MeshConfig` (rl/spmd.py places it); the rollout and
 ppo_step are jitted with explicit shardings over global arrays. With several processes
@@ -29,7 +30,7 @@ from flax import nnx
 
 from stepcoder_jax import checkpoint as ckpt_lib
 from stepcoder_jax import metrics as metrics_lib
-from stepcoder_jax import sharding
+from stepcoder_jax import preemption, sharding
 from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
@@ -241,15 +242,21 @@ class Trainer:
     every = max(1, self.ckpt_cfg.save_interval_steps)
     ck_dir = ckpt_lib.checkpoint_dir(self.work_dir)
     ckpt_lib.save_inference_assets(ck_dir, self.models.cfg, self.models.tokenizer)
-    with ckpt_lib.Checkpointer(ck_dir, self.ckpt_cfg) as ckpt:
+    stopping = False
+    with ckpt_lib.Checkpointer(ck_dir, self.ckpt_cfg) as ckpt, preemption.StopOnSignal() as stop:
       resumed = self.maybe_restore(ckpt)
+      preemption.clear_marker(self.work_dir)
       with metrics_lib.MetricsWriter(self.work_dir,
                                      resumed_at=self.iteration if resumed else None) as writer, \
            metrics_lib.ProgressBar(cfg.num_iterations, initial=self.iteration,
                                    desc="stepcoder") as bar:
         while self.iteration < cfg.num_iterations:
           m = self.iterate()
-          if (cfg.eval_every and self.eval_problems and
+          # Agreed by every process, after the iteration's work and before its metrics row (a
+          # signal seen after the row counts for the next iteration). The last iteration
+          # finishes normally; a stop skips the evaluation due now.
+          stopping = stop.should_stop() and self.iteration < cfg.num_iterations
+          if (not stopping and cfg.eval_every and self.eval_problems and
               (self.iteration % cfg.eval_every == 0 or self.iteration == cfg.num_iterations)):
             rep = self.evaluate(f"step{self.iteration}")
             if rep is not None:
@@ -257,9 +264,16 @@ class Trainer:
           writer.write(self.iteration, m)
           bar.update({"reward": m["reward_mean"], "pass": m["pass_rate"]})
           history.append(m)
-          if self.iteration % every == 0 or self.iteration == cfg.num_iterations:
-            self.save(ckpt)
+          if stopping or self.iteration % every == 0 or self.iteration == cfg.num_iterations:
+            with stop.saving():
+              self.save(ckpt)
+              if stopping:
+                ckpt.wait()
           if on_iteration is not None:
             on_iteration(self, m)
+          if stopping:
+            break
       ckpt.wait()
+    if stopping:
+      raise stop.stopped(self.work_dir, f"iteration {self.iteration}", ck_dir / str(self.iteration))
     return history
