@@ -76,11 +76,26 @@ def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
   if rows % per:
     raise UserError(f"train: problems_per_iteration x samples_per_problem = {rows} rows is not "
                     f"divisible by ppo.minibatches x ppo.grad_accum = {per}")
+  _check_ppo_options(cfg, ppo_cfg)
   if ppo_cfg.critic_free and cfg.samples_per_problem < 2:
     raise UserError(f"train.samples_per_problem: {cfg.samples_per_problem} leaves ppo.advantage="
                     f"{ppo_cfg.advantage!r} no group to compare a sample with; set it >= 2")
   if cfg.max_new_tokens < 1 or cfg.max_prompt_tokens < 8:
     raise UserError("train: max_new_tokens must be >= 1 and max_prompt_tokens >= 8")
+
+
+def _check_ppo_options(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
+  """The PPO options that only some estimators have (rl/config.py)."""
+  if ppo_cfg.filter_groups and not ppo_cfg.critic_free:
+    raise UserError("gin ppo.filter_groups: True needs a group estimator (ppo.advantage 'grpo' "
+                    "or 'rloo'); 'gae' has no groups to filter")
+  if ppo_cfg.filter_groups and cfg.samples_per_problem < 2:
+    raise UserError(f"gin ppo.filter_groups: True needs train.samples_per_problem >= 2 (it is "
+                    f"{cfg.samples_per_problem}: a group of one never carries signal)")
+  if ppo_cfg.max_refill_rounds and not ppo_cfg.filter_groups:
+    raise UserError("gin ppo.max_refill_rounds: refills need ppo.filter_groups = True")
+  if ppo_cfg.critic_warmup and ppo_cfg.critic_free:
+    raise UserError(f"gin ppo.critic_warmup: {ppo_cfg.advantage!r} has no critic to warm up")
 
 
 def _check_rows(cfg: TrainConfig, placement: spmd.Placement) -> None:
