@@ -23,8 +23,9 @@ batch then carries `group` [B] int32 (rows sampled from the same prompt share an
 and no `values`. A row's sequence reward is its outcome reward minus kl_coef x its summed
 per-token KL to the reference (as in TRL's RLOO: the KL penalty is part of what the group
 baseline compares), or the outcome alone with the KL in the loss (`ppo.kl_in_loss`, by default
-for these estimators); its advantage against the group is given to every response token. Group statistics are segment sums over the global [B] arrays
-inside the jitted step, so they are right however the rows are split over devices or processes.
+for these estimators); its advantage against the group is given to every response token. Group
+statistics are segment sums over the global [B] arrays inside the jitted step, so they are right
+however the rows are split over devices or processes.
 There is no value model, value loss or value optimizer: the TrainState's value fields are None.
 With the KL in the loss (`PPOConfig.kl_loss`, any estimator) it leaves the reward and becomes a
 loss term, kl_coef x the k3 estimator exp(ref - new) - (ref - new) - 1 per token, summed over the
@@ -678,6 +679,8 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
         "signal_fraction": signal_fraction(signal, units),
         "rows_trained": jnp.sum(jnp.sum(train_resp, axis=1) > 0),
     })
+    if cfg.filter_groups:
+      met["groups_dropped"] = jnp.sum(units & ~signal)
     if cfg.critic_warmup > 0:
       met["policy_frozen"] = (state.step < cfg.critic_warmup).astype(jnp.float32)
     if not critic_free:

@@ -33,7 +33,7 @@ from stepcoder_jax import sharding
 from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.rl import fgo, ppo, spmd
+from stepcoder_jax.rl import fgo, ppo, refill, spmd
 from stepcoder_jax.rl.cccs import Curriculum
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
 from stepcoder_jax.rl.rollout import Rollout
@@ -213,6 +213,11 @@ class Trainer:
                                it)
     rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed), it)
     batch, rows = self.rollout.collect(self.state, problems, rng)
+    refilled = {}
+    if self.ppo_cfg.max_refill_rounds:  # dynamic sampling: groups with signal for dropped ones
+      batch, rows, refilled = refill.refill(self.rollout, self.state, batch, rows, self.problems,
+                                            problems, rounds=self.ppo_cfg.max_refill_rounds,
+                                            seed=self.cfg.seed, iteration=it)
     self.state, step_metrics = self.ppo_step(self.state, batch)
     # Rows at s* = 0 (the whole problem; all rows without CCCS), read before the verdicts move
     # the curriculum: their pass rate is comparable across arms, the stage-mixed one is not.
@@ -220,7 +225,7 @@ class Trainer:
                       - 1 for it in rows.items], bool)
     ignored = rows.record(self.curriculum)  # every row, in global row order, on every process
     self.iteration += 1
-    out = {**rows.metrics(), "rows_final": int(final.sum()),
+    out = {**rows.metrics(), **refilled, "rows_final": int(final.sum()),
            **{f"ppo/{k}": float(v) for k, v in jax.device_get(step_metrics).items()},
            "cccs/ignored_verdicts": ignored,
            **{f"cccs/{k}": count for k, count in self.curriculum.histogram().items()}}
