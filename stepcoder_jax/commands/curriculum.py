@@ -57,11 +57,8 @@ def current(problem, curriculum) -> dict:
   st = curriculum.states.get(problem.id)
   if st is None:
     return {"current_stage": None}
-  solution = problem.canonical_solution
-  given = len(curriculum.prefix_at(problem, st.stage))
   return {"current_stage": st.stage, "attempts": st.attempts, "passes": st.passes,
-          "retreats": st.retreats,
-          "written_share": round(1.0 - given / max(1, len(solution)), 4)}
+          "retreats": st.retreats, "written_share": round(curriculum.written_share(problem), 4)}
 
 
 def read_state(path: str):

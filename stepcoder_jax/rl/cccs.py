@@ -271,6 +271,12 @@ class Curriculum:
       return ""
     return prefix_at(problem.canonical_solution, self._plan(problem), stage)
 
+  def written_share(self, problem: Problem) -> float:
+    """Share of the canonical solution's characters the policy writes at its current stage
+    (curriculum progress: 1.0 at s* = 0)."""
+    given = len(self.prefix(problem))
+    return 1.0 - given / max(1, len(problem.canonical_solution))
+
   def prefix(self, problem: Problem) -> str:
     """The prefix of the problem's current stage."""
     return self.prefix_at(problem, self.stage(problem))

@@ -231,6 +231,8 @@ class Trainer:
            **{f"cccs/{k}": count for k, count in self.curriculum.histogram().items()}}
     if final.any():  # absent, not NaN, when every row was at an earlier stage
       out["pass_rate_final"] = float(rows.passed[final].mean())
+    out["cccs/written_share"] = float(np.mean([self.curriculum.written_share(p)
+                                               for p in self.problems]))
     out["time/iteration_s"] = time.time() - t0
     return out
 
