@@ -239,3 +239,46 @@ def test_critic_warmup_trains_the_value_only_and_grad_clipped_counts_clipping():
   s2, m2 = step(s1, ppo.Batch.of(batch))
   assert _moved(s2.policy, s1.policy) > 0.0 and float(m2["policy_frozen"]) == 0.0
   assert 0.0 < float(m2["signal_fraction"]) <= 1.0
+
+
+# ----------------------------------------------------------------------------- the measurement
+
+
+def test_signal_arms_plan_from_configs_signal_and_probe_the_latest_start_point(tmp_path):
+  from stepcoder_jax.ablation import plan as ablation_plan
+  s = ablation_plan.Settings(out=tmp_path, arms=("adaptive_s1",), arm_dir="signal",
+                             gin_files=("signal/experiment_tiny.gin",))
+  stages = {st.name: st for st in ablation_plan.plan(s)}
+  train = stages["train_adaptive_s1"].argv
+  assert any(a.endswith("configs/signal/adaptive_s1.gin") for a in train)
+  assert "--subtask" in stages["eval_adaptive_s1_probe"].argv
+  default = ablation_plan.Settings(out=tmp_path, arms=("ppo",))
+  assert "--subtask" not in {st.name: st for st in ablation_plan.plan(default)}[
+      "eval_ppo_probe"].argv  # the published ablation's stages are unchanged
+  with pytest.raises(UserError, match="no configs/signal/<arm>.gin for ppo"):
+    ablation_plan.check_settings(dataclasses.replace(s, arms=("ppo",)))
+
+
+def _metrics(out, run, rows):
+  import json
+  d = out / "arms" / run / "train"
+  d.mkdir(parents=True)
+  (d / "metrics.jsonl").write_text("".join(json.dumps({"step": k + 1, **r}) + "\n"
+                                           for k, r in enumerate(rows)))
+
+
+def test_signal_summary_pairs_arms_by_seed_and_iteration(tmp_path):
+  from stepcoder_jax.ablation import signal
+  rows = lambda *fs: [{"ppo/signal_fraction": f, "pass_rate": f / 2} for f in fs]
+  _metrics(tmp_path, "paper_s0", rows(0.0, 0.5))
+  _metrics(tmp_path, "paper_s1", rows(0.5, 0.5))
+  _metrics(tmp_path, "adaptive_s0", rows(0.5, 1.0))
+  _metrics(tmp_path, "adaptive_s1", rows(1.0, 1.0))
+  assert signal.split_runs(["paper_s0", "adaptive_s1", "x"]) == {
+      "paper": {0: "paper_s0"}, "adaptive": {1: "adaptive_s1"}}
+  text = signal.summary(tmp_path, ["paper_s0", "paper_s1", "adaptive_s0", "adaptive_s1"])
+  # adaptive - paper: +0.5 at every (seed, iteration): +50 pp, an interval of one point
+  line = next(l for l in text.splitlines() if l.startswith("| adaptive - paper |"))
+  assert line.split("|")[2].strip() == "+50.0 [+50.0, +50.0] *"
+  assert "| paper | 2 | 0.375" in text  # mean signal fraction of paper over 4 iterations
+
