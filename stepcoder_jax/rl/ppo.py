@@ -630,13 +630,13 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
     else:
       signal = jnp.any(jnp.where(resp > 0, adv, 0.0) != 0, axis=1)
       units = has_resp
-    train_resp = resp
+    train_resp, train_mask = resp, loss_mask
     if cfg.filter_groups:  # dynamic sampling: groups without signal leave the update
       train_resp = resp * signal[:, None].astype(resp.dtype)
-      loss_mask = loss_mask * signal[:, None].astype(resp.dtype)
+      train_mask = loss_mask * signal[:, None].astype(resp.dtype)
     data = {"tokens": batch.tokens, "positions": batch.positions,
             "attention_mask": batch.attention_mask, "response_mask": train_resp,
-            "loss_mask": loss_mask, "old_logprobs": old_lp, "advantages": adv}
+            "loss_mask": train_mask, "old_logprobs": old_lp, "advantages": adv}
     if cfg.kl_loss:
       data["ref_logprobs"] = ref_lp
     if not critic_free:
