@@ -204,7 +204,7 @@ GRPO = PPOConfig(advantage="grpo", policy_lr=1e-3, logprob_chunk=8, kl_coef=0.1,
 def test_filter_groups_drops_equal_reward_groups_from_the_update():
   policy, _, batch = _setup(GRPO)
   resp = batch["response_mask"]
-  rewards = jnp.array([1.0, -0.3, -1.0, -1.0])  # group 0 has signal, group 2 does not
+  rewards = jnp.array([1.0, -0.5, -1.0, -1.0])  # group 0 has signal, group 2 does not
   batch = {**batch, "rewards": ppo.place_rewards(rewards, resp)}
   cfg = dataclasses.replace(GRPO, filter_groups=True)
   pgd, _, state = ppo.init_train_state(policy, None, cfg)
@@ -282,3 +282,53 @@ def test_signal_summary_pairs_arms_by_seed_and_iteration(tmp_path):
   assert line.split("|")[2].strip() == "+50.0 [+50.0, +50.0] *"
   assert "| paper | 2 | 0.375" in text  # mean signal fraction of paper over 4 iterations
 
+
+
+def _batch_of(marker, rewards):
+  """A critic-free Batch whose row i holds tokens marker + i (to see where rows went)."""
+  n = len(rewards)
+  tokens = np.repeat(marker + np.arange(n, dtype=np.int32)[:, None], 8, axis=1)
+  ones = np.ones((n, 8), np.float32)
+  return ppo.Batch.of({"tokens": tokens, "positions": tokens * 0, "attention_mask": ones,
+                       "response_mask": ones, "fgo_mask": ones, "old_logprobs": ones * 0,
+                       "ref_logprobs": ones * 0, "rewards": np.asarray(rewards, np.float32),
+                       "group": np.arange(n) // 2 * 2})
+
+
+class _Served:
+  """Stands in for `Rollout` in `refill.refill`: its placement and config, and `collect`
+  serving prepared rewards (groups of 2) for the problems it is asked for, one round at a time."""
+
+  def __init__(self, rounds):
+    from stepcoder_jax import sharding
+    from stepcoder_jax.config import MeshConfig
+    from stepcoder_jax.rl import spmd
+    mesh = sharding.make_mesh(MeshConfig())
+    self.placement = spmd.Placement(mesh=mesh, rules=sharding.make_rules(MeshConfig().rules),
+                                    state=None, ref=None)
+    self.ppo_cfg = dataclasses.replace(GRPO, filter_groups=True, max_refill_rounds=2)
+    self.rounds, self.asked = list(rounds), []
+
+  def collect(self, state, problems, rng):
+    self.asked.append([p.id for p in problems])
+    rewards = self.rounds.pop(0)
+    marker = 100 * (len(self.asked))
+    return _batch_of(marker, rewards), _rows([p.id for p in problems for _ in range(2)], rewards)
+
+
+def test_refill_puts_groups_with_signal_into_the_rows_of_dropped_ones():
+  pool = [_problem(f"p{k}") for k in range(6)]
+  drawn = pool[:2]
+  served = _Served([[-1.0, -1.0], [0.5, -1.0]])  # round 1: no signal either; round 2: some
+  batch = _batch_of(0, [1.0, -0.5, -1.0, -1.0])  # p0 has signal, p1 does not
+  rows = _rows(["p0", "p0", "p1", "p1"], [1.0, -0.5, -1.0, -1.0])
+  merged, every, counts = refill.refill(served, None, batch, rows, pool, drawn, rounds=2,
+                                        seed=0, iteration=3)
+  assert counts == {"refill/rounds": 2, "refill/groups_refilled": 1,
+                    "refill/rows_generated": 4}
+  assert np.asarray(merged.tokens)[:, 0].tolist() == [0, 1, 200, 201]  # round 2's rows 0, 1
+  assert np.asarray(merged.rewards).tolist() == [1.0, -0.5, 0.5, -1.0]
+  assert np.asarray(merged.group).tolist() == [0, 0, 2, 2]  # the slot keeps its group id
+  assert len(every.items) == 8  # every generated row is recorded and counted
+  asked = [q for r in served.asked for q in r]
+  assert len(asked) == 2 and not {"p0", "p1"} & set(asked) and len(set(asked)) == 2
