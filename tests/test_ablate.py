@@ -507,7 +507,9 @@ def test_arms_differ_only_in_cccs_fgo_and_advantage(finished):
   a, b = bindings(ARMS[0]), bindings(ARMS[1])
   assert len(a) > 20  # a real operative config, not an empty file
   differ = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
-  assert differ == {"cccs.enabled", "fgo.enabled", "ppo.advantage"}
+  # grpo_stepcoder binds the KL-in-the-reward it was published with (issue 28 made the loss the
+  # critic-free default), so ppo.kl_in_loss is set there and left at its default in ppo.
+  assert differ == {"cccs.enabled", "fgo.enabled", "ppo.advantage", "ppo.kl_in_loss"}
 
 
 @pytest.mark.slow

@@ -12,8 +12,9 @@ from stepcoder_jax.rl import ppo
 from stepcoder_jax.rl.config import PPOConfig
 from test_ppo import _batch, _tiny_models
 
+# The KL in the reward (these tests' subject); critic-free runs put it in the loss by default.
 GRPO = PPOConfig(advantage="grpo", policy_lr=1e-3, logprob_chunk=8, kl_coef=0.1, shuffle=False,
-                 max_grad_norm=0.0, adam_eps=1e-3)
+                 max_grad_norm=0.0, adam_eps=1e-3, kl_in_loss=False)
 
 
 # ----------------------------------------------------------------------------- estimators

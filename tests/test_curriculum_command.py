@@ -70,3 +70,43 @@ def test_a_bad_statement_set_is_a_one_line_error(tmp_path, capsys):
   assert cli.main(["curriculum", "--problems", path, "--gin.cccs.statements='bogus'"]) == 2
   err = capsys.readouterr().err.strip()
   assert err == "error: gin cccs.statements: 'bogus' is not 'if' or 'branching'"
+
+
+def test_checkpoint_shows_each_problem_where_the_run_left_it(tmp_path, capsys):
+  import jax.numpy as jnp
+
+  from stepcoder_jax import checkpoint as ckpt_lib
+  from stepcoder_jax.config import CheckpointConfig
+  from stepcoder_jax.models.config import ModelConfig
+  from stepcoder_jax.rl.cccs import Curriculum
+  from stepcoder_jax.rl.config import CCCSConfig
+
+  call, stdio, flat = _problems()
+  cur = Curriculum(CCCSConfig(schedule="adaptive", min_attempts=1))
+  cur.register_all([call, flat])  # stdio/1: never drawn by this run
+  for stage, verdicts in ((0, [True]), (1, [False, False]), (0, [True]), (1, [False, True])):
+    cur.record_group("call/1", stage, verdicts)
+  directory = ckpt_lib.checkpoint_dir(tmp_path / "run")
+  ckpt_lib.save_inference_assets(directory, ModelConfig.tiny("llama", vocab_size=64,
+                                                             num_layers=1))
+  with ckpt_lib.Checkpointer(directory, CheckpointConfig(async_save=False)) as ck:
+    ck.save(7, {"policy": {"w": jnp.zeros(2)}}, meta={"iteration": 7,
+                                                       "curriculum": cur.to_json()})
+  path = _write(tmp_path, [call, stdio, flat])
+  assert cli.main(["curriculum", "--problems", path, "--json",
+                   "--checkpoint", str(tmp_path / "run")]) == 0
+  given = SOLUTION.index("        if x > 0")  # stage 1 starts at line 4
+  assert _json_lines(capsys) == [
+      {"problem_id": "call/1", "statement_lines": [4, 6, 10], "stage_lines": [10, 4, 2],
+       "current_stage": 1, "attempts": 2, "passes": 1, "retreats": 1,
+       "written_share": round(1 - given / len(SOLUTION), 4)},
+      {"problem_id": "stdio/1", "statement_lines": [2], "stage_lines": [2, 1],
+       "current_stage": None},
+      {"problem_id": "flat/1", "statement_lines": [], "stage_lines": [1], "current_stage": 0,
+       "attempts": 0, "passes": 0, "retreats": 0, "written_share": 1.0}]
+  assert cli.main(["curriculum", "--problems", path, "--problem", "call/1",
+                   "--checkpoint", str(tmp_path / "run")]) == 0
+  out = capsys.readouterr().out
+  assert "iteration 7, cccs.schedule = 'adaptive'" in out
+  assert "now: stage 1 (the policy writes from line 4" in out and "moved back 1 time(s)" in out
+  assert cli.main(["curriculum", "--problems", path, "--checkpoint", str(tmp_path)]) == 2

@@ -20,6 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
     (["--gin.train.top_k=40"], "gin train.top_k: 40 is not supported"),
     # FGO masks come from coverage: without it they would silently be ones (issue 10.5)
     (["--gin.execution.coverage=False"], "fgo.enabled = True needs execution.coverage = True"),
+    # Reward-signal options (issue 28)
+    (["--gin.cccs.schedule='bread'"], "gin cccs.schedule: 'bread' is not 'paper' or 'adaptive'"),
+    (["--gin.ppo.filter_groups=True"], "gin ppo.filter_groups: True needs a group estimator"),
+    (["--gin.ppo.filter_groups=True", "--gin.ppo.advantage='grpo'",
+      "--gin.train.samples_per_problem=1"], "needs train.samples_per_problem >= 2 (it is 1"),
 ])
 def test_bad_training_configuration_is_one_line_exit_2(tmp_path, flags, message):
   env = dict(os.environ, STEPCODER_JAX_CACHE=str(tmp_path / "cache"))

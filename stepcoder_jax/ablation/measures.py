@@ -39,7 +39,7 @@ MEASURES: tuple[tuple[str, str, str, Callable[[dict], float | None]], ...] = (
     ("subtask pass rate", "greedy", "eval_subtask.json", lambda r: _flag(r.get("subtask_passed"))),
     ("RL-pool pass@1", "probe", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
 )
-def _eval_records(path: Path) -> list[dict] | None:
+def eval_records(path: Path) -> list[dict] | None:
   """The per-problem records of a finished evaluation's JSON (None when not finished)."""
   if not (path.parent / "DONE.json").is_file() or not path.is_file():
     return None
@@ -58,7 +58,7 @@ def measure_values(evals_dir: Path, model: str) -> dict[str, dict[str, tuple[flo
   """measure -> {problem_id: (value, difficulty)} for one model's finished evaluations."""
   out = {}
   for name, kind, file, value in MEASURES:
-    records = _eval_records(evals_dir / model / kind / file)
+    records = eval_records(evals_dir / model / kind / file)
     if records is None:
       continue
     try:

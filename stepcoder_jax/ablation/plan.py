@@ -52,6 +52,7 @@ class Settings:
   tune: tuple = ()                # ablation_tune.TunePoint's: run the tuning plan instead of arms
   tune_arm: str = "stepcoder"     # the arm whose gin every tune point starts from
   controls: tuple[float, ...] = ()  # temperatures of the sharpening control (ablation_control)
+  arm_dir: str = "ablations"      # arms are configs/<arm_dir>/<arm>.gin (configs/signal: issue 28)
 
 
 def model_dir(s: Settings, model: str) -> str | None:
@@ -113,7 +114,9 @@ def eval_stages(s: Settings, model: str, path: str | None = None, root: Path | N
   flags = {"greedy": ("--temperature", "0", "--n", "1", "--subtask"),
            "sampled": ("--n", str(s.eval_n))
            + (("--temperature", f"{temperature:g}") if temperature is not None else ()),
-           "probe": ("--temperature", "0", "--n", "1")}
+           "probe": ("--temperature", "0", "--n", "1")
+           # the signal measurement also probes the pool at each problem's latest start point
+           + (("--subtask",) if s.arm_dir == "signal" else ())}
   return [Stage(f"{prefix}_{model}_{k}", root / model / k,
                 base + ("--problems", files[k], "--out", str(root / model / k))
                 + flags[k] + gin_argv(s))
@@ -127,10 +130,15 @@ def train_stages(s: Settings, arm: str, name: str, train_dir: Path, model: Path,
   train = Stage(f"train_{name}", train_dir,
                 ("train", "--model", str(s.out / "sft"),
                  "--problems", str(s.out / "data" / "rl_pool.jsonl"), "--work_dir", str(train_dir))
-                + gin_argv(s, (f"ablations/{arm}.gin",)) + tuple(gin_flag(b) for b in bindings))
+                + gin_argv(s, (arm_gin(s, arm),)) + tuple(gin_flag(b) for b in bindings))
   export = Stage(f"export_{name}", model,
                  ("export", "--model", str(train_dir), "--out", str(model)))
   return [train, export]
+
+
+def arm_gin(s: Settings, arm: str) -> str:
+  """The gin file of `arm`, relative to configs/."""
+  return f"{s.arm_dir}/{arm}.gin"
 
 
 def arm_stages(s: Settings, arm: str) -> list[Stage]:
@@ -180,12 +188,13 @@ def check_settings(s: Settings) -> None:
   unknown = []
   for arm in s.arms:
     try:
-      gin_setup.resolve_gin_file(f"ablations/{arm}.gin")
+      gin_setup.resolve_gin_file(arm_gin(s, arm))
     except gin_setup.GinError:
       unknown.append(arm)
   if unknown:
-    raise UserError(f"--arms: no configs/ablations/<arm>.gin for {', '.join(unknown)}; "
-                    f"choose from {', '.join(ARMS)}")
+    choose = f"choose from {', '.join(ARMS)}" if s.arm_dir == "ablations" else "see the folder"
+    raise UserError(f"--arms: no configs/{s.arm_dir}/<arm>.gin for {', '.join(unknown)}; "
+                    f"{choose}")
   if len(set(s.arms)) != len(s.arms):
     raise UserError(f"--arms: an arm is named twice in {' '.join(s.arms)}")
   if s.tune:

@@ -34,6 +34,9 @@ def add_arguments(parser) -> None:
                            "nothing (e.g. after a kill)")
   parser.add_argument("--arms", nargs="+", default=list(ARMS),
                       help=f"arms, each a configs/ablations/<arm>.gin (default: {' '.join(ARMS)})")
+  parser.add_argument("--arm_dir", default="ablations", metavar="DIR",
+                      help="the arms' gin files are configs/DIR/<arm>.gin (default ablations; "
+                           "'signal': the reward-signal measurement, docs/results/signal/)")
   parser.add_argument("--control_temperatures", nargs="+", type=float, default=[], metavar="T",
                       help="also sample the SFT model at these temperatures on the held-out set "
                            "(the sharpening control: ablation/control.py)")
@@ -62,9 +65,10 @@ def run(args) -> int:
                     vocab_from=(args.model or spec.path) if spec.output_vocab else None,
                     tune=tuple(ablation_tune.parse(t) for t in args.tune),
                     tune_arm=args.tune_arm,
-                    controls=tuple(args.control_temperatures))
+                    controls=tuple(args.control_temperatures), arm_dir=args.arm_dir)
   # The command line as parsed (flags and gin), for the report: reproducible as written.
   flags = ["--out", args.out, "--arms", *args.arms, "--eval_n", str(args.eval_n)]
+  flags += ["--arm_dir", args.arm_dir] if args.arm_dir != "ablations" else []
   flags += ["--model", args.model] if args.model else []
   flags += ["--mbpp", args.mbpp, "--heldout_mbpp", str(args.heldout_mbpp)] if args.mbpp else []
   if args.control_temperatures:

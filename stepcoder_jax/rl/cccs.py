@@ -39,6 +39,15 @@ ignored (counted in `ignored`). When at least `min_attempts` verdicts were seen 
 stage and passes / attempts strictly exceeds rho, the problem advances one stage and the counters
 reset. `skip_stage` advances without a verdict (a stage whose prompt can never fit).
 
+Schedules (`cccs.schedule`). 'paper' is the rule above and nothing else: a problem only moves
+earlier (a longer tail to write). 'adaptive' adds the way back: when every sample of a problem's
+group in one rollout failed at its current stage (`record_group`), the problem moves one stage
+later (a shorter tail) and that stage's counters restart, so a problem whose tail is too long for
+the policy returns to where some samples pass and the group has an advantage to learn from. It
+never moves before stage 0, the first subtask. This is the per-problem, success-driven reading of
+partial-solution curricula (BREAD gives a longer hint when a whole group fails; SEELE aims each
+problem at about half success); the paper's own rule stays the default.
+
 Line snapping. A compound statement always begins a logical line, so its start is the first
 non-blank character of a line. The prefix ends at the start of that line (after the previous
 newline) rather than at the statement keyword: tokenizers merge indentation into whitespace tokens,
@@ -203,11 +212,13 @@ def trainable_token_mask(offsets: Sequence[tuple[int, int]], prompt_chars: int) 
 
 @dataclasses.dataclass
 class StageState:
-  """Curriculum state of one problem: its stage in training order and the verdicts on it."""
+  """Curriculum state of one problem: its stage in training order and the verdicts on it
+  (`retreats`: how often the adaptive schedule moved it back; absent in older checkpoints)."""
   stage: int
   num_stages: int
   attempts: int = 0
   passes: int = 0
+  retreats: int = 0
 
   @property
   def final(self) -> bool:
@@ -260,6 +271,12 @@ class Curriculum:
       return ""
     return prefix_at(problem.canonical_solution, self._plan(problem), stage)
 
+  def written_share(self, problem: Problem) -> float:
+    """Share of the canonical solution's characters the policy writes at its current stage
+    (curriculum progress: 1.0 at s* = 0)."""
+    given = len(self.prefix(problem))
+    return 1.0 - given / max(1, len(problem.canonical_solution))
+
   def prefix(self, problem: Problem) -> str:
     """The prefix of the problem's current stage."""
     return self.prefix_at(problem, self.stage(problem))
@@ -288,17 +305,38 @@ class Curriculum:
       return self._advance(st)
     return False
 
+  def record_group(self, problem_id: str, stage: int, verdicts: Sequence[bool]) -> int:
+    """Record the verdicts of one group (every sample of one prompt in one rollout, in order).
+
+    Returns +1 when the problem advanced, -1 when the adaptive schedule moved it back (every
+    verdict failed at its current stage, which is not stage 0), else 0.
+    """
+    moved = 0
+    for ok in verdicts:
+      moved = max(moved, int(self.record(problem_id, stage, ok)))
+    st = self.states[problem_id]
+    if (self.cfg.schedule == "adaptive" and verdicts and not any(verdicts)
+        and st.stage == stage and stage > 0):
+      st.stage -= 1
+      st.attempts = st.passes = 0
+      st.retreats += 1
+      return -1
+    return moved
+
   def skip_stage(self, problem: Problem) -> bool:
     """Advance without a verdict (a stage that cannot be trained); False at s* = 0."""
     return self._advance(self.register(problem))
 
   def histogram(self) -> dict[str, int]:
-    """Problems per stage in training order ('stage_K'), and those at s* = 0 ('final')."""
+    """Problems per stage in training order ('stage_K'), those at s* = 0 ('final') and, with
+    the adaptive schedule, the moves back so far ('retreats')."""
     h: dict[str, int] = {}
     for st in self.states.values():
       key = f"stage_{st.stage}"
       h[key] = h.get(key, 0) + 1
     h["final"] = sum(st.final for st in self.states.values())
+    if self.cfg.schedule == "adaptive":
+      h["retreats"] = sum(st.retreats for st in self.states.values())
     return dict(sorted(h.items()))
 
   def to_json(self) -> str:
@@ -306,6 +344,7 @@ class Curriculum:
         "version": STATE_VERSION,
         "enabled": self.cfg.enabled,
         "statements": self.cfg.statements,
+        "schedule": self.cfg.schedule,
         "problems": {k: dataclasses.asdict(v) for k, v in sorted(self.states.items())},
     }, sort_keys=True)
 

@@ -16,11 +16,17 @@ class CCCSConfig:
     min_attempts: attempts needed on a stage before its pass rate is trusted.
     statements: which statements start subtasks: 'if' (if/elif: the paper's "conditional
       statements") or 'branching' (also for, while, try, match, with).
+    schedule: 'paper' (the paper's rule: a problem only moves earlier, to a longer tail, when
+      its pass rate on the current stage exceeds rho) or 'adaptive' (also moves it one stage
+      later, back toward the shorter tail, whenever every sample of its group in one rollout
+      failed there, so each problem is trained where it has some signal; in the spirit of
+      BREAD's and SEELE's per-problem partial-solution hints).
   """
   enabled: bool = True
   rho: float = 0.5
   min_attempts: int = 4
   statements: str = 'if'
+  schedule: str = 'paper'
 
   def __post_init__(self):
     from stepcoder_jax.errors import UserError
@@ -30,6 +36,8 @@ class CCCSConfig:
       raise UserError(f"gin cccs.min_attempts: {self.min_attempts} must be >= 1")
     if self.statements not in ('if', 'branching'):
       raise UserError(f"gin cccs.statements: {self.statements!r} is not 'if' or 'branching'")
+    if self.schedule not in ('paper', 'adaptive'):
+      raise UserError(f"gin cccs.schedule: {self.schedule!r} is not 'paper' or 'adaptive'")
 
 
 @gin.configurable('fgo')
@@ -41,6 +49,10 @@ class FGOConfig:
     enabled: False gives a mask of ones (the same compiled PPO step, for ablations).
   """
   enabled: bool = True
+
+
+# ppo.loss_agg values, named as veRL's loss_agg_mode.
+LOSS_AGG = ('token-mean', 'seq-mean-token-mean')
 
 
 @gin.configurable('ppo')
@@ -80,8 +92,28 @@ class PPOConfig:
     grpo_scale_std: False gives GRPO without the division by the group std.
     grpo_min_std: GRPO divides by at least this (a group whose programs all got the same
       outcome differs only by the small KL term: don't amplify it to unit size).
-    kl_in_loss: True moves the KL to the reference out of the reward and into the loss
-      (kl_coef x the k3 estimator of KL(new || ref) per token).
+    kl_in_loss: where the KL to the reference goes. True: into the loss, kl_coef x the k3
+      estimator of KL(new || ref) per token (TRL GRPO's `beta`; veRL's `use_kl_loss` with
+      `kl_loss_type=low_var_kl`); False: into the reward, per token (TRL PPO, veRL's
+      `use_kl_in_reward`). None (default): the loss for the critic-free estimators (as GRPO
+      does), the reward for 'gae' (the paper).
+    loss_agg: how the policy loss (and entropy, KL-in-loss) terms of a minibatch are averaged;
+      veRL's `loss_agg_mode`: 'token-mean' (every response token weighs the same: DAPO, TRL's
+      `loss_type='dapo'`/'bnpo') or 'seq-mean-token-mean' (the mean over each sequence's tokens,
+      then over sequences: the original GRPO, TRL's `loss_type='grpo'`).
+    clip_eps_high: the upper policy-ratio clip, 1 + clip_eps_high for positive advantages
+      (DAPO's clip-higher: veRL `clip_ratio_high`, TRL `epsilon_high`); None: clip_eps.
+    mask_truncated: completions cut by train.max_new_tokens get no loss weight at all (TRL's
+      `mask_truncated_completions`, DAPO's overlong filtering); their rewards still enter their
+      group's statistics.
+    critic_warmup: the first N PPO steps update the value model only (veRL's
+      `trainer.critic_warmup`); 'gae' only.
+    filter_groups: dynamic sampling for 'grpo'/'rloo' (veRL `algorithm.filter_groups`, DAPO,
+      OpenRLHF `--dynamic_filtering`): a group whose outcome rewards are all equal carries no
+      advantage and is dropped from the update (its rows get no loss weight, shapes unchanged).
+    max_refill_rounds: with filter_groups, up to this many extra generation rounds per
+      iteration on further problems; their groups with signal take the dropped groups' rows
+      (veRL's `max_num_gen_batches`). 0: drop only.
   """
   gamma: float = 1.0
   lam: float = 0.95
@@ -116,12 +148,28 @@ class PPOConfig:
   advantage: str = 'gae'
   grpo_scale_std: bool = True
   grpo_min_std: float = 0.1
-  kl_in_loss: bool = False
+  kl_in_loss: bool | None = None
+  loss_agg: str = 'token-mean'
+  clip_eps_high: float | None = None
+  mask_truncated: bool = False
+  critic_warmup: int = 0
+  filter_groups: bool = False
+  max_refill_rounds: int = 0
 
   @property
   def critic_free(self) -> bool:
     """No value model: advantages come from the samples of the same prompt."""
     return self.advantage != 'gae'
+
+  @property
+  def kl_loss(self) -> bool:
+    """The KL to the reference is a loss term (else a per-token reward penalty)."""
+    return self.critic_free if self.kl_in_loss is None else bool(self.kl_in_loss)
+
+  @property
+  def clip_high(self) -> float:
+    """The upper ratio clip (clip_eps_high, else clip_eps)."""
+    return self.clip_eps if self.clip_eps_high is None else self.clip_eps_high
 
   def __post_init__(self):
     from stepcoder_jax.errors import UserError
@@ -145,6 +193,13 @@ class PPOConfig:
       bad("advantage", "is not 'gae', 'grpo' or 'rloo'")
     if self.grpo_min_std <= 0:
       bad("grpo_min_std", "must be > 0 (it floors a divisor)")
+    if self.loss_agg not in LOSS_AGG:
+      bad("loss_agg", f"is not one of {', '.join(map(repr, LOSS_AGG))}")
+    if self.clip_eps_high is not None and self.clip_eps_high <= 0:
+      bad("clip_eps_high", "must be > 0")
+    for f in ("critic_warmup", "max_refill_rounds"):
+      if getattr(self, f) < 0:
+        bad(f, "must be >= 0")
 
 
 @gin.configurable('train')

@@ -22,13 +22,23 @@ Critic-free estimators (`ppo.advantage = 'grpo' | 'rloo'`) replace the value mod
 batch then carries `group` [B] int32 (rows sampled from the same prompt share an id in [0, B))
 and no `values`. A row's sequence reward is its outcome reward minus kl_coef x its summed
 per-token KL to the reference (as in TRL's RLOO: the KL penalty is part of what the group
-baseline compares), or the outcome alone with `ppo.kl_in_loss`; its advantage against the group
-is given to every response token. Group statistics are segment sums over the global [B] arrays
-inside the jitted step, so they are right however the rows are split over devices or processes.
+baseline compares), or the outcome alone with the KL in the loss (`ppo.kl_in_loss`, by default
+for these estimators); its advantage against the group is given to every response token. Group
+statistics are segment sums over the global [B] arrays inside the jitted step, so they are right
+however the rows are split over devices or processes.
 There is no value model, value loss or value optimizer: the TrainState's value fields are None.
-With `ppo.kl_in_loss` (any estimator) the KL leaves the reward and becomes a loss term,
-kl_coef x the k3 estimator exp(ref - new) - (ref - new) - 1 per token, summed over the same
-FGO-kept response tokens and divided by the same response-token count as the policy loss.
+With the KL in the loss (`PPOConfig.kl_loss`, any estimator) it leaves the reward and becomes a
+loss term, kl_coef x the k3 estimator exp(ref - new) - (ref - new) - 1 per token, summed over the
+same FGO-kept response tokens and divided by the same response-token count as the policy loss.
+
+Options the RL-for-LLM frameworks have (rl/config.py names each one's anchor): `loss_agg`
+'seq-mean-token-mean' weighs each sequence equally instead of each token (`token_weights`);
+`clip_eps_high` is a separate upper ratio clip; `filter_groups` drops the rows of groups whose
+outcome rewards are all equal (`group_signal`): they leave the response mask of the update, so
+they neither get a loss term nor count in its token denominator; `critic_warmup` leaves the
+policy and its optimizer state untouched (`gated`) for the first steps. A step in which no row is
+left to train on leaves the policy untouched too (Adam's momentum would otherwise still move it).
+`signal_fraction` is the share of groups (GAE: of rows) with a non-zero advantage.
 
 `fgo_mask` is an ordinary array operand: FGO off is the same compiled function with a mask of
 ones (the rollout builds it with `fgo.token_mask(..., enabled=False)`).
@@ -207,6 +217,43 @@ def group_advantages(rewards: jax.Array, group: jax.Array, cfg: PPOConfig) -> ja
   raise ValueError(f"ppo.advantage: {cfg.advantage!r} is not a critic-free estimator")
 
 
+def group_signal(rewards: jax.Array, group: jax.Array) -> jax.Array:
+  """[B] bool: the row's group has outcome rewards that are not all equal (so some advantage)."""
+  r = rewards.astype(jnp.float32)
+  n = r.shape[0]
+  hi = jax.ops.segment_max(r, group, num_segments=n)
+  lo = jax.ops.segment_min(r, group, num_segments=n)
+  return hi[group] > lo[group]
+
+
+def signal_fraction(has_signal: jax.Array, leader: jax.Array) -> jax.Array:
+  """Share of the counted units (groups or rows: `leader` [B] bool, one per unit) with signal."""
+  lead = leader.astype(jnp.float32)
+  return jnp.sum(jnp.where(has_signal, lead, 0.0)) / jnp.maximum(jnp.sum(lead), 1.0)
+
+
+def token_weights(response_mask: jax.Array, loss_agg: str) -> jax.Array | None:
+  """Per-token weights [B, T] that turn 'sum / response tokens' into `loss_agg`.
+
+  'token-mean': None (every token weighs 1). 'seq-mean-token-mean': a token of row b weighs
+  N / (rows x n_b), with N the response tokens of the batch, n_b those of row b and rows the
+  rows that have any, so sum(w x loss) / N is the mean over rows of each row's token mean.
+  """
+  if loss_agg == "token-mean":
+    return None
+  if loss_agg != "seq-mean-token-mean":
+    raise ValueError(f"ppo.loss_agg: {loss_agg!r}")
+  m = (response_mask > 0).astype(jnp.float32)
+  per_row = jnp.sum(m, axis=1, keepdims=True)
+  rows = jnp.maximum(jnp.sum(per_row > 0), 1)
+  return m * jnp.sum(m) / (rows * jnp.maximum(per_row, 1.0))
+
+
+def gated(on: jax.Array, new: Any, old: Any) -> Any:
+  """`new` where the scalar `on` holds, else `old`, leaf by leaf (an update that is skipped)."""
+  return jax.tree.map(lambda a, b: jnp.where(on, a, b), new, old)
+
+
 def kl_to_ref_k3(logprobs: jax.Array, ref_logprobs: jax.Array, mask: jax.Array) -> jax.Array:
   """Per-token k3 estimate of KL(new || ref): exp(d) - d - 1 with d = ref - new (>= 0), zero
   where mask = 0 (d is zeroed before exp, so padding cannot overflow)."""
@@ -215,21 +262,23 @@ def kl_to_ref_k3(logprobs: jax.Array, ref_logprobs: jax.Array, mask: jax.Array) 
 
 
 def policy_loss_terms(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
-                      mask: jax.Array, clip_eps: float):
+                      mask: jax.Array, clip_eps: float, clip_eps_high: float | None = None):
   """Per-token clipped surrogate loss, clip indicator and approximate KL (zero where mask = 0).
 
-  PPO's -min(r A, clip(r, 1 - eps, 1 + eps) A) written out so the boundary is explicit: a token
-  is clipped (constant loss, no gradient) only when the ratio is strictly beyond 1 + eps with
-  A > 0, or strictly below 1 - eps with A < 0. At exactly 1 +/- eps the gradient still flows.
+  PPO's -min(r A, clip(r, 1 - eps, 1 + eps_high) A) written out so the boundary is explicit: a
+  token is clipped (constant loss, no gradient) only when the ratio is strictly beyond
+  1 + eps_high with A > 0, or strictly below 1 - eps with A < 0. At exactly the bound the gradient
+  still flows. `clip_eps_high` None is clip_eps (symmetric PPO).
   The log-ratio is zeroed outside the mask before exp, so padding can never produce inf/NaN that
   would leak into the gradient of the kept tokens.
   """
+  high = clip_eps if clip_eps_high is None else clip_eps_high
   keep = mask > 0
   log_ratio = jnp.where(keep, logprobs - old_logprobs, 0.0)
   ratio = jnp.exp(log_ratio)
-  clipped = ((advantages > 0) & (ratio > 1.0 + clip_eps)) | (
+  clipped = ((advantages > 0) & (ratio > 1.0 + high)) | (
       (advantages < 0) & (ratio < 1.0 - clip_eps))
-  bound = jnp.where(advantages > 0, 1.0 + clip_eps, 1.0 - clip_eps)
+  bound = jnp.where(advantages > 0, 1.0 + high, 1.0 - clip_eps)
   loss = -advantages * jnp.where(clipped, bound, ratio)
   approx_kl = (ratio - 1.0) - log_ratio  # k3 estimator of KL(old || new), >= 0
   zero = jnp.zeros_like(loss)
@@ -243,18 +292,21 @@ def token_policy_objective(logprobs: jax.Array, entropy: jax.Array, mb: Mapping[
 
   Sums over `mb["loss_mask"]` (response x FGO) and divides by `denom`, the minibatch's number of
   response tokens, so a token FGO drops has zero gradient and the others keep theirs. With
-  `cfg.kl_in_loss`, adds kl_coef x the k3 KL to `mb["ref_logprobs"]` over the same tokens.
+  `cfg.kl_loss`, adds kl_coef x the k3 KL to `mb["ref_logprobs"]` over the same tokens.
+  `mb["token_weight"]` (`token_weights`, present unless 'token-mean') weighs every term's tokens.
   """
   m = mb["loss_mask"]
+  w = mb.get("token_weight")
+  weigh = (lambda x: x) if w is None else (lambda x: x * w)
   loss, clipped, kl = policy_loss_terms(logprobs, mb["old_logprobs"], mb["advantages"], m,
-                                        cfg.clip_eps)
-  ent_sum = masked_sum(entropy, m)
-  pg = jnp.sum(loss) / denom
+                                        cfg.clip_eps, cfg.clip_high)
+  ent_sum = jnp.sum(weigh(jnp.where(m > 0, entropy, 0.0)))
+  pg = jnp.sum(weigh(loss)) / denom
   total = pg - cfg.entropy_coef * ent_sum / denom
   met = {"policy_loss": pg, "clip_frac": jnp.sum(clipped) / denom,
          "approx_kl": jnp.sum(kl) / denom, "entropy": ent_sum / denom}
-  if cfg.kl_in_loss:
-    met["kl_loss"] = jnp.sum(kl_to_ref_k3(logprobs, mb["ref_logprobs"], m)) / denom
+  if cfg.kl_loss:
+    met["kl_loss"] = jnp.sum(weigh(kl_to_ref_k3(logprobs, mb["ref_logprobs"], m))) / denom
     total = total + kl_coef * met["kl_loss"]
   return total, met
 
@@ -491,7 +543,7 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
   p_grad = jax.value_and_grad(policy_objective, has_aux=True)
   v_grad = jax.value_and_grad(value_objective, has_aux=True)
   metric_keys = ("policy_loss", "clip_frac", "approx_kl", "entropy")
-  if cfg.kl_in_loss:
+  if cfg.kl_loss:
     metric_keys += ("kl_loss",)
   if not critic_free:
     metric_keys += ("value_loss", "value_clip_frac")
@@ -511,10 +563,15 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
   add = lambda a, b: jax.tree.map(jnp.add, a, b)
   zeros = lambda t: jax.tree.map(jnp.zeros_like, t)
 
-  def update(kl_coef, carry, mb):
+  gate_policy = cfg.critic_warmup > 0 or cfg.filter_groups
+
+  def update(kl_coef, policy_on, carry, mb):
     """One optimizer update of both models (or the policy alone) from one minibatch."""
     pparams, vparams, popt, vopt, prest, vrest = carry
     den = jnp.maximum(jnp.sum(mb["response_mask"]), 1.0)  # one denominator for every term
+    w = token_weights(mb["response_mask"], cfg.loss_agg)
+    if w is not None:
+      mb = {**mb, "token_weight": w}
 
     def micro(acc, mu):
       pg, vg, met = acc
@@ -529,8 +586,14 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
         micro, (zeros(pparams), zeros(vparams), met0),
         jax.tree.map(lambda x: split(x, cfg.grad_accum), mb))
     met["policy_grad_norm"] = optax.tree.norm(pg)
-    pu, popt = ptx.update(pg, popt, pparams)
-    pparams = optax.apply_updates(pparams, pu)
+    met["grad_clipped"] = (met["policy_grad_norm"] > cfg.max_grad_norm).astype(jnp.float32) \
+        if cfg.max_grad_norm > 0 else jnp.zeros((), jnp.float32)
+    pu, popt_new = ptx.update(pg, popt, pparams)
+    pnew = optax.apply_updates(pparams, pu)
+    if gate_policy:
+      on = policy_on & (jnp.sum(mb["loss_mask"]) > 0)
+      pnew, popt_new = gated(on, (pnew, popt_new), (pparams, popt))
+    pparams, popt = pnew, popt_new
     if not critic_free:
       met["value_grad_norm"] = optax.tree.norm(vg)
       vu, vopt = vtx.update(vg, vopt, vparams)
@@ -539,7 +602,7 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
 
   def advantages(batch, rewards, resp, old_lp, ref_lp, kl_coef):
     """Per-token advantages [B, T], and the GAE returns and rollout values (None critic-free)."""
-    kl = 0.0 if cfg.kl_in_loss else kl_coef
+    kl = 0.0 if cfg.kl_loss else kl_coef
     if critic_free:
       seq = jnp.sum(kl_penalized_rewards(rewards, old_lp, ref_lp, resp, kl), axis=1)
       adv = group_advantages(seq, batch.group, cfg)
@@ -559,16 +622,27 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
       rewards = place_rewards(rewards, resp)
     old_lp, ref_lp = batch.old_logprobs, batch.ref_logprobs
     adv, ret, old_v = advantages(batch, rewards, resp, old_lp, ref_lp, state.kl_coef)
+    b = batch.tokens.shape[0]
+    has_resp = jnp.sum(resp, axis=1) > 0
+    if critic_free:
+      signal = group_signal(jnp.sum(rewards, axis=1), batch.group)
+      units = has_resp & (batch.group == jnp.arange(b))  # one row (its first) per group
+    else:
+      signal = jnp.any(jnp.where(resp > 0, adv, 0.0) != 0, axis=1)
+      units = has_resp
+    train_resp, train_mask = resp, loss_mask
+    if cfg.filter_groups:  # dynamic sampling: groups without signal leave the update
+      train_resp = resp * signal[:, None].astype(resp.dtype)
+      train_mask = loss_mask * signal[:, None].astype(resp.dtype)
     data = {"tokens": batch.tokens, "positions": batch.positions,
-            "attention_mask": batch.attention_mask, "response_mask": resp,
-            "loss_mask": loss_mask, "old_logprobs": old_lp, "advantages": adv}
-    if cfg.kl_in_loss:
+            "attention_mask": batch.attention_mask, "response_mask": train_resp,
+            "loss_mask": train_mask, "old_logprobs": old_lp, "advantages": adv}
+    if cfg.kl_loss:
       data["ref_logprobs"] = ref_lp
     if not critic_free:
       data.update(values=old_v, returns=ret)
-    b = batch.tokens.shape[0]
     key = jax.random.fold_in(jax.random.key(cfg.seed), state.step)
-    step_update = functools.partial(update, state.kl_coef)
+    step_update = functools.partial(update, state.kl_coef, state.step >= cfg.critic_warmup)
 
     def epoch(carry, k):
       if cfg.shuffle:
@@ -583,7 +657,7 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
     carry, met = scan(epoch, carry, jax.random.split(key, cfg.epochs))
     met = jax.tree.map(jnp.mean, met)  # over epochs x minibatches
     met["loss"] = met["policy_loss"] - cfg.entropy_coef * met["entropy"]
-    if cfg.kl_in_loss:
+    if cfg.kl_loss:
       met["loss"] = met["loss"] + state.kl_coef * met["kl_loss"]
     if not critic_free:
       met["loss"] = met["loss"] + cfg.value_coef * met["value_loss"]
@@ -602,7 +676,13 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
         "fgo_density": jnp.sum(loss_mask) / n_resp,
         "response_length": jnp.mean(jnp.sum(resp, axis=1)),
         "policy_lr": lr_schedule(cfg.policy_lr, cfg)(updates),
+        "signal_fraction": signal_fraction(signal, units),
+        "rows_trained": jnp.sum(jnp.sum(train_resp, axis=1) > 0),
     })
+    if cfg.filter_groups:
+      met["groups_dropped"] = jnp.sum(units & ~signal)
+    if cfg.critic_warmup > 0:
+      met["policy_frozen"] = (state.step < cfg.critic_warmup).astype(jnp.float32)
     if not critic_free:
       met.update({
           "explained_variance": explained_variance(old_v, ret, resp),

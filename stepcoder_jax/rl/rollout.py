@@ -218,10 +218,21 @@ def group_ids(items: Sequence[Item]) -> np.ndarray:
 
 
 def record_verdicts(curriculum: Curriculum, items: Sequence[Item], passed) -> None:
-  """Each real row's verdict toward the stage its prompt was built at (padding rows: none)."""
+  """Each real row's verdict toward the stage its prompt was built at (padding rows: none),
+  one group (a problem's rows at one stage) at a time, in row order (`Curriculum.record_group`)."""
+  groups: dict[tuple[str, int], list[bool]] = {}
   for item, ok in zip(items, passed):
     if not item.padding:
-      curriculum.record(item.problem.id, item.stage, bool(ok))
+      groups.setdefault((item.problem.id, item.stage), []).append(bool(ok))
+  for (problem_id, stage), verdicts in groups.items():
+    curriculum.record_group(problem_id, stage, verdicts)
+
+
+def weightless_rows(items: Sequence[Item], mask_truncated: bool) -> list[int]:
+  """Rows given no loss weight: padding, and with `ppo.mask_truncated` the completions that
+  `max_new_tokens` cut short."""
+  return [i for i, it in enumerate(items)
+          if it.padding or (mask_truncated and it.finish == completion.LENGTH)]
 
 
 # ----------------------------------------------------------------------------- row results
@@ -493,7 +504,7 @@ class Rollout:
     future = self.pool.submit(jobs(mine))
     arrays = pack(mine, self.pad_id, self.prompt_len, self.response_len)
     arrays["response_mask"] = arrays["response_mask"].astype(np.float32)
-    arrays["response_mask"][[i for i, item in enumerate(mine) if item.padding]] = 0  # no weight
+    arrays["response_mask"][weightless_rows(mine, self.ppo_cfg.mask_truncated)] = 0  # no weight
     dev = spmd.from_local_rows(arrays, self.placement, n)
     scored = self.forward(state, self.ref_params, dev["tokens"], dev["positions"],
                           dev["attention_mask"], dev["response_mask"], sampled_lp)

@@ -34,7 +34,7 @@ from stepcoder_jax import preemption, sharding
 from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
-from stepcoder_jax.rl import fgo, ppo, spmd
+from stepcoder_jax.rl import fgo, ppo, refill, spmd
 from stepcoder_jax.rl.cccs import Curriculum
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
 from stepcoder_jax.rl.rollout import Rollout
@@ -77,11 +77,26 @@ def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
   if rows % per:
     raise UserError(f"train: problems_per_iteration x samples_per_problem = {rows} rows is not "
                     f"divisible by ppo.minibatches x ppo.grad_accum = {per}")
+  _check_ppo_options(cfg, ppo_cfg)
   if ppo_cfg.critic_free and cfg.samples_per_problem < 2:
     raise UserError(f"train.samples_per_problem: {cfg.samples_per_problem} leaves ppo.advantage="
                     f"{ppo_cfg.advantage!r} no group to compare a sample with; set it >= 2")
   if cfg.max_new_tokens < 1 or cfg.max_prompt_tokens < 8:
     raise UserError("train: max_new_tokens must be >= 1 and max_prompt_tokens >= 8")
+
+
+def _check_ppo_options(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
+  """The PPO options that only some estimators have (rl/config.py)."""
+  if ppo_cfg.filter_groups and not ppo_cfg.critic_free:
+    raise UserError("gin ppo.filter_groups: True needs a group estimator (ppo.advantage 'grpo' "
+                    "or 'rloo'); 'gae' has no groups to filter")
+  if ppo_cfg.filter_groups and cfg.samples_per_problem < 2:
+    raise UserError(f"gin ppo.filter_groups: True needs train.samples_per_problem >= 2 (it is "
+                    f"{cfg.samples_per_problem}: a group of one never carries signal)")
+  if ppo_cfg.max_refill_rounds and not ppo_cfg.filter_groups:
+    raise UserError("gin ppo.max_refill_rounds: refills need ppo.filter_groups = True")
+  if ppo_cfg.critic_warmup and ppo_cfg.critic_free:
+    raise UserError(f"gin ppo.critic_warmup: {ppo_cfg.advantage!r} has no critic to warm up")
 
 
 def _check_rows(cfg: TrainConfig, placement: spmd.Placement) -> None:
@@ -199,6 +214,11 @@ class Trainer:
                                it)
     rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed), it)
     batch, rows = self.rollout.collect(self.state, problems, rng)
+    refilled = {}
+    if self.ppo_cfg.max_refill_rounds:  # dynamic sampling: groups with signal for dropped ones
+      batch, rows, refilled = refill.refill(self.rollout, self.state, batch, rows, self.problems,
+                                            problems, rounds=self.ppo_cfg.max_refill_rounds,
+                                            seed=self.cfg.seed, iteration=it)
     self.state, step_metrics = self.ppo_step(self.state, batch)
     # Rows at s* = 0 (the whole problem; all rows without CCCS), read before the verdicts move
     # the curriculum: their pass rate is comparable across arms, the stage-mixed one is not.
@@ -206,12 +226,14 @@ class Trainer:
                       - 1 for it in rows.items], bool)
     ignored = rows.record(self.curriculum)  # every row, in global row order, on every process
     self.iteration += 1
-    out = {**rows.metrics(), "rows_final": int(final.sum()),
+    out = {**rows.metrics(), **refilled, "rows_final": int(final.sum()),
            **{f"ppo/{k}": float(v) for k, v in jax.device_get(step_metrics).items()},
            "cccs/ignored_verdicts": ignored,
            **{f"cccs/{k}": count for k, count in self.curriculum.histogram().items()}}
     if final.any():  # absent, not NaN, when every row was at an earlier stage
       out["pass_rate_final"] = float(rows.passed[final].mean())
+    out["cccs/written_share"] = float(np.mean([self.curriculum.written_share(p)
+                                               for p in self.problems]))
     out["time/iteration_s"] = time.time() - t0
     return out
 
