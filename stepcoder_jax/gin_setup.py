@@ -87,6 +87,9 @@ def parse(files: list[str], bindings: list[str]) -> None:
     gin.parse_config_files_and_bindings(resolved, bindings, finalize_config=False)
   except (ValueError, KeyError, ImportError, SyntaxError, IOError) as e:
     msg = " ".join(str(e).split())
+    if "denylisted kwarg 'max_prompt_tokens'" in msg:  # the binding that moved
+      msg = ("the prompt limit is prompt.max_tokens (one for training, evaluation and SFT), not "
+             f"<scope>.max_prompt_tokens: {msg}")
     raise GinError(f"bad gin config: {msg}") from None
   finally:
     root.setLevel(level)
