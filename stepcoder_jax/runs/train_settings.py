@@ -4,11 +4,14 @@ A checkpoint of `train` records them (`fingerprint`); a run resuming it compares
 stops with one line naming every binding that differs, unless the user continues with new
 settings on purpose (`train --allow_changed_settings`). Compared:
 
-* `train.*` (TrainConfig), except `MAY_CHANGE`: the run directory, how many iterations to run
-  and how often to evaluate shape no step already taken;
+* `train.*` (TrainConfig; its prompt limit is gin's `prompt.max_tokens`), except `MAY_CHANGE`:
+  the run directory, how many iterations to run and how often to evaluate shape no step already
+  taken;
 * `ppo.*`, `cccs.*`, `fgo.*` and `reward.*` (the reward per outcome);
-* `model.*`: the policy's architecture and dtypes (ModelConfig), except `remat` and
-  `scan_layers`, which change how a forward pass is computed, not what it computes;
+* `model.*`: the policy's architecture and dtypes (ModelConfig);
+* except, in any scope, the knobs that change how a forward pass is computed, not what it
+  computes (`logprob_chunk`, `model.remat`, `model.scan_layers`): a resume on a machine with less
+  memory may need them;
 * `problems`: how many training problems and a hash of their ids.
 
 Not compared: logging, checkpoint cadence (`checkpoint.*`), evaluation (`eval.*`), the mesh
@@ -25,7 +28,7 @@ from typing import Any, Sequence
 from stepcoder_jax.errors import UserError
 
 MAY_CHANGE = ("train.work_dir", "train.num_iterations", "train.eval_every",
-              "model.remat", "model.scan_layers")
+              "train.logprob_chunk", "ppo.logprob_chunk", "model.remat", "model.scan_layers")
 FLAG = "--allow_changed_settings"
 
 
