@@ -2,7 +2,8 @@
 reference policy that PPO's KL penalty is measured against.
 
 One example per problem and CCCS stage: the prompt is exactly what RL shows the model at that
-stage (`build_prompt(problem, prefix=<the stage prefix>)`, the prefix from the same `Curriculum`
+stage (`prompts.fit_prompt(problem, <the stage prefix>, ...)` within `prompt.max_tokens`, the
+question cut as in RL; the prefix from the same `Curriculum`
 the trainer uses, so the prompt/target token boundary is the RL one: a line start), and the
 target is the rest of the canonical solution followed by the closing code fence, so the model also
 learns where to stop (the sampler's stop string). The last stage, s* = 0, is the question plus the
@@ -102,8 +103,8 @@ def build_examples(problems: Sequence[Problem], tokenizer, *, style: str = "plai
   prompt.max_tokens): each prompt is fitted into it by `prompts.fit_prompt`, so it is exactly the
   prompt training and evaluation build for that problem and stage; None: the question is never
   cut. Reasons: 'no_solution' (empty canonical solution), 'prompt_too_long' (no prompt within
-  `max_prompt_tokens`), 'prefix_mismatch' (the solution does not start with the prompt's code prefix, e.g.
-  a starter code the solution rewrote), 'too_long' (prompt + target > max_len tokens; a stage
+  `max_prompt_tokens`), 'prefix_mismatch' (the solution does not start with the prompt's code
+  prefix, e.g. a starter code the solution rewrote), 'too_long' (prompt + target > max_len tokens; a stage
   example is named 'ID@K', K its stage in training order), 'outside_output_vocab' (a target id
   the policy cannot emit under `output_vocab`, the model's restricted output vocabulary).
   """
