@@ -93,7 +93,7 @@ def _work(args) -> dict:
 
 def _bindings(args, w: dict, arm: str, work_dir: str) -> list[str]:
   b = [f"train.work_dir = '{work_dir}'", "train.eval_every = 0",
-       f"train.max_new_tokens = {w['max_new']}", f"train.max_prompt_tokens = {w['prompt_tokens']}",
+       f"train.max_new_tokens = {w['max_new']}", f"prompt.max_tokens = {w['prompt_tokens']}",
        "checkpoint.save_interval_steps = 0", f"ppo.kl_coef = {KL}", f"ppo.policy_lr = {LR}",
        "ppo.epochs = 1", "ppo.minibatches = 1", "ppo.train_embeddings = False"]
   if arm != "demo":

@@ -1,13 +1,16 @@
 """Command-line entry: `stepcoder-jax <command> [flags] [--gin_file=F] [--gin.NAME=VALUE]`.
 
 Usage errors (unknown command, bad flag, unknown gin binding, missing file) print one line and exit
-with status 2 before any heavy import.
+with status 2 before any heavy import. Ctrl-C prints one line and exits with 130 (a `train` run
+resumes from its last checkpoint when started again); output piped into a reader that stops early
+(`config ... | head`) ends quietly.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from stepcoder_jax import cache, gin_setup, preemption
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
   logging.getLogger("stepcoder_jax").setLevel(logging.INFO)
   logging.getLogger("absl").setLevel(logging.ERROR)  # TFDS's "custom data configuration" notes
   cache.route_library_caches()  # matplotlib, HF, TFDS caches under $STEPCODER_JAX_CACHE, not ~
+  rest: list[str] = []
   try:
     rest, gin_files, gin_bindings = gin_setup.split_gin_args(argv)
     mods = _available()
@@ -91,10 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     gin_files = gin_files or list(getattr(mods[args.command], "DEFAULT_GIN_FILES", ()))
     gin_setup.parse(gin_files, gin_bindings)
     args.gin_files, args.gin_bindings = gin_files, gin_bindings
-    return int(mods[args.command].run(args) or 0)
+    status = int(mods[args.command].run(args) or 0)
+    sys.stdout.flush()  # here, so that a closed pipe is caught below and not at exit
+    return status
   except preemption.Stopped as e:  # a train/sft loop saved after SIGTERM/SIGINT: a clean exit
     print(e, flush=True)
     return 0
+  except KeyboardInterrupt:
+    name = " ".join(["stepcoder-jax"] + rest[:1])
+    hint = "; run it again to resume from its last checkpoint" if rest[:1] == ["train"] else ""
+    print(f"error: {name}: interrupted (Ctrl-C){hint}", file=sys.stderr)
+    return 130
+  except BrokenPipeError:
+    # The reader left (e.g. `| head`): nothing more to say; keep Python from failing on the
+    # final flush of stdout as well.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
   except (UsageError, gin_setup.GinError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

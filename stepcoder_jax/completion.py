@@ -17,6 +17,12 @@ Cutting rules (`cut`):
 Detokenization (`token_offsets`) is linear in the response length: it decodes a short window
 behind each new token instead of every growing prefix, and gives each token's character span in
 the decoded text (what FGO needs to map lines to tokens).
+
+Context token (`lead`): a response is decoded after the prompt's last token, not on its own, and
+that token's text is then taken off. Some decoders treat the first token of a text specially
+(SentencePiece tokenizers such as Llama-2's and CodeLlama's drop its leading space): decoded on
+its own, a response starting with the piece "▁▁▁▁x" after a CCCS prefix would be indented by
+three spaces instead of four.
 """
 from __future__ import annotations
 
@@ -80,8 +86,13 @@ def _anchor_tokens(tokenizer: Any, ids: Sequence[int]) -> list[bool]:
           for t, p in zip(ids, pieces)]
 
 
-def token_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+def token_offsets(tokenizer: Any, ids: Sequence[int], lead: int | None = None
+                  ) -> tuple[str, list[tuple[int, int]]]:
   """Decoded text of `ids` (special tokens skipped) and each token's (start, end) span in it.
+
+  `lead`: the token before `ids` (the prompt's last one). The response is then decoded as the
+  continuation of that token (see the module docstring); ignored when the token cannot stand at
+  the start of a window (special, or a byte piece of an incomplete character).
 
   The text after k tokens is defined as decode(ids[:k]); a token's span is what it added to that
   text. A character split over several tokens (multi-byte UTF-8 in byte-level BPE, byte-fallback
@@ -96,6 +107,13 @@ def token_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[i
   reads as a unit (an invalid run turns every byte into U+FFFD), always lies inside the window.
   """
   ids = [int(t) for t in ids]
+  if lead is not None and ids:
+    lead_text = _decode(tokenizer, [int(lead)])
+    if _anchor_tokens(tokenizer, [int(lead)])[0] and lead_text and _REPLACEMENT not in lead_text:
+      text, offsets = token_offsets(tokenizer, [int(lead)] + ids)
+      if text.startswith(lead_text) and offsets[0] == (0, len(lead_text)):
+        n = len(lead_text)
+        return text[n:], [(max(0, a - n), max(0, b - n)) for a, b in offsets[1:]]
   anchors = _anchor_tokens(tokenizer, ids)
   text, offsets = "", []
   ctx, base = 0, ""  # window start, and decode(ids[:ctx]) as it stands in the full text
@@ -118,7 +136,7 @@ def token_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tuple[i
 
 
 def cut(tokenizer: Any, ids: Sequence[int], stop: Sequence[str], eos_ids: Sequence[int],
-        context: str = "") -> Cut:
+        context: str = "", lead: int | None = None) -> Cut:
   """Cut a sampled response (see the module docstring for the rules).
 
   Args:
@@ -127,6 +145,8 @@ def cut(tokenizer: Any, ids: Sequence[int], stop: Sequence[str], eos_ids: Sequen
     stop: stop strings.
     eos_ids: ids that end a response.
     context: the prompt text (only its end matters: a stop string may start there).
+    lead: the prompt's last token id: the response is decoded as its continuation
+      (`token_offsets`), so a decoder's first-token rule does not change the response's text.
   """
   ids = [int(t) for t in ids]
   eos = set(int(e) for e in eos_ids)
@@ -135,7 +155,7 @@ def cut(tokenizer: Any, ids: Sequence[int], stop: Sequence[str], eos_ids: Sequen
     if t in eos:
       ids, finish = ids[:i + 1], EOS
       break
-  text, offsets = token_offsets(tokenizer, ids)
+  text, offsets = token_offsets(tokenizer, ids, lead)
   longest = max((len(x) for x in stop if x), default=1)
   tail = context[len(context) - (longest - 1):] if context and longest > 1 else ""
   joined = tail + text

@@ -102,6 +102,9 @@ def parse(files: list[str], bindings: list[str]) -> None:
     msg = " ".join(str(e).split())
     if "malformed node or string" in msg:  # gin's words for an unquoted string
       raise GinError(unquoted_hint(bindings, msg)) from None
+    if "denylisted kwarg 'max_prompt_tokens'" in msg:  # the binding that moved
+      msg = ("the prompt limit is prompt.max_tokens (one for training, evaluation and SFT), not "
+             f"<scope>.max_prompt_tokens: {msg}")
     raise GinError(f"bad gin config: {msg}") from None
   finally:
     root.setLevel(level)

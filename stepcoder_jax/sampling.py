@@ -300,11 +300,13 @@ def generate_text(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig 
   cfg = cfg or SamplingConfig()
   rng = jax.random.key(seed) if rng is None else rng
   eos, pad = special_ids(model.cfg, tokenizer, eos_ids)
-  out = generate_ids(model, encode_prompts(tokenizer, prompts), cfg, rng, eos, pad)
+  prompt_ids = encode_prompts(tokenizer, prompts)
+  out = generate_ids(model, prompt_ids, cfg, rng, eos, pad)
   results = []
   for i in range(len(prompts)):
     n = int(out.lengths[i])
-    c = completion.cut(tokenizer, out.tokens[i, :n], cfg.stop_strings, eos, context=prompts[i])
+    c = completion.cut(tokenizer, out.tokens[i, :n], cfg.stop_strings, eos, context=prompts[i],
+                       lead=prompt_ids[i][-1])
     lps = [float(x) for x in out.logprobs[i, :len(c.ids)]]
     results.append(Completion(text=c.text, token_ids=c.ids, logprobs=lps, finish_reason=c.finish))
   return results

@@ -1,9 +1,8 @@
-"""CCCS: statements, stages, prefixes, transitions at rho, JSON state, prompt tokens untrained,
+"""CCCS: statements, stages, prefixes, transitions at rho, JSON state,
 prompts that must fit, padding rows, and ablation arms that draw the same problems."""
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from stepcoder_jax.data.record import Problem
@@ -259,42 +258,6 @@ def test_state_json_rejects_old_versions_and_another_statement_set():
   back = cccs.Curriculum.from_json(off.to_json(), CCCSConfig())
   with pytest.raises(UserError, match="'a' has 1 stage"):
     back.register(_problem("a", PROG))
-
-
-def test_prefix_tokens_never_trainable_with_tiny_tokenizer():
-  tiny = pytest.importorskip("stepcoder_jax.models.tokenizer").tiny_tokenizer()
-  prob = _problem("a", PROG)
-  cur = cccs.Curriculum(CCCSConfig(statements="branching"))
-  prefix = cur.prefix(prob)
-  assert prefix
-  question = "Sum positives.\n```python\n"
-  prompt = question + prefix
-  completion = PROG[len(prefix):]
-  # As in a rollout: the prompt is tokenized alone, the completion is what the policy generated.
-  p_off = tiny(prompt, return_offsets_mapping=True)["offset_mapping"]
-  c_off = tiny(completion, return_offsets_mapping=True)["offset_mapping"]
-  text = prompt + completion
-  offsets = [tuple(o) for o in p_off] + [(a + len(prompt), b + len(prompt)) for a, b in c_off]
-  offsets.append((len(text), len(text)))  # EOS after the completion: an empty span
-  mask = cccs.trainable_token_mask(offsets, len(prompt))
-  assert mask.dtype == np.int8 and mask.sum() == len(c_off) + 1
-  assert not mask[:len(p_off)].any()  # no question or prefix token is trainable
-  assert mask[-1] == 1  # EOS is trained
-  trained = "".join(text[a:b] for m, (a, b) in zip(mask, offsets) if m)
-  assert trained == completion
-  # Statement spans map to tokens through the same offsets.
-  s, e = cccs.conditional_statements(PROG, "branching")[-1]
-  i, j = cccs.char_span_to_tokens(offsets, len(question) + s, len(question) + e)
-  assert text[offsets[i][0]:offsets[j - 1][1]].strip().startswith("try:")
-  assert text[offsets[i][0]:offsets[j - 1][1]].rstrip().endswith("y = 0")
-  assert all(mask[i:j])  # the try statement lies in the completion the policy trains on
-  # Tokenized jointly, a token merged across the prompt/completion seam stays prompt.
-  joint = [tuple(o) for o in tiny(text, return_offsets_mapping=True)["offset_mapping"]]
-  jmask = cccs.trainable_token_mask(joint, len(prompt))
-  seam = [t for t, (a, b) in enumerate(joint) if a < len(prompt) < b]
-  assert seam and all(jmask[t] == 0 for t in seam)
-  for m, (a, _) in zip(jmask, joint):
-    assert not (m and a < len(prompt))
 
 
 # ----------------------------------------------------------------------------- prompts that fit

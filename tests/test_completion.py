@@ -173,3 +173,63 @@ def test_truncated_rate_counts_responses_cut_by_max_new_tokens():
     it.result = ExecResult(outcome="failed", reward=-0.3, tests_passed=0, tests_total=1)
   rows = rollout.exchange_results(items, items, np.zeros((4, 1)), np.ones((4, 1)), 0, 4)
   assert rows.metrics()["truncated_rate"] == 0.5  # the metric training logs
+
+
+def _sentencepiece_tokenizer(tmp_path):
+  """A real SentencePiece BPE model (trained here on a few lines of code, byte fallback) behind
+  transformers' Llama tokenizer: a decoder that drops the leading space of a text, as Llama-2's
+  and CodeLlama's do."""
+  import io
+
+  spm = pytest.importorskip("sentencepiece")
+  from transformers import LlamaTokenizer
+  from transformers.tokenization_utils_sentencepiece import SentencePieceExtractor
+
+  corpus = ["def f(x):\n    if x:\n        return 1\n    x = 2\n    return x\n",
+            "    x = 2\n    y = 3\n"] * 50
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(corpus), model_writer=model, vocab_size=320, model_type="bpe",
+      byte_fallback=True, add_dummy_prefix=True, remove_extra_whitespaces=False,
+      allow_whitespace_only_pieces=True, split_by_whitespace=False,
+      normalization_rule_name="identity", character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2,
+      pad_id=-1, minloglevel=2)
+  path = tmp_path / "sp.model"
+  path.write_bytes(model.getvalue())
+  vocab, _, merges = SentencePieceExtractor(str(path)).extract()
+  return LlamaTokenizer(vocab=vocab, merges=merges)
+
+
+def test_sentencepiece_response_keeps_its_indentation_after_a_cccs_prefix(tmp_path):
+  from stepcoder_jax.rl import fgo
+
+  tok = _sentencepiece_tokenizer(tmp_path)
+  eos = (tok.eos_token_id,)
+  head = "ANSWER:\n```python\n"
+  prefix = "def f(x):\n    if x:\n        return 1\n"
+  parts = PromptParts(text=head + prefix, code_start=len(head), code_prefix=prefix, stop=STOP,
+                      truncated=False, style="plain", add_special_tokens=True)
+  prompt_ids = completion.encode_prompt(tok, parts)
+  answer = "    x = 2\n    return x\n"
+  whole = tok(parts.text + answer)["input_ids"]
+  assert whole[:len(prompt_ids)] == prompt_ids  # the prompt/response seam is a token boundary
+  response = whole[len(prompt_ids):] + list(eos)
+  assert tok.convert_ids_to_tokens(response[:1]) == ["\u2581" * 4 + "x"]
+  alone = tok.decode(response, skip_special_tokens=True)
+  assert alone.startswith("   x") and not alone.startswith("    x")  # the first-token rule
+
+  # Training (the rollout's cut) and evaluation judge the program with its four spaces.
+  item = rollout.Item(problem=None, stage=0, prompt=parts, prompt_ids=prompt_ids)
+  rollout.fill_responses([item], [response], tok, eos)
+  assert item.completion == answer
+  res = SampleOutput(tokens=np.asarray([response], np.int32),
+                     logprobs=np.zeros((1, len(response)), np.float32),
+                     lengths=np.asarray([len(response)], np.int32), finished=np.asarray([True]))
+  assert evaluate.sampled_texts(tok, res, [(0, prompt_ids, parts)], eos)[0] == answer
+
+  # FGO's token offsets index that same text: the spans rebuild it, and line 2 (not executed)
+  # masks exactly the tokens that lie on it.
+  assert "".join(answer[a:b] for a, b in item.offsets) == answer
+  mask = fgo.token_mask(item.completion, item.offsets, {1}, {1, 2}, "failed")
+  masked = "".join(answer[a:b] for m, (a, b) in zip(mask, item.offsets) if not m)
+  assert masked.strip() == "return x" and answer[item.offsets[0][0]:item.offsets[0][1]] == "    x"

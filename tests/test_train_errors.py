@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
     (["--dataset=nope"], "unknown dataset 'nope'"),
     (["--gin.no_such.thing=1"], "no_such"),
     (["--gin.train.problems_per_iteration=3"], "3 rows is not divisible by ppo.minibatches"),
-    (["--gin.train.max_prompt_tokens=16"], "longer than train.max_prompt_tokens=16"),
+    (["--gin.prompt.max_tokens=16"], "longer than prompt.max_tokens=16"),
+    (["--gin.train.max_prompt_tokens=16"], "the prompt limit is prompt.max_tokens"),
     # PPO scores log-probs at temperature 1 without top-k/top-p (issue 10.7)
     (["--gin.train.temperature=0.7"], "gin train.temperature: 0.7 is not supported"),
     (["--gin.train.top_p=0.9"], "gin train.top_p: 0.9 is not supported"),

@@ -59,6 +59,14 @@ def run(args) -> int:
     raise UserError(f"eval: --n / eval.num_samples must be >= 1, got {cfg.num_samples}")
   if cfg.temperature < 0:
     raise UserError(f"eval: --temperature / eval.temperature must be >= 0, got {cfg.temperature}")
+  big_k = max(int(k) for k in cfg.ks)
+  if cfg.temperature == 0 and (cfg.num_samples > 1 or big_k > 1):
+    raise UserError(f"eval: --n {cfg.num_samples} / --k {','.join(map(str, cfg.ks))} at "
+                    "temperature 0: greedy decoding gives one sample per problem; pass "
+                    "--temperature > 0 for pass@k, or --n 1 --k 1")
+  if big_k > cfg.num_samples:
+    raise UserError(f"eval: pass@{big_k} needs at least {big_k} samples per problem, --n / "
+                    f"eval.num_samples is {cfg.num_samples}")
   if args.split is None and not args.problems:
     args.split = cfg.split
   problems = load.problems_from_args(args, purpose="eval")  # cheap failures before the model

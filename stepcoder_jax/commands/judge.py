@@ -128,6 +128,9 @@ def run(args) -> int:
     if not args.completions:
       raise UserError("judge needs --completions FILE (or --use_canonical)")
     jobs, skipped = read_completions(args.completions, by_id, args.bad_lines)
+  if not jobs:
+    what = "reference solutions" if args.use_canonical else f"completions in {args.completions}"
+    raise UserError(f"judge: no {what} to judge ({skipped} skipped)")
 
   cfg = ExecutionConfig()
   if args.workers is not None:

@@ -1,6 +1,7 @@
 """`stepcoder-jax train`: StepCoder PPO (CCCS + FGO, each switchable) on a TFDS problem set.
 
-Running it again on the same --work_dir resumes from the last checkpoint.
+Running it again on the same --work_dir resumes from the last checkpoint, with the settings it
+was saved with (runs/train_settings.py; --allow_changed_settings continues with new ones).
 """
 HELP = "StepCoder PPO training (resumes when --work_dir has a checkpoint)"
 
@@ -13,6 +14,10 @@ def add_arguments(parser):
   # --dataset/--split/--data_dir/--manual_dir or --problems FILE
   add_problem_arguments(parser, purpose="train")
   parser.add_argument("--iterations", type=int, help="override train.num_iterations")
+  parser.add_argument("--allow_changed_settings", action="store_true",
+                      help="resume a checkpoint saved with other model/PPO/CCCS/FGO/reward/data "
+                      "settings with this run's settings (docs/resume.md); without it such a "
+                      "resume stops with exit 2")
 
 
 def run(args) -> int:
@@ -39,7 +44,8 @@ def run(args) -> int:
     source += f" ({len(problems)} problems)"
   history = pipeline.train(cfg, model=args.model, problems=problems, dataset=args.dataset,
                            data_dir=args.data_dir, manual_dir=args.manual_dir,
-                           data_source=source)
+                           data_source=source,
+                           allow_changed_settings=args.allow_changed_settings)
   import jax
   if jax.process_index() == 0:
     data = (f"--problems {args.problems}" if args.problems

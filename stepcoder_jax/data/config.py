@@ -25,3 +25,26 @@ class DatasetConfig:
   eval_split: str = "test"
   data_dir: str | None = None
   manual_dir: str | None = None
+
+
+@gin.configurable('prompt')
+@dataclasses.dataclass
+class PromptConfig:
+  """The one prompt limit of a run: training, evaluation and SFT read it (not their own).
+
+  Attributes:
+    max_tokens: a prompt (question, format note, code prefix) is at most this many tokens; a
+      longer one gets a shorter question (`data.prompts.fit_prompt`, the same cut everywhere).
+      Training pads its prompt arrays to a power-of-two bucket, but never lengthens a prompt.
+  """
+  max_tokens: int = 512
+
+  def __post_init__(self):
+    from stepcoder_jax.errors import UserError
+    if self.max_tokens < 8:
+      raise UserError(f"gin prompt.max_tokens: {self.max_tokens} must be >= 8")
+
+
+def prompt_limit(given: int | None) -> int:
+  """`given` (a caller's explicit limit), else gin's prompt.max_tokens."""
+  return PromptConfig().max_tokens if given is None else int(given)

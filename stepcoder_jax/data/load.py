@@ -24,6 +24,7 @@ from typing import Any, Iterator
 from stepcoder_jax import cache
 from stepcoder_jax.data import converters
 from stepcoder_jax.data.record import Problem, RecordError
+from stepcoder_jax.errors import UserError
 
 
 def _open_text(path: str):
@@ -198,9 +199,15 @@ def dataset_from_args(args, purpose: str = "eval") -> tuple[str, str, str | None
 
 
 def problems_from_args(args, purpose: str = "eval") -> list[Problem]:
-  """Problems named by --problems FILE when given, else by --dataset/--split (TFDS)."""
+  """Problems named by --problems FILE when given, else by --dataset/--split (TFDS); none at all
+  is a UserError (every command needs some: an empty file is a mistake, not a result)."""
   path = getattr(args, "problems", None)
   if path:
-    return load_problem_file(path)
-  name, split, data_dir, manual_dir = dataset_from_args(args, purpose)
-  return load_problems(name, split, data_dir=data_dir, manual_dir=manual_dir)
+    problems, source = load_problem_file(path), path
+  else:
+    name, split, data_dir, manual_dir = dataset_from_args(args, purpose)
+    problems = load_problems(name, split, data_dir=data_dir, manual_dir=manual_dir)
+    source = f"dataset {name} split {split!r}"
+  if not problems:
+    raise UserError(f"{source}: no problems")
+  return problems

@@ -40,6 +40,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from stepcoder_jax.completion import encode_prompt
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
 
@@ -198,3 +199,41 @@ def strip_stop(completion: str, stop: tuple[str, ...]) -> str:
     if i != -1:
       cut = min(cut, i)
   return completion[:cut]
+
+
+# A question is never cut below this many tokens to make a prompt fit: shorter, the task is gone;
+# a CCCS stage whose prefix leaves less room is passed over instead (rl/rollout.py make_items).
+MIN_QUESTION_TOKENS = 16
+
+
+def question_budget(max_prompt_tokens: int) -> int:
+  """The question's share of a prompt before any shortening (the rest is for the code prefix)."""
+  return max(MIN_QUESTION_TOKENS, max_prompt_tokens * 3 // 4)
+
+
+def fit_prompt(problem: Problem, prefix: str, tokenizer, style: str, max_prompt_tokens: int
+               ) -> tuple[PromptParts, list[int], bool] | None:
+  """(parts, ids, shortened) of the prompt of `problem` with `prefix`, within max_prompt_tokens.
+
+  Only the question is cut (the code prefix and the code boundary are kept): first to the usual
+  `question_budget`, then as much further as the prompt is over, down to MIN_QUESTION_TOKENS.
+  `shortened` says that the second cut was needed. None when even that does not fit.
+  Training (rl/rollout.py), evaluation and SFT all build their prompts with it, so a problem has
+  one prompt per stage wherever it is built.
+  """
+  budget = question_budget(max_prompt_tokens)
+  shortened = False
+  while True:
+    parts = build_prompt(problem, tokenizer, prefix=prefix, style=style,
+                         max_question_tokens=budget)
+    ids = encode_prompt(tokenizer, parts)
+    over = len(ids) - max_prompt_tokens
+    if over <= 0:
+      return parts, ids, shortened
+    if not parts.truncated:  # the question is whole (or lives in the code): measure it
+      budget = min(budget, len(tokenizer(problem.question, add_special_tokens=False)
+                               ["input_ids"]))
+    if budget - over < MIN_QUESTION_TOKENS or not problem.question.strip():
+      return None
+    budget -= over
+    shortened = True

@@ -2,8 +2,9 @@
 
 A *unit* is the set of physical lines of one statement: a simple statement spans lineno..end_lineno;
 a compound statement's unit is its header only (decorators, the ``def``/``if``/``for``/``while``/
-``with``/``except``/``case`` line and the lines of its header expressions), never its body. A
-``else:``, ``try:`` or ``finally:`` keyword line belongs to no unit: it has no code of its own.
+``with``/``except``/``case``/``try`` line and the lines of its header expressions), never its
+body; so a ``try:`` line is a unit, executed when the ``try`` statement is entered. An ``else:``
+or ``finally:`` keyword line belongs to no unit: it is no statement of its own.
 Docstrings, ``global`` and ``nonlocal`` are not executable; every other statement is.
 
 Coverage is measured by instrumentation, not tracing: ``instrument`` puts before every statement a

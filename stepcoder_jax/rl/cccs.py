@@ -66,8 +66,6 @@ import json
 import math
 from typing import Iterable, Sequence
 
-import numpy as np
-
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
 from stepcoder_jax.rl.config import CCCSConfig
@@ -173,38 +171,6 @@ def plan(solution: str, statements: str = "if", given: str = "") -> Plan:
 def prefix_at(solution: str, p: Plan, stage: int) -> str:
   """The prompt prefix of `stage` (training order): the solution up to that stage's start."""
   return solution[:p.stage_starts[stage]]
-
-
-# ----------------------------------------------------------------------------- token positions
-
-
-def char_span_to_tokens(offsets: Sequence[tuple[int, int]], start: int,
-                        end: int) -> tuple[int, int]:
-  """Token index range [i, j) of the tokens that overlap chars [start, end).
-
-  `offsets` is a fast tokenizer's offset mapping (char (start, end) per token). Special tokens with
-  an empty span never overlap anything.
-  """
-  idx = [t for t, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
-  if not idx:
-    return (0, 0)
-  return (idx[0], idx[-1] + 1)
-
-
-def trainable_token_mask(offsets: Sequence[tuple[int, int]], prompt_chars: int) -> np.ndarray:
-  """int8 mask of the tokens that may be trained on: those lying wholly after the prompt.
-
-  The prompt (question + CCCS prefix) is given, never trained on: a token that starts inside the
-  prompt is 0 even if it runs past the boundary (a merge across the prompt/completion seam).
-  Empty-span special tokens after the prompt (EOS) are trainable; before it, they are not.
-  """
-  out = np.zeros(len(offsets), np.int8)
-  seen_prompt_end = False
-  for t, (a, b) in enumerate(offsets):
-    if b > a:
-      seen_prompt_end = a >= prompt_chars
-    out[t] = seen_prompt_end
-  return out
 
 
 # ----------------------------------------------------------------------------- the curriculum

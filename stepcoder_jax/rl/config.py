@@ -202,7 +202,9 @@ class PPOConfig:
         bad(f, "must be >= 0")
 
 
-@gin.configurable('train')
+# The prompt limit is gin's `prompt.max_tokens` (data/config.py), shared with evaluation and SFT;
+# `max_prompt_tokens` is set from it (or by a Python caller), never by its own gin binding.
+@gin.configurable('train', denylist=['max_prompt_tokens'])
 @dataclasses.dataclass
 class TrainConfig:
   """One StepCoder run: rollouts of `problems_per_iteration` x `samples_per_problem` per step."""
@@ -211,7 +213,8 @@ class TrainConfig:
   num_iterations: int = 20        # PPO iterations (one rollout + update each)
   problems_per_iteration: int = 8  # problems drawn per iteration
   samples_per_problem: int = 1    # samples per problem (a group, for GRPO/RLOO)
-  max_prompt_tokens: int = 384      # prompts are left-padded to a power-of-two bucket <= this
+  max_prompt_tokens: int | None = None  # None: prompt.max_tokens (prompts <= it; arrays padded
+                                        # to a power-of-two bucket)
   max_new_tokens: int = 128       # longest response sampled
   temperature: float = 1.0        # must stay 1 (PPO scores the unmodified policy)
   top_p: float = 1.0              # must stay 1
@@ -223,6 +226,10 @@ class TrainConfig:
   # of the policy; exact at the only training settings (temperature 1, no top-k/top-p). False
   # keeps the separate forward (for comparison).
   sampler_logprobs: bool = True
+
+  def __post_init__(self):
+    from stepcoder_jax.data.config import prompt_limit
+    self.max_prompt_tokens = prompt_limit(self.max_prompt_tokens)
 
   def check_sampling(self) -> None:
     """Reject sampling knobs that PPO's scoring does not apply.

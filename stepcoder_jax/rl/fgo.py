@@ -18,11 +18,12 @@ Rules of `token_mask` (1 = the token is trained, 0 = masked out):
   coverage tool lists as executable that no test executed.
 * A token spanning several lines (e.g. ``"\\n    "`` = the end of one line and the indentation of
   the next) is kept if any of its lines is kept.
-* Blank, comment-only and other non-executable lines (``else:``, the continuation lines of a
-  multi-line statement, a docstring's inner lines) keep their tokens: they are not "unexecuted
-  code", and masking the newlines and indentation around live code would stop the policy from
-  learning the layout that makes it parse. A known imprecision: the continuation lines of an
-  unexecuted multi-line statement stay trained, as coverage reports a statement on its first line.
+* Blank, comment-only and other non-executable lines (``else:``, ``finally:``, a docstring's
+  inner lines) keep their tokens: they are not "unexecuted code", and masking the newlines and
+  indentation around live code would stop the policy from learning the layout that makes it
+  parse. A multi-line statement is executable on every one of its lines (execution/lines.py: a
+  unit spans lineno..end_lineno), so the continuation lines of an unexecuted one are masked with
+  its first line, and those of an executed one are trained.
 * Special tokens with an empty character span (EOS) are kept: EOS decides where the program ends,
   which always matters to the reward.
 * Tokens past the end of the completion text (none normally) are kept.

@@ -36,7 +36,6 @@ import numpy as np
 from flax import nnx
 
 from stepcoder_jax import completion
-from stepcoder_jax.completion import encode_prompt
 from stepcoder_jax.data import prompts as prompts_lib
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
@@ -63,49 +62,13 @@ class Item:
   padding: bool = False                     # a row only there to keep the batch divisible
 
 
-# A question is never cut below this many tokens to make a prompt fit: shorter, the task is gone;
-# a CCCS stage whose prefix leaves less room is passed over instead (see `make_items`).
-MIN_QUESTION_TOKENS = 16
-
-
-def question_budget(max_prompt_tokens: int) -> int:
-  """The question's share of a prompt before any shortening (the rest is for the code prefix)."""
-  return max(MIN_QUESTION_TOKENS, max_prompt_tokens * 3 // 4)
-
-
-def fit_prompt(problem: Problem, prefix: str, tokenizer, style: str, max_prompt_tokens: int
-               ) -> tuple[prompts_lib.PromptParts, list[int], bool] | None:
-  """(parts, ids, shortened) of the prompt of `problem` with `prefix`, within max_prompt_tokens.
-
-  Only the question is cut (the code prefix and the code boundary are kept): first to the usual
-  `question_budget`, then as much further as the prompt is over, down to MIN_QUESTION_TOKENS.
-  `shortened` says that the second cut was needed. None when even that does not fit.
-  """
-  budget = question_budget(max_prompt_tokens)
-  shortened = False
-  while True:
-    parts = prompts_lib.build_prompt(problem, tokenizer, prefix=prefix, style=style,
-                                     max_question_tokens=budget)
-    ids = encode_prompt(tokenizer, parts)
-    over = len(ids) - max_prompt_tokens
-    if over <= 0:
-      return parts, ids, shortened
-    if not parts.truncated:  # the question is whole (or lives in the code): measure it
-      budget = min(budget, len(tokenizer(problem.question, add_special_tokens=False)
-                               ["input_ids"]))
-    if budget - over < MIN_QUESTION_TOKENS or not problem.question.strip():
-      return None
-    budget -= over
-    shortened = True
-
-
 @dataclasses.dataclass
 class PromptReport:
   """How the prompts of one iteration were made to fit max_prompt_tokens.
 
   Attributes:
     skipped: problems with no prompt that fits, even the question alone at s* = 0.
-    shortened: rows whose question was cut below `question_budget` to fit.
+    shortened: rows whose question was cut below `prompts.question_budget` to fit.
     stages_passed_over: CCCS stages passed over because their prefix left no room for the
       question (the problem moves to its next, shorter-prefix stage).
   """
@@ -144,10 +107,10 @@ def make_items(problems: Sequence[Problem], curriculum: Curriculum | None, token
 
 def _fit_at_stage(problem: Problem, curriculum: Curriculum | None, tokenizer, style: str,
                   max_prompt_tokens: int, report: PromptReport):
-  """`fit_prompt` at the problem's stage, passing over stages that cannot fit (see make_items)."""
+  """`prompts.fit_prompt` at the problem's stage, passing over stages that cannot fit."""
   while True:
     prefix = curriculum.prefix(problem) if curriculum is not None else ""
-    fit = fit_prompt(problem, prefix, tokenizer, style, max_prompt_tokens)
+    fit = prompts_lib.fit_prompt(problem, prefix, tokenizer, style, max_prompt_tokens)
     if fit is not None or curriculum is None or not curriculum.skip_stage(problem):
       return fit
     report.stages_passed_over += 1
@@ -169,7 +132,8 @@ def fill_responses(items: list[Item], responses: Sequence[Sequence[int]], tokeni
                    eos_ids: Sequence[int]) -> None:
   """Cut each sampled response the one way evaluation and `generate` cut theirs."""
   for it, r in zip(items, responses):
-    c = completion.cut(tokenizer, r, it.prompt.stop, eos_ids, context=it.prompt.text)
+    c = completion.cut(tokenizer, r, it.prompt.stop, eos_ids, context=it.prompt.text,
+                       lead=it.prompt_ids[-1])
     it.response_ids, it.completion, it.offsets, it.finish = c.ids, c.text, c.offsets, c.finish
 
 
@@ -465,6 +429,8 @@ class Rollout:
     self.tok, self.eos_ids, self.pad_id = tokenizer, tuple(eos_ids), pad_id
     self.curriculum, self.pool = curriculum, pool
     self.cfg, self.ppo_cfg, self.fgo_cfg = cfg, ppo_cfg, fgo_cfg
+    # Prompts are fitted into cfg.max_prompt_tokens as evaluation and SFT fit theirs; the arrays
+    # are padded to a power-of-two bucket (compile reuse), which never lengthens a prompt.
     self.prompt_len = batching.bucket(cfg.max_prompt_tokens)
     self.response_len = batching.bucket(cfg.max_new_tokens)
     self.forward = make_forward(policy_gd, value_gd, cfg.logprob_chunk, placement,
@@ -479,10 +445,10 @@ class Rollout:
     """The global rows: each problem samples_per_problem times at its stage, padded."""
     rows = [p for p in problems for _ in range(self.cfg.samples_per_problem)]
     items, report = make_items(rows, self.curriculum, self.tok, self.cfg.prompt_style,
-                               self.prompt_len)
+                               self.cfg.max_prompt_tokens)
     if not items:
       raise UserError(f"train: every prompt of this iteration is longer than "
-                      f"train.max_prompt_tokens={self.cfg.max_prompt_tokens}")
+                      f"prompt.max_tokens={self.cfg.max_prompt_tokens}")
     return pad_items(items, self.row_multiple), report
 
   def collect(self, state: ppo.TrainState, problems: Sequence[Problem], rng: jax.Array

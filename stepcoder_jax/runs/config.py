@@ -5,7 +5,9 @@ import dataclasses
 import gin
 
 
-@gin.configurable("sft")
+# max_prompt_tokens of SFTConfig and EvalConfig: gin's prompt.max_tokens (data/config.py), the
+# limit training uses too, or a Python caller's; never a gin binding of its own.
+@gin.configurable("sft", denylist=["max_prompt_tokens"])
 @dataclasses.dataclass
 class SFTConfig:
   """Next-token training on canonical solutions (the paper's SFT stage; the reference policy)."""
@@ -31,9 +33,14 @@ class SFTConfig:
   # under <out>/checkpoints every this many steps (and at each new best); None: eval_every;
   # 0: never.
   save_every: int | None = None
+  max_prompt_tokens: int | None = None  # None: prompt.max_tokens (the question cut as in RL)
+
+  def __post_init__(self):
+    from stepcoder_jax.data.config import prompt_limit
+    self.max_prompt_tokens = prompt_limit(self.max_prompt_tokens)
 
 
-@gin.configurable("eval")
+@gin.configurable("eval", denylist=["max_prompt_tokens"])
 @dataclasses.dataclass
 class EvalConfig:
   """pass@k from n samples (unbiased estimator) and greedy pass@1, by difficulty."""
@@ -48,5 +55,10 @@ class EvalConfig:
   greedy: bool = True               # with temperature > 0, also one greedy sample per problem
   top_k: int = 0                    # top-k sampling (0: off)
   prompt_style: str = "plain"       # "plain" | "chat", as in training
-  max_prompt_tokens: int = 512      # longer prompts are cut (question) / counted as failures
+  max_prompt_tokens: int | None = None  # None: prompt.max_tokens; longer prompts are cut
+                                        # (question) / counted as failures
   seed: int = 0                     # sampling seed
+
+  def __post_init__(self):
+    from stepcoder_jax.data.config import prompt_limit
+    self.max_prompt_tokens = prompt_limit(self.max_prompt_tokens)

@@ -1,7 +1,8 @@
 """Evaluation: sample n completions per problem, judge them, report pass@k and greedy pass@1.
 
-Each problem's prompt is `build_prompt(problem, prefix='')` (the question plus the starter code,
-as in RL at the last curriculum stage s* = 0). The sampler completes it; the response is cut by
+Each problem's prompt is `prompts.fit_prompt(problem, prefix='')` (the question plus the starter
+code, as in RL at the last curriculum stage s* = 0, within the run's one limit prompt.max_tokens,
+the question cut as training cuts it). The sampler completes it; the response is cut by
 `completion.cut` (EOS, the style's stop strings, special tokens dropped), the same function
 training uses, and the program judged is `code_prefix + completion`, exactly as in training
 (`execution.Job(problem, completion, prefix=code_prefix)`).
@@ -11,9 +12,9 @@ it is both the n = 1 sample set and the greedy pass@1 verdict. With temperature 
 give pass@k (unbiased estimator, `stepcoder_jax.passk`) for every requested k <= n, and (when
 `cfg.greedy`) one extra greedy sample per problem gives greedy pass@1.
 
-A prompt longer than `cfg.max_prompt_tokens` (after cutting the question) is not sampled; its
-samples count as failures (outcome 'prompt_too_long'), so a long-prompt problem lowers the score
-instead of silently leaving the denominator.
+A prompt that cannot fit `cfg.max_prompt_tokens` (even with a shortened question) is not
+sampled; its samples count as failures (outcome 'prompt_too_long'), so a long-prompt problem
+lowers the score instead of silently leaving the denominator.
 
 Held-out measures that move before whole-problem pass rates do (a small model sits near zero):
 
@@ -23,7 +24,7 @@ Held-out measures that move before whole-problem pass rates do (a small model si
 - the last-start-point subtask (`subtask=True`, `eval --subtask`): for each problem with a CCCS
   curriculum under `cccs.statements`, the prompt carries the canonical solution up to its LAST
   start point (stage 0 in training order, the easiest: the longest prefix), built by the
-  trainer's own `rollout.fit_prompt` and judged as `Job(prefix=code_prefix)` like a training row
+  trainer's own `prompts.fit_prompt` and judged as `Job(prefix=code_prefix)` like a training row
   at that stage; the model completes the rest greedily (n = 1, temperature 0). A problem
   without a curriculum (no counted conditional statement) is excluded: it is not sampled, its
   record has `subtask_passed` None, and the table covers the other problems
@@ -125,9 +126,10 @@ def sampled_texts(tokenizer, res, rows: Sequence[Row], eos_ids: Sequence[int]) -
   """The judged text of each sampled row (`res`: a SampleOutput whose row i is rows[i]), cut by
   `completion.cut` exactly as training cuts its rollouts, so a sample is judged alike in both."""
   out = {}
-  for i, (row_id, _, parts) in enumerate(rows):
+  for i, (row_id, prompt_ids, parts) in enumerate(rows):
     toks = res.tokens[i, :int(res.lengths[i])]
-    out[row_id] = completion.cut(tokenizer, toks, parts.stop, eos_ids, context=parts.text).text
+    out[row_id] = completion.cut(tokenizer, toks, parts.stop, eos_ids, context=parts.text,
+                                 lead=prompt_ids[-1]).text
   return out
 
 
@@ -174,14 +176,13 @@ def _sample(model, tokenizer, rows: list[Row], cfg: EvalConfig, temperature: flo
 
 def problem_prompts(problems: Sequence[Problem], tokenizer, cfg: EvalConfig
                     ) -> list[tuple[prompts_lib.PromptParts, list[int]] | None]:
-  """The s* = 0 prompt (question + starter code) of each problem and its ids; None when the ids
-  are longer than `cfg.max_prompt_tokens` (its samples then count as failures)."""
+  """The s* = 0 prompt (question + starter code) of each problem and its ids, fitted into
+  `cfg.max_prompt_tokens` as training fits it (`prompts.fit_prompt`); None when it cannot fit
+  (its samples then count as failures)."""
   out = []
   for p in problems:
-    parts = prompts_lib.build_prompt(p, tokenizer, prefix="", style=cfg.prompt_style,
-                                     max_question_tokens=max(16, cfg.max_prompt_tokens * 3 // 4))
-    ids = completion.encode_prompt(tokenizer, parts)
-    out.append((parts, ids) if len(ids) <= cfg.max_prompt_tokens else None)
+    fit = prompts_lib.fit_prompt(p, "", tokenizer, cfg.prompt_style, cfg.max_prompt_tokens)
+    out.append(None if fit is None else fit[:2])
   return out
 
 
@@ -200,10 +201,8 @@ def subtask_prefix(problem: Problem, statements: str) -> str | None:
 def subtask_prompts(problems: Sequence[Problem], tokenizer, cfg: EvalConfig, statements: str
                     ) -> tuple[list[tuple[prompts_lib.PromptParts, list[int]] | None], set[int]]:
   """(prompt per problem as `problem_prompts` gives it, indexes of problems without a
-  curriculum). The prompt is the trainer's own (`rollout.fit_prompt`) at the subtask's stage, so
+  curriculum). The prompt is the trainer's own (`prompts.fit_prompt`) at the subtask's stage, so
   the question is shortened exactly as in training; None also when it cannot fit."""
-  from stepcoder_jax.rl import rollout
-
   out, excluded = [], set()
   for i, p in enumerate(problems):
     prefix = subtask_prefix(p, statements)
@@ -211,7 +210,7 @@ def subtask_prompts(problems: Sequence[Problem], tokenizer, cfg: EvalConfig, sta
       excluded.add(i)
       out.append(None)
       continue
-    fit = rollout.fit_prompt(p, prefix, tokenizer, cfg.prompt_style, cfg.max_prompt_tokens)
+    fit = prompts_lib.fit_prompt(p, prefix, tokenizer, cfg.prompt_style, cfg.max_prompt_tokens)
     out.append(None if fit is None else fit[:2])
   return out, excluded
 

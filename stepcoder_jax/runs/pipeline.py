@@ -12,7 +12,6 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from stepcoder_jax import gin_setup
 from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.data.config import DatasetConfig
 from stepcoder_jax.data.record import Problem
@@ -66,19 +65,17 @@ def open_pool(cfg: ExecutionConfig | None = None):
 
 
 def make_trainer(cfg: TrainConfig, models, problems: list[Problem], pool,
-                 eval_problems: list[Problem] | None = None):
+                 eval_problems: list[Problem] | None = None,
+                 allow_changed_settings: bool = False):
   """A Trainer from gin's ppo/cccs/fgo/mesh/checkpoint/eval configs (gin is read here, at the
-  entry point, and nowhere below); saves the operative config by the run."""
+  entry point, and nowhere below). Its run records the operative config (one segment per
+  resume: runs/train_settings.py)."""
   from stepcoder_jax.runs.trainer import Trainer
 
-  import jax
-
-  trainer = Trainer(models, problems, cfg=cfg, ppo_cfg=PPOConfig(), cccs_cfg=CCCSConfig(),
-                    fgo_cfg=FGOConfig(), mesh_cfg=MeshConfig(), ckpt_cfg=CheckpointConfig(),
-                    pool=pool, eval_cfg=EvalConfig(), eval_problems=eval_problems)
-  if jax.process_index() == 0:
-    gin_setup.save_operative(str(Path(cfg.work_dir) / "operative_config.gin"))
-  return trainer
+  return Trainer(models, problems, cfg=cfg, ppo_cfg=PPOConfig(), cccs_cfg=CCCSConfig(),
+                 fgo_cfg=FGOConfig(), mesh_cfg=MeshConfig(), ckpt_cfg=CheckpointConfig(),
+                 pool=pool, eval_cfg=EvalConfig(), eval_problems=eval_problems,
+                 allow_changed_settings=allow_changed_settings)
 
 
 # What a reader of a run needs on one page: reward and pass rate (all rows, and the rows at
@@ -108,10 +105,13 @@ def run_trainer(trainer) -> list[dict]:
 def train(cfg: TrainConfig | None = None, *, model: str | None = None,
           models=None, problems: list[Problem] | None = None, dataset: str | None = None,
           data_dir: str | None = None, manual_dir: str | None = None, pool=None,
-          data_source: str | None = None) -> list[dict]:
+          data_source: str | None = None,
+          allow_changed_settings: bool = False) -> list[dict]:
   """Run (or resume) StepCoder training; returns the per-iteration metrics (the same on every
   process; those of the end-of-run evaluation only on process 0). The final policy goes to
-  <work_dir>/model with its provenance (`data_source` describes the problems given)."""
+  <work_dir>/model with its provenance (`data_source` describes the problems given). A resume
+  with other settings than the checkpoint's stops with a UserError unless
+  `allow_changed_settings`."""
   from stepcoder_jax import sharding
   from stepcoder_jax.config import DistributedConfig
 
@@ -130,7 +130,7 @@ def train(cfg: TrainConfig | None = None, *, model: str | None = None,
   own_pool = pool is None
   pool = pool or open_pool()
   try:
-    trainer = make_trainer(cfg, models, problems, pool, eval_problems)
+    trainer = make_trainer(cfg, models, problems, pool, eval_problems, allow_changed_settings)
     history = run_trainer(trainer)
     data = data_source or (f"{dataset or dc.name} split {dc.train_split}"
                            f" ({len(problems)} problems)")

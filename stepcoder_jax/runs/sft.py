@@ -2,7 +2,8 @@
 reference policy that PPO's KL penalty is measured against.
 
 One example per problem and CCCS stage: the prompt is exactly what RL shows the model at that
-stage (`build_prompt(problem, prefix=<the stage prefix>)`, the prefix from the same `Curriculum`
+stage (`prompts.fit_prompt(problem, <the stage prefix>, ...)` within `prompt.max_tokens`, the
+question cut as in RL; the prefix from the same `Curriculum`
 the trainer uses, so the prompt/target token boundary is the RL one: a line start), and the
 target is the rest of the canonical solution followed by the closing code fence, so the model also
 learns where to stop (the sampler's stop string). The last stage, s* = 0, is the question plus the
@@ -57,7 +58,8 @@ from stepcoder_jax.runs.config import SFTConfig
 _log = logging.getLogger(__name__)
 
 CLOSING_FENCE = "```"
-SKIP_REASONS = ("no_solution", "prefix_mismatch", "too_long", "outside_output_vocab")
+SKIP_REASONS = ("no_solution", "prompt_too_long", "prefix_mismatch", "too_long",
+                "outside_output_vocab")
 
 
 @dataclasses.dataclass
@@ -91,18 +93,22 @@ def stage_prefixes(problem: Problem, statements: str | None) -> list[str]:
 
 def build_examples(problems: Sequence[Problem], tokenizer, *, style: str = "plain",
                    max_len: int = 512,
-                   max_question_tokens: int | None = None,
+                   max_prompt_tokens: int | None = None,
                    statements: str | None = None,
                    output_vocab: Collection[int] | None = None
                    ) -> tuple[list[SFTExample], dict[str, list[str]]]:
   """SFT examples of `problems` and the ids skipped, by reason.
 
   `statements` ('if' or 'branching', as `cccs.statements`) adds an example per CCCS stage before
-  the s* = 0 one; None builds the s* = 0 example only. Reasons: 'no_solution' (empty canonical
-  solution), 'prefix_mismatch' (the solution does not start with the prompt's code prefix, e.g.
-  a starter code the solution rewrote), 'too_long' (prompt + target > max_len tokens; a stage
-  example is named 'ID@K', K its stage in training order), 'outside_output_vocab' (a target id
-  the policy cannot emit under `output_vocab`, the model's restricted output vocabulary).
+  the s* = 0 one; None builds the s* = 0 example only. `max_prompt_tokens` (SFTConfig's, i.e.
+  prompt.max_tokens): each prompt is fitted into it by `prompts.fit_prompt`, so it is exactly the
+  prompt training and evaluation build for that problem and stage; None: the question is never
+  cut. Reasons: 'no_solution' (empty canonical solution), 'prompt_too_long' (no prompt within
+  `max_prompt_tokens`), 'prefix_mismatch' (the solution does not start with the prompt's code
+  prefix, e.g. a starter code the solution rewrote), 'too_long' (prompt + target > max_len
+  tokens; a stage example is named 'ID@K', K its stage in training order),
+  'outside_output_vocab' (a target id the policy cannot emit under `output_vocab`, the model's
+  restricted output vocabulary).
   """
   allowed = frozenset(output_vocab) if output_vocab is not None else None
   examples: list[SFTExample] = []
@@ -114,13 +120,19 @@ def build_examples(problems: Sequence[Problem], tokenizer, *, style: str = "plai
     prefixes = stage_prefixes(p, statements)
     for k, prefix in enumerate(prefixes):
       name = p.id if k == len(prefixes) - 1 else f"{p.id}@{k}"
-      parts = prompts_lib.build_prompt(p, tokenizer, prefix=prefix, style=style,
-                                       max_question_tokens=max_question_tokens)
+      if max_prompt_tokens is None:
+        parts = prompts_lib.build_prompt(p, tokenizer, prefix=prefix, style=style)
+        prompt_ids = completion.encode_prompt(tokenizer, parts)  # as training and eval encode it
+      else:
+        fit = prompts_lib.fit_prompt(p, prefix, tokenizer, style, max_prompt_tokens)
+        if fit is None:
+          skipped["prompt_too_long"].append(name)
+          continue
+        parts, prompt_ids, _ = fit
       text = target_text(p.canonical_solution, parts.code_prefix)
       if text is None:
         skipped["prefix_mismatch"].append(name)
         continue
-      prompt_ids = completion.encode_prompt(tokenizer, parts)  # as training and eval encode it
       target_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
       if len(prompt_ids) + len(target_ids) > max_len:
         skipped["too_long"].append(name)
@@ -324,6 +336,7 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
 
   def examples_of(ps: Sequence[Problem], what: str) -> tuple[list[SFTExample], dict]:
     out, skipped = build_examples(ps, tokenizer, style=cfg.prompt_style, max_len=cfg.max_len,
+                                  max_prompt_tokens=cfg.max_prompt_tokens,
                                   statements=stage_rule, output_vocab=model.cfg.output_vocab)
     if not out:
       raise UserError(f"sft: none of the {len(ps)} {what} gives an example "

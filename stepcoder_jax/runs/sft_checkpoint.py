@@ -27,6 +27,7 @@ import jax
 from stepcoder_jax import checkpoint as ckpt_lib
 from stepcoder_jax.config import CheckpointConfig
 from stepcoder_jax.errors import UserError
+from stepcoder_jax.runs.train_settings import differences
 
 _log = logging.getLogger(__name__)
 
@@ -56,10 +57,9 @@ def fingerprint(cfg, model_cfg, examples: Sequence, val_examples: Sequence,
 
 def check_fingerprint(saved: dict, now: dict, directory: Path) -> None:
   """A one-line UserError naming the first field that differs."""
-  for key in sorted(set(saved) | set(now)):
-    if saved.get(key) != now.get(key):
-      raise UserError(f"sft: {directory} was saved by a run with {key}={saved.get(key)!r}, this "
-                      f"run has {now.get(key)!r}; use a new --out or delete {directory}")
+  for key in differences(saved, now)[:1]:
+    raise UserError(f"sft: {directory} was saved by a run with {key}={saved.get(key)!r}, this "
+                    f"run has {now.get(key)!r}; use a new --out or delete {directory}")
 
 
 class SFTCheckpoints:

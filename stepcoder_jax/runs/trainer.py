@@ -38,6 +38,7 @@ from stepcoder_jax.rl import fgo, ppo, refill, spmd
 from stepcoder_jax.rl.cccs import Curriculum
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
 from stepcoder_jax.rl.rollout import Rollout
+from stepcoder_jax.runs import train_settings
 from stepcoder_jax.runs.config import EvalConfig
 
 _log = logging.getLogger(__name__)
@@ -117,13 +118,16 @@ class Trainer:
   every process constructs the Trainer identically and calls `run()`; `pool` judges this
   process's rows, and a custom `sampler` (see rollout.Rollout) gets this process's rows too.
   `curriculum`: a caller's own (a subclass, e.g. a fixed stage in tests).
+  `allow_changed_settings`: resume a checkpoint saved with other settings (runs/train_settings.py)
+  instead of refusing it.
   """
 
   def __init__(self, models: Models, problems: list[Problem], *, cfg: TrainConfig,
                ppo_cfg: PPOConfig, cccs_cfg: CCCSConfig, fgo_cfg: FGOConfig,
                mesh_cfg: MeshConfig, ckpt_cfg: CheckpointConfig, pool,
                eval_cfg: EvalConfig | None = None, eval_problems: list[Problem] | None = None,
-               sampler=None, curriculum: Curriculum | None = None):
+               sampler=None, curriculum: Curriculum | None = None,
+               allow_changed_settings: bool = False):
     from stepcoder_jax.models.value import ValueModel
     from stepcoder_jax.sampling import special_ids
 
@@ -138,6 +142,11 @@ class Trainer:
       raise ValueError("Trainer: eval_problems need an eval_cfg")
     self.models, self.problems, self.pool = models, problems, pool
     self.eval_problems = eval_problems or []
+    self.settings = train_settings.fingerprint(
+        train=cfg, ppo=ppo_cfg, cccs=cccs_cfg, fgo=fgo_cfg, model=models.cfg, problems=problems,
+        reward=getattr(pool, "reward_cfg", None))
+    self.allow_changed_settings = allow_changed_settings
+    self.changed_settings: list[str] = []  # set by a resume with allow_changed_settings
     self.work_dir = Path(cfg.work_dir)
     self.work_dir.mkdir(parents=True, exist_ok=True)
     curriculum = curriculum if curriculum is not None else Curriculum(cccs_cfg)
@@ -185,24 +194,34 @@ class Trainer:
   def save(self, ckpt: ckpt_lib.Checkpointer) -> None:
     meta = {"iteration": self.iteration, "curriculum": self.curriculum.to_json(),
             "seed": self.cfg.seed, "ppo_step": int(self.state.step),
-            "kl_coef": float(self.state.kl_coef), "gin": gin.operative_config_str()}
+            "kl_coef": float(self.state.kl_coef), "gin": gin.operative_config_str(),
+            "settings": self.settings}
     ckpt.save(self.iteration, self._trees(), meta=meta, force=True)
 
   def maybe_restore(self, ckpt: ckpt_lib.Checkpointer) -> bool:
     if ckpt.latest_step() is None:
       return False
+    saved = ckpt.read_meta().get("settings")
+    self.changed_settings = train_settings.check(saved, self.settings, ckpt.directory,
+                                                 self.allow_changed_settings)
     trees, meta = ckpt.restore(None, targets=self._trees())  # onto this run's shardings
     trees["policy"], trees["policy_rest"] = nnx.split_state(trees["policy"],
                                                             ppo.trainable(self.ppo_cfg), ...)
     rep = self.placement.replicated
+    # A kl_coef changed on purpose restarts the (adaptive) coefficient at the new value.
+    kl_coef = (self.ppo_cfg.kl_coef if "ppo.kl_coef" in self.changed_settings
+               else meta["kl_coef"])
     step, kl = spmd.to_global((np.asarray(meta["ppo_step"], np.int32),
-                               np.asarray(meta["kl_coef"], np.float32)), (rep, rep))
+                               np.asarray(kl_coef, np.float32)), (rep, rep))
     self.state = self.state.replace(**trees, step=step, kl_coef=kl)
     curriculum = type(self.curriculum).from_json(meta["curriculum"], self.cccs_cfg)
     curriculum.register_all(self.problems)
     self.rollout.curriculum = curriculum
     self.iteration = int(meta["iteration"])
     _log.info("resumed from %s at iteration %d", ckpt.directory, self.iteration)
+    if self.changed_settings:
+      _log.warning("continuing with changed settings (%s): %s", train_settings.FLAG,
+                   train_settings.describe(saved, self.settings, self.changed_settings))
     return True
 
   # ---------------------------------------------------------------- one iteration
@@ -268,6 +287,10 @@ class Trainer:
     with ckpt_lib.Checkpointer(ck_dir, self.ckpt_cfg) as ckpt, preemption.StopOnSignal() as stop:
       resumed = self.maybe_restore(ckpt)
       preemption.clear_marker(self.work_dir)
+      if jax.process_index() == 0:  # each segment of a resumed run keeps its own settings
+        train_settings.record_operative(self.work_dir, gin.operative_config_str(),
+                                        self.iteration if resumed else None,
+                                        self.changed_settings)
       with metrics_lib.MetricsWriter(self.work_dir,
                                      resumed_at=self.iteration if resumed else None) as writer, \
            metrics_lib.ProgressBar(cfg.num_iterations, initial=self.iteration,
