@@ -26,6 +26,7 @@ COMMANDS = {
     "prepare": "prepare",
     "curriculum": "curriculum",
     "ablate": "ablate",
+    "compile": "compile",
 }
 
 
