@@ -43,10 +43,10 @@ class Program:
     model_flops: 2 x matmul parameters x tokens per forward (6 x with the backward) for the
       whole mesh: the usual MFU numerator (no rematerialization, no attention scores).
     tokens: tokens the program processes (the whole mesh).
-    passes: the FLOPs per matmul parameter and token the program should execute: 2 forward,
-      6 with the backward, 8 with a rematerialized forward; the cross-check of the compiled
-      FLOPs is their ratio to passes x N x tokens (above 1 by attention scores).
-    params: matmul parameters of the model (`matmul_params`).
+    expected_flops: the matrix-product FLOPs the program should execute by k x N x tokens
+      (k = 2 forward, 6 with the backward, 8 with a rematerialized forward; the output matrix
+      only on the columns it projects): the cross-check of the compiled FLOPs, which are above
+      it by the attention scores alone.
     resident_bytes: per device, what lives in memory during the program besides its arguments
       (the rest of the training state, the reference policy).
     loop_trips: iterations assumed for loops whose bound is data (the sampler's decode loop:
@@ -58,8 +58,7 @@ class Program:
   args: tuple
   model_flops: float
   tokens: int
-  passes: float
-  params: int = 0
+  expected_flops: float
   resident_bytes: int = 0
   loop_trips: int = 1
   in_iteration: bool = True
@@ -74,14 +73,19 @@ def device_bytes(tree: Any) -> int:
   return total
 
 
+def head_params(cfg: ModelConfig) -> int:
+  """Parameters of the output projection (over the output vocabulary when one is set)."""
+  rows = len(cfg.output_vocab) if cfg.output_vocab is not None else cfg.vocab_size
+  return rows * cfg.hidden_size
+
+
 def matmul_params(cfg: ModelConfig) -> int:
   """Parameters used in matrix products per token (the output matrix included, the embedding
   lookup not): N of 2N FLOPs per token."""
   d, hd = cfg.hidden_size, cfg.head_dim
   attn = d * cfg.num_heads * hd * 2 + d * cfg.num_kv_heads * hd * 2
   mlp = 3 * d * cfg.intermediate_size
-  head = len(cfg.output_vocab) if cfg.output_vocab is not None else cfg.vocab_size
-  return cfg.num_layers * (attn + mlp) + head * d
+  return cfg.num_layers * (attn + mlp) + head_params(cfg)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +161,8 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, ppo_cfg: PPOConfig, sft_cfg:
   a_state = sharding.with_shardings(state, pl.state)
   a_ref = sharding.with_shardings(state.policy, pl.ref)
   n = matmul_params(model_cfg)
+  head = head_params(model_cfg)
+  body = n - head
   models = 1 if ppo_cfg.critic_free else 2
   b, p, r = shapes.rows, shapes.prompt_len, shapes.response_len
   t = p + r
@@ -179,7 +185,8 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, ppo_cfg: PPOConfig, sft_cfg:
       (sharding.with_shardings(params, sft_sh.params), sharding.with_shardings(opt, sft_sh.opt_state),
        sharding.with_shardings(rest, sft_sh.rest), sft_batch),
       model_flops=6 * n * shapes.sft_rows * st, tokens=shapes.sft_rows * st,
-      passes=6 + remat, params=n, in_iteration=False))
+      expected_flops=shapes.sft_rows * ((6 + remat) * body * st + 6 * head * shapes.sft_target),
+      in_iteration=False))
 
   # Sampler: prefill + decode loop over the KV cache, with the policy's parameters.
   sampler = rollout.make_sampler(static["pgd"], shapes.max_new_tokens, model_cfg.eos_ids,
@@ -190,7 +197,10 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, ppo_cfg: PPOConfig, sft_cfg:
       (a_state.policy, a_state.policy_rest, _sds((b, p), jnp.int32, b2), _sds((b, p), bool, b2),
        _sds((2,), jnp.uint32, rep)) + knobs,
       model_flops=2 * n * b * (p + shapes.max_new_tokens), tokens=b * (p + shapes.max_new_tokens),
-      passes=2, params=n, resident_bytes=resident["reference"] + opt_and_value,
+      # the prompt's last column and every drawn token are projected onto the vocabulary
+      expected_flops=2 * b * (body * (p + shapes.max_new_tokens)
+                              + head * (shapes.max_new_tokens + 1)),
+      resident_bytes=resident["reference"] + opt_and_value,
       loop_trips=shapes.max_new_tokens))
 
   # Scoring: reference log-probs (and values; old log-probs too without the sampler's).
@@ -204,9 +214,11 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, ppo_cfg: PPOConfig, sft_cfg:
                (a_state, a_ref, *cols, _sds((b, shapes.new_bucket), jnp.float32, b2)))
   else:
     scoring = (fwd.jitted["scored"], (a_state, a_ref, *cols))
+  policy_forwards = forwards - (models - 1)  # the value model projects no vocabulary
   programs.append(Program("scoring", scoring[0], scoring[1],
                           model_flops=2 * n * b * t * forwards, tokens=b * t * forwards,
-                          passes=2, params=n))
+                          expected_flops=2 * b * (body * t * forwards
+                                                  + head * r * policy_forwards)))
 
   # The update: PPO (policy + value) or critic-free, every epoch and minibatch.
   update = trainer.make_sharded_ppo_step(static["pgd"], static["vgd"], ppo_cfg, pl,
@@ -216,7 +228,9 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, ppo_cfg: PPOConfig, sft_cfg:
                                getattr(shards, k)) for k in ppo.batch_fields(ppo_cfg)})
   tok = b * t * ppo_cfg.epochs * models
   programs.append(Program("ppo_update", update.jitted, (a_state, batch),
-                          model_flops=6 * n * tok, tokens=tok, passes=6 + remat, params=n,
+                          model_flops=6 * n * tok, tokens=tok,
+                          expected_flops=ppo_cfg.epochs * b * ((6 + remat) * body * t * models
+                                                               + 6 * head * r),
                           resident_bytes=resident["reference"]))
   return programs, shapes, resident
 
