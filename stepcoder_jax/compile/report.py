@@ -223,7 +223,7 @@ def compile_run(target: targets_lib.Target, settings: Settings,
                     "hbm_bandwidth": chip.hbm_bandwidth, "source": chip.source},
       "shapes": dataclasses.asdict(shapes), "resident_bytes": resident,
       "matmul_params": programs_lib.matmul_params(settings.model),
-      "jax_version": jax.__version__, "programs": {},
+      "jax_version": jax.__version__, "versions": _versions(target), "programs": {},
   }
   for prog in progs:
     if programs and prog.name not in programs:
@@ -238,6 +238,18 @@ def compile_run(target: targets_lib.Target, settings: Settings,
   lb = report["iteration_time_lower_bound_s"]
   report["mfu_bound"] = (model_flops / (chip.peak_flops * lb)) if lb and report["fits"] else None
   return report
+
+
+def _versions(target: targets_lib.Target) -> dict[str, str]:
+  import importlib.metadata as md
+  names = ["jax", "jaxlib", "flax", "libtpu" if target.platform == "tpu" else "jax-cuda12-plugin"]
+  out = {}
+  for n in names:
+    try:
+      out[n] = md.version(n)
+    except md.PackageNotFoundError:
+      out[n] = "not installed"
+  return out
 
 
 def misfit_line(report: dict) -> str | None:
