@@ -105,6 +105,8 @@ def test_a_program_that_does_not_fit_is_one_line_exit_1():
     (["--topology", "v9-8"], "--topology 'v9-8': unknown target"),
     (["--topology", "v4-8", "--gin.mesh.tensor=3"], "do not divide the 4 devices"),
     (["--topology", "v4-8", "--gin.ppo.no_such_knob=1"], "no_such_knob"),
+    (["--topology", "v4-8", "--gin_file", "experiments/tiny_cpu.gin",
+      "--gin.train.problems_per_iteration=6"], "rollout rows are not divisible by 4"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, expect):
   p = _compile(*argv, timeout=120)  # a subprocess: the test process stays free of libtpu

@@ -25,7 +25,6 @@ import numpy as np
 from flax import nnx
 
 from stepcoder_jax import sharding
-from stepcoder_jax.errors import UserError
 from stepcoder_jax.models.config import ModelConfig
 from stepcoder_jax.rl import batching, ppo, spmd
 from stepcoder_jax.rl.config import PPOConfig, TrainConfig
@@ -152,12 +151,10 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, ppo_cfg: PPOConfig, sft_cfg:
 
   static, state, (params, opt, rest), tx = _abstract_run_state(model_cfg, ppo_cfg, sft_cfg)
   pl = spmd.make_placement(state, mesh, rules)
+  trainer._check_config(cfg, ppo_cfg)  # the Trainer's own checks, so the same one-line errors
+  trainer._check_rows(cfg, pl)
   shapes = run_shapes(cfg, ppo_cfg, sft_cfg, pl.row_divisor)
-  div = sharding.batch_divisor(mesh, rules)
-  if sft_cfg.batch_size % div:
-    raise UserError(f"sft.batch_size: {sft_cfg.batch_size} rows do not split over the {div} "
-                    f"devices of the batch mesh axes {sharding.batch_axes(mesh, rules)} of mesh "
-                    f"{sharding.describe(mesh)}")
+  sft.check_batch_split(sft_cfg.batch_size, mesh, rules)
   a_state = sharding.with_shardings(state, pl.state)
   a_ref = sharding.with_shardings(state.policy, pl.ref)
   n = matmul_params(model_cfg)

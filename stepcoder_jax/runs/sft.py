@@ -335,6 +335,16 @@ class EarlyStop:
     self.best_step, self.best, self.bad = d["best_step"], d["best"], d["bad"]
 
 
+def check_batch_split(batch_size: int, mesh, rules) -> None:
+  """UserError (one line) when SFT's batch rows do not split over the batch mesh axes."""
+  from stepcoder_jax import sharding
+  div = sharding.batch_divisor(mesh, rules)
+  if batch_size % div:
+    raise UserError(f"sft.batch_size: {batch_size} rows do not split over the {div} devices "
+                    f"of the batch mesh axes {sharding.batch_axes(mesh, rules)} of mesh "
+                    f"{sharding.describe(mesh)}")
+
+
 @dataclasses.dataclass
 class _Placed:
   arrays: tuple            # (params, opt_state, rest) on their shardings
@@ -347,11 +357,7 @@ def _place(mesh_cfg: MeshConfig | None, devices, cfg: SFTConfig, params, opt_sta
   mesh_cfg = mesh_cfg or MeshConfig()
   mesh = sharding.make_mesh(mesh_cfg, devices)
   rules = sharding.make_rules(mesh_cfg.rules)
-  div = sharding.batch_divisor(mesh, rules)
-  if cfg.batch_size % div:
-    raise UserError(f"sft.batch_size: {cfg.batch_size} rows do not split over the {div} devices "
-                    f"of the batch mesh axes {sharding.batch_axes(mesh, rules)} of mesh "
-                    f"{sharding.describe(mesh)}")
+  check_batch_split(cfg.batch_size, mesh, rules)
   sh = sft_shardings(mesh, rules, params, opt_state, rest)
   arrays = jax.device_put((params, opt_state, rest), (sh.params, sh.opt_state, sh.rest))
   return _Placed(arrays=arrays, shardings=sh)
