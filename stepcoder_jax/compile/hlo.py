@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Iterable
 
 import numpy as np
 
@@ -374,7 +373,3 @@ class Analysis:
     cands = [l for l in self.loops if not (unknown_only and l.known)]
     return max(cands, key=lambda l: (l.per_iteration.flops, l.per_iteration.bytes),
                default=None)
-
-
-def collective_kinds(stats: Stats) -> Iterable[str]:
-  return sorted(stats.collectives)
