@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MESHES = [(1, 8, 1), (2, 2, 2)]
+MESHES = [(2, 2, 2)]  # data, fsdp and tensor all split
 
 
 @pytest.mark.slow
@@ -35,15 +35,13 @@ def test_sharded_sft_equals_one_device_and_splits_the_state():
   assert sorted(rows) == sorted(MESHES)
   # A batch that does not split over the batch axes: one line naming the field and the mesh.
   error = next(r["error"] for r in lines if "error" in r)
-  assert error.startswith("sft.batch_size: 4 rows do not split over the 8 devices"), error
+  assert error.startswith("sft.batch_size: 3 rows do not split over the 4 devices"), error
   for mesh, r in rows.items():
     assert r["loss_max_rel_diff"] < 1e-5, (mesh, r)
     assert r["params_max_rel_diff"] < 5e-4, (mesh, r)
     assert r["moved"] > 1e-4, (mesh, r)  # the steps changed the parameters: not a no-op compared
   # Tiny llama with the tiny tokenizer: vocab 384 x hidden 64 embedding; q_proj [64, 4 heads, 16]. FSDP splits embed,
   # tensor splits heads and vocab; Adam's moments follow their parameter.
-  assert rows[(1, 8, 1)]["shards"] == {"embed": [384, 8], "q_proj": [8, 4, 16],
-                                       "mu_q_proj": [8, 4, 16]}
   assert rows[(2, 2, 2)]["shards"] == {"embed": [192, 32], "q_proj": [32, 2, 16],
                                        "mu_q_proj": [32, 2, 16]}
 
@@ -97,7 +95,7 @@ def _child():
         "moved": max(rel(a, b) for a, b in zip(one["params"], one["start"]))}))
   from stepcoder_jax.errors import UserError
   try:
-    run(MeshConfig(1, 8, 1), jax.devices(), dataclasses.replace(cfg, batch_size=4))
+    run(MeshConfig(2, 2, 2), jax.devices(), dataclasses.replace(cfg, batch_size=3))
   except UserError as e:
     print(json.dumps({"error": str(e)}))
 
