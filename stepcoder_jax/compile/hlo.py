@@ -326,12 +326,48 @@ class Analysis:
         c["operand_bytes"] += operand
         c["result_bytes"] += result
       if control and op not in _FREE and not op.endswith("-done"):
-        operand = sum(shape_bytes(comp.shapes.get(o, "")) for o in ins.operands)
-        out = shape_bytes(ins.shape)
-        if op.endswith("-start") and ins.shape.startswith("("):
-          out = max(0.0, out - operand)
-        st.bytes += operand + out
+        st.bytes += self._traffic(comp, ins)
     return st
+
+  def _traffic(self, comp: Computation, ins: Instr) -> float:
+    """HBM bytes one top-level op reads and writes. In-place updates and slices move only the
+    slice: a dynamic-update-slice (the KV cache's new column, a loop's output row) writes its
+    update, not the whole buffer; a dynamic-slice reads what it returns. Inside a fusion the
+    same holds for the fused parameters used only that way (XLA's cost model does likewise)."""
+    size = lambda name: shape_bytes(comp.shapes.get(name, ""))
+    op = ins.opcode
+    if op == "dynamic-update-slice":
+      return 2 * size(ins.operands[1]) if len(ins.operands) > 1 else 0.0
+    if op == "dynamic-slice":
+      return 2 * shape_bytes(ins.shape)
+    operand = [size(o) for o in ins.operands]
+    out = shape_bytes(ins.shape)
+    if op.endswith("-start") and ins.shape.startswith("("):
+      return sum(operand) + max(0.0, out - sum(operand))
+    fused = self.comps.get((ins.callees("calls") or [""])[0]) if op == "fusion" else None
+    if fused is not None:
+      params = {i.name: int(i.operands[0]) for i in fused.instrs
+                if i.opcode == "parameter" and i.operands and i.operands[0].isdigit()}
+      users: dict[str, list[tuple[Instr, int]]] = {}
+      for i in fused.instrs:
+        for k, o in enumerate(i.operands):
+          users.setdefault(o, []).append((i, k))
+      for name, idx in params.items():
+        uses = users.get(name, [])
+        if idx >= len(operand) or not uses:
+          continue
+        if all(u.opcode == "dynamic-slice" and k == 0 for u, k in uses):
+          operand[idx] = sum(shape_bytes(u.shape) for u, _ in uses)
+        elif all(u.opcode == "dynamic-update-slice" and k == 0 for u, k in uses):
+          operand[idx] = 0.0  # the buffer updated in place: its write is the output below
+      root = next((i for i in fused.instrs if i.root), None)
+      parts = [root] if root is not None and root.opcode != "tuple" else [
+          fused.get(n) for n in (root.operands if root is not None else [])]
+      if parts and all(p is not None for p in parts):
+        out = sum(shape_bytes(fused.shapes.get(p.operands[1], "")) if
+                  p.opcode == "dynamic-update-slice" and len(p.operands) > 1
+                  else shape_bytes(p.shape) for p in parts)
+    return sum(operand) + out
 
   def _stats(self, name: str, control: bool) -> Stats:
     key = (name, control)
