@@ -130,3 +130,30 @@ def test_other_commands_load_no_compile_backend():
   assert p.returncode == 0, p.stderr
   assert p.stdout.split() == ["None", "cpu"]
   assert p.stderr == ""
+
+
+def test_hlo_accounting_matches_xla_on_a_loop_free_program():
+  """The tiny run's scoring forward on one CPU device has no loop, so XLA's own cost analysis
+  is exact for it: the HLO accounting must agree on bytes (same model: fusion operands and
+  results) and on FLOPs (matrix products; XLA adds element-wise work, a few percent)."""
+  import jax
+
+  from stepcoder_jax import sharding
+  from stepcoder_jax.compile import hlo, programs
+  from stepcoder_jax.config import MeshConfig
+  from stepcoder_jax.models.config import ModelConfig
+  from stepcoder_jax.rl.config import PPOConfig, TrainConfig
+  from stepcoder_jax.runs.config import SFTConfig
+
+  mesh = sharding.make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
+  progs, _, _ = programs.build(
+      ModelConfig.tiny(), TrainConfig(problems_per_iteration=4, samples_per_problem=1,
+                                      max_prompt_tokens=64, max_new_tokens=16),
+      PPOConfig(minibatches=1), SFTConfig(batch_size=4, max_len=64), mesh, sharding.make_rules())
+  scoring = next(p for p in progs if p.name == "scoring")
+  compiled = scoring.jitted.lower(*scoring.args).compile()
+  a = hlo.Analysis(compiled.as_text())
+  xla = compiled.cost_analysis()
+  assert not a.loops
+  assert a.total.bytes == pytest.approx(xla["bytes accessed"], rel=0.01)
+  assert 0.85 * xla["flops"] < a.total.flops <= xla["flops"]

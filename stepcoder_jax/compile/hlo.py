@@ -7,7 +7,8 @@ own work is measured, and a loop body's work is multiplied by its trip count:
 - FLOPs: matrix products only (`dot`, `convolution`, cuBLAS gemm custom calls): 2 x output
   elements x contracted size. Element-wise work is left out (a small share for a transformer).
 - Bytes: the HBM traffic of the top-level operations (fusions and unfused ops read their operands
-  and write their results; what happens inside a fusion stays on chip), XLA's own cost model.
+  and write their results; what happens inside a fusion stays on chip; an in-place update or a
+  slice moves only the slice), XLA's own cost model.
 - Collectives by kind (all-gather, all-reduce, reduce-scatter, all-to-all, collective-permute):
   count, operand bytes and result bytes per device.
 
