@@ -73,6 +73,34 @@ def main():
   versions = {json.dumps(r.get("versions", {"jax": r.get("jax_version")}), sort_keys=True)
               for r in reports.values()}
   out.append("\nLibrary versions: " + "; ".join(sorted(versions)))
+  earlier = sorted((HERE / "earlier").glob("*.json"))
+  if earlier:
+    out.append("\n## Earlier compiles (commit c190447): memory, FLOPs and collectives valid; "
+               "HBM bytes and time bounds not\n")
+    out.append("These ran before commit 85eda86, whose byte count charged an in-place update "
+               "(the KV cache's new column, a loop's output row) with its whole buffer; their "
+               "`bytes_accessed`, `memory_time_s`, time bounds and MFU bound overstate traffic "
+               "(the decode step ~2x). Memory (the compiler's buffer assignment), FLOPs and "
+               "collectives are computed the same way as above.\n")
+    out.append("| target | program | fits | peak GiB (of) | args GiB | temps GiB | TFLOP | "
+               "x kNT (passes) | compute bound s | collectives GB | compile s |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for f in earlier:
+      r = json.loads(f.read_text())
+      for name in PROGRAMS:
+        p = r["programs"].get(name)
+        if p:
+          out.append(f"| {f.stem} | {name} | {'yes' if p['fits'] else 'no'} | "
+                     f"{gib(p['peak_bytes'])} ({gib(p['device_memory_bytes'])}) | "
+                     f"{gib(p['argument_bytes'])} | {gib(p['temp_bytes'])} | "
+                     f"{p['flops'] / 1e12:.1f} | {ratio(p)} | {p['compute_time_s']:.2f} | "
+                     f"{p['collective_bytes'] / 1e9:.1f} | {p['compile_s']} |")
+      step = r["programs"].get("sampler", {}).get("decode_step")
+      if step:
+        kinds = ", ".join(f"{k} {v['operand_bytes'] / 1e6:.1f} MB ({int(v['count'])} ops)"
+                          for k, v in step["collectives"].items())
+        out.append(f"\n{f.stem} decode step (per chip, per token): "
+                   f"{step['flops'] / 1e9:.1f} GFLOP, collectives {kinds}.")
   pending = [n for n in ORDER if n not in reports]
   if pending:
     out.append(f"\nNot compiled yet (run.sh resumes with them): {', '.join(pending)}.")
