@@ -9,7 +9,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 STAMP="$VENV/.requirements.sha256"
 SETUP_LOG="$VENV/setup.log"
-WANT="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
+WANT="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-compile.txt" "$ROOT/pyproject.toml" \
+  "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
 
 setup_step() {  # setup_step WHAT CMD...: run CMD with its output in the log; on failure show it
   local what="$1"
@@ -33,6 +34,15 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
   echo "[setup] installing the pinned requirements (first time: a few minutes; log: $SETUP_LOG)"
   setup_step "upgrading pip" "$VENV/bin/python" -m pip install --upgrade pip
   setup_step "installing requirements.txt" "$VENV/bin/python" -m pip install -r "$ROOT/requirements.txt"
+  # `stepcoder-jax compile`'s backends, each in its own folder outside site-packages (see
+  # requirements-compile.txt): libtpu for TPU slices, jax's CUDA plugin for GPU targets.
+  rm -rf "$VENV/compile_targets"
+  setup_step "installing the TPU compiler (libtpu) for stepcoder-jax compile" \
+    "$VENV/bin/python" -m pip install --no-deps --target "$VENV/compile_targets/tpu" \
+    $(grep -E '^libtpu==' "$ROOT/requirements-compile.txt")
+  setup_step "installing the CUDA compiler plugin for stepcoder-jax compile" \
+    "$VENV/bin/python" -m pip install --no-deps --target "$VENV/compile_targets/cuda" \
+    $(grep -E '^jax-cuda12-' "$ROOT/requirements-compile.txt")
   setup_step "installing stepcoder_jax (editable)" \
     "$VENV/bin/python" -m pip install --no-deps -e "$ROOT"
   echo "$WANT" > "$STAMP"

@@ -29,6 +29,7 @@ COMMANDS = {
     "prepare": "prepare",
     "curriculum": "curriculum",
     "ablate": "ablate",
+    "compile": "compile",
 }
 
 

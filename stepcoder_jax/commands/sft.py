@@ -62,9 +62,11 @@ def run(args) -> int:
 
   models = pipeline.load_policy(args.model)  # gin model.* gives the default path and dtypes
   out = Path(args.out)
+  from stepcoder_jax.config import MeshConfig
   from stepcoder_jax.rl.config import CCCSConfig
   _, summary = sft.train_sft(models.policy, models.tokenizer, problems, cfg, out,
-                             statements=CCCSConfig().statements, val_problems=val_problems)
+                             statements=CCCSConfig().statements, val_problems=val_problems,
+                             mesh_cfg=MeshConfig())  # the PPO step's mesh and rules
   gin_setup.save_operative(str(out / "operative_config.gin"))
   sft.write_provenance(out, args.model, args.problems or f"{args.dataset or 'gin dataset.name'} "
                        f"split {args.split or 'gin dataset.train_split'}", len(problems), cfg)

@@ -384,10 +384,15 @@ def make_sampler(policy_gd, max_new_tokens: int, eos_ids, pad_id: int, prompt_le
   jitted = jax.jit(run, in_shardings=(placement.state.policy, placement.state.policy_rest, b2,
                                       b2, rep, rep, rep, rep),
                    out_shardings=placement.batch(1))  # a prefix: every output is [B, ...]
-  knobs = spmd.to_global((np.asarray(max_new_tokens, np.int32), np.asarray(1.0, np.float32),
-                          np.asarray(1.0, np.float32)), (rep, rep, rep))
+  settings = (np.asarray(max_new_tokens, np.int32), np.asarray(1.0, np.float32),
+              np.asarray(1.0, np.float32))
+  # The settings are jit operands, made into arrays at the first call only: building the
+  # sampler touches no device, so it can be lowered for a topology that is not here (compile/).
+  knobs: list = []
 
   def sample(state: ppo.TrainState, prompt_ids, rng):
+    if not knobs:
+      knobs.extend(spmd.to_global(settings, (rep, rep, rep)))
     tokens, mask = sampling.pad_prompts(prompt_ids, pad_id, min_bucket=prompt_len)
     n = placement.global_rows(len(prompt_ids))
     lo, hi = placement.rows(n)
@@ -400,6 +405,7 @@ def make_sampler(policy_gd, max_new_tokens: int, eos_ids, pad_id: int, prompt_le
                    logprobs=out.logprobs)
 
   sample.jitted = jitted
+  sample.settings = settings  # (max_new_tokens, temperature, top_p): the knob operands' values
   return sample
 
 

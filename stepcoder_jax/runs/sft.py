@@ -46,6 +46,7 @@ import optax
 from flax import nnx
 
 from stepcoder_jax import completion
+from stepcoder_jax.config import MeshConfig
 from stepcoder_jax.data import prompts as prompts_lib
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
@@ -198,22 +199,62 @@ def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
   return optax.chain(*parts)
 
 
-def make_sft_step(graphdef, rest, tx: optax.GradientTransformation, chunk: int,
-                  prompt_len: int | None = None
-                  ) -> Callable[[Any, Any, dict], tuple[Any, Any, dict]]:
-  """The jitted pure `sft_step(params, opt_state, batch) -> (params, opt_state, metrics)`."""
+@dataclasses.dataclass(frozen=True)
+class SFTShardings:
+  """Where SFT's arrays live on the mesh: the PPO step's mesh and logical-axis rules
+  (`sft_shardings`), so a model that trains under PPO on a slice also fine-tunes there."""
+  params: Any
+  opt_state: Any
+  rest: Any
+  batch: Any          # one sharding for every [B, T] batch array (rows over the batch axes)
+  replicated: Any
 
-  def loss_fn(params, batch):
+
+def sft_shardings(mesh, rules, params, opt_state, rest) -> SFTShardings:
+  """Shardings of SFT's state (concrete or abstract) by the models' logical axes, as the PPO
+  state's (`spmd.make_placement`): parameters by their axes, Adam moments like their
+  parameter, batch rows split over the batch mesh axes."""
+  from stepcoder_jax import sharding
+  p_sh = sharding.state_shardings(params, mesh, rules)
+  return SFTShardings(params=p_sh,
+                      opt_state=sharding.opt_state_shardings(opt_state, params, p_sh, mesh),
+                      rest=sharding.state_shardings(rest, mesh, rules),
+                      batch=sharding.batch_sharding(mesh, rules, 2),
+                      replicated=sharding.replicated(mesh))
+
+
+def make_sft_step(graphdef, rest, tx: optax.GradientTransformation, chunk: int,
+                  prompt_len: int | None = None, shardings: SFTShardings | None = None
+                  ) -> Callable[[Any, Any, dict], tuple[Any, Any, dict]]:
+  """The jitted pure `sft_step(params, opt_state, batch) -> (params, opt_state, metrics)`.
+
+  `shardings`: the state's and the batch's placement (`sft_shardings`); None lets jit follow
+  its arguments. `sft_step.jitted(params, opt_state, rest, batch)` is the program itself (the
+  frozen rest is an operand, so it lowers from abstract arguments too).
+  """
+
+  def loss_fn(params, rest, batch):
     return nll(nnx.merge(graphdef, params, rest), batch, chunk, prompt_len)
 
-  def sft_step(params, opt_state, batch):
-    (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+  def step(params, opt_state, rest, batch):
+    (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, batch)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return params, opt_state, {"loss": loss, "target_tokens": count,
                                "grad_norm": optax.tree.norm(grads)}
 
-  return jax.jit(sft_step, donate_argnums=(0, 1))
+  kw = {}
+  if shardings is not None:
+    s = shardings
+    kw = {"in_shardings": (s.params, s.opt_state, s.rest, s.batch),
+          "out_shardings": (s.params, s.opt_state, s.replicated)}
+  jitted = jax.jit(step, donate_argnums=(0, 1), **kw)
+
+  def sft_step(params, opt_state, batch):
+    return jitted(params, opt_state, rest, batch)
+
+  sft_step.jitted = jitted
+  return sft_step
 
 
 def make_eval_nll(graphdef, rest, chunk: int, prompt_len: int | None = None):
@@ -251,7 +292,8 @@ def dataset_nll(eval_fn, params, examples: Sequence[SFTExample], pad_id: int,
 
 def run_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
             out_dir: str | Path | None, *, progress: bool = True, statements: str = "if",
-            val_problems: Sequence[Problem] | None = None) -> Any:
+            val_problems: Sequence[Problem] | None = None,
+            mesh_cfg: MeshConfig | None = None) -> Any:
   """Fine-tune `model` (a Decoder, updated in place) on the canonical solutions of `problems`.
 
   With `cfg.cccs_stages`, also on every CCCS stage prefix under gin's `cccs.statements` (the same
@@ -266,7 +308,7 @@ def run_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
     the model (the same object, with the trained parameters).
   """
   return train_sft(model, tokenizer, problems, cfg, out_dir, progress=progress,
-                   statements=statements, val_problems=val_problems)[0]
+                   statements=statements, val_problems=val_problems, mesh_cfg=mesh_cfg)[0]
 
 
 class EarlyStop:
@@ -306,6 +348,34 @@ class EarlyStop:
     self.best_step, self.best, self.bad = d["best_step"], d["best"], d["bad"]
 
 
+def check_batch_split(batch_size: int, mesh, rules) -> None:
+  """UserError (one line) when SFT's batch rows do not split over the batch mesh axes."""
+  from stepcoder_jax import sharding
+  div = sharding.batch_divisor(mesh, rules)
+  if batch_size % div:
+    raise UserError(f"sft.batch_size: {batch_size} rows do not split over the {div} devices "
+                    f"of the batch mesh axes {sharding.batch_axes(mesh, rules)} of mesh "
+                    f"{sharding.describe(mesh)}")
+
+
+@dataclasses.dataclass
+class _Placed:
+  arrays: tuple            # (params, opt_state, rest) on their shardings
+  shardings: SFTShardings
+
+
+def _place(mesh_cfg: MeshConfig | None, devices, cfg: SFTConfig, params, opt_state,
+           rest) -> _Placed:
+  from stepcoder_jax import sharding
+  mesh_cfg = mesh_cfg or MeshConfig()
+  mesh = sharding.make_mesh(mesh_cfg, devices)
+  rules = sharding.make_rules(mesh_cfg.rules)
+  check_batch_split(cfg.batch_size, mesh, rules)
+  sh = sft_shardings(mesh, rules, params, opt_state, rest)
+  arrays = jax.device_put((params, opt_state, rest), (sh.params, sh.opt_state, sh.rest))
+  return _Placed(arrays=arrays, shardings=sh)
+
+
 def check_config(cfg: SFTConfig) -> None:
   """One-line UserErrors for settings the loop cannot run with."""
   if cfg.steps < 1 or cfg.batch_size < 1:
@@ -321,7 +391,9 @@ def check_config(cfg: SFTConfig) -> None:
 def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
               out_dir: str | Path | None, *, progress: bool = True,
               statements: str = "if",
-              val_problems: Sequence[Problem] | None = None) -> tuple[Any, dict]:
+              val_problems: Sequence[Problem] | None = None,
+              mesh_cfg: MeshConfig | None = None,
+              devices: Sequence[jax.Device] | None = None) -> tuple[Any, dict]:
   """`run_sft`, also returning its summary (example count, NLL before/after, skipped ids).
 
   `statements`: the curriculum's `cccs.statements`, so the stage examples match its prompts.
@@ -330,6 +402,8 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   `cfg.patience` evaluations without an improvement of `cfg.min_delta` the run stops, and the
   model keeps (and saves) the parameters of the best evaluation, so SFT converges on validation
   loss instead of memorizing its training split for a fixed number of steps.
+  `mesh_cfg` / `devices`: the mesh the step runs on (default: gin-less MeshConfig() over every
+  device), with the PPO step's logical-axis rules; `sft.batch_size` must split over its batch axes.
   """
   check_config(cfg)
   stage_rule = statements if cfg.cccs_stages else None
@@ -352,7 +426,12 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   tx = make_optimizer(cfg)
   opt_state = tx.init(params)
-  step_fn = make_sft_step(graphdef, rest, tx, cfg.logprob_chunk, prompt_len=shapes[0])
+  # The PPO step's mesh and rules (gin `mesh`): the state split over the devices, batch rows
+  # over the batch axes. One device is a (1, 1, 1) mesh: the same program as unsharded.
+  placed = _place(mesh_cfg, devices, cfg, params, opt_state, rest)
+  params, opt_state, rest = placed.arrays
+  step_fn = make_sft_step(graphdef, rest, tx, cfg.logprob_chunk, prompt_len=shapes[0],
+                          shardings=placed.shardings)
   eval_fn = make_eval_nll(graphdef, rest, cfg.logprob_chunk, prompt_len=shapes[0])
   order = batch_order(len(examples), cfg.batch_size, cfg.steps, cfg.seed)
   # A fixed subset (the first examples) measures the fit before and after; it costs forward

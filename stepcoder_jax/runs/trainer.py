@@ -119,7 +119,9 @@ class Trainer:
   process's rows, and a custom `sampler` (see rollout.Rollout) gets this process's rows too.
   `curriculum`: a caller's own (a subclass, e.g. a fixed stage in tests).
   `allow_changed_settings`: resume a checkpoint saved with other settings (runs/train_settings.py)
-  instead of refusing it.
+  instead of refusing it. `devices`: the mesh's devices (default: every global device). The
+  programs it runs are built by the same functions that `stepcoder_jax.compile` lowers for a
+  topology without devices.
   """
 
   def __init__(self, models: Models, problems: list[Problem], *, cfg: TrainConfig,
@@ -127,7 +129,8 @@ class Trainer:
                mesh_cfg: MeshConfig, ckpt_cfg: CheckpointConfig, pool,
                eval_cfg: EvalConfig | None = None, eval_problems: list[Problem] | None = None,
                sampler=None, curriculum: Curriculum | None = None,
-               allow_changed_settings: bool = False):
+               allow_changed_settings: bool = False,
+               devices: list[jax.Device] | None = None):
     from stepcoder_jax.models.value import ValueModel
     from stepcoder_jax.sampling import special_ids
 
@@ -154,7 +157,7 @@ class Trainer:
     # A critic-free estimator has no value model at all (not built, placed or checkpointed).
     value = None if ppo_cfg.critic_free else ValueModel.from_policy(models.policy)
     self.policy_gd, value_gd, state = ppo.init_train_state(models.policy, value, ppo_cfg)
-    self.mesh = sharding.make_mesh(mesh_cfg)
+    self.mesh = sharding.make_mesh(mesh_cfg, devices)
     self.placement = spmd.make_placement(state, self.mesh, sharding.make_rules(mesh_cfg.rules))
     _check_rows(cfg, self.placement)
     # Every process holds the same initial weights; each device keeps only its shard.
