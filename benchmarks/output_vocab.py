@@ -15,6 +15,7 @@ part an evaluation keeps). Each side gets one untimed warm-up (its compile), the
   python benchmarks/output_vocab.py --tiny           # tiny random Llama, random half of its ids
   python benchmarks/output_vocab.py --vocab data/vocab/run.npz
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,20 +45,23 @@ def _decode(model, prompts: list[list[int]], batch: int, new_tokens: int, pad_id
   from stepcoder_jax import sampling
   from stepcoder_jax.models.config import SamplingConfig
 
-  sc = SamplingConfig(max_new_tokens=new_tokens,
-                      min_prompt_bucket=sampling.bucket(max(map(len, prompts)), 16))
+  sc = SamplingConfig(
+    max_new_tokens=new_tokens, min_prompt_bucket=sampling.bucket(max(map(len, prompts)), 16)
+  )
   graphdef, state = nnx.split(model)
   run = sampling.make_sampler(graphdef, sc, (), pad_id)  # no EOS ids: all rows run to the end
-  rows = prompts + (prompts * batch)[:-len(prompts) % batch]  # last batch filled by repetition
-  batches = [sampling.pad_prompts(rows[i:i + batch], pad_id, sc.min_prompt_bucket)
-             for i in range(0, len(rows), batch)]
+  rows = prompts + (prompts * batch)[: -len(prompts) % batch]  # last batch filled by repetition
+  batches = [
+    sampling.pad_prompts(rows[i : i + batch], pad_id, sc.min_prompt_bucket)
+    for i in range(0, len(rows), batch)
+  ]
   key = jax.random.key(0)
   jax.block_until_ready(run(state, *batches[0], key, 1))  # compile (max_new_tokens is traced)
   t = time.perf_counter()
   outs = [jax.device_get(run(state, tokens, mask, key)) for tokens, mask in batches]
   seconds = time.perf_counter() - t
-  tokens = np.concatenate([np.asarray(o.tokens) for o in outs])[:len(prompts), :new_tokens]
-  logp = np.concatenate([np.asarray(o.logprobs) for o in outs])[:len(prompts), :new_tokens]
+  tokens = np.concatenate([np.asarray(o.tokens) for o in outs])[: len(prompts), :new_tokens]
+  logp = np.concatenate([np.asarray(o.logprobs) for o in outs])[: len(prompts), :new_tokens]
   return tokens, logp, seconds
 
 
@@ -74,14 +78,24 @@ def compare(full, restricted, subset, eos_ids) -> dict:
     diff = np.flatnonzero(a[:span] != b[:span])
     agree = int(diff[0]) if diff.size else span
     gap = np.abs(la[:agree] - lb[:agree])
-    rows.append({"span": span, "first_diff": int(diff[0]) if diff.size else None,
-                 "gap_max": float(gap.max()) if agree else 0.0, "gap_sum": float(gap.sum()),
-                 "agree": agree, "outside": int((~inside[a[:span]]).sum())})
-  return {"rows": rows, "identical": sum(r["first_diff"] is None for r in rows),
-          "gap_max": max(r["gap_max"] for r in rows),
-          "gap_mean": sum(r["gap_sum"] for r in rows) / max(1, sum(r["agree"] for r in rows)),
-          "outside": sum(r["outside"] for r in rows),
-          "outside_prompts": sum(r["outside"] > 0 for r in rows)}
+    rows.append(
+      {
+        "span": span,
+        "first_diff": int(diff[0]) if diff.size else None,
+        "gap_max": float(gap.max()) if agree else 0.0,
+        "gap_sum": float(gap.sum()),
+        "agree": agree,
+        "outside": int((~inside[a[:span]]).sum()),
+      }
+    )
+  return {
+    "rows": rows,
+    "identical": sum(r["first_diff"] is None for r in rows),
+    "gap_max": max(r["gap_max"] for r in rows),
+    "gap_mean": sum(r["gap_sum"] for r in rows) / max(1, sum(r["agree"] for r in rows)),
+    "outside": sum(r["outside"] for r in rows),
+    "outside_prompts": sum(r["outside"] > 0 for r in rows),
+  }
 
 
 def _models(args):
@@ -116,32 +130,45 @@ def main(argv=None) -> int:
   p.add_argument("--batch", type=int, default=8)
   args = p.parse_args(argv)
   import jax
-  print(f"machine: cpus {os.cpu_count()}, devices {jax.devices()}, "
-        f"load average {[round(x, 2) for x in os.getloadavg()]}", flush=True)
+
+  print(
+    f"machine: cpus {os.cpu_count()}, devices {jax.devices()}, "
+    f"load average {[round(x, 2) for x in os.getloadavg()]}",
+    flush=True,
+  )
   full, restricted, subset, tok, eos = _models(args)
   prompts = _prompt_ids(tok, args.prompts)
-  print(f"{'tiny-llama' if args.tiny else 'gemma3-270m'}: output vocabulary {len(subset):,} of "
-        f"{full.cfg.vocab_size:,} ids; {len(prompts)} prompts, batch {args.batch}, "
-        f"{args.max_new_tokens} greedy tokens", flush=True)
+  print(
+    f"{'tiny-llama' if args.tiny else 'gemma3-270m'}: output vocabulary {len(subset):,} of "
+    f"{full.cfg.vocab_size:,} ids; {len(prompts)} prompts, batch {args.batch}, "
+    f"{args.max_new_tokens} greedy tokens",
+    flush=True,
+  )
   runs = {}
   for name, model in (("full", full), ("restricted", restricted)):
-    tokens, logp, seconds = _decode(model, prompts, args.batch, args.max_new_tokens,
-                                    tok.pad_token_id)
+    tokens, logp, seconds = _decode(
+      model, prompts, args.batch, args.max_new_tokens, tok.pad_token_id
+    )
     n = -(-len(prompts) // args.batch) * args.batch * args.max_new_tokens
     runs[name] = (tokens, logp, n / seconds)
-    print(f"{name:10s} decode {n / seconds:8.1f} tok/s ({n} tokens in {seconds:.2f} s)",
-          flush=True)
+    print(f"{name:10s} decode {n / seconds:8.1f} tok/s ({n} tokens in {seconds:.2f} s)", flush=True)
   res = compare(runs["full"][:2], runs["restricted"][:2], subset, eos)
   for i, r in enumerate(res["rows"]):
     state = "identical" if r["first_diff"] is None else f"first differs at {r['first_diff']}"
-    print(f"prompt {i:2d}: {r['span']:4d} tokens compared, {state}, max |dlogp| over the "
-          f"agreeing prefix {r['gap_max']:.2e}, full-vocabulary tokens outside {r['outside']}")
+    print(
+      f"prompt {i:2d}: {r['span']:4d} tokens compared, {state}, max |dlogp| over the "
+      f"agreeing prefix {r['gap_max']:.2e}, full-vocabulary tokens outside {r['outside']}"
+    )
   ratio = runs["restricted"][2] / runs["full"][2]
   print(f"greedy identical on {res['identical']} of {len(prompts)} prompts")
-  print(f"log-prob |difference| over agreeing prefixes: max {res['gap_max']:.3e}, "
-        f"mean {res['gap_mean']:.3e}")
-  print(f"full-vocabulary greedy tokens outside the subset: {res['outside']} "
-        f"(in {res['outside_prompts']} prompts)")
+  print(
+    f"log-prob |difference| over agreeing prefixes: max {res['gap_max']:.3e}, "
+    f"mean {res['gap_mean']:.3e}"
+  )
+  print(
+    f"full-vocabulary greedy tokens outside the subset: {res['outside']} "
+    f"(in {res['outside_prompts']} prompts)"
+  )
   print(f"load average at end {[round(x, 2) for x in os.getloadavg()]}")
   print(f"decode tok/s restricted / full: {ratio:.2f}x")
   return 0

@@ -17,6 +17,7 @@ Usage:
   python benchmarks/ppo_step.py --layers 2 --steps 1 # a quick smoke run
   python benchmarks/ppo_step.py --json out.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,13 @@ def parse_args(argv=None):
 
 
 def count_matmul_params(cfg, lm_head: bool) -> int:
-  d, h, kv, dh, f = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, \
-      cfg.intermediate_size
+  d, h, kv, dh, f = (
+    cfg.hidden_size,
+    cfg.num_heads,
+    cfg.num_kv_heads,
+    cfg.head_dim,
+    cfg.intermediate_size,
+  )
   per_layer = d * h * dh + 2 * d * kv * dh + h * dh * d + 3 * d * f
   return cfg.num_layers * per_layer + (cfg.vocab_size * d if lm_head else d)
 
@@ -70,13 +76,30 @@ def main(argv=None) -> dict:
   from stepcoder_jax.rl.config import PPOConfig
 
   cfg = ModelConfig(
-      family="llama", vocab_size=args.vocab, hidden_size=args.hidden,
-      intermediate_size=args.intermediate, num_layers=args.layers, num_heads=args.heads,
-      num_kv_heads=args.kv_heads, head_dim=args.hidden // args.heads,
-      max_position_embeddings=max(2048, args.seq), dtype=args.dtype, remat=args.remat,
-      bos_token_id=1, eos_token_id=2, pad_token_id=0)
-  pcfg = PPOConfig(epochs=args.epochs, minibatches=args.minibatches, grad_accum=args.grad_accum,
-                   logprob_chunk=args.chunk, policy_lr=1e-6, value_lr=1e-6, shuffle=False)
+    family="llama",
+    vocab_size=args.vocab,
+    hidden_size=args.hidden,
+    intermediate_size=args.intermediate,
+    num_layers=args.layers,
+    num_heads=args.heads,
+    num_kv_heads=args.kv_heads,
+    head_dim=args.hidden // args.heads,
+    max_position_embeddings=max(2048, args.seq),
+    dtype=args.dtype,
+    remat=args.remat,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+  )
+  pcfg = PPOConfig(
+    epochs=args.epochs,
+    minibatches=args.minibatches,
+    grad_accum=args.grad_accum,
+    logprob_chunk=args.chunk,
+    policy_lr=1e-6,
+    value_lr=1e-6,
+    shuffle=False,
+  )
   policy = Decoder(cfg, rngs=nnx.Rngs(0))
   value = ValueModel.from_policy(policy)
   n_policy = sum(x.size for x in jax.tree.leaves(nnx.state(policy, nnx.Param)))
@@ -89,7 +112,8 @@ def main(argv=None) -> dict:
   rng = np.random.default_rng(0)
   resp = np.zeros((b, t), np.int32)
   resp[:, p:] = 1
-  batch = ppo.Batch.of({
+  batch = ppo.Batch.of(
+    {
       "tokens": jnp.asarray(rng.integers(3, args.vocab, (b, t)), jnp.int32),
       "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)),
       "attention_mask": jnp.ones((b, t), jnp.int32),
@@ -99,7 +123,8 @@ def main(argv=None) -> dict:
       "ref_logprobs": jnp.asarray(rng.normal(-8, 1, (b, t)), jnp.float32),
       "values": jnp.asarray(rng.normal(0, 1, (b, t)), jnp.float32),
       "rewards": jnp.asarray(rng.choice([1.0, -0.3, -0.6, -1.0], b), jnp.float32),
-  })
+    }
+  )
 
   # The plain matmuls: the MLP up-projection shape of this model, and a square one, same dtype.
   # Each is timed before and after the ppo steps (best of all reps), so a burst of load from
@@ -107,8 +132,10 @@ def main(argv=None) -> dict:
   dt = jnp.dtype(args.dtype)
   dot = jax.jit(jnp.dot)
   shapes = {"mlp": (b * t, cfg.hidden_size, cfg.intermediate_size), "square": (2048, 2048, 2048)}
-  operands = {k: (jnp.asarray(rng.normal(size=(m, k_)), dt),
-                  jnp.asarray(rng.normal(size=(k_, n)), dt)) for k, (m, k_, n) in shapes.items()}
+  operands = {
+    k: (jnp.asarray(rng.normal(size=(m, k_)), dt), jnp.asarray(rng.normal(size=(k_, n)), dt))
+    for k, (m, k_, n) in shapes.items()
+  }
   dot_best = {k: float("inf") for k in shapes}
   dot_best_cpu = {k: float("inf") for k in shapes}
 
@@ -140,7 +167,8 @@ def main(argv=None) -> dict:
   trained_tokens = b * t * args.epochs
   attn = 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * t
   flops_per_token = (6 * count_matmul_params(cfg, True) + attn) + (
-      6 * count_matmul_params(cfg, False) + attn)
+    6 * count_matmul_params(cfg, False) + attn
+  )
   step_flops = flops_per_token * trained_tokens
   ppo_flops_s = step_flops / step_s
   dot_gflops = {k: 2 * m * k_ * n / dot_best[k] / 1e9 for k, (m, k_, n) in shapes.items()}
@@ -151,39 +179,50 @@ def main(argv=None) -> dict:
   ratio_cpu = (step_flops / step_cpu_s) / (max(dot_cpu_gflops.values()) * 1e9)
 
   res = {
-      "device": str(jax.devices()[0]),
-      "device_count": jax.device_count(),
-      "policy_params": int(n_policy),
-      "value_params": int(n_value),
-      "batch": b, "seq": t, "epochs": args.epochs, "minibatches": args.minibatches,
-      "grad_accum": args.grad_accum, "dtype": args.dtype, "remat": args.remat,
-      "compile_and_first_step_s": round(compile_and_first, 3),
-      "step_s_min": round(step_s, 4),
-      "step_s_median": round(statistics.median(times), 4),
-      "tokens_per_s": round(trained_tokens / step_s, 1),
-      "model_flops_per_step": step_flops,
-      "ppo_step_gflops_s": round(ppo_flops_s / 1e9, 2),
-      "dot_shapes": {k: list(v) for k, v in shapes.items()},
-      "dot_gflops_s": {k: round(v, 2) for k, v in dot_gflops.items()},
-      "ratio": round(ppo_flops_s / dot_flops_s, 4),
-      "step_cpu_s_min": round(step_cpu_s, 4),
-      "ppo_step_gflops_per_cpu_s": round(step_flops / step_cpu_s / 1e9, 2),
-      "dot_gflops_per_cpu_s": {k: round(v, 2) for k, v in dot_cpu_gflops.items()},
-      "ratio_cpu_time": round(ratio_cpu, 4),
-      "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-      "policy_loss": float(met["policy_loss"]),
+    "device": str(jax.devices()[0]),
+    "device_count": jax.device_count(),
+    "policy_params": int(n_policy),
+    "value_params": int(n_value),
+    "batch": b,
+    "seq": t,
+    "epochs": args.epochs,
+    "minibatches": args.minibatches,
+    "grad_accum": args.grad_accum,
+    "dtype": args.dtype,
+    "remat": args.remat,
+    "compile_and_first_step_s": round(compile_and_first, 3),
+    "step_s_min": round(step_s, 4),
+    "step_s_median": round(statistics.median(times), 4),
+    "tokens_per_s": round(trained_tokens / step_s, 1),
+    "model_flops_per_step": step_flops,
+    "ppo_step_gflops_s": round(ppo_flops_s / 1e9, 2),
+    "dot_shapes": {k: list(v) for k, v in shapes.items()},
+    "dot_gflops_s": {k: round(v, 2) for k, v in dot_gflops.items()},
+    "ratio": round(ppo_flops_s / dot_flops_s, 4),
+    "step_cpu_s_min": round(step_cpu_s, 4),
+    "ppo_step_gflops_per_cpu_s": round(step_flops / step_cpu_s / 1e9, 2),
+    "dot_gflops_per_cpu_s": {k: round(v, 2) for k, v in dot_cpu_gflops.items()},
+    "ratio_cpu_time": round(ratio_cpu, 4),
+    "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    "policy_loss": float(met["policy_loss"]),
   }
-  print(f"device {res['device']}; policy {n_policy / 1e6:.1f}M + value {n_value / 1e6:.1f}M "
-        f"params; batch {b} x {t} tokens, {args.epochs} epoch(s), dtype {args.dtype}")
+  print(
+    f"device {res['device']}; policy {n_policy / 1e6:.1f}M + value {n_value / 1e6:.1f}M "
+    f"params; batch {b} x {t} tokens, {args.epochs} epoch(s), dtype {args.dtype}"
+  )
   print(f"compile + first step: {compile_and_first:.1f} s")
-  print(f"ppo_step: {step_s:.3f} s/step (min of {args.steps}), {res['tokens_per_s']:.0f} tokens/s, "
-        f"{res['ppo_step_gflops_s']:.1f} GFLOP/s (model FLOPs)")
+  print(
+    f"ppo_step: {step_s:.3f} s/step (min of {args.steps}), {res['tokens_per_s']:.0f} tokens/s, "
+    f"{res['ppo_step_gflops_s']:.1f} GFLOP/s (model FLOPs)"
+  )
   for k, (m, k_, n) in shapes.items():
     print(f"jnp.dot [{m}, {k_}] x [{k_}, {n}]: {dot_gflops[k]:.1f} GFLOP/s")
   print(f"ratio: {100 * res['ratio']:.1f}% of the faster jnp.dot (target >= 35%)")
-  print(f"per CPU-second: ppo_step {res['ppo_step_gflops_per_cpu_s']:.1f} GFLOP, jnp.dot "
-        f"{max(dot_cpu_gflops.values()):.1f} GFLOP; ratio {100 * ratio_cpu:.1f}% "
-        f"(load average {res['load_average']})")
+  print(
+    f"per CPU-second: ppo_step {res['ppo_step_gflops_per_cpu_s']:.1f} GFLOP, jnp.dot "
+    f"{max(dot_cpu_gflops.values()):.1f} GFLOP; ratio {100 * ratio_cpu:.1f}% "
+    f"(load average {res['load_average']})"
+  )
   if args.json:
     with open(args.json, "w") as f:
       json.dump(res, f, indent=2)

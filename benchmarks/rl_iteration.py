@@ -41,6 +41,7 @@ Levers of ours, on by default (each printed with the results; flags turn them of
 
 The last line is `speedup vs TRL: N.NNx` (TRL's warm seconds per iteration over ours, GRPO).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,9 +60,9 @@ LR = 2e-6
 
 # What each of our arms binds on top of its experiment config.
 ARMS = {
-    "grpo": ["ppo.advantage = 'grpo'", "cccs.enabled = False", "fgo.enabled = False"],
-    "gae": ["ppo.advantage = 'gae'", "cccs.enabled = False", "fgo.enabled = False"],
-    "demo": [],  # the demo's own iteration: gae + CCCS + FGO, its own batch (4 x 1)
+  "grpo": ["ppo.advantage = 'grpo'", "cccs.enabled = False", "fgo.enabled = False"],
+  "gae": ["ppo.advantage = 'gae'", "cccs.enabled = False", "fgo.enabled = False"],
+  "demo": [],  # the demo's own iteration: gae + CCCS + FGO, its own batch (4 x 1)
 }
 
 
@@ -77,28 +78,49 @@ def _peak_rss_gb() -> float:
 
 def _choose_problems():
   from stepcoder_jax.runs.trainer import choose_problems
+
   return choose_problems
 
 
 def _work(args) -> dict:
   """Paths and sizes shared by both sides."""
   if args.tiny:
-    return {"gin": "experiments/tiny_cpu.gin", "ours": args.hf_dir, "hf": args.hf_dir,
-            "max_new": args.max_new_tokens or 32, "prompt_tokens": 384}
+    return {
+      "gin": "experiments/tiny_cpu.gin",
+      "ours": args.hf_dir,
+      "hf": args.hf_dir,
+      "max_new": args.max_new_tokens or 32,
+      "prompt_tokens": 384,
+    }
   from stepcoder_jax.models import gguf
-  return {"gin": "experiments/cpu_demo_gemma.gin", "ours": gguf.BUNDLED_NAME,
-          "hf": str(gguf.bundled_hf_dir()), "max_new": args.max_new_tokens or 128,
-          "prompt_tokens": 256}
+
+  return {
+    "gin": "experiments/cpu_demo_gemma.gin",
+    "ours": gguf.BUNDLED_NAME,
+    "hf": str(gguf.bundled_hf_dir()),
+    "max_new": args.max_new_tokens or 128,
+    "prompt_tokens": 256,
+  }
 
 
 def _bindings(args, w: dict, arm: str, work_dir: str) -> list[str]:
-  b = [f"train.work_dir = '{work_dir}'", "train.eval_every = 0",
-       f"train.max_new_tokens = {w['max_new']}", f"prompt.max_tokens = {w['prompt_tokens']}",
-       "checkpoint.save_interval_steps = 0", f"ppo.kl_coef = {KL}", f"ppo.policy_lr = {LR}",
-       "ppo.epochs = 1", "ppo.minibatches = 1", "ppo.train_embeddings = False"]
+  b = [
+    f"train.work_dir = '{work_dir}'",
+    "train.eval_every = 0",
+    f"train.max_new_tokens = {w['max_new']}",
+    f"prompt.max_tokens = {w['prompt_tokens']}",
+    "checkpoint.save_interval_steps = 0",
+    f"ppo.kl_coef = {KL}",
+    f"ppo.policy_lr = {LR}",
+    "ppo.epochs = 1",
+    "ppo.minibatches = 1",
+    "ppo.train_embeddings = False",
+  ]
   if arm != "demo":
-    b += [f"train.problems_per_iteration = {args.prompts}",
-          f"train.samples_per_problem = {args.group}"] + ARMS[arm]
+    b += [
+      f"train.problems_per_iteration = {args.prompts}",
+      f"train.samples_per_problem = {args.group}",
+    ] + ARMS[arm]
   return b + lever_bindings(args) + list(args.bind)
 
 
@@ -114,9 +136,11 @@ def lever_bindings(args) -> list[str]:
 
 def levers(args) -> str:
   on = lambda off: "off" if off else "on"
-  return (f"levers of ours: sampler log-probs {on(args.no_sampler_logprobs)}, output vocabulary "
-          f"{on(args.no_output_vocab or args.tiny)}"
-          f"{' (gemma3_code)' if not (args.no_output_vocab or args.tiny) else ''}")
+  return (
+    f"levers of ours: sampler log-probs {on(args.no_sampler_logprobs)}, output vocabulary "
+    f"{on(args.no_output_vocab or args.tiny)}"
+    f"{' (gemma3_code)' if not (args.no_output_vocab or args.tiny) else ''}"
+  )
 
 
 # ------------------------------------------------------------------------------------ ours
@@ -146,19 +170,32 @@ def run_ours(args, arm: str) -> dict:
         clock.clear()
         m = trainer.iterate()
         rows = trainer.cfg.problems_per_iteration * trainer.cfg.samples_per_problem
-        iters.append({"iteration_s": m["time/iteration_s"],
-                      "generation_s": m.get("time/sample_s", float("nan")),
-                      "scoring_s": clock.get("forward", float("nan")),
-                      "judging_s": clock.get("judge", float("nan")),
-                      "update_s": clock.get("update", float("nan")),
-                      "tokens": m.get("response_tokens_mean", 0.0) * rows,
-                      "reward_mean": m.get("reward_mean"), "rows": rows})
-        print(f"  ours {arm} iteration {len(iters)}: {iters[-1]['iteration_s']:.1f} s",
-              file=sys.stderr, flush=True)
+        iters.append(
+          {
+            "iteration_s": m["time/iteration_s"],
+            "generation_s": m.get("time/sample_s", float("nan")),
+            "scoring_s": clock.get("forward", float("nan")),
+            "judging_s": clock.get("judge", float("nan")),
+            "update_s": clock.get("update", float("nan")),
+            "tokens": m.get("response_tokens_mean", 0.0) * rows,
+            "reward_mean": m.get("reward_mean"),
+            "rows": rows,
+          }
+        )
+        print(
+          f"  ours {arm} iteration {len(iters)}: {iters[-1]['iteration_s']:.1f} s",
+          file=sys.stderr,
+          flush=True,
+        )
     finally:
       pool.close()
-  return {"side": f"ours_{arm}", "load_s": load_s, "iterations": iters,
-          "peak_rss_gb": _peak_rss_gb(), "jax": jax.__version__}
+  return {
+    "side": f"ours_{arm}",
+    "load_s": load_s,
+    "iterations": iters,
+    "peak_rss_gb": _peak_rss_gb(),
+    "jax": jax.__version__,
+  }
 
 
 def _instrument_ours(trainer, pool) -> dict:
@@ -177,6 +214,7 @@ def _instrument_ours(trainer, pool) -> dict:
       out = jax.block_until_ready(fn(*a, **k))
       clock[name] = clock.get(name, 0.0) + time.perf_counter() - t
       return out
+
     return run
 
   holder = getattr(trainer, "rollout", trainer)  # the rollout object owns the forward (if any)
@@ -241,6 +279,7 @@ def run_trl(args) -> dict:
 
   # The judge: the same pool config as ours (gin's execution defaults of the experiment file).
   from stepcoder_jax import gin_setup
+
   gin_setup.parse([w["gin"]], [])
   pool = ExecutionPool(ExecutionConfig())
   pool.start()
@@ -255,16 +294,35 @@ def run_trl(args) -> dict:
     return [r.reward for r in pool.run(jobs)]
 
   cfg = trl.GRPOConfig(
-      output_dir=tempfile.mkdtemp(), use_cpu=True, bf16=False, fp16=False,
-      per_device_train_batch_size=args.prompts * args.group, num_generations=args.group,
-      gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
-      max_steps=args.iterations, max_completion_length=w["max_new"], temperature=1.0,
-      beta=KL, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
-      shuffle_dataset=False, use_vllm=False, report_to="none", save_strategy="no",
-      logging_steps=1, seed=0, dataloader_num_workers=0, disable_tqdm=True)
+    output_dir=tempfile.mkdtemp(),
+    use_cpu=True,
+    bf16=False,
+    fp16=False,
+    per_device_train_batch_size=args.prompts * args.group,
+    num_generations=args.group,
+    gradient_accumulation_steps=1,
+    steps_per_generation=1,
+    num_iterations=1,
+    max_steps=args.iterations,
+    max_completion_length=w["max_new"],
+    temperature=1.0,
+    beta=KL,
+    learning_rate=LR,
+    lr_scheduler_type="constant",
+    warmup_steps=0,
+    shuffle_dataset=False,
+    use_vllm=False,
+    report_to="none",
+    save_strategy="no",
+    logging_steps=1,
+    seed=0,
+    dataloader_num_workers=0,
+    disable_tqdm=True,
+  )
   data = Dataset.from_list([{"prompt": parts.text} for _, parts in pairs])
-  trainer = trl.GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=data,
-                            processing_class=tok)
+  trainer = trl.GRPOTrainer(
+    model=model, reward_funcs=reward, args=cfg, train_dataset=data, processing_class=tok
+  )
   _instrument_trl(trainer, clock)
   steps: list[dict] = []
   marks: dict[str, float] = {}
@@ -276,10 +334,17 @@ def run_trl(args) -> dict:
 
     def on_step_end(self, *a, **k):
       total = time.perf_counter() - marks["t"]
-      steps.append({"iteration_s": total, "generation_s": clock.get("generate", 0.0),
-                    "scoring_s": clock.get("score", 0.0), "judging_s": clock.get("judge", 0.0),
-                    "update_s": total - clock.get("generate_and_score", 0.0),
-                    "tokens": clock.get("tokens", 0.0), "rows": args.prompts * args.group})
+      steps.append(
+        {
+          "iteration_s": total,
+          "generation_s": clock.get("generate", 0.0),
+          "scoring_s": clock.get("score", 0.0),
+          "judging_s": clock.get("judge", 0.0),
+          "update_s": total - clock.get("generate_and_score", 0.0),
+          "tokens": clock.get("tokens", 0.0),
+          "rows": args.prompts * args.group,
+        }
+      )
       print(f"  TRL step {len(steps)}: {total:.1f} s", file=sys.stderr, flush=True)
 
   trainer.add_callback(Steps())
@@ -287,14 +352,21 @@ def run_trl(args) -> dict:
     trainer.train()
   finally:
     pool.close()
-  return {"side": "trl", "load_s": load_s, "iterations": steps, "peak_rss_gb": _peak_rss_gb(),
-          "trl": trl.__version__, "torch": torch.__version__}
+  return {
+    "side": "trl",
+    "load_s": load_s,
+    "iterations": steps,
+    "peak_rss_gb": _peak_rss_gb(),
+    "trl": trl.__version__,
+    "torch": torch.__version__,
+  }
 
 
 def _extra_eos(hf_dir: str) -> list[int]:
   """EOS ids of the generation config (Gemma ends turns with <end_of_turn> as well)."""
   try:
     import transformers
+
     e = transformers.GenerationConfig.from_pretrained(hf_dir).eos_token_id
   except OSError:
     return []
@@ -316,6 +388,7 @@ def _instrument_trl(trainer, clock: dict) -> None:
       if count_tokens:  # _generate returns (prompt_ids, completion_ids, ...)
         clock["tokens"] = clock.get("tokens", 0.0) + sum(len(c) for c in out[1])
       return out
+
     setattr(trainer, name, run)
 
   wrap("_generate", "generate", count_tokens=True)
@@ -330,6 +403,7 @@ def _instrument_trl(trainer, clock: dict) -> None:
 def _tiny_dir(path: str) -> str:
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from decode import _tiny_llama_dir
+
   return _tiny_llama_dir(path)
 
 
@@ -347,14 +421,18 @@ def _warm_mean(r: dict, key: str) -> float:
 
 
 def _line(name: str, r: dict) -> str:
-  m = {k: _warm_mean(r, k) for k in ("iteration_s", "generation_s", "scoring_s", "judging_s",
-                                     "update_s", "tokens")}
+  m = {
+    k: _warm_mean(r, k)
+    for k in ("iteration_s", "generation_s", "scoring_s", "judging_s", "update_s", "tokens")
+  }
   first = r["iterations"][0]["iteration_s"]
-  return (f"{name:10s} {m['iteration_s']:7.1f} s/it (first {first:6.1f}) | gen "
-          f"{m['generation_s']:6.1f} | score {m['scoring_s']:5.1f} | judge {m['judging_s']:5.1f} "
-          f"| update {m['update_s']:5.1f} | {m['tokens'] / m['iteration_s']:6.1f} tok/s "
-          f"({m['tokens'] / max(m['generation_s'], 1e-9):6.1f} while generating) | "
-          f"peak RSS {r['peak_rss_gb']:5.2f} GB | rows {r['iterations'][0]['rows']}")
+  return (
+    f"{name:10s} {m['iteration_s']:7.1f} s/it (first {first:6.1f}) | gen "
+    f"{m['generation_s']:6.1f} | score {m['scoring_s']:5.1f} | judge {m['judging_s']:5.1f} "
+    f"| update {m['update_s']:5.1f} | {m['tokens'] / m['iteration_s']:6.1f} tok/s "
+    f"({m['tokens'] / max(m['generation_s'], 1e-9):6.1f} while generating) | "
+    f"peak RSS {r['peak_rss_gb']:5.2f} GB | rows {r['iterations'][0]['rows']}"
+  )
 
 
 def main(argv=None) -> int:
@@ -366,10 +444,16 @@ def main(argv=None) -> int:
   p.add_argument("--group", type=int, default=4, help="samples per prompt")
   p.add_argument("--max_new_tokens", type=int, default=0, help="0: 128 (Gemma), 32 (tiny)")
   p.add_argument("--bind", action="append", default=[], help="extra gin binding for ours")
-  p.add_argument("--no_sampler_logprobs", action="store_true",
-                 help="ours: score old log-probs with a forward pass (train.sampler_logprobs off)")
-  p.add_argument("--no_output_vocab", action="store_true",
-                 help="ours: the full vocabulary (model.output_vocab = None)")
+  p.add_argument(
+    "--no_sampler_logprobs",
+    action="store_true",
+    help="ours: score old log-probs with a forward pass (train.sampler_logprobs off)",
+  )
+  p.add_argument(
+    "--no_output_vocab",
+    action="store_true",
+    help="ours: the full vocabulary (model.output_vocab = None)",
+  )
   p.add_argument("--json", default=None, help="also write the results here")
   p.add_argument("--side", default=None, help=argparse.SUPPRESS)
   p.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -379,8 +463,12 @@ def main(argv=None) -> int:
     return _side(args)
   if args.iterations < 2:
     p.error("--iterations must be >= 2 (the first one compiles)")
-  machine = {"platform": platform.platform(), "cpus": os.cpu_count(),
-             "loadavg_start": [round(x, 2) for x in os.getloadavg()], "threads": THREADS}
+  machine = {
+    "platform": platform.platform(),
+    "cpus": os.cpu_count(),
+    "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    "threads": THREADS,
+  }
   print(f"machine: {machine}", flush=True)
   print(levers(args), flush=True)
   results = {}
@@ -388,9 +476,22 @@ def main(argv=None) -> int:
     hf_dir = _tiny_dir(os.path.join(tmp, "tiny")) if args.tiny else None
     for side in [s.strip() for s in args.sides.split(",") if s.strip()]:
       out = os.path.join(tmp, f"{side}.json")
-      cmd = [sys.executable, os.path.abspath(__file__), "--side", side, "--out", out,
-             "--iterations", str(args.iterations), "--prompts", str(args.prompts),
-             "--group", str(args.group), "--max_new_tokens", str(args.max_new_tokens)]
+      cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--side",
+        side,
+        "--out",
+        out,
+        "--iterations",
+        str(args.iterations),
+        "--prompts",
+        str(args.prompts),
+        "--group",
+        str(args.group),
+        "--max_new_tokens",
+        str(args.max_new_tokens),
+      ]
       cmd += ["--tiny", "--hf_dir", hf_dir] if args.tiny else []
       for b in args.bind:
         cmd += ["--bind", b]

@@ -1,4 +1,5 @@
 """Build an output vocabulary (`model.output_vocab`); see stepcoder_jax/models/vocab_build.py."""
+
 import sys
 from pathlib import Path
 

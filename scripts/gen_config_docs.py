@@ -1,8 +1,9 @@
 """Write docs/configuration.md from the code (every gin setting, its default, its description).
 
-    python scripts/gen_config_docs.py          # rewrite the file
-    python scripts/gen_config_docs.py --check  # exit 1 when the file is out of date
+python scripts/gen_config_docs.py          # rewrite the file
+python scripts/gen_config_docs.py --check  # exit 1 when the file is out of date
 """
+
 import sys
 from pathlib import Path
 

@@ -6,6 +6,7 @@ Usage: python scripts/learning_test_study.py SEEDS PERTURB ITERATIONS OUT.jsonl
   JSON line per seed: the SFT policy's probability of the right answer and the one after each
   iteration ("probs", index i = after i iterations), and the per-iteration mean rewards.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,12 @@ def main(argv: list[str]) -> int:
 
     with tempfile.TemporaryDirectory() as d:
       rewards, _ = tl.train(problems, warm, Path(d), tl.POLICY_LR, seed, on_iteration=record)
-    row = {"seed": seed, "perturb": perturb, "probs": [round(p, 4) for p in probs],
-           "rewards": [round(r, 4) for r in rewards]}
+    row = {
+      "seed": seed,
+      "perturb": perturb,
+      "probs": [round(p, 4) for p in probs],
+      "rewards": [round(r, 4) for r in rewards],
+    }
     with out.open("a") as f:
       f.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)

@@ -1,4 +1,5 @@
 """`python -m stepcoder_jax <command>`: same as the `stepcoder-jax` console command."""
+
 import sys
 
 from stepcoder_jax.cli import main

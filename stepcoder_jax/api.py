@@ -8,6 +8,7 @@ configuration for the call, as one command line would. Bad input raises
 `stepcoder_jax.errors.UserError` with the message the CLI prints. `train` and `judge` take a
 `reward` plug-in (see `execution/config.py:RewardConfig.fn`). Documented in docs/api.md.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,6 +27,7 @@ RewardFn = Callable[..., float]
 @dataclasses.dataclass
 class TrainResult:
   """What `train` returns: the per-iteration metrics and where the final policy is."""
+
   history: list[dict]
   work_dir: Path
   model_dir: Path | None  # an HF directory (None on a multi-host run: export the checkpoint)
@@ -51,8 +53,10 @@ def load_problems(problems) -> list:
 
   if isinstance(problems, (str, os.PathLike)):
     return load_problem_file(os.fspath(problems))
-  return [p if isinstance(p, Problem) else Problem.from_dict(dict(p), where=f"problem {i}: ")
-          for i, p in enumerate(problems)]
+  return [
+    p if isinstance(p, Problem) else Problem.from_dict(dict(p), where=f"problem {i}: ")
+    for i, p in enumerate(problems)
+  ]
 
 
 def _problems_file(problems, directory: Path) -> str:
@@ -81,8 +85,16 @@ def _command(name: str, argv: list[str], gin_files: Sequence[str], gin: Bindings
   return int(mod.run(args) or 0)
 
 
-def sft(model: str | None, problems, out: str | os.PathLike, *, steps: int | None = None,
-        val_problems=None, gin_files: Sequence[str] = (), gin: Bindings = ()) -> Path:
+def sft(
+  model: str | None,
+  problems,
+  out: str | os.PathLike,
+  *,
+  steps: int | None = None,
+  val_problems=None,
+  gin_files: Sequence[str] = (),
+  gin: Bindings = (),
+) -> Path:
   """Fine-tune `model` on the reference solutions of `problems`; returns the HF directory `out`."""
   out = Path(out)
   argv = ["--out", str(out), "--problems", _problems_file(problems, out / "data")]
@@ -94,9 +106,16 @@ def sft(model: str | None, problems, out: str | os.PathLike, *, steps: int | Non
   return out
 
 
-def train(model: str | None, problems, work_dir: str | os.PathLike, *,
-          iterations: int | None = None, reward: RewardFn | None = None,
-          gin_files: Sequence[str] = (), gin: Bindings = ()) -> TrainResult:
+def train(
+  model: str | None,
+  problems,
+  work_dir: str | os.PathLike,
+  *,
+  iterations: int | None = None,
+  reward: RewardFn | None = None,
+  gin_files: Sequence[str] = (),
+  gin: Bindings = (),
+) -> TrainResult:
   """StepCoder (or whichever arm the gin selects) from `model` on `problems`; resumes when
   `work_dir` has a checkpoint. `reward(problem, completion, result) -> float` replaces the CodeRL
   reward (FGO's mask is unchanged)."""
@@ -112,22 +131,34 @@ def train(model: str | None, problems, work_dir: str | os.PathLike, *,
   records = load_problems(problems)
   if not records:
     raise UserError("train: no problems to train on")
-  source = (os.fspath(problems) if isinstance(problems, (str, os.PathLike))
-            else "problems given in Python") + f" ({len(records)} problems)"
+  source = (
+    os.fspath(problems) if isinstance(problems, (str, os.PathLike)) else "problems given in Python"
+  ) + f" ({len(records)} problems)"
   reward_cfg = RewardConfig()
   if reward is not None:
     reward_cfg = dataclasses.replace(reward_cfg, fn=reward)
   with ExecutionPool(ExecutionConfig(), reward_cfg) as pool:
     history = pipeline.train(cfg, model=model, problems=records, pool=pool, data_source=source)
   model_dir = final_policy.final_model_dir(cfg.work_dir)
-  return TrainResult(history=history, work_dir=Path(cfg.work_dir),
-                     model_dir=model_dir if (model_dir / "config.json").is_file() else None)
+  return TrainResult(
+    history=history,
+    work_dir=Path(cfg.work_dir),
+    model_dir=model_dir if (model_dir / "config.json").is_file() else None,
+  )
 
 
-def evaluate(model: str | None, problems, out: str | os.PathLike | None = None, *,
-             n: int | None = None, k: Sequence[int] | None = None,
-             temperature: float | None = None, subtask: bool = False,
-             gin_files: Sequence[str] = (), gin: Bindings = ()):
+def evaluate(
+  model: str | None,
+  problems,
+  out: str | os.PathLike | None = None,
+  *,
+  n: int | None = None,
+  k: Sequence[int] | None = None,
+  temperature: float | None = None,
+  subtask: bool = False,
+  gin_files: Sequence[str] = (),
+  gin: Bindings = (),
+):
   """pass@k, greedy pass@1 and tests share by difficulty; returns the `EvalReport` (its
   `.table` is what eval.json holds) and writes the tables to `out` when given."""
   from stepcoder_jax.execution.config import ExecutionConfig
@@ -136,20 +167,32 @@ def evaluate(model: str | None, problems, out: str | os.PathLike | None = None, 
   from stepcoder_jax.runs.config import EvalConfig
 
   configure(gin_files, gin)
-  flags = {"num_samples": n, "ks": tuple(k) if k is not None else None,
-           "temperature": temperature}
+  flags = {"num_samples": n, "ks": tuple(k) if k is not None else None, "temperature": temperature}
   cfg = dataclasses.replace(EvalConfig(), **{a: v for a, v in flags.items() if v is not None})
   records = load_problems(problems)
   models = pipeline.load_policy(model)
   with pipeline.open_pool(ExecutionConfig()) as pool:
-    return evaluation.evaluate(models.policy, models.tokenizer, records, cfg, pool,
-                               out_dir=out, name="eval_subtask" if subtask else "eval",
-                               subtask=subtask, statements=CCCSConfig().statements)
+    return evaluation.evaluate(
+      models.policy,
+      models.tokenizer,
+      records,
+      cfg,
+      pool,
+      out_dir=out,
+      name="eval_subtask" if subtask else "eval",
+      subtask=subtask,
+      statements=CCCSConfig().statements,
+    )
 
 
-def judge(problems, completions: Mapping[str, str] | Iterable[tuple[str, str]] | None = None, *,
-          reward: RewardFn | None = None, gin_files: Sequence[str] = (),
-          gin: Bindings = ()) -> list:
+def judge(
+  problems,
+  completions: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+  *,
+  reward: RewardFn | None = None,
+  gin_files: Sequence[str] = (),
+  gin: Bindings = (),
+) -> list:
   """Run completions (problem id -> code; or (id, code) pairs, several per id allowed) against
   the problems' tests in the sandbox; without completions, the reference solutions. Returns one
   `ExecResult` per completion, in order."""
@@ -175,19 +218,38 @@ def judge(problems, completions: Mapping[str, str] | Iterable[tuple[str, str]] |
     return pool.run(jobs)
 
 
-def export(model: str, out: str | os.PathLike, *, results: Sequence[str] = (),
-           dtype: str | None = None, base_model: str | None = None, data: str | None = None,
-           push_to_hub: str | None = None) -> Path:
+def export(
+  model: str,
+  out: str | os.PathLike,
+  *,
+  results: Sequence[str] = (),
+  dtype: str | None = None,
+  base_model: str | None = None,
+  data: str | None = None,
+  push_to_hub: str | None = None,
+) -> Path:
   """Write `model` as an HF directory with a model card; returns `out`."""
   argv = ["--model", str(model), "--out", os.fspath(out)]
   for r in results:
     argv += ["--results", os.fspath(r)]
-  for flag, value in (("--dtype", dtype), ("--base_model", base_model), ("--data", data),
-                      ("--push_to_hub", push_to_hub)):
+  for flag, value in (
+    ("--dtype", dtype),
+    ("--base_model", base_model),
+    ("--data", data),
+    ("--push_to_hub", push_to_hub),
+  ):
     argv += [flag, value] if value else []
   _command("export", argv, (), ())
   return Path(out)
 
 
-__all__ = ["TrainResult", "configure", "load_problems", "sft", "train", "evaluate", "judge",
-           "export"]
+__all__ = [
+  "TrainResult",
+  "configure",
+  "load_problems",
+  "sft",
+  "train",
+  "evaluate",
+  "judge",
+  "export",
+]

@@ -12,6 +12,7 @@ it when the holder dies, even by SIGKILL, so a crashed builder never blocks the 
 files are never deleted (deleting one lets two processes hold "the" lock on different inodes).
 This module imports nothing heavy.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,9 +29,9 @@ ENV_VAR = "STEPCODER_JAX_CACHE"
 # Libraries that write their own caches under ~ unless told otherwise: variable -> sub-directory
 # of the cache root. Set only when the user has not set the variable.
 LIBRARY_CACHE_VARS = {
-    "MPLCONFIGDIR": "matplotlib",        # font list cache and config (~/.cache, ~/.config)
-    "HF_HOME": "huggingface",            # transformers / tokenizers / hub files
-    "TFDS_CACHE_DIR": "tensorflow_datasets",  # TFDS's community-dataset metadata
+  "MPLCONFIGDIR": "matplotlib",  # font list cache and config (~/.cache, ~/.config)
+  "HF_HOME": "huggingface",  # transformers / tokenizers / hub files
+  "TFDS_CACHE_DIR": "tensorflow_datasets",  # TFDS's community-dataset metadata
 }
 
 

@@ -12,6 +12,7 @@ directory `<step>.orbax-checkpoint-tmp` is renamed to `<step>`), so a run killed
 from the previous complete step. Restoring takes target shardings, so a checkpoint saved on one
 mesh restores onto another (resharding), or onto a single device for inference.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -72,8 +73,9 @@ class Checkpointer:
     items: names of the array trees this run saves (fixed per run, so restore knows them).
   """
 
-  def __init__(self, directory: str | Path, cfg: CheckpointConfig,
-               items: Sequence[str] = DEFAULT_ITEMS):
+  def __init__(
+    self, directory: str | Path, cfg: CheckpointConfig, items: Sequence[str] = DEFAULT_ITEMS
+  ):
     self.cfg = cfg
     self.directory = Path(directory).absolute()
     if META in items:
@@ -82,11 +84,12 @@ class Checkpointer:
     handlers = {name: ocp.StandardCheckpointHandler() for name in self.items}
     handlers[META] = ocp.JsonCheckpointHandler()
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=max(1, self.cfg.save_interval_steps),
-        max_to_keep=self.cfg.max_to_keep if self.cfg.max_to_keep > 0 else None,
-        keep_period=self.cfg.keep_period or None,
-        enable_async_checkpointing=self.cfg.async_save,
-        create=True)
+      save_interval_steps=max(1, self.cfg.save_interval_steps),
+      max_to_keep=self.cfg.max_to_keep if self.cfg.max_to_keep > 0 else None,
+      keep_period=self.cfg.keep_period or None,
+      enable_async_checkpointing=self.cfg.async_save,
+      create=True,
+    )
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   # --- saving -------------------------------------------------------------------------------
@@ -94,8 +97,14 @@ class Checkpointer:
   def should_save(self, step: int) -> bool:
     return self.manager.should_save(step)
 
-  def save(self, step: int, trees: Mapping[str, Any], meta: Mapping[str, Any] | None = None,
-           *, force: bool = False) -> bool:
+  def save(
+    self,
+    step: int,
+    trees: Mapping[str, Any],
+    meta: Mapping[str, Any] | None = None,
+    *,
+    force: bool = False,
+  ) -> bool:
     """Save array trees (nnx States or pytrees of arrays) and JSON metadata at `step`.
 
     `meta` holds the host-side state: RNG (see rng_to_json), curriculum JSON, data position,
@@ -140,9 +149,14 @@ class Checkpointer:
     out = self.manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))
     return dict(out[META])
 
-  def restore(self, step: int | None = None, targets: Mapping[str, Any] | None = None,
-              *, names: Sequence[str] | None = None,
-              default_sharding: jax.sharding.Sharding | None = None) -> tuple[dict, dict]:
+  def restore(
+    self,
+    step: int | None = None,
+    targets: Mapping[str, Any] | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    default_sharding: jax.sharding.Sharding | None = None,
+  ) -> tuple[dict, dict]:
     """Restore array trees and metadata; returns (trees, meta).
 
     Args:
@@ -161,10 +175,10 @@ class Checkpointer:
     saved = set(meta.get("items", self.items))
     missing = [n for n in names if n not in saved]
     if missing:
-      raise UserError(f"{self.directory}/{step}: checkpoint has no item(s) {missing}; "
-                      f"it holds {sorted(saved)}")
-    default_sharding = default_sharding or jax.sharding.SingleDeviceSharding(
-        jax.local_devices()[0])
+      raise UserError(
+        f"{self.directory}/{step}: checkpoint has no item(s) {missing}; it holds {sorted(saved)}"
+      )
+    default_sharding = default_sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     args = {}
     for name in names:
       target = targets.get(name)
@@ -191,24 +205,27 @@ class Checkpointer:
       if step is None:
         raise UserError(f"{self.directory}: no finished checkpoint to restore")
     elif step not in self.manager.all_steps():
-      raise UserError(f"{self.directory}: no checkpoint for step {step}; "
-                      f"have {self.all_steps()}")
+      raise UserError(f"{self.directory}: no checkpoint for step {step}; have {self.all_steps()}")
     return step
 
-  def _abstract_from_metadata(self, step: int, name: str,
-                              sharding: jax.sharding.Sharding) -> Any:
+  def _abstract_from_metadata(self, step: int, name: str, sharding: jax.sharding.Sharding) -> Any:
     md = self.manager.item_metadata(step)[name]
     tree = getattr(md, "tree", md)
-    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding),
-                        tree, is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+    return jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding),
+      tree,
+      is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"),
+    )
 
 
 def _abstract(tree: Any) -> Any:
   """ShapeDtypeStructs with the shardings of the given arrays / structs."""
+
   def one(x):
     if isinstance(x, jax.ShapeDtypeStruct):
       return x
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None))
+
   return jax.tree.map(one, tree)
 
 
@@ -239,6 +256,7 @@ def _tuples(x: Any) -> Any:
 
 def load_model_config(directory: str | Path):
   from stepcoder_jax.models.config import ModelConfig
+
   path = Path(directory) / MODEL_CONFIG_FILE
   if not path.is_file():
     raise UserError(f"{path}: missing; not a stepcoder_jax checkpoint directory")
@@ -262,8 +280,10 @@ def find_checkpoint_dir(path: str | Path) -> Path:
     return p / "checkpoints"
   if p.name.isdigit() and (p.parent / MODEL_CONFIG_FILE).is_file():
     return p.parent
-  raise UserError(f"{p}: no {MODEL_CONFIG_FILE} here or in {p}/checkpoints; "
-                  "not a stepcoder_jax training directory")
+  raise UserError(
+    f"{p}: no {MODEL_CONFIG_FILE} here or in {p}/checkpoints; "
+    "not a stepcoder_jax training directory"
+  )
 
 
 def load_policy_for_inference(path: str | Path, step: int | None = None, item: str = "policy"):
@@ -282,6 +302,7 @@ def load_policy_for_inference(path: str | Path, step: int | None = None, item: s
   def build():
     with nnx.use_eager_sharding(False):
       return Decoder(cfg, rngs=nnx.Rngs(0))
+
   graphdef, abs_state = nnx.split(nnx.eval_shape(build))
   one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abs_state)
@@ -294,5 +315,6 @@ def load_policy_for_inference(path: str | Path, step: int | None = None, item: s
   tokenizer = None
   if (d / TOKENIZER_DIR).is_dir():
     from stepcoder_jax.models.tokenizer import load_tokenizer
+
     tokenizer = load_tokenizer(d / TOKENIZER_DIR)
   return cfg, decoder, tokenizer

@@ -5,6 +5,7 @@ with status 2 before any heavy import. Ctrl-C prints one line and exits with 130
 resumes from its last checkpoint when started again); output piped into a reader that stops early
 (`config ... | head`) ends quietly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,18 +19,18 @@ from stepcoder_jax.errors import UserError
 
 # command name -> module under stepcoder_jax.commands
 COMMANDS = {
-    "config": "config",
-    "generate": "generate",
-    "judge": "judge",
-    "sft": "sft",
-    "train": "train",
-    "eval": "evaluate",
-    "export": "export",
-    "demo": "demo",
-    "prepare": "prepare",
-    "curriculum": "curriculum",
-    "ablate": "ablate",
-    "compile": "compile",
+  "config": "config",
+  "generate": "generate",
+  "judge": "judge",
+  "sft": "sft",
+  "train": "train",
+  "eval": "evaluate",
+  "export": "export",
+  "demo": "demo",
+  "prepare": "prepare",
+  "curriculum": "curriculum",
+  "ablate": "ablate",
+  "compile": "compile",
 }
 
 
@@ -54,21 +55,27 @@ def _available() -> dict[str, object]:
 
 
 # Every command reads gin; the flags are taken out of argv before argparse sees it.
-GIN_HELP = ("gin settings (every command): --gin_file FILE (repeatable; a path, or a name under "
-            "the shipped configs/ such as experiments/tiny_cpu.gin) and --gin.NAME=VALUE "
-            "(repeatable, e.g. --gin.ppo.kl_coef=0.05; a string needs quotes: "
-            "--gin.model.path=\"'gemma3-270m'\"). `stepcoder-jax config --defaults` lists every "
-            "setting with its default.")
+GIN_HELP = (
+  "gin settings (every command): --gin_file FILE (repeatable; a path, or a name under "
+  "the shipped configs/ such as experiments/tiny_cpu.gin) and --gin.NAME=VALUE "
+  "(repeatable, e.g. --gin.ppo.kl_coef=0.05; a string needs quotes: "
+  "--gin.model.path=\"'gemma3-270m'\"). `stepcoder-jax config --defaults` lists every "
+  "setting with its default."
+)
 
 
 def build_parser(mods) -> argparse.ArgumentParser:
-  p = _Parser(prog="stepcoder-jax", description="StepCoder (PPO + CCCS + FGO) in JAX.",
-              usage="stepcoder-jax COMMAND [flags] [--gin_file FILE]... [--gin.NAME=VALUE]...",
-              epilog=GIN_HELP)
+  p = _Parser(
+    prog="stepcoder-jax",
+    description="StepCoder (PPO + CCCS + FGO) in JAX.",
+    usage="stepcoder-jax COMMAND [flags] [--gin_file FILE]... [--gin.NAME=VALUE]...",
+    epilog=GIN_HELP,
+  )
   sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
   for name, mod in mods.items():
-    sp = sub.add_parser(name, help=getattr(mod, "HELP", ""), epilog=GIN_HELP,
-                        description=getattr(mod, "HELP", None))
+    sp = sub.add_parser(
+      name, help=getattr(mod, "HELP", ""), epilog=GIN_HELP, description=getattr(mod, "HELP", None)
+    )
     mod.add_arguments(sp)
   return p
 
@@ -76,8 +83,9 @@ def build_parser(mods) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   # Our modules log at INFO; third-party libraries (gin's search-path chatter, absl) at WARNING.
-  logging.basicConfig(level=logging.WARNING,
-                      format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  logging.basicConfig(
+    level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+  )
   logging.getLogger("stepcoder_jax").setLevel(logging.INFO)
   logging.getLogger("absl").setLevel(logging.ERROR)  # TFDS's "custom data configuration" notes
   cache.route_library_caches()  # matplotlib, HF, TFDS caches under $STEPCODER_JAX_CACHE, not ~

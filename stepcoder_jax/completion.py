@@ -24,6 +24,7 @@ that token's text is then taken off. Some decoders treat the first token of a te
 its own, a response starting with the piece "▁▁▁▁x" after a CCCS prefix would be indented by
 three spaces instead of four.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,6 +47,7 @@ class Cut:
       token has an empty span. Spans may extend past `text` (the stop string's tokens).
     finish: ``eos``, ``stop`` or ``length``.
   """
+
   ids: list[int]
   text: str
   offsets: list[tuple[int, int]]
@@ -82,12 +84,15 @@ def _anchor_tokens(tokenizer: Any, ids: Sequence[int]) -> list[bool]:
   of them is decoded as a unit, so a window must hold the whole run)."""
   special = set(getattr(tokenizer, "all_special_ids", ()) or ())
   pieces = tokenizer.convert_ids_to_tokens(list(ids))
-  return [t not in special and not (isinstance(p, str) and _BYTE_PIECE.fullmatch(p) is not None)
-          for t, p in zip(ids, pieces)]
+  return [
+    t not in special and not (isinstance(p, str) and _BYTE_PIECE.fullmatch(p) is not None)
+    for t, p in zip(ids, pieces)
+  ]
 
 
-def token_offsets(tokenizer: Any, ids: Sequence[int], lead: int | None = None
-                  ) -> tuple[str, list[tuple[int, int]]]:
+def token_offsets(
+  tokenizer: Any, ids: Sequence[int], lead: int | None = None
+) -> tuple[str, list[tuple[int, int]]]:
   """Decoded text of `ids` (special tokens skipped) and each token's (start, end) span in it.
 
   `lead`: the token before `ids` (the prompt's last one). The response is then decoded as the
@@ -131,12 +136,18 @@ def token_offsets(tokenizer: Any, ids: Sequence[int], lead: int | None = None
       back = next((j for j in range(k - 1, ctx, -1) if anchors[j]), ctx)
       tail = _decode(tokenizer, ids[back:k])
       if back > ctx and text.endswith(tail):
-        ctx, base = back, text[:len(text) - len(tail)]
+        ctx, base = back, text[: len(text) - len(tail)]
   return text, offsets
 
 
-def cut(tokenizer: Any, ids: Sequence[int], stop: Sequence[str], eos_ids: Sequence[int],
-        context: str = "", lead: int | None = None) -> Cut:
+def cut(
+  tokenizer: Any,
+  ids: Sequence[int],
+  stop: Sequence[str],
+  eos_ids: Sequence[int],
+  context: str = "",
+  lead: int | None = None,
+) -> Cut:
   """Cut a sampled response (see the module docstring for the rules).
 
   Args:
@@ -153,11 +164,11 @@ def cut(tokenizer: Any, ids: Sequence[int], stop: Sequence[str], eos_ids: Sequen
   finish = LENGTH
   for i, t in enumerate(ids):
     if t in eos:
-      ids, finish = ids[:i + 1], EOS
+      ids, finish = ids[: i + 1], EOS
       break
   text, offsets = token_offsets(tokenizer, ids, lead)
   longest = max((len(x) for x in stop if x), default=1)
-  tail = context[len(context) - (longest - 1):] if context and longest > 1 else ""
+  tail = context[len(context) - (longest - 1) :] if context and longest > 1 else ""
   joined = tail + text
   end_at, end = len(text), None
   for x in stop:

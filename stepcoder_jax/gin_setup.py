@@ -3,6 +3,7 @@
 Every gin configurable lives in a light module (no jax import) listed in CONFIG_MODULES, so that an
 unknown binding is reported before any heavy import or compile.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -15,14 +16,13 @@ import gin
 
 # Light modules that declare @gin.configurable config classes. Add yours here.
 CONFIG_MODULES = (
-    "stepcoder_jax.config",
-    "stepcoder_jax.models.config",
-    "stepcoder_jax.execution.config",
-    "stepcoder_jax.data.config",
-    "stepcoder_jax.rl.config",
-    "stepcoder_jax.runs.config",
+  "stepcoder_jax.config",
+  "stepcoder_jax.models.config",
+  "stepcoder_jax.execution.config",
+  "stepcoder_jax.data.config",
+  "stepcoder_jax.rl.config",
+  "stepcoder_jax.runs.config",
 )
-
 
 
 def configs_dir() -> Path:
@@ -57,7 +57,7 @@ def split_gin_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
     if a.startswith("--gin_file="):
       files.append(a.split("=", 1)[1])
     elif a.startswith("--gin."):
-      body = a[len("--gin."):]
+      body = a[len("--gin.") :]
       if "=" not in body:
         if i + 1 >= len(argv):
           raise GinError(f"{a}: expected --gin.NAME=VALUE")
@@ -103,8 +103,10 @@ def parse(files: list[str], bindings: list[str]) -> None:
     if "malformed node or string" in msg:  # gin's words for an unquoted string
       raise GinError(unquoted_hint(bindings, msg)) from None
     if "denylisted kwarg 'max_prompt_tokens'" in msg:  # the binding that moved
-      msg = ("the prompt limit is prompt.max_tokens (one for training, evaluation and SFT), not "
-             f"<scope>.max_prompt_tokens: {msg}")
+      msg = (
+        "the prompt limit is prompt.max_tokens (one for training, evaluation and SFT), not "
+        f"<scope>.max_prompt_tokens: {msg}"
+      )
     raise GinError(f"bad gin config: {msg}") from None
   finally:
     root.setLevel(level)
@@ -117,11 +119,14 @@ def unquoted_hint(bindings: list[str], msg: str) -> str:
     try:
       gin.config.parse_value(value)
     except (SyntaxError, ValueError):
-      return (f"bad gin config: --gin.{name}={value}: gin cannot read the value {value!r}; a "
-              f"string needs quotes inside the shell's: --gin.{name}=\"'{value}'\"")
+      return (
+        f"bad gin config: --gin.{name}={value}: gin cannot read the value {value!r}; a "
+        f"string needs quotes inside the shell's: --gin.{name}=\"'{value}'\""
+      )
   token = msg.split("Failed to parse token", 1)[-1].strip()
-  return (f"bad gin config: gin cannot read the value at {token}; a string needs quotes: "
-          "name = 'text'")
+  return (
+    f"bad gin config: gin cannot read the value at {token}; a string needs quotes: name = 'text'"
+  )
 
 
 def save_operative(path: str) -> None:

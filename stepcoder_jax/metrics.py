@@ -4,6 +4,7 @@ Only process 0 writes (every process computes the same global metrics, so one co
 The JSONL log is the source of truth (one object per step, flushed at once so a killed run keeps
 every finished step); TensorBoard is for watching a run live; the plots are for the README.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ TB_DIR = "tensorboard"
 
 def _is_process_zero() -> bool:
   import jax  # only here: plotting and reading logs must not need a backend
+
   return jax.process_index() == 0
 
 
@@ -64,8 +66,15 @@ class MetricsWriter:
       `resumed_at + 1` on (the resumed run writes those steps again).
   """
 
-  def __init__(self, workdir: str | Path, *, enabled: bool | None = None, tensorboard: bool = True,
-               jsonl: bool = True, resumed_at: int | None = None):
+  def __init__(
+    self,
+    workdir: str | Path,
+    *,
+    enabled: bool | None = None,
+    tensorboard: bool = True,
+    jsonl: bool = True,
+    resumed_at: int | None = None,
+  ):
     self.workdir = Path(workdir)
     self.enabled = _is_process_zero() if enabled is None else enabled
     self._jsonl = None
@@ -79,9 +88,9 @@ class MetricsWriter:
       self._jsonl = open(self.workdir / JSONL_NAME, "a", encoding="utf-8")
     if tensorboard:
       from tensorboardX import SummaryWriter
+
       purge = None if resumed_at is None else resumed_at + 1
-      self._tb = SummaryWriter(logdir=str(self.workdir / TB_DIR), flush_secs=10,
-                               purge_step=purge)
+      self._tb = SummaryWriter(logdir=str(self.workdir / TB_DIR), flush_secs=10, purge_step=purge)
 
   @property
   def jsonl_path(self) -> Path:
@@ -138,8 +147,11 @@ def keep_rows_until(path: Path, step: int) -> None:
   """Drop the rows of a metrics JSONL logged after `step` (atomically; no file: nothing)."""
   if not path.is_file():
     return
-  kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-          if line.strip() and json.loads(line).get("step", 0) <= step]
+  kept = [
+    line
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if line.strip() and json.loads(line).get("step", 0) <= step
+  ]
   tmp = path.with_suffix(".tmp")
   tmp.write_text("".join(kept), encoding="utf-8")
   tmp.replace(path)
@@ -162,17 +174,32 @@ def read_jsonl(path: str | Path) -> list[dict]:
 class ProgressBar:
   """A tqdm bar over training iterations showing reward, pass rate and tqdm's own ETA."""
 
-  def __init__(self, total: int, initial: int = 0, *, enabled: bool | None = None,
-               desc: str = "train", keys: Sequence[str] = ("reward", "pass_rate"),
-               file: Any = None):
+  def __init__(
+    self,
+    total: int,
+    initial: int = 0,
+    *,
+    enabled: bool | None = None,
+    desc: str = "train",
+    keys: Sequence[str] = ("reward", "pass_rate"),
+    file: Any = None,
+  ):
     self.enabled = _is_process_zero() if enabled is None else enabled
     self.keys = tuple(keys)
     self._bar = None
     self.shown: dict[str, str] = {}  # what the bar shows after the counter
     if self.enabled:
       from tqdm import tqdm
-      self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
-                       smoothing=0.1, unit="it", file=file)
+
+      self._bar = tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        dynamic_ncols=True,
+        smoothing=0.1,
+        unit="it",
+        file=file,
+      )
 
   def update(self, metrics: Mapping[str, Any] | None = None, n: int = 1) -> None:
     if self._bar is None:
@@ -201,28 +228,36 @@ class ProgressBar:
 
 def _pyplot():
   import matplotlib
+
   matplotlib.use("Agg")  # files only; never a display
   import matplotlib.pyplot as plt
+
   return plt
 
 
 # What a curve of `train` shows, for its panel title: (what, unit). Keys not listed are shown
 # as they are.
 CURVE_LABELS = {
-    "reward_mean": ("mean reward of the rollouts", "reward"),
-    "pass_rate": ("rollouts passing every test", "share of rollouts"),
-    "pass_rate_final": ("rollouts passing, whole problems (s* = 0) only", "share of rollouts"),
-    "cccs/final": ("problems whose CCCS curriculum reached s* = 0", "problems"),
-    "ppo/ref_kl": ("KL to the reference (SFT) policy", "nats per response"),
-    "ppo/entropy": ("policy entropy", "nats per token"),
-    "fgo_mask_density": ("response tokens kept by FGO's mask", "share of tokens"),
-    "response_tokens_mean": ("response length", "tokens"),
-    "truncated_rate": ("responses cut at max_new_tokens", "share of rollouts"),
+  "reward_mean": ("mean reward of the rollouts", "reward"),
+  "pass_rate": ("rollouts passing every test", "share of rollouts"),
+  "pass_rate_final": ("rollouts passing, whole problems (s* = 0) only", "share of rollouts"),
+  "cccs/final": ("problems whose CCCS curriculum reached s* = 0", "problems"),
+  "ppo/ref_kl": ("KL to the reference (SFT) policy", "nats per response"),
+  "ppo/entropy": ("policy entropy", "nats per token"),
+  "fgo_mask_density": ("response tokens kept by FGO's mask", "share of tokens"),
+  "response_tokens_mean": ("response length", "tokens"),
+  "truncated_rate": ("responses cut at max_new_tokens", "share of rollouts"),
 }
 
 
-def plot_curves(jsonl_path: str | Path, out_png: str | Path, keys: Iterable[str],
-                *, smooth: int = 1, title: str | None = None) -> Path:
+def plot_curves(
+  jsonl_path: str | Path,
+  out_png: str | Path,
+  keys: Iterable[str],
+  *,
+  smooth: int = 1,
+  title: str | None = None,
+) -> Path:
   """One panel per key of `metrics.jsonl` against step, titled from CURVE_LABELS; with `smooth`
   > 1, a moving average over that many points over the raw values drawn faint."""
   rows = read_jsonl(jsonl_path)
@@ -239,7 +274,7 @@ def plot_curves(jsonl_path: str | Path, out_png: str | Path, keys: Iterable[str]
         ax.plot(steps, vals, color="C0", alpha=0.3, linewidth=1)  # the raw values, faint
         kernel = np.ones(smooth) / smooth
         vals = np.convolve(vals, kernel, mode="valid")
-        steps = steps[smooth - 1:]
+        steps = steps[smooth - 1 :]
       ax.plot(steps, vals, color="C0", marker="." if len(vals) < 30 else None)
     else:
       ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)

@@ -11,6 +11,7 @@ unbiased for the pass probability of k fresh samples, unlike 1 - (1 - c/n)^k. Th
 binomials is computed as a product prod_{i=n-c+1..n} (1 - k / i) to stay exact-ish and free of
 overflow for large n.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,6 +48,7 @@ class ProblemResult:
   `tests_share` is the share of the problem's unit tests passed (a measure that moves before
   whole-problem passes do), None if not measured.
   """
+
   problem_id: str
   difficulty: str
   n: int
@@ -122,8 +124,13 @@ def to_markdown(table: Mapping[str, Mapping], title: str | None = None) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write_tables(table: Mapping[str, Mapping], out_prefix: str | Path, *,
-                 title: str | None = None, extra: Mapping | None = None) -> tuple[Path, Path]:
+def write_tables(
+  table: Mapping[str, Mapping],
+  out_prefix: str | Path,
+  *,
+  title: str | None = None,
+  extra: Mapping | None = None,
+) -> tuple[Path, Path]:
   """Write `<prefix>.md` and `<prefix>.json` (the JSON also carries `extra`, e.g. settings)."""
   prefix = Path(out_prefix)
   prefix.parent.mkdir(parents=True, exist_ok=True)

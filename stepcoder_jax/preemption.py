@@ -28,6 +28,7 @@ A stopped run leaves `STOPPED.json` in its output directory (process 0), so a dr
 it as a subprocess (the ablation) can tell a stop from a finish, both exiting 0; the next run of
 the loop removes it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,16 +54,19 @@ class Stopped(Exception):
 
 def _process_index() -> int:
   import jax
+
   return jax.process_index()
 
 
 def _any_process(flag: bool) -> bool:
   """True on every process when `flag` is set on any (a collective with several processes)."""
   import jax
+
   if jax.process_count() == 1:
     return flag
   import numpy as np
   from jax.experimental import multihost_utils
+
   return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
 
 
@@ -113,8 +117,11 @@ class StopOnSignal:
     name = signal.Signals(signum).name
     if self.received is None:
       self.received = name
-      _log.warning("%s received: finishing the current step, then saving and stopping "
-                   "(a second Ctrl-C stops at once, keeping the last checkpoint)", name)
+      _log.warning(
+        "%s received: finishing the current step, then saving and stopping "
+        "(a second Ctrl-C stops at once, keeping the last checkpoint)",
+        name,
+      )
     elif self._saving:
       _log.warning("%s received during the save: finishing the save first", name)
     elif signum == signal.SIGINT:
@@ -140,12 +147,15 @@ class StopOnSignal:
     """The exception to raise after the save: logs on every process, writes `STOPPED.json`
     (process 0) and carries the one line for the user."""
     reason = self.received or "a signal on another process"
-    line = (f"stopped by {reason} after {what}: saved {saved}; to resume, run the same command: "
-            f"{resume_command()}")
+    line = (
+      f"stopped by {reason} after {what}: saved {saved}; to resume, run the same command: "
+      f"{resume_command()}"
+    )
     _log.info("process %d: stopped after %s, saved %s", _process_index(), what, saved)
     if _process_index() == 0:
-      write_marker(out_dir, {"signal": reason, "after": what, "saved": str(saved),
-                             "resume": resume_command()})
+      write_marker(
+        out_dir, {"signal": reason, "after": what, "saved": str(saved), "resume": resume_command()}
+      )
     return Stopped(line)
 
 

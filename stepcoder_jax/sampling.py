@@ -18,6 +18,7 @@ Host side: `generate_text(model, tokenizer, prompts, cfg)` tokenizes, left-pads,
 cuts each response with `completion.cut` (the text before the first stop string, the tokens
 through the one that completed it), the one cut shared with training and evaluation.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,6 +64,7 @@ class SampleOutput:
     lengths: [B] int32 generated tokens per row, the EOS token included when one was drawn.
     finished: [B] bool, True when the row ended with an EOS id (False: hit max_new_tokens).
   """
+
   tokens: jax.Array
   logprobs: jax.Array
   lengths: jax.Array
@@ -79,6 +81,7 @@ def _nucleus(sorted_logits: jax.Array, top_p: float) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class _Static:
   """What shapes the compiled program; temperature and top_p values are traced operands."""
+
   greedy: bool
   top_k: int
   nucleus: bool
@@ -86,13 +89,21 @@ class _Static:
 
   @classmethod
   def of(cls, cfg: SamplingConfig) -> "_Static":
-    return cls(greedy=cfg.greedy, top_k=0 if cfg.greedy else cfg.top_k,
-               nucleus=not cfg.greedy and cfg.top_p < 1.0, new_bucket=bucket(cfg.max_new_tokens))
+    return cls(
+      greedy=cfg.greedy,
+      top_k=0 if cfg.greedy else cfg.top_k,
+      nucleus=not cfg.greedy and cfg.top_p < 1.0,
+      new_bucket=bucket(cfg.max_new_tokens),
+    )
 
 
-def draw(logits: jax.Array, rng: jax.Array, cfg: SamplingConfig | _Static,
-         temperature: float | jax.Array | None = None,
-         top_p: float | jax.Array | None = None) -> jax.Array:
+def draw(
+  logits: jax.Array,
+  rng: jax.Array,
+  cfg: SamplingConfig | _Static,
+  temperature: float | jax.Array | None = None,
+  top_p: float | jax.Array | None = None,
+) -> jax.Array:
   """Draw one token per row from float32 logits [B, V] with temperature, top-k and top-p.
 
   `cfg` gives the static choices; `temperature`/`top_p` default to a SamplingConfig's values.
@@ -123,8 +134,9 @@ def _cached_sampler(graphdef, key: _Static, eos_ids: tuple[int, ...], pad_id: in
   return jax.jit(sample_fn(graphdef, key, eos_ids, pad_id))
 
 
-def make_sampler(graphdef: nnx.GraphDef, cfg: SamplingConfig, eos_ids: Sequence[int] = (),
-                 pad_id: int = 0) -> Callable[..., SampleOutput]:
+def make_sampler(
+  graphdef: nnx.GraphDef, cfg: SamplingConfig, eos_ids: Sequence[int] = (), pad_id: int = 0
+) -> Callable[..., SampleOutput]:
   """A jitted `fn(state, tokens, mask, rng, max_new_tokens) -> SampleOutput`.
 
   Args:
@@ -139,8 +151,10 @@ def make_sampler(graphdef: nnx.GraphDef, cfg: SamplingConfig, eos_ids: Sequence[
   """
   fn = _cached_sampler(graphdef, _Static.of(cfg), tuple(int(e) for e in eos_ids), int(pad_id))
   default_max = cfg.max_new_tokens
-  knobs = (jnp.asarray(cfg.temperature if cfg.temperature > 0 else 1.0, jnp.float32),
-           jnp.asarray(cfg.top_p, jnp.float32))
+  knobs = (
+    jnp.asarray(cfg.temperature if cfg.temperature > 0 else 1.0, jnp.float32),
+    jnp.asarray(cfg.top_p, jnp.float32),
+  )
 
   def sample(state, tokens, mask, rng, max_new_tokens: int | jax.Array | None = None):
     n = default_max if max_new_tokens is None else max_new_tokens
@@ -149,8 +163,9 @@ def make_sampler(graphdef: nnx.GraphDef, cfg: SamplingConfig, eos_ids: Sequence[
   return sample
 
 
-def sample_fn(graphdef, cfg: SamplingConfig | _Static, eos_ids: tuple[int, ...] = (),
-              pad_id: int = 0):
+def sample_fn(
+  graphdef, cfg: SamplingConfig | _Static, eos_ids: tuple[int, ...] = (), pad_id: int = 0
+):
   """The un-jitted pure sampler, for callers that jit it themselves (e.g. with shardings).
 
   Returns `run(state, tokens, mask, rng, max_new_tokens, temperature, top_p) -> SampleOutput`;
@@ -165,8 +180,15 @@ def sample_fn(graphdef, cfg: SamplingConfig | _Static, eos_ids: tuple[int, ...] 
     global _compiles
     _compiles += 1
     b, p = tokens.shape
-    log.info("compiling sampler: batch=%d prompt_bucket=%d new_bucket=%d greedy=%s top_k=%d "
-             "top_p=%s", b, p, n_buf, cfg.greedy, cfg.top_k, "on" if cfg.nucleus else "off")
+    log.info(
+      "compiling sampler: batch=%d prompt_bucket=%d new_bucket=%d greedy=%s top_k=%d top_p=%s",
+      b,
+      p,
+      n_buf,
+      cfg.greedy,
+      cfg.top_k,
+      "on" if cfg.nucleus else "off",
+    )
     model = nnx.merge(graphdef, state)
     mask = mask.astype(bool)
     tokens = tokens.astype(jnp.int32)
@@ -198,13 +220,17 @@ def sample_fn(graphdef, cfg: SamplingConfig | _Static, eos_ids: tuple[int, ...] 
       logits = model.logits(hidden[:, 0])
       return i + 1, cache, logits, pos + 1, done, out_tok, out_lp, lengths, finished
 
-    init = (jnp.zeros((), jnp.int32), cache, logits,
-            jnp.sum(mask, axis=-1).astype(jnp.int32),  # position of the first new token
-            jnp.zeros((b,), bool),
-            jnp.full((b, n_buf), pad_id, jnp.int32),
-            jnp.zeros((b, n_buf), jnp.float32),
-            jnp.zeros((b,), jnp.int32),
-            jnp.zeros((b,), bool))
+    init = (
+      jnp.zeros((), jnp.int32),
+      cache,
+      logits,
+      jnp.sum(mask, axis=-1).astype(jnp.int32),  # position of the first new token
+      jnp.zeros((b,), bool),
+      jnp.full((b, n_buf), pad_id, jnp.int32),
+      jnp.zeros((b, n_buf), jnp.float32),
+      jnp.zeros((b,), jnp.int32),
+      jnp.zeros((b,), bool),
+    )
     out = jax.lax.while_loop(cond, body, init)
     return SampleOutput(tokens=out[5], logprobs=out[6], lengths=out[7], finished=out[8])
 
@@ -215,8 +241,9 @@ def sample_fn(graphdef, cfg: SamplingConfig | _Static, eos_ids: tuple[int, ...] 
 # Host side
 
 
-def pad_prompts(prompt_ids: Sequence[Sequence[int]], pad_id: int,
-                min_bucket: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def pad_prompts(
+  prompt_ids: Sequence[Sequence[int]], pad_id: int, min_bucket: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
   """Left-pad token lists to a power-of-two length: (tokens [B, P] int32, mask [B, P] bool)."""
   if not prompt_ids or any(len(r) == 0 for r in prompt_ids):
     raise ValueError("pad_prompts: every prompt needs at least one token")
@@ -224,8 +251,8 @@ def pad_prompts(prompt_ids: Sequence[Sequence[int]], pad_id: int,
   tokens = np.full((len(prompt_ids), p), pad_id, np.int32)
   mask = np.zeros((len(prompt_ids), p), bool)
   for i, row in enumerate(prompt_ids):
-    tokens[i, p - len(row):] = row
-    mask[i, p - len(row):] = True
+    tokens[i, p - len(row) :] = row
+    mask[i, p - len(row) :] = True
   return tokens, mask
 
 
@@ -241,6 +268,7 @@ class Completion:
     logprobs: per token, log-prob under the model at temperature 1.
     finish_reason: 'eos', 'stop' (a stop string) or 'length'.
   """
+
   text: str
   token_ids: list[int]
   logprobs: list[float]
@@ -260,33 +288,49 @@ def eos_ids_for(model_cfg, tokenizer) -> tuple[int, ...]:
   return tuple(sorted(set(ids)))
 
 
-def special_ids(model_cfg, tokenizer, eos_ids: Sequence[int] | None = None
-                ) -> tuple[tuple[int, ...], int]:
+def special_ids(
+  model_cfg, tokenizer, eos_ids: Sequence[int] | None = None
+) -> tuple[tuple[int, ...], int]:
   """(EOS ids, pad id): the one place training, evaluation, SFT and generate take them from.
   EOS: `eos_ids` when given, else `eos_ids_for`. The pad id is the tokenizer's, else the first
   EOS id, else 0 (padding is masked anyway)."""
-  eos = tuple(int(e) for e in eos_ids) if eos_ids is not None else eos_ids_for(model_cfg,
-                                                                                tokenizer)
+  eos = tuple(int(e) for e in eos_ids) if eos_ids is not None else eos_ids_for(model_cfg, tokenizer)
   pad = getattr(tokenizer, "pad_token_id", None)
   return eos, int(pad) if pad is not None else (eos[0] if eos else 0)
 
 
-def generate_ids(model, prompt_ids: Sequence[Sequence[int]], cfg: SamplingConfig,
-                 rng: jax.Array, eos_ids: Sequence[int], pad_id: int) -> SampleOutput:
+def generate_ids(
+  model,
+  prompt_ids: Sequence[Sequence[int]],
+  cfg: SamplingConfig,
+  rng: jax.Array,
+  eos_ids: Sequence[int],
+  pad_id: int,
+) -> SampleOutput:
   """Sample for already-tokenized prompts; returns numpy arrays cut to cfg.max_new_tokens."""
   graphdef, state = nnx.split(model)
   tokens, mask = pad_prompts(prompt_ids, pad_id, cfg.min_prompt_bucket)
   fn = make_sampler(graphdef, cfg, eos_ids, pad_id)
   out = jax.device_get(fn(state, tokens, mask, rng, cfg.max_new_tokens))
   n = cfg.max_new_tokens
-  return SampleOutput(tokens=np.asarray(out.tokens[:, :n]),
-                      logprobs=np.asarray(out.logprobs[:, :n]), lengths=np.asarray(out.lengths),
-                      finished=np.asarray(out.finished))
+  return SampleOutput(
+    tokens=np.asarray(out.tokens[:, :n]),
+    logprobs=np.asarray(out.logprobs[:, :n]),
+    lengths=np.asarray(out.lengths),
+    finished=np.asarray(out.finished),
+  )
 
 
-def generate_text(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig | None = None,
-                  *, seed: int = 0, rng: jax.Array | None = None,
-                  eos_ids: Sequence[int] | None = None) -> list[Completion]:
+def generate_text(
+  model,
+  tokenizer,
+  prompts: Sequence[str],
+  cfg: SamplingConfig | None = None,
+  *,
+  seed: int = 0,
+  rng: jax.Array | None = None,
+  eos_ids: Sequence[int] | None = None,
+) -> list[Completion]:
   """Complete each prompt; see `Completion`.
 
   Args:
@@ -305,8 +349,14 @@ def generate_text(model, tokenizer, prompts: Sequence[str], cfg: SamplingConfig 
   results = []
   for i in range(len(prompts)):
     n = int(out.lengths[i])
-    c = completion.cut(tokenizer, out.tokens[i, :n], cfg.stop_strings, eos, context=prompts[i],
-                       lead=prompt_ids[i][-1])
-    lps = [float(x) for x in out.logprobs[i, :len(c.ids)]]
+    c = completion.cut(
+      tokenizer,
+      out.tokens[i, :n],
+      cfg.stop_strings,
+      eos,
+      context=prompts[i],
+      lead=prompt_ids[i][-1],
+    )
+    lps = [float(x) for x in out.logprobs[i, : len(c.ids)]]
     results.append(Completion(text=c.text, token_ids=c.ids, logprobs=lps, finish_reason=c.finish))
   return results

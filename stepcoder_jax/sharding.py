@@ -10,6 +10,7 @@ name without a rule must mean "replicated" (flax would pass the name through as 
 a dimension that a mesh axis does not divide (e.g. 2 kv heads on a tensor axis of 4) must fall
 back to replication instead of failing to compile.
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,8 +68,10 @@ def distributed_init(cfg: DistributedConfig | None = None) -> bool:
   kwargs: dict[str, Any] = {"initialization_timeout": cfg.initialization_timeout_s}
   if address:
     if num <= 0 or pid < 0:
-      raise UserError("distributed: JAX_COORDINATOR_ADDRESS is set but JAX_NUM_PROCESSES / "
-                      "JAX_PROCESS_ID (or distributed.num_processes / process_id) are not")
+      raise UserError(
+        "distributed: JAX_COORDINATOR_ADDRESS is set but JAX_NUM_PROCESSES / "
+        "JAX_PROCESS_ID (or distributed.num_processes / process_id) are not"
+      )
     kwargs.update(coordinator_address=address, num_processes=num, process_id=pid)
   if local_ids:
     kwargs["local_device_ids"] = local_ids
@@ -76,8 +79,13 @@ def distributed_init(cfg: DistributedConfig | None = None) -> bool:
   # the setting only concerns the CPU backend, so it is harmless on GPU and TPU.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(**kwargs)
-  log.info("jax.distributed: process %d of %d, %d local / %d global devices",
-           jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
+  log.info(
+    "jax.distributed: process %d of %d, %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
   return True
 
 
@@ -86,8 +94,10 @@ def _cluster_detectable() -> bool:
   devices present; also fine on a single host) or a multi-task SLURM / Open MPI job."""
   import glob
   import importlib.util
-  if importlib.util.find_spec("libtpu") is not None and (glob.glob("/dev/accel*")
-                                                         or glob.glob("/dev/vfio/[0-9]*")):
+
+  if importlib.util.find_spec("libtpu") is not None and (
+    glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")
+  ):
     return True
   if _env_int("SLURM_NTASKS", 1) > 1 and os.environ.get("SLURM_JOB_ID"):
     return True
@@ -110,12 +120,16 @@ def mesh_shape(cfg: MeshConfig, num_devices: int) -> tuple[int, int, int]:
   known = math.prod(d for d in dims if d != -1)
   if fill:
     if num_devices % known:
-      raise UserError(f"gin mesh (data, fsdp, tensor)={tuple(dims)}: the fixed axes ({known}) do "
-                      f"not divide the {num_devices} devices")
+      raise UserError(
+        f"gin mesh (data, fsdp, tensor)={tuple(dims)}: the fixed axes ({known}) do "
+        f"not divide the {num_devices} devices"
+      )
     dims[fill[0]] = num_devices // known
   if math.prod(dims) != num_devices:
-    raise UserError(f"gin mesh (data, fsdp, tensor)={tuple(dims)} has {math.prod(dims)} devices "
-                    f"but {num_devices} are available; set one axis to -1 to fill")
+    raise UserError(
+      f"gin mesh (data, fsdp, tensor)={tuple(dims)} has {math.prod(dims)} devices "
+      f"but {num_devices} are available; set one axis to -1 to fill"
+    )
   return tuple(dims)  # type: ignore[return-value]
 
 
@@ -127,14 +141,17 @@ def make_mesh(cfg: MeshConfig | None = None, devices: Sequence[jax.Device] | Non
   try:
     # Topology-aware order (ICI rings on TPU); tensor, the most communicating axis, is innermost.
     from jax.experimental import mesh_utils
+
     arr = mesh_utils.create_device_mesh(shape, devices=devices, allow_split_physical_axes=True)
   except Exception:  # pylint: disable=broad-except  (unusual topologies: plain order)
     arr = np.asarray(devices, dtype=object).reshape(shape)
   return Mesh(arr, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
 
 
-def make_rules(rules: Iterable[tuple[str, Any]] | Mapping[str, Any] | None = None,
-               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def make_rules(
+  rules: Iterable[tuple[str, Any]] | Mapping[str, Any] | None = None,
+  overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
   """Logical-name -> mesh-axis dict from gin rules (a tuple of pairs), plus per-model overrides."""
   items = DEFAULT_AXIS_RULES if rules is None else rules
   out = dict(items.items() if isinstance(items, Mapping) else items)
@@ -142,8 +159,10 @@ def make_rules(rules: Iterable[tuple[str, Any]] | Mapping[str, Any] | None = Non
   for name, axes in out.items():
     for a in _as_tuple(axes):
       if a not in MESH_AXES:
-        raise UserError(f"gin mesh.rules: logical axis {name!r} maps to unknown mesh axis {a!r}; "
-                        f"mesh axes are {MESH_AXES}")
+        raise UserError(
+          f"gin mesh.rules: logical axis {name!r} maps to unknown mesh axis {a!r}; "
+          f"mesh axes are {MESH_AXES}"
+        )
   return out
 
 
@@ -155,8 +174,9 @@ def _as_tuple(axes: Any) -> tuple[str, ...]:
   return tuple(axes)
 
 
-def logical_to_spec(logical: Sequence[str | None] | None, shape: Sequence[int], mesh: Mesh,
-                    rules: Mapping[str, Any]) -> PartitionSpec:
+def logical_to_spec(
+  logical: Sequence[str | None] | None, shape: Sequence[int], mesh: Mesh, rules: Mapping[str, Any]
+) -> PartitionSpec:
   """PartitionSpec for an array of `shape` whose dimensions carry logical names.
 
   Unmapped names are replicated; a mesh axis is used at most once per array; mesh axes that do
@@ -200,12 +220,14 @@ def state_shardings(state: Any, mesh: Mesh, rules: Mapping[str, Any]) -> Any:
   The result has the state's tree structure, so it can be passed to `jax.device_put`, to
   `jax.jit(..., in_shardings=/out_shardings=)` and as orbax restore targets.
   """
+
   def one(x):
     if _is_var(x):
       value = x.get_value()
       spec = logical_to_spec(variable_logical_axes(x), np.shape(value), mesh, rules)
       return x.replace(NamedSharding(mesh, spec))
     return NamedSharding(mesh, PartitionSpec())
+
   return jax.tree.map(one, state, is_leaf=_is_var)
 
 
@@ -226,16 +248,19 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules: Mapping[str, Any]) -> nnx.
   return model
 
 
-def init_sharded(make_model: Callable[[], nnx.Module], mesh: Mesh,
-                 rules: Mapping[str, Any]) -> nnx.Module:
+def init_sharded(
+  make_model: Callable[[], nnx.Module], mesh: Mesh, rules: Mapping[str, Any]
+) -> nnx.Module:
   """Build a model directly in its sharded layout: no host ever holds the full parameters.
 
   `make_model` builds the module (e.g. `lambda: Decoder(cfg, rngs=nnx.Rngs(0))`); it is traced
   once abstractly for the shardings, then run under jit with those as out_shardings.
   """
+
   def build():
     with nnx.use_eager_sharding(False):
       return make_model()
+
   abstract = nnx.eval_shape(build)
   graphdef, abs_state = nnx.split(abstract)
   shardings = state_shardings(abs_state, mesh, rules)
@@ -249,12 +274,15 @@ def init_sharded(make_model: Callable[[], nnx.Module], mesh: Mesh,
   return nnx.merge(graphdef, state)
 
 
-def abstract_state(make_model: Callable[[], nnx.Module], mesh: Mesh,
-                   rules: Mapping[str, Any]) -> tuple[Any, Any]:
+def abstract_state(
+  make_model: Callable[[], nnx.Module], mesh: Mesh, rules: Mapping[str, Any]
+) -> tuple[Any, Any]:
   """(graphdef, state of ShapeDtypeStructs carrying shardings): restore targets for orbax."""
+
   def build():
     with nnx.use_eager_sharding(False):
       return make_model()
+
   graphdef, abs_state = nnx.split(nnx.eval_shape(build))
   shardings = state_shardings(abs_state, mesh, rules)
   return graphdef, with_shardings(abs_state, shardings)
@@ -262,8 +290,9 @@ def abstract_state(make_model: Callable[[], nnx.Module], mesh: Mesh,
 
 def with_shardings(abs_tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs of `abs_tree` (arrays or structs) annotated with `shardings`."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=s),
-                      abs_tree, shardings)
+  return jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(np.shape(a), a.dtype, sharding=s), abs_tree, shardings
+  )
 
 
 def _path_keys(path) -> tuple:
@@ -301,6 +330,7 @@ def opt_state_shardings(opt_state: Any, params: Any, param_shardings: Any, mesh:
       if hit is not None and hit[0] == np.shape(leaf):
         return hit[1]
     return replicated
+
   return jax.tree_util.tree_map_with_path(one, opt_state)
 
 
@@ -324,8 +354,9 @@ def batch_divisor(mesh: Mesh, rules: Mapping[str, Any]) -> int:
   return math.prod(mesh.shape[a] for a in batch_axes(mesh, rules))
 
 
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, rules: Mapping[str, Any],
-                name: str = "batch") -> dict[str, jax.Array]:
+def shard_batch(
+  batch: Mapping[str, np.ndarray], mesh: Mesh, rules: Mapping[str, Any], name: str = "batch"
+) -> dict[str, jax.Array]:
   """Global arrays from each process's share of the batch (rows = local batch).
 
   Every process passes its own rows; the global batch is their concatenation in process order.
@@ -340,24 +371,32 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, rules: Mapping[str,
       continue
     global_rows = local.shape[0] * jax.process_count()
     if global_rows % div:
-      raise UserError(f"{name}[{key!r}]: global batch {global_rows} is not divisible by the "
-                      f"{div} devices of mesh axes {batch_axes(mesh, rules)}")
+      raise UserError(
+        f"{name}[{key!r}]: global batch {global_rows} is not divisible by the "
+        f"{div} devices of mesh axes {batch_axes(mesh, rules)}"
+      )
     sh = batch_sharding(mesh, rules, local.ndim)
     global_shape = (global_rows,) + local.shape[1:]
     out[key] = jax.make_array_from_process_local_data(sh, local, global_shape)
   return out
 
 
-def tree_shardings_by_axes(tree: Any, mesh: Mesh, rules: Mapping[str, Any],
-                           axes_for: Callable[[tuple, Any], Sequence[str | None] | None]) -> Any:
+def tree_shardings_by_axes(
+  tree: Any,
+  mesh: Mesh,
+  rules: Mapping[str, Any],
+  axes_for: Callable[[tuple, Any], Sequence[str | None] | None],
+) -> Any:
   """Shardings for any pytree given a function (path, leaf) -> logical axes (or None).
 
   Used for the KV cache, e.g. `axes_for = lambda p, x: ("batch", "length", "kv_heads",
   "head_dim") if x.ndim == 4 else None`.
   """
+
   def one(path, leaf):
     logical = axes_for(_path_keys(path), leaf)
     return NamedSharding(mesh, logical_to_spec(logical, np.shape(leaf), mesh, rules))
+
   return jax.tree_util.tree_map_with_path(one, tree)
 
 
@@ -374,8 +413,9 @@ def kv_cache_axes(path: tuple, leaf: Any) -> tuple | None:
   return None
 
 
-def constrain(x: jax.Array, logical: Sequence[str | None], mesh: Mesh,
-              rules: Mapping[str, Any]) -> jax.Array:
+def constrain(
+  x: jax.Array, logical: Sequence[str | None], mesh: Mesh, rules: Mapping[str, Any]
+) -> jax.Array:
   """with_sharding_constraint by logical names (activations inside jitted functions)."""
   spec = logical_to_spec(logical, x.shape, mesh, rules)
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))

@@ -8,6 +8,7 @@ report, so two intervals computed with the same seed and problem count are drawn
 
 Light module: numpy only.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,6 +25,7 @@ LEVEL = 0.95
 @dataclasses.dataclass(frozen=True)
 class Estimate:
   """A mean over problems with its percentile bootstrap interval [low, high]."""
+
   value: float
   low: float
   high: float
@@ -43,8 +45,10 @@ class Estimate:
     if self.n == 0:
       return "n/a"
     sign = "+" if signed else ""
-    return (f"{self.value * scale:{sign}.{digits}f} "
-            f"[{self.low * scale:{sign}.{digits}f}, {self.high * scale:{sign}.{digits}f}]")
+    return (
+      f"{self.value * scale:{sign}.{digits}f} "
+      f"[{self.low * scale:{sign}.{digits}f}, {self.high * scale:{sign}.{digits}f}]"
+    )
 
 
 def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
@@ -76,14 +80,21 @@ def _interval(values: np.ndarray, resamples: int, seed: int, level: float) -> Es
   return Estimate(float(values.mean()), float(low), float(high), n)
 
 
-def mean_ci(values: Sequence[float], *, resamples: int = RESAMPLES, seed: int = SEED,
-            level: float = LEVEL) -> Estimate:
+def mean_ci(
+  values: Sequence[float], *, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL
+) -> Estimate:
   """Mean of a per-problem measure of one model, with its bootstrap interval."""
   return _interval(_as_array(values, "mean_ci"), resamples, seed, level)
 
 
-def paired_diff_ci(a: Sequence[float], b: Sequence[float], *, resamples: int = RESAMPLES,
-                   seed: int = SEED, level: float = LEVEL) -> Estimate:
+def paired_diff_ci(
+  a: Sequence[float],
+  b: Sequence[float],
+  *,
+  resamples: int = RESAMPLES,
+  seed: int = SEED,
+  level: float = LEVEL,
+) -> Estimate:
   """Mean of a - b over the same problems (in the same order), with the paired interval.
 
   Resampling the per-problem differences is the paired bootstrap: each resample takes the same
@@ -93,5 +104,6 @@ def paired_diff_ci(a: Sequence[float], b: Sequence[float], *, resamples: int = R
   if x.shape != y.shape:
     raise ValueError(f"paired_diff_ci: {len(x)} and {len(y)} problems; pairs need the same")
   d = x - y
-  return dataclasses.replace(_interval(d, resamples, seed, level),
-                             up=int(np.sum(d > 0)), down=int(np.sum(d < 0)))
+  return dataclasses.replace(
+    _interval(d, resamples, seed, level), up=int(np.sum(d > 0)), down=int(np.sum(d < 0))
+  )

@@ -8,6 +8,7 @@ before xdist starts its workers (they inherit the environment), and removes it a
 The variables are set when this file is imported: before any test module imports matplotlib,
 transformers or jax, which read them at import.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,14 +36,16 @@ def _run_cache() -> tuple[Path, bool]:
 RUN_CACHE, _OWNED = _run_cache()
 
 # Our cache root, and every library cache under ~ that a test could otherwise fill.
-os.environ.update({
+os.environ.update(
+  {
     "STEPCODER_JAX_CACHE": str(RUN_CACHE / "stepcoder_jax"),
     "HF_HOME": str(RUN_CACHE / "huggingface"),
     "MPLCONFIGDIR": str(RUN_CACHE / "matplotlib"),
     "TFDS_CACHE_DIR": str(RUN_CACHE / "tensorflow_datasets"),
     "XDG_CACHE_HOME": str(RUN_CACHE / "xdg_cache"),
     "XDG_CONFIG_HOME": str(RUN_CACHE / "xdg_config"),
-})
+  }
+)
 os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # a user's persistent XLA cache stays untouched
 
 

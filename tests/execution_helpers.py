@@ -1,4 +1,5 @@
 """Shared helpers for the execution tests (not a test module)."""
+
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.execution import ExecutionConfig, Job
 
@@ -11,13 +12,21 @@ def cfg(**kw) -> ExecutionConfig:
 
 def he(entry: str, check: str, pid: str = "t/he") -> Problem:
   """A HumanEval-style problem: test_code defines check(candidate)."""
-  return Problem(id=pid, question="", test_kind="assert", test_code=check, entry_point=entry,
-                 source="humaneval")
+  return Problem(
+    id=pid, question="", test_kind="assert", test_code=check, entry_point=entry, source="humaneval"
+  )
 
 
 def mbpp(entry: str, asserts: list[str], setup: str = "", pid: str = "t/mbpp") -> Problem:
-  return Problem(id=pid, question="", test_kind="assert", test_code="\n".join(asserts),
-                 test_setup_code=setup, entry_point=entry, source="mbpp")
+  return Problem(
+    id=pid,
+    question="",
+    test_kind="assert",
+    test_code="\n".join(asserts),
+    test_setup_code=setup,
+    entry_point=entry,
+    source="mbpp",
+  )
 
 
 def stdio(inputs: list[str], outputs: list[str], pid: str = "t/stdio") -> Problem:
@@ -25,8 +34,7 @@ def stdio(inputs: list[str], outputs: list[str], pid: str = "t/stdio") -> Proble
 
 
 def call(fn: str, inputs: list, outputs: list, pid: str = "t/call") -> Problem:
-  return Problem(id=pid, question="", test_kind="call", fn_name=fn, inputs=inputs,
-                 outputs=outputs)
+  return Problem(id=pid, question="", test_kind="call", fn_name=fn, inputs=inputs, outputs=outputs)
 
 
 SQUARE = he("f", "def check(candidate):\n  assert candidate(2) == 4\n  assert candidate(3) == 9\n")

@@ -1,5 +1,6 @@
 """What the learning tests share: the small judge pool they train against and a Trainer on the
 tiny model with FGO on, the default mesh and checkpoints (each test brings its own configs)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,9 @@ def learning_pool():
   """A started two-worker pool with short limits (the tasks are one-line programs)."""
   from stepcoder_jax.execution import ExecutionConfig, ExecutionPool
 
-  pool = ExecutionPool(ExecutionConfig(workers=2, timeout_s=2.0, program_timeout_s=8.0,
-                                       memory_mb=512))
+  pool = ExecutionPool(
+    ExecutionConfig(workers=2, timeout_s=2.0, program_timeout_s=8.0, memory_mb=512)
+  )
   pool.start()
   try:
     yield pool
@@ -25,6 +27,15 @@ def fgo_trainer(models, problems, pool, train_cfg, ppo_cfg, cccs_cfg, curriculum
   from stepcoder_jax.rl.config import FGOConfig
   from stepcoder_jax.runs.trainer import Trainer
 
-  return Trainer(models, problems, cfg=train_cfg, ppo_cfg=ppo_cfg, cccs_cfg=cccs_cfg,
-                 fgo_cfg=FGOConfig(enabled=True), mesh_cfg=MeshConfig(),
-                 ckpt_cfg=CheckpointConfig(), pool=pool, curriculum=curriculum)
+  return Trainer(
+    models,
+    problems,
+    cfg=train_cfg,
+    ppo_cfg=ppo_cfg,
+    cccs_cfg=cccs_cfg,
+    fgo_cfg=FGOConfig(enabled=True),
+    mesh_cfg=MeshConfig(),
+    ckpt_cfg=CheckpointConfig(),
+    pool=pool,
+    curriculum=curriculum,
+  )

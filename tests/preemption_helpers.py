@@ -8,6 +8,7 @@ signal falls in never depends on machine load.
 Run as a script, it is the entry point of each process of a local pod (launch/local_pod.sh
 --entry): it takes its plan from $PREEMPT_PLAN (JSON: process index -> plan), then runs the CLI.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,6 +47,7 @@ def _wrapped(fn, calls: dict[int, str]):
       # returns, so the handler runs at the next call, inside the wrapped method.
       signal.pthread_kill(threading.main_thread().ident, getattr(signal, calls[count[0]]))
     return fn(*args, **kwargs)
+
   return wrapper
 
 
@@ -53,4 +55,5 @@ if __name__ == "__main__":
   plans = json.loads(os.environ.get("PREEMPT_PLAN", "{}"))
   install(plans.get(os.environ.get("JAX_PROCESS_ID", "0"), []))
   from stepcoder_jax import cli
+
   sys.exit(cli.main(sys.argv[1:]))

@@ -1,5 +1,6 @@
 """`stepcoder-jax ablate` (stepcoder_jax/ablation/): the whole ablation on tiny-llama, its resume,
 its data splits and its report on partial results."""
+
 import json
 import re
 import shutil
@@ -27,19 +28,29 @@ ARMS = ("ppo", "grpo_stepcoder")  # together they switch cccs, fgo and the advan
 
 
 def _mbpp_row(task_id: int, name: str, body: str, tests: list[str]) -> dict:
-  return {"task_id": task_id, "text": f"Write a function {name}.", "code": body,
-          "test_list": tests, "test_setup_code": "", "challenge_test_list": []}
+  return {
+    "task_id": task_id,
+    "text": f"Write a function {name}.",
+    "code": body,
+    "test_list": tests,
+    "test_setup_code": "",
+    "challenge_test_list": [],
+  }
 
 
 def write_fake_mbpp(directory: Path) -> Path:
   """An mbpp.jsonl with two test, one validation and two train problems (MBPP's id ranges)."""
   rows = [
-      _mbpp_row(11, "add", "def add(a, b):\n  return a + b", ["assert add(1, 2) == 3"]),
-      _mbpp_row(12, "neg", "def neg(a):\n  return -a", ["assert neg(2) == -2"]),
-      _mbpp_row(511, "dbl", "def dbl(a):\n  return 2 * a", ["assert dbl(2) == 4"]),
-      _mbpp_row(601, "sq", "def sq(a):\n  if a < 0:\n    return a * a\n  return a * a",
-                ["assert sq(3) == 9", "assert sq(-2) == 4"]),
-      _mbpp_row(602, "inc", "def inc(a):\n  return a + 1", ["assert inc(1) == 2"]),
+    _mbpp_row(11, "add", "def add(a, b):\n  return a + b", ["assert add(1, 2) == 3"]),
+    _mbpp_row(12, "neg", "def neg(a):\n  return -a", ["assert neg(2) == -2"]),
+    _mbpp_row(511, "dbl", "def dbl(a):\n  return 2 * a", ["assert dbl(2) == 4"]),
+    _mbpp_row(
+      601,
+      "sq",
+      "def sq(a):\n  if a < 0:\n    return a * a\n  return a * a",
+      ["assert sq(3) == 9", "assert sq(-2) == 4"],
+    ),
+    _mbpp_row(602, "inc", "def inc(a):\n  return a + 1", ["assert inc(1) == 2"]),
   ]
   directory.mkdir(parents=True, exist_ok=True)
   path = directory / "mbpp.jsonl"
@@ -52,6 +63,7 @@ def _ids(path: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------ data stage (fast)
+
 
 def test_data_splits_with_mbpp(tmp_path):
   mbpp = write_fake_mbpp(tmp_path / "mbpp")
@@ -75,8 +87,17 @@ def test_data_splits_without_mbpp_hold_back_a_tenth_of_train():
 
 
 def test_missing_mbpp_is_one_line_naming_the_flag(tmp_path, capsys):
-  rc = cli.main(["ablate", "--out", str(tmp_path / "a"), "--mbpp", str(tmp_path / "nope"),
-                 "--gin_file", "experiments/ablation_tiny.gin"])
+  rc = cli.main(
+    [
+      "ablate",
+      "--out",
+      str(tmp_path / "a"),
+      "--mbpp",
+      str(tmp_path / "nope"),
+      "--gin_file",
+      "experiments/ablation_tiny.gin",
+    ]
+  )
   err = capsys.readouterr().err.strip()
   assert rc == 2
   assert err.startswith("error: --mbpp ") and "\n" not in err
@@ -84,8 +105,18 @@ def test_missing_mbpp_is_one_line_naming_the_flag(tmp_path, capsys):
 
 
 def test_unknown_arm_is_refused(tmp_path, capsys):
-  rc = cli.main(["ablate", "--out", str(tmp_path / "a"), "--arms", "ppo", "magic",
-                 "--gin_file", "experiments/ablation_tiny.gin"])
+  rc = cli.main(
+    [
+      "ablate",
+      "--out",
+      str(tmp_path / "a"),
+      "--arms",
+      "ppo",
+      "magic",
+      "--gin_file",
+      "experiments/ablation_tiny.gin",
+    ]
+  )
   err = capsys.readouterr().err
   assert rc == 2
   assert err.startswith("error: --arms") and "magic" in err
@@ -99,15 +130,17 @@ def test_resume_with_other_data_flags_is_refused(tmp_path):
     ablation_data.check_resume(read_done(d), ablation_data.settings_of(str(mbpp), 5), d)
 
 
-
 def test_rl_pool_and_heldout_prompts_are_written(tmp_path):
   mbpp = write_fake_mbpp(tmp_path / "mbpp")
   splits = ablation_data.build(str(mbpp.parent), heldout_mbpp=1)
   assert [p.id for p in splits["rl_pool"]] == [
-      p.id for p in splits["train"][::ablation_data.RL_POOL_EVERY]]
+    p.id for p in splits["train"][:: ablation_data.RL_POOL_EVERY]
+  ]
   ablation_data.write(tmp_path / "data", splits)
-  prompts = [json.loads(l) for l in
-             (tmp_path / "data" / ablation_data.HELDOUT_PROMPTS).read_text().splitlines()]
+  prompts = [
+    json.loads(l)
+    for l in (tmp_path / "data" / ablation_data.HELDOUT_PROMPTS).read_text().splitlines()
+  ]
   # The vocabulary source holds the held-out problems without their solutions.
   assert [r["id"] for r in prompts] == [p.id for p in splits["heldout"]]
   assert all(r["canonical_solution"] == "" for r in prompts)
@@ -143,11 +176,14 @@ def test_vocab_build_keeps_the_ids_of_the_given_problem_files(tmp_path):
 
   _, tok = make_tiny_llama(tmp_path / "m")
   probs = tmp_path / "p.jsonl"
-  probs.write_text(json.dumps({"question": "zq", "canonical_solution": "def zq(): return 7"})
-                   + "\n")
+  probs.write_text(
+    json.dumps({"question": "zq", "canonical_solution": "def zq(): return 7"}) + "\n"
+  )
   out = tmp_path / "v.npz"
-  assert vocab_build.main([str(probs), "--model", str(tmp_path / "m"), "--out", str(out),
-                           "--no_stdlib"]) == 0
+  assert (
+    vocab_build.main([str(probs), "--model", str(tmp_path / "m"), "--out", str(out), "--no_stdlib"])
+    == 0
+  )
   ids = set(output_vocab.load(str(out), len(tok)))
   text_ids = set(tok("def zq(): return 7", add_special_tokens=False)["input_ids"])
   assert text_ids <= ids and tok.eos_token_id in ids
@@ -156,8 +192,16 @@ def test_vocab_build_keeps_the_ids_of_the_given_problem_files(tmp_path):
 
 def test_report_only_writes_a_report_of_what_finished_and_runs_nothing(tmp_path, capsys):
   out = tmp_path / "a"
-  argv = ["ablate", "--out", str(out), "--arms", "ppo", "--report_only",
-          "--gin_file", "experiments/ablation_tiny.gin"]
+  argv = [
+    "ablate",
+    "--out",
+    str(out),
+    "--arms",
+    "ppo",
+    "--report_only",
+    "--gin_file",
+    "experiments/ablation_tiny.gin",
+  ]
   assert cli.main(argv) == 2  # nothing there yet: one line, no directory made
   assert "no data/DONE.json" in capsys.readouterr().err and not out.exists()
   ablation_data.write(out / "data", ablation_data.build(None, 100))
@@ -172,27 +216,41 @@ def test_report_sft_section_shows_the_validation_curve_and_the_kept_step(tmp_pat
   d = tmp_path / "sft"
   d.mkdir()
   assert ablation_report.sft_section(tmp_path) == ["_SFT not started yet._"]
-  rows = [{"step": 0, "sft/val_nll": 1.5}, {"step": 1, "sft/loss": 2.0},
-          {"step": 2, "sft/loss": 1.0, "sft/val_nll": 1.25}]
+  rows = [
+    {"step": 0, "sft/val_nll": 1.5},
+    {"step": 1, "sft/loss": 2.0},
+    {"step": 2, "sft/loss": 1.0, "sft/val_nll": 1.25},
+  ]
   (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   text = "\n".join(ablation_report.sft_section(tmp_path))
   assert "in progress (step 2 logged" in text and "| 2 | 1.2500 |" in text
-  (d / "sft_summary.json").write_text(json.dumps(
-      {"finished": True, "steps_run": 2, "stop_reason": "max_steps", "best_step": 2}))
+  (d / "sft_summary.json").write_text(
+    json.dumps({"finished": True, "steps_run": 2, "stop_reason": "max_steps", "best_step": 2})
+  )
   text = "\n".join(ablation_report.sft_section(tmp_path))
   assert "finished after 2 steps (max_steps); the model kept is step 2" in text
+
 
 def test_report_sft_section_puts_the_trials_set_aside_beside_the_kept_curve(tmp_path):
   (tmp_path / "sft").mkdir()
   (tmp_path / "sft" / "metrics.jsonl").write_text(
-      "".join(json.dumps(r) + "\n" for r in [{"step": 0, "sft/val_nll": 1.0},
-                                             {"step": 30, "sft/val_nll": 0.9}]))
+    "".join(
+      json.dumps(r) + "\n"
+      for r in [{"step": 0, "sft/val_nll": 1.0}, {"step": 30, "sft/val_nll": 0.9}]
+    )
+  )
   trial = tmp_path / "sft_trials" / "lr3e-5"
   trial.mkdir(parents=True)
   (trial / "metrics.jsonl").write_text(
-      "".join(json.dumps(r) + "\n" for r in [{"step": 0, "sft/val_nll": 1.0},
-                                             {"step": 30, "sft/val_nll": 1.1},
-                                             {"step": 60, "sft/val_nll": 1.05}]))
+    "".join(
+      json.dumps(r) + "\n"
+      for r in [
+        {"step": 0, "sft/val_nll": 1.0},
+        {"step": 30, "sft/val_nll": 1.1},
+        {"step": 60, "sft/val_nll": 1.05},
+      ]
+    )
+  )
   (trial / "TRIAL.json").write_text(json.dumps({"setting": "lr 3e-5", "why": "NLL rose"}))
   text = "\n".join(ablation_report.sft_section(tmp_path))
   assert "Set aside on validation: lr 3e-5 (NLL rose)." in text
@@ -214,7 +272,8 @@ def _stale_names(s):
 
 
 def test_a_stage_finished_with_other_gin_settings_stops_the_run_before_anything_runs(
-    tmp_path, monkeypatch):
+  tmp_path, monkeypatch
+):
   monkeypatch.setattr(ablation_plan, "check_settings", lambda s: None)  # gin is not parsed here
   inc, top = tmp_path / "inc.gin", tmp_path / "top.gin"
   inc.write_text("sft.learning_rate = 1e-5\n")
@@ -226,8 +285,11 @@ def test_a_stage_finished_with_other_gin_settings_stops_the_run_before_anything_
   inc.write_text("sft.learning_rate = 3e-5\n")  # a setting in an included file, read by SFT
   # SFT changed, so did everything that reads its model (the vocabulary stage does not).
   assert _stale_names(s) == {st.name for st in ablation_plan.plan(s)} - {"vocab"}
-  with pytest.raises(UserError, match=r"finished stage\(s\) ran with other settings.*"
-                     r"sft/DONE.json .*arms/ppo/train/DONE.json"):
+  with pytest.raises(
+    UserError,
+    match=r"finished stage\(s\) ran with other settings.*"
+    r"sft/DONE.json .*arms/ppo/train/DONE.json",
+  ):
     ablation_run.run_ablation(s, echo=lambda _: None)
   assert not (s.out / "data").exists()  # stopped before the data stage
 
@@ -238,8 +300,11 @@ def test_an_rl_setting_invalidates_the_arms_training_and_what_reads_it_not_sft(t
   s = ablation_plan.Settings(out=tmp_path / "run", arms=("ppo", "cccs"), gin_files=(str(top),))
   _finish_all(ablation_plan.plan(s), s.out)
   top.write_text("ppo.kl_coef = 0.01\ncccs.rho = 0.5\nsft.steps = 3\n")
-  expected = {f"train_{a}" for a in ("ppo", "cccs")} | {f"export_{a}" for a in ("ppo", "cccs")} \
-      | {f"eval_{a}_{k}" for a in ("ppo", "cccs") for k in ablation_plan.EVAL_KINDS}
+  expected = (
+    {f"train_{a}" for a in ("ppo", "cccs")}
+    | {f"export_{a}" for a in ("ppo", "cccs")}
+    | {f"eval_{a}_{k}" for a in ("ppo", "cccs") for k in ablation_plan.EVAL_KINDS}
+  )
   assert _stale_names(s) == expected  # SFT and the base and SFT evaluations are kept
   # cccs.statements is read outside training too: SFT's examples and the subtask start there.
   top.write_text("ppo.kl_coef = 0.05\ncccs.rho = 0.5\nsft.steps = 3\ncccs.statements = 2\n")
@@ -258,8 +323,9 @@ def test_only_the_settings_in_effect_count(tmp_path):
   top.write_text(f"include '{inc}'\nsft.learning_rate = 2e-5\n")  # the value in effect
   assert "sft" in _stale_names(s)
   top.write_text(f"include '{inc}'\nsft.learning_rate = 1e-5\n")
-  flagged = ablation_plan.Settings(out=s.out, arms=("ppo",), gin_files=(str(top),),
-                                   gin_bindings=("sft.learning_rate = 1e-5",))  # same value by flag
+  flagged = ablation_plan.Settings(
+    out=s.out, arms=("ppo",), gin_files=(str(top),), gin_bindings=("sft.learning_rate = 1e-5",)
+  )  # same value by flag
   assert _stale_names(flagged) == set()
 
 
@@ -270,8 +336,7 @@ def test_version_1_markers_are_checked_the_old_way_and_upgraded(tmp_path):
   stages = ablation_plan.plan(s)
   sft = next(st for st in stages if st.name == "sft")
   base = next(st for st in stages if st.name == "eval_base_greedy")
-  write_done(sft.out, {"command": "x",
-                                "fingerprint": ablation_fingerprint.legacy(sft, s.out)})
+  write_done(sft.out, {"command": "x", "fingerprint": ablation_fingerprint.legacy(sft, s.out)})
   write_done(base.out, {"command": "x", "fingerprint": "0123456789abcdef"})
   write_done(Path(stages[-1].out), {"command": "a marker from before fingerprints"})
   assert _stale_names(s) == {"eval_base_greedy"}
@@ -291,24 +356,34 @@ def test_a_version_1_marker_downstream_of_a_stale_stage_is_stale(tmp_path):
   s = ablation_plan.Settings(out=tmp_path / "run", arms=("ppo",), gin_files=(str(top),))
   stages = {st.name: st for st in ablation_plan.plan(s)}
   for name in ("train_ppo", "export_ppo"):
-    write_done(stages[name].out, {"fingerprint": ablation_fingerprint.legacy(
-        stages[name], s.out)})
+    write_done(stages[name].out, {"fingerprint": ablation_fingerprint.legacy(stages[name], s.out)})
   top.write_text("ppo.kl_coef = 0.01\n")
   assert _stale_names(s) == {"train_ppo", "export_ppo"}
 
 
 # ------------------------------------------------------------------ tuning on validation (fast)
 
-@pytest.mark.parametrize("spec", ["lr", "=ppo.policy_lr=1e-5", "evals=ppo.policy_lr=1e-5",
-                                  "a b=ppo.policy_lr=1e-5", "lr=policy_lr"])
+
+@pytest.mark.parametrize(
+  "spec",
+  [
+    "lr",
+    "=ppo.policy_lr=1e-5",
+    "evals=ppo.policy_lr=1e-5",
+    "a b=ppo.policy_lr=1e-5",
+    "lr=policy_lr",
+  ],
+)
 def test_bad_tune_spec_is_one_line_naming_the_flag(spec):
   with pytest.raises(UserError, match="--tune"):
     ablation_tune.parse(spec)
 
 
 def test_tune_plan_trains_the_arm_with_the_bindings_and_evaluates_on_validation(tmp_path):
-  points = (ablation_tune.parse("lr=ppo.policy_lr=1e-5; ppo.kl_coef=0.1"),
-            ablation_tune.parse("default="))
+  points = (
+    ablation_tune.parse("lr=ppo.policy_lr=1e-5; ppo.kl_coef=0.1"),
+    ablation_tune.parse("default="),
+  )
   assert points[0].bindings == ("ppo.policy_lr=1e-5", "ppo.kl_coef=0.1") and not points[1].bindings
   s = ablation_plan.Settings(out=tmp_path, arms=("ppo",), tune=points, tune_arm="stepcoder")
   stages = {st.name: st for st in ablation_plan.plan(s)}
@@ -326,8 +401,9 @@ def test_tune_plan_trains_the_arm_with_the_bindings_and_evaluates_on_validation(
     assert val in greedy.argv and "--subtask" in greedy.argv
     assert greedy.out == tmp_path / "tune" / "evals" / model / "greedy"
     assert str(tmp_path / "data" / "rl_pool.jsonl") in stages[f"tune_eval_{model}_probe"].argv
-  assert stages["tune_eval_default_greedy"].argv[2] == str(tmp_path / "arms" / "stepcoder" /
-                                                            "model")
+  assert stages["tune_eval_default_greedy"].argv[2] == str(
+    tmp_path / "arms" / "stepcoder" / "model"
+  )
   # No held-out evaluation, no other arm.
   assert not any("heldout.jsonl" in a for st in stages.values() for a in st.argv)
   assert "train_ppo" not in stages
@@ -345,12 +421,17 @@ def test_tune_names_are_unique_and_never_reused_with_other_bindings(tmp_path):
 
 def _fake_eval(d: Path, passed: list[bool], subtask: list[bool] | None = None) -> None:
   d.mkdir(parents=True, exist_ok=True)
-  rows = [{"problem_id": f"p{i}", "difficulty": "x", "greedy_passed": p, "tests_share": float(p)}
-          for i, p in enumerate(passed)]
+  rows = [
+    {"problem_id": f"p{i}", "difficulty": "x", "greedy_passed": p, "tests_share": float(p)}
+    for i, p in enumerate(passed)
+  ]
   (d / "eval.json").write_text(json.dumps({"problems": rows}))
   if subtask is not None:
-    (d / "eval_subtask.json").write_text(json.dumps({"problems": [
-        {"problem_id": f"p{i}", "subtask_passed": p} for i, p in enumerate(subtask)]}))
+    (d / "eval_subtask.json").write_text(
+      json.dumps(
+        {"problems": [{"problem_id": f"p{i}", "subtask_passed": p} for i, p in enumerate(subtask)]}
+      )
+    )
   (d / "DONE.json").write_text("{}")
 
 
@@ -372,19 +453,31 @@ def test_control_temperatures_sample_sft_before_the_arms(tmp_path):
   assert argv[argv.index("--temperature") + 1] == "0.4"
   assert argv[argv.index("--n") + 1] == "4"
   assert argv[argv.index("--problems") + 1].endswith("heldout.jsonl")
-  plain = [st.name
-           for st in ablation_plan.plan(ablation_plan.Settings(out=tmp_path, arms=("ppo",)))]
+  plain = [
+    st.name for st in ablation_plan.plan(ablation_plan.Settings(out=tmp_path, arms=("ppo",)))
+  ]
   assert not [n for n in plain if "sft_t" in n]
   # The other sampled evaluations keep gin's temperature: no --temperature flag.
-  assert "--temperature" not in next(st for st in ablation_plan.plan(s)
-                                     if st.name == "eval_sft_sampled").argv
+  assert (
+    "--temperature"
+    not in next(st for st in ablation_plan.plan(s) if st.name == "eval_sft_sampled").argv
+  )
 
 
 def test_control_temperatures_must_be_new_and_positive(tmp_path, capsys):
   assert ablation_control.check((0.4, 0.6), 0.8) == []
   assert len(ablation_control.check((0.0, 0.8, 0.4, 0.4), 0.8)) == 3
-  rc = cli.main(["ablate", "--out", str(tmp_path / "a"), "--control_temperatures", "0",
-                 "--gin_file", "experiments/ablation_tiny.gin"])
+  rc = cli.main(
+    [
+      "ablate",
+      "--out",
+      str(tmp_path / "a"),
+      "--control_temperatures",
+      "0",
+      "--gin_file",
+      "experiments/ablation_tiny.gin",
+    ]
+  )
   err = capsys.readouterr().err.strip()
   assert rc == 2 and "\n" not in err
   assert err.startswith("error: --control_temperatures: 0 is not > 0")
@@ -394,9 +487,9 @@ def test_sharpening_section_sets_each_arm_against_sft_at_every_temperature(tmp_p
   ev = tmp_path / "evals"
   assert ablation_control.section(ev, (), 0.8, ["ppo"]) == []  # not asked for: no section
   _fake_eval(ev / "sft" / "greedy", [False] * 10)
-  _fake_sampled(ev / "sft" / "sampled", [0] * 10)              # T = 0.8: 0%
+  _fake_sampled(ev / "sft" / "sampled", [0] * 10)  # T = 0.8: 0%
   _fake_sampled(ev / "sft_t0.4" / "sampled", [4] * 5 + [0] * 5)  # T = 0.4: 50%
-  _fake_sampled(ev / "ppo" / "sampled", [2] * 10)              # the arm at 0.8: 50%
+  _fake_sampled(ev / "ppo" / "sampled", [2] * 10)  # the arm at 0.8: 50%
   text = "\n".join(ablation_control.section(ev, (0.4, 0.6), 0.8, ["ppo", "cccs"]))
   assert "| T | SFT pass@1 | ppo minus SFT |" in text  # cccs has no sampled eval: no column
   assert "| 0 | 0.0 [0.0, 0.0] | +50.0 [+50.0, +50.0] * |" in text
@@ -419,25 +512,35 @@ def test_sharpening_section_sets_each_arm_against_sft_at_every_temperature(tmp_p
 def test_tune_section_shows_each_point_beside_sft_with_paired_differences(tmp_path):
   measures = [m for m, *_ in ablation_measures.MEASURES]
   assert ablation_tune.section(tmp_path, measures) == []  # nothing tuned: no section
-  ablation_tune.record((ablation_tune.parse("lr=ppo.policy_lr=1e-5"),
-                        ablation_tune.parse("default=")), tmp_path, "stepcoder")
+  ablation_tune.record(
+    (ablation_tune.parse("lr=ppo.policy_lr=1e-5"), ablation_tune.parse("default=")),
+    tmp_path,
+    "stepcoder",
+  )
   ev = ablation_tune.evals_dir(tmp_path)
   _fake_eval(ev / "sft" / "greedy", [False] * 10, [False] * 10)
   _fake_eval(ev / "lr" / "greedy", [True] * 10, [True] * 5 + [False] * 5)
   text = "\n".join(ablation_tune.section(tmp_path, measures))
   assert "| sft | the SFT model | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] |" in text
-  assert ("| lr | `ppo.policy_lr=1e-5` | 100.0 [100.0, 100.0]; +100.0 [+100.0, +100.0] *"
-          in text)
+  assert "| lr | `ppo.policy_lr=1e-5` | 100.0 [100.0, 100.0]; +100.0 [+100.0, +100.0] *" in text
   assert "| default | the arm as is | n/a | n/a | n/a |" in text
   assert "pass@1 (n samples)" not in text  # no sampled evaluation in tuning
   # The training table: a point's log, its last iterations averaged (a diverged run shows here).
   assert "| lr | 0 | no | n/a | n/a | n/a | n/a |" in text
-  train = ablation_tune.train_dir(tmp_path, "stepcoder",
-                                  ablation_tune.parse("lr=ppo.policy_lr=1e-5"))
+  train = ablation_tune.train_dir(
+    tmp_path, "stepcoder", ablation_tune.parse("lr=ppo.policy_lr=1e-5")
+  )
   train.mkdir(parents=True)
-  rows = [{"step": i, "pass_rate": 0.5 if i == 1 else 0.0, "ppo/ref_kl": float(i),
-           "truncated_rate": 1.0 if i > 5 else 0.0, "outcome/compile_error": 0.5} for i in
-          range(1, 11)]
+  rows = [
+    {
+      "step": i,
+      "pass_rate": 0.5 if i == 1 else 0.0,
+      "ppo/ref_kl": float(i),
+      "truncated_rate": 1.0 if i > 5 else 0.0,
+      "outcome/compile_error": 0.5,
+    }
+    for i in range(1, 11)
+  ]
   (train / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   text = "\n".join(ablation_tune.section(tmp_path, measures))
   assert "| lr | 10 | no | 5.0% | 8.0 | 100% | 50% |" in text
@@ -445,10 +548,28 @@ def test_tune_section_shows_each_point_beside_sft_with_paired_differences(tmp_pa
 
 # ------------------------------------------------------------------ the whole command (slow)
 
+
 def _ablate(out: Path, mbpp: Path) -> tuple[str, float]:
-  cmd = [sys.executable, "-m", "stepcoder_jax", "ablate", "--out", str(out), "--model",
-         "tiny-llama", "--mbpp", str(mbpp), "--heldout_mbpp", "1", "--eval_n", "2",
-         "--arms", *ARMS, "--gin_file", "experiments/ablation_tiny.gin"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "stepcoder_jax",
+    "ablate",
+    "--out",
+    str(out),
+    "--model",
+    "tiny-llama",
+    "--mbpp",
+    str(mbpp),
+    "--heldout_mbpp",
+    "1",
+    "--eval_n",
+    "2",
+    "--arms",
+    *ARMS,
+    "--gin_file",
+    "experiments/ablation_tiny.gin",
+  ]
   t0 = time.time()
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -501,8 +622,11 @@ def test_arms_differ_only_in_cccs_fgo_and_advantage(finished):
 
   def bindings(arm):
     text = (out / "arms" / arm / "train" / "operative_config.gin").read_text()
-    return {l.split("=", 1)[0].strip(): l.split("=", 1)[1].strip()
-            for l in text.splitlines() if "=" in l and not l.lstrip().startswith("#")}
+    return {
+      l.split("=", 1)[0].strip(): l.split("=", 1)[1].strip()
+      for l in text.splitlines()
+      if "=" in l and not l.lstrip().startswith("#")
+    }
 
   a, b = bindings(ARMS[0]), bindings(ARMS[1])
   assert len(a) > 20  # a real operative config, not an empty file
@@ -545,10 +669,30 @@ def test_report_lists_arms_not_run_yet(finished, tmp_path):
 def test_tune_runs_on_validation_and_reuses_the_arms_own_training(finished, tmp_path):
   out = tmp_path / "copy"
   shutil.copytree(finished[0], out)
-  cmd = [sys.executable, "-m", "stepcoder_jax", "ablate", "--out", str(out), "--model",
-         "tiny-llama", "--mbpp", str(finished[1]), "--heldout_mbpp", "1", "--arms", *ARMS,
-         "--gin_file", "experiments/ablation_tiny.gin", "--tune", "lr=ppo.policy_lr=1e-4",
-         "--tune", "default=", "--tune_arm", "ppo"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "stepcoder_jax",
+    "ablate",
+    "--out",
+    str(out),
+    "--model",
+    "tiny-llama",
+    "--mbpp",
+    str(finished[1]),
+    "--heldout_mbpp",
+    "1",
+    "--arms",
+    *ARMS,
+    "--gin_file",
+    "experiments/ablation_tiny.gin",
+    "--tune",
+    "lr=ppo.policy_lr=1e-4",
+    "--tune",
+    "default=",
+    "--tune_arm",
+    "ppo",
+  ]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   ran = re.findall(r"\] (\S+): running", proc.stdout)
@@ -558,31 +702,54 @@ def test_tune_runs_on_validation_and_reuses_the_arms_own_training(finished, tmp_
   assert re.search(r"^ppo\.policy_lr = 0\.0001$", text, re.M)
   report = (out / "report.md").read_text()
   section = report.split("## Tuning on validation")[1].split("\n## ")[0]
-  for row in ("| sft | the SFT model | ", "| lr | `ppo.policy_lr=1e-4` | ",
-              "| default | the arm as is | "):
+  for row in (
+    "| sft | the SFT model | ",
+    "| lr | `ppo.policy_lr=1e-4` | ",
+    "| default | the arm as is | ",
+  ):
     assert re.search(re.escape(row) + r"\d+\.\d \[", section), row
 
 
 def test_problems_without_a_difficulty_are_grouped_by_their_dataset(tmp_path):
   d = tmp_path / "evals" / "sft" / "greedy"
   d.mkdir(parents=True)
-  (d / "eval.json").write_text(json.dumps({"problems": [
-      {"problem_id": "mbpp/11", "difficulty": None, "greedy_passed": True, "tests_share": 1.0},
-      {"problem_id": "mbpp/12", "difficulty": "unknown", "greedy_passed": True,
-       "tests_share": 1.0},
-      {"problem_id": "builtin/call/0005", "difficulty": "introductory", "greedy_passed": False,
-       "tests_share": 0.0}]}))
+  (d / "eval.json").write_text(
+    json.dumps(
+      {
+        "problems": [
+          {"problem_id": "mbpp/11", "difficulty": None, "greedy_passed": True, "tests_share": 1.0},
+          {
+            "problem_id": "mbpp/12",
+            "difficulty": "unknown",
+            "greedy_passed": True,
+            "tests_share": 1.0,
+          },
+          {
+            "problem_id": "builtin/call/0005",
+            "difficulty": "introductory",
+            "greedy_passed": False,
+            "tests_share": 0.0,
+          },
+        ]
+      }
+    )
+  )
   (d / "DONE.json").write_text("{}")
   values = ablation_measures.measure_values(tmp_path / "evals", "sft")["greedy pass@1"]
-  assert values == {"mbpp/11": (1.0, "mbpp"), "mbpp/12": (1.0, "mbpp"),
-                    "builtin/call/0005": (0.0, "introductory")}
+  assert values == {
+    "mbpp/11": (1.0, "mbpp"),
+    "mbpp/12": (1.0, "mbpp"),
+    "builtin/call/0005": (0.0, "introductory"),
+  }
 
 
 def test_report_shows_sft_minus_base_paired(tmp_path):
   per_model = {"base": {}, "sft": {}}
   assert ablation_report.sft_vs_base(per_model) == []  # nothing evaluated yet: no table
-  per_model = {m: {"tests share": {f"p{i}": (v, "x") for i in range(8)}}
-               for m, v in (("base", 0.0), ("sft", 0.5))}
+  per_model = {
+    m: {"tests share": {f"p{i}": (v, "x") for i in range(8)}}
+    for m, v in (("base", 0.0), ("sft", 0.5))
+  }
   text = "\n".join(ablation_report.sft_vs_base(per_model))
   assert "+50.0 [+50.0, +50.0] *" in text and "n/a" in text  # other measures not evaluated
 
@@ -591,14 +758,18 @@ def test_evidence_names_each_measures_own_problem_count():
   # The subtask and RL-pool measures cover fewer problems than the held-out set: each clause
   # must carry its own count, and only an interval off 0 counts as evidence.
   from stepcoder_jax.stats import Estimate
-  parts = ablation_measures.evidence([
+
+  parts = ablation_measures.evidence(
+    [
       ("tests share vs sft", Estimate(0.05, 0.01, 0.09, 132, up=9, down=2)),
       ("RL-pool pass@1 vs sft", Estimate(0.03, -0.03, 0.09, 32, up=2, down=1)),
-      ("missing", None)])
-  assert parts[0] == ("intervals exclude 0 for tests share vs sft +5.0 [+1.0, +9.0] pp "
-                      "(132 problems: 9 up, 2 down)")
-  assert parts[1].endswith("RL-pool pass@1 vs sft +3.0 [-3.0, +9.0] pp (32 problems: 2 up, "
-                           "1 down)")
+      ("missing", None),
+    ]
+  )
+  assert parts[0] == (
+    "intervals exclude 0 for tests share vs sft +5.0 [+1.0, +9.0] pp (132 problems: 9 up, 2 down)"
+  )
+  assert parts[1].endswith("RL-pool pass@1 vs sft +3.0 [-3.0, +9.0] pp (32 problems: 2 up, 1 down)")
   assert len(parts) == 2
 
 
@@ -606,22 +777,28 @@ def test_training_trend_reports_pass_rate_and_entropy_by_thirds(tmp_path):
   # A sampled pass@1 gain can come from a sharper policy alone: the sentence must carry the
   # entropy next to the pass rate, each as the mean of the first and the last third.
   (tmp_path / "metrics").mkdir()
-  rows = [{"step": i + 1, "pass_rate": [0.0, 0.1, 0.3][i // 2],
-           "ppo/entropy": [0.8, 0.7, 0.5][i // 2]} for i in range(6)]
+  rows = [
+    {"step": i + 1, "pass_rate": [0.0, 0.1, 0.3][i // 2], "ppo/entropy": [0.8, 0.7, 0.5][i // 2]}
+    for i in range(6)
+  ]
   (tmp_path / "metrics" / "arm.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   assert ablation_report._training_trend(tmp_path, "arm") == (
-      "its rollout pass rate (at the current curriculum stage) went from 0.00 over the first 2 "
-      "iterations to 0.30 over the last 2, its per-token entropy from 0.80 to 0.50")
+    "its rollout pass rate (at the current curriculum stage) went from 0.00 over the first 2 "
+    "iterations to 0.30 over the last 2, its per-token entropy from 0.80 to 0.50"
+  )
   assert ablation_report._training_trend(tmp_path, "other") is None  # no log yet
 
 
 def test_critic_free_arms_are_also_compared_with_plain_grpo():
   # grpo_stepcoder - grpo is what CCCS + FGO add without a value model: the report must show it
   # (paired, with the '*' rule), and nothing when plain GRPO was not run.
-  per_model = {m: {"tests share": {f"p{i}": (v, "x") for i in range(8)}}
-               for m, v in (("sft", 0.1), ("ppo", 0.2), ("grpo", 0.25), ("grpo_stepcoder", 0.5))}
-  text = "\n".join(ablation_report.critic_free_section(
-      ["stepcoder", "ppo", "grpo_stepcoder", "grpo"], per_model))
+  per_model = {
+    m: {"tests share": {f"p{i}": (v, "x") for i in range(8)}}
+    for m, v in (("sft", 0.1), ("ppo", 0.2), ("grpo", 0.25), ("grpo_stepcoder", 0.5))
+  }
+  text = "\n".join(
+    ablation_report.critic_free_section(["stepcoder", "ppo", "grpo_stepcoder", "grpo"], per_model)
+  )
   assert "| grpo_stepcoder |" in text and "| stepcoder |" not in text
   assert "tests share vs grpo" in text and "+25.0 [+25.0, +25.0] *" in text
   assert ablation_report.critic_free_section(["stepcoder", "grpo_stepcoder"], per_model) == []

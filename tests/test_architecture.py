@@ -9,6 +9,7 @@ exports of `execution/`) are names in strings and are not followed. An import na
 also initialises on the way are not counted (an `__init__.py` that imports its own submodules
 would otherwise close a circle with each of them).
 """
+
 from __future__ import annotations
 
 import ast
@@ -51,7 +52,7 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
       base = node.module or ""
       if node.level:  # relative: counted from the importing module's package
         here = name.split(".") if is_package else name.split(".")[:-1]
-        base = ".".join(here[:len(here) - node.level + 1] + ([base] if base else []))
+        base = ".".join(here[: len(here) - node.level + 1] + ([base] if base else []))
       for a in node.names:
         sub = f"{base}.{a.name}"
         found.add(sub if sub in known else _owner(base, known))
@@ -142,11 +143,14 @@ def test_a_circle_closed_inside_a_function_or_by_a_relative_import_is_found(tmp_
   graph = import_graph(tmp_path, "pkg")
   assert graph["pkg.leaf"] == {"pkg.a", "pkg.sub"}
   assert graph["pkg.sub.d"] == {"pkg.sub.e"}  # os is not the project's
-  assert cycles(graph) == [["pkg.a", "pkg.b", "pkg.c", "pkg.a"],
-                           ["pkg.sub.d", "pkg.sub.e", "pkg.sub.d"]]
+  assert cycles(graph) == [
+    ["pkg.a", "pkg.b", "pkg.c", "pkg.a"],
+    ["pkg.sub.d", "pkg.sub.e", "pkg.sub.d"],
+  ]
 
 
 # ------------------------------------------------------------------ docs/ARCHITECTURE.md
+
 
 def room(module: str) -> str:
   """A module's room as the page writes it: 'rl/' for stepcoder_jax.rl.*, 'cli.py' for a
@@ -183,19 +187,29 @@ def page_arrows(text: str) -> dict[str, set[str]]:
 
 def test_the_page_names_every_package_and_only_packages_that_exist():
   text = DOC.read_text(encoding="utf-8")
-  packages = {str(f.parent.relative_to(ROOT / PACKAGE)) + "/"
-              for f in (ROOT / PACKAGE).rglob("__init__.py") if f.parent != ROOT / PACKAGE}
+  packages = {
+    str(f.parent.relative_to(ROOT / PACKAGE)) + "/"
+    for f in (ROOT / PACKAGE).rglob("__init__.py")
+    if f.parent != ROOT / PACKAGE
+  }
   rows = [line for line in text.splitlines() if line.startswith("| `")]
   named = {n for line in rows for n in re.findall(r"`([\w/]+/)`", line.split("|")[1])}
-  assert named == packages, (f"docs/ARCHITECTURE.md rooms table: missing {packages - named}, "
-                             f"no such package {named - packages}")
+  assert named == packages, (
+    f"docs/ARCHITECTURE.md rooms table: missing {packages - named}, "
+    f"no such package {named - packages}"
+  )
 
 
 def test_the_page_draws_every_room_and_arrow_as_the_imports_are():
   drawn = page_arrows(DOC.read_text(encoding="utf-8"))
   actual = room_arrows(import_graph(ROOT))
-  assert set(drawn) == set(actual), (f"rooms missing from the page: {set(actual) - set(drawn)}; "
-                                     f"on the page but not in the code: {set(drawn) - set(actual)}")
-  wrong = {r: (f"add {sorted(actual[r] - drawn[r])}, remove {sorted(drawn[r] - actual[r])}")
-           for r in actual if drawn[r] != actual[r]}
+  assert set(drawn) == set(actual), (
+    f"rooms missing from the page: {set(actual) - set(drawn)}; "
+    f"on the page but not in the code: {set(drawn) - set(actual)}"
+  )
+  wrong = {
+    r: (f"add {sorted(actual[r] - drawn[r])}, remove {sorted(drawn[r] - actual[r])}")
+    for r in actual
+    if drawn[r] != actual[r]
+  }
   assert not wrong, f"docs/ARCHITECTURE.md arrows differ from the imports: {wrong}"

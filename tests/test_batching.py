@@ -16,11 +16,11 @@ def test_pack_left_pads_prompt_and_right_pads_response():
   b = batching.pack([[5, 6, 7], [8]], [[1, 2], [3, 4, 9]], pad_id=0)
   p = 8  # bucket(3)
   assert b["tokens"].shape == (2, p + 8)
-  np.testing.assert_array_equal(b["tokens"][0, p - 3:p + 2], [5, 6, 7, 1, 2])
-  np.testing.assert_array_equal(b["tokens"][1, p - 1:p + 3], [8, 3, 4, 9])
+  np.testing.assert_array_equal(b["tokens"][0, p - 3 : p + 2], [5, 6, 7, 1, 2])
+  np.testing.assert_array_equal(b["tokens"][1, p - 1 : p + 3], [8, 3, 4, 9])
   # positions count real tokens from 0 across prompt and response
-  np.testing.assert_array_equal(b["positions"][0, p - 3:p + 2], [0, 1, 2, 3, 4])
-  np.testing.assert_array_equal(b["positions"][1, p - 1:p + 3], [0, 1, 2, 3])
+  np.testing.assert_array_equal(b["positions"][0, p - 3 : p + 2], [0, 1, 2, 3, 4])
+  np.testing.assert_array_equal(b["positions"][1, p - 1 : p + 3], [0, 1, 2, 3])
   assert b["attention_mask"][0].sum() == 5 and b["attention_mask"][1].sum() == 4
   # the response mask never covers the prompt
   assert b["response_mask"][:, :p].sum() == 0
@@ -37,6 +37,7 @@ def test_place_response_values_and_too_long_prompt():
 def test_cut_response_stops_at_eos_and_stop_strings_including_across_the_prompt():
   from stepcoder_jax.models.tokenizer import tiny_tokenizer
   from stepcoder_jax import completion
+
   tok = tiny_tokenizer()
   ids = tok("    return x\n```\nmore", add_special_tokens=False)["input_ids"]
   c = completion.cut(tok, ids, ("\n```",), (tok.eos_token_id,))

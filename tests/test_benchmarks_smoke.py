@@ -1,5 +1,6 @@
 """The benchmark scripts still run against today's API, on tiny sizes (their figures live in the
 README; this only guards the scripts: ppo_step.py broke unnoticed when the batch became typed)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str) -> str:
-  proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT,
-                        timeout=600)
+  proc = subprocess.run(
+    [sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=600
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout
 
@@ -31,8 +33,17 @@ def test_decode_benchmark_runs_tiny_with_the_same_tokens_on_both_sides():
 
 def _vocab_bench(*extra: str) -> tuple[list[str], str]:
   """The per-prompt lines and the whole output of a tiny output_vocab.py run."""
-  out = _run("benchmarks/output_vocab.py", "--tiny", "--prompts", "5", "--batch", "4",
-             "--max_new_tokens", "12", *extra)
+  out = _run(
+    "benchmarks/output_vocab.py",
+    "--tiny",
+    "--prompts",
+    "5",
+    "--batch",
+    "4",
+    "--max_new_tokens",
+    "12",
+    *extra,
+  )
   return [l for l in out.splitlines() if l.startswith("prompt ")], out
 
 
@@ -55,6 +66,7 @@ def test_output_vocab_benchmark_summary_agrees_with_its_per_prompt_lines():
 def test_output_vocab_benchmark_with_every_id_changes_nothing(tmp_path):
   from stepcoder_jax.models import output_vocab
   from stepcoder_jax.models.tokenizer import tiny_tokenizer
+
   n = len(tiny_tokenizer())
   output_vocab.save(tmp_path / "all.npz", range(n), n, "every id")
   rows, out = _vocab_bench("--vocab", str(tmp_path / "all.npz"))

@@ -3,6 +3,7 @@
 The set trains a small model, so besides well-formedness these tests pin the difficulty mix and
 that every canonical solution has the branches/loops the CCCS curriculum splits on.
 """
+
 from __future__ import annotations
 
 import ast
@@ -17,7 +18,8 @@ import pytest
 from stepcoder_jax.data.record import Problem, read_jsonl
 
 CALL_JSONL = os.path.join(
-    os.path.dirname(__file__), os.pardir, "stepcoder_jax", "data", "builtin", "call.jsonl")
+  os.path.dirname(__file__), os.pardir, "stepcoder_jax", "data", "builtin", "call.jsonl"
+)
 NUM_PROBLEMS = 85
 CONTROL_FLOW = (ast.If, ast.For, ast.While)
 
@@ -111,8 +113,13 @@ def test_difficulty_mix(problems):
 
 
 def test_canonical_solutions_pass_all_tests(raw_records):
-  proc = subprocess.run([sys.executable, "-c", _RUNNER], input=json.dumps(raw_records),
-                        capture_output=True, text=True, timeout=60)
+  proc = subprocess.run(
+    [sys.executable, "-c", _RUNNER],
+    input=json.dumps(raw_records),
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert proc.returncode == 0, proc.stderr
   failures = json.loads(proc.stdout)
   assert failures == []
@@ -122,7 +129,12 @@ def test_runner_catches_a_wrong_expected_output(raw_records):
   """The runner above must be able to fail: corrupt one expected value and expect a report."""
   bad = json.loads(json.dumps(raw_records[:2]))
   bad[1]["outputs"][0] = "not the answer"
-  proc = subprocess.run([sys.executable, "-c", _RUNNER], input=json.dumps(bad),
-                        capture_output=True, text=True, timeout=30)
+  proc = subprocess.run(
+    [sys.executable, "-c", _RUNNER],
+    input=json.dumps(bad),
+    capture_output=True,
+    text=True,
+    timeout=30,
+  )
   failures = json.loads(proc.stdout)
   assert [f[:2] for f in failures] == [[bad[1]["id"], 0]]

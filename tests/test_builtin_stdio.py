@@ -7,6 +7,7 @@ CCCS curriculum splits on. Every canonical solution is run on all its tests.
 The runner here is test-local (one subprocess per problem, each test in a fresh namespace with
 stdin/stdout redirected); the execution pool's judge can replace it once it exists.
 """
+
 from __future__ import annotations
 
 import ast
@@ -23,7 +24,8 @@ import pytest
 from stepcoder_jax.data.record import Problem, read_jsonl
 
 STDIO_JSONL = os.path.join(
-    os.path.dirname(__file__), os.pardir, "stepcoder_jax", "data", "builtin", "stdio.jsonl")
+  os.path.dirname(__file__), os.pardir, "stepcoder_jax", "data", "builtin", "stdio.jsonl"
+)
 NUM_PROBLEMS = 75
 NUM_VERY_EASY = 25  # ids 0001-0025: one or two input lines, a comparison or formula
 NUM_INTRODUCTORY = 50  # ids 0001-0050; 0051-0075 are interview
@@ -59,8 +61,13 @@ def _normalize(text: str) -> list[str]:
 
 def _run_problem(rec: dict) -> list[str]:
   """Returns the canonical solution's stdout for every test input of `rec`."""
-  proc = subprocess.run([sys.executable, "-c", _RUNNER], input=json.dumps(rec),
-                        capture_output=True, text=True, timeout=PER_PROBLEM_TIMEOUT_S)
+  proc = subprocess.run(
+    [sys.executable, "-c", _RUNNER],
+    input=json.dumps(rec),
+    capture_output=True,
+    text=True,
+    timeout=PER_PROBLEM_TIMEOUT_S,
+  )
   assert proc.returncode == 0, f"{rec['id']}: runner crashed: {proc.stderr[-500:]}"
   return json.loads(proc.stdout)
 
@@ -117,9 +124,11 @@ def test_canonical_solutions_have_control_flow(problems):
     tree = ast.parse(p.canonical_solution)
     assert any(isinstance(n, CONTROL_FLOW) for n in ast.walk(tree)), p.id
   # Most solutions give the curriculum several conditionals to split on.
-  multi = sum(1 for p in problems
-              if sum(isinstance(n, CONTROL_FLOW)
-                     for n in ast.walk(ast.parse(p.canonical_solution))) >= 2)
+  multi = sum(
+    1
+    for p in problems
+    if sum(isinstance(n, CONTROL_FLOW) for n in ast.walk(ast.parse(p.canonical_solution))) >= 2
+  )
   assert multi >= NUM_PROBLEMS // 2
 
 
@@ -135,8 +144,9 @@ def test_tests_are_well_formed(problems):
 
 def test_difficulty_mix(problems):
   levels = [p.difficulty for p in problems]
-  assert levels == (["introductory"] * NUM_INTRODUCTORY
-                    + ["interview"] * (NUM_PROBLEMS - NUM_INTRODUCTORY))
+  assert levels == (
+    ["introductory"] * NUM_INTRODUCTORY + ["interview"] * (NUM_PROBLEMS - NUM_INTRODUCTORY)
+  )
   # The very easy ramp: one or two input lines and a short program.
   for p in problems[:NUM_VERY_EASY]:
     assert all(len(s.splitlines()) <= 2 for s in p.inputs), p.id

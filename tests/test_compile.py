@@ -6,6 +6,7 @@ The compiles run in subprocesses: the command starts jax with its backends (libt
 plugin) on the path, which the test process must not load. The tiny run is shrunk to 16 prompt +
 8 new tokens so that each libtpu / GPU compile takes seconds.
 """
+
 import json
 import subprocess
 import sys
@@ -15,21 +16,37 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--gin_file", "experiments/tiny_cpu.gin", "--gin.train.max_prompt_tokens=16",
-        "--gin.train.max_new_tokens=8", "--gin.sft.max_len=32", "--gin.sft.batch_size=8",
-        "--gin.train.problems_per_iteration=8", "--gin.model.remat=True"]
+TINY = [
+  "--gin_file",
+  "experiments/tiny_cpu.gin",
+  "--gin.train.max_prompt_tokens=16",
+  "--gin.train.max_new_tokens=8",
+  "--gin.sft.max_len=32",
+  "--gin.sft.batch_size=8",
+  "--gin.train.problems_per_iteration=8",
+  "--gin.model.remat=True",
+]
 PROGRAMS = ("sft_step", "sampler", "scoring", "ppo_update")
 
 
 def _compile(*argv, timeout=600):
-  return subprocess.run([sys.executable, "-m", "stepcoder_jax", "compile", *argv],
-                        capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+  return subprocess.run(
+    [sys.executable, "-m", "stepcoder_jax", "compile", *argv],
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    cwd=ROOT,
+  )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("topology,devices,mesh", [("v4-8", 4, {"data": 1, "fsdp": 4, "tensor": 1}),
-                                                    ("h100x2", 2, {"data": 1, "fsdp": 2,
-                                                                   "tensor": 1})])
+@pytest.mark.parametrize(
+  "topology,devices,mesh",
+  [
+    ("v4-8", 4, {"data": 1, "fsdp": 4, "tensor": 1}),
+    ("h100x2", 2, {"data": 1, "fsdp": 2, "tensor": 1}),
+  ],
+)
 def test_tiny_run_compiles_for_a_tpu_slice_and_a_gpu(topology, devices, mesh):
   p = _compile("--topology", topology, *TINY, "--json")
   assert p.returncode == 0, p.stderr[-3000:]
@@ -38,8 +55,15 @@ def test_tiny_run_compiles_for_a_tpu_slice_and_a_gpu(topology, devices, mesh):
   assert r["fits"] is True and r["does_not_fit"] is None
   assert sorted(r["programs"]) == sorted(PROGRAMS)
   for name, prog in r["programs"].items():
-    for key in ("peak_bytes", "argument_bytes", "temp_bytes", "device_memory_bytes", "flops",
-                "collective_bytes", "time_lower_bound_s"):
+    for key in (
+      "peak_bytes",
+      "argument_bytes",
+      "temp_bytes",
+      "device_memory_bytes",
+      "flops",
+      "collective_bytes",
+      "time_lower_bound_s",
+    ):
       assert key in prog, (name, key)
     assert 0 < prog["peak_bytes"] < prog["device_memory_bytes"], name
     assert prog["argument_bytes"] > 0 and prog["time_lower_bound_s"] > 0, name
@@ -50,8 +74,9 @@ def test_tiny_run_compiles_for_a_tpu_slice_and_a_gpu(topology, devices, mesh):
   step = r["programs"]["sampler"]["decode_step"]
   assert step["steps"] == 8
   assert step["collective_bytes"] > 0
-  assert r["iteration_time_lower_bound_s"] == pytest.approx(sum(
-      r["programs"][n]["time_lower_bound_s"] for n in ("sampler", "scoring", "ppo_update")))
+  assert r["iteration_time_lower_bound_s"] == pytest.approx(
+    sum(r["programs"][n]["time_lower_bound_s"] for n in ("sampler", "scoring", "ppo_update"))
+  )
   assert 0 < r["mfu_bound"] <= 1
 
 
@@ -76,13 +101,14 @@ def test_loops_and_collectives_are_counted_per_iteration_on_tpu():
                       "loops": [[l.trip_count, l.known] for l in a.loops],
                       "collectives": a.total.collectives}))
   """)
-  p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                     timeout=300)
+  p = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+  )
   assert p.returncode == 0, p.stderr[-3000:]
   r = json.loads(p.stdout.strip().splitlines()[-1])
   per_device = 2 * (64 // 4) * 512 * 512  # rows split 4 ways, the full weight after a gather
   assert r["flops"] == 5 * per_device
-  assert r["xla"] < 1.1 * per_device      # XLA: the body once
+  assert r["xla"] < 1.1 * per_device  # XLA: the body once
   assert [5, True] in r["loops"]
   gathered = r["collectives"]["all-gather"]
   assert gathered["result_bytes"] == 5 * 512 * 512 * 2  # the bf16 weight, every iteration
@@ -92,8 +118,16 @@ def test_a_program_that_does_not_fit_is_one_line_exit_1():
   # The tiny model's SFT step with 65536 rows of 512 tokens on one v5e chip: its activations
   # (65536 x 512 x 64 float32 = 8 GiB per layer input, several kept for the backward) exceed
   # the chip's 16 GiB; the TPU compiler itself refuses it (RESOURCE_EXHAUSTED).
-  p = _compile("--topology", "v5e-1", "--gin_file", "experiments/tiny_cpu.gin",
-               "--gin.sft.batch_size=65536", "--gin.sft.max_len=512", "--programs", "sft_step")
+  p = _compile(
+    "--topology",
+    "v5e-1",
+    "--gin_file",
+    "experiments/tiny_cpu.gin",
+    "--gin.sft.batch_size=65536",
+    "--gin.sft.max_len=512",
+    "--programs",
+    "sft_step",
+  )
   assert p.returncode == 1, p.stderr[-3000:]
   errs = [l for l in p.stderr.splitlines() if "does not fit" in l]
   assert len(errs) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
@@ -101,13 +135,24 @@ def test_a_program_that_does_not_fit_is_one_line_exit_1():
   assert "GiB of a TPU v5e; try a smaller sft.batch_size" in errs[0], errs[0]
 
 
-@pytest.mark.parametrize("argv,expect", [
+@pytest.mark.parametrize(
+  "argv,expect",
+  [
     (["--topology", "v9-8"], "--topology 'v9-8': unknown target"),
     (["--topology", "v4-8", "--gin.mesh.tensor=3"], "do not divide the 4 devices"),
     (["--topology", "v4-8", "--gin.ppo.no_such_knob=1"], "no_such_knob"),
-    (["--topology", "v4-8", "--gin_file", "experiments/tiny_cpu.gin",
-      "--gin.train.problems_per_iteration=6"], "rollout rows are not divisible by 4"),
-])
+    (
+      [
+        "--topology",
+        "v4-8",
+        "--gin_file",
+        "experiments/tiny_cpu.gin",
+        "--gin.train.problems_per_iteration=6",
+      ],
+      "rollout rows are not divisible by 4",
+    ),
+  ],
+)
 def test_bad_input_is_one_line_exit_2(argv, expect):
   p = _compile(*argv, timeout=120)  # a subprocess: the test process stays free of libtpu
   assert p.returncode == 2, p.stderr[-3000:]
@@ -119,14 +164,23 @@ def test_other_commands_load_no_compile_backend():
   """libtpu and the CUDA plugin live outside site-packages: a plain jax start neither loads them
   nor prints anything (an installed libtpu probes for a TPU and warns; the CUDA plugin logs)."""
   from stepcoder_jax.compile import report
+
   tpu, cuda = report.plugin_dir() / "tpu", report.plugin_dir() / "cuda"
-  assert (tpu / "libtpu").is_dir() and (cuda / "jax_plugins" / "xla_cuda12").is_dir(), \
-      "scripts/setup_venv.sh installs them"
-  code = ("import importlib.util, jax, jax.numpy as jnp; jnp.ones(2).block_until_ready(); "
-          "print(importlib.util.find_spec('libtpu'), jax.devices()[0].platform)")
-  p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                     env={k: v for k, v in __import__("os").environ.items()
-                          if k != "JAX_PLATFORMS"}, timeout=120)
+  assert (tpu / "libtpu").is_dir() and (cuda / "jax_plugins" / "xla_cuda12").is_dir(), (
+    "scripts/setup_venv.sh installs them"
+  )
+  code = (
+    "import importlib.util, jax, jax.numpy as jnp; jnp.ones(2).block_until_ready(); "
+    "print(importlib.util.find_spec('libtpu'), jax.devices()[0].platform)"
+  )
+  p = subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    env={k: v for k, v in __import__("os").environ.items() if k != "JAX_PLATFORMS"},
+    timeout=120,
+  )
   assert p.returncode == 0, p.stderr
   assert p.stdout.split() == ["None", "cpu"]
   assert p.stderr == ""
@@ -147,9 +201,15 @@ def test_hlo_accounting_matches_xla_on_a_loop_free_program():
 
   mesh = sharding.make_mesh(MeshConfig(1, 1, 1), jax.devices()[:1])
   progs, _, _ = programs.build(
-      ModelConfig.tiny(), TrainConfig(problems_per_iteration=4, samples_per_problem=1,
-                                      max_prompt_tokens=64, max_new_tokens=16),
-      PPOConfig(minibatches=1), SFTConfig(batch_size=4, max_len=64), mesh, sharding.make_rules())
+    ModelConfig.tiny(),
+    TrainConfig(
+      problems_per_iteration=4, samples_per_problem=1, max_prompt_tokens=64, max_new_tokens=16
+    ),
+    PPOConfig(minibatches=1),
+    SFTConfig(batch_size=4, max_len=64),
+    mesh,
+    sharding.make_rules(),
+  )
   scoring = next(p for p in progs if p.name == "scoring")
   compiled = scoring.jitted.lower(*scoring.args).compile()
   a = hlo.Analysis(compiled.as_text())

@@ -1,5 +1,6 @@
 """Critic-free advantages (ppo.advantage = 'grpo' | 'rloo'): group statistics by hand, no value
 model anywhere in the state, FGO and the loss normalization unchanged, the jitted step."""
+
 import dataclasses
 
 import jax
@@ -13,8 +14,16 @@ from stepcoder_jax.rl.config import PPOConfig
 from test_ppo import _batch, _tiny_models
 
 # The KL in the reward (these tests' subject); critic-free runs put it in the loss by default.
-GRPO = PPOConfig(advantage="grpo", policy_lr=1e-3, logprob_chunk=8, kl_coef=0.1, shuffle=False,
-                 max_grad_norm=0.0, adam_eps=1e-3, kl_in_loss=False)
+GRPO = PPOConfig(
+  advantage="grpo",
+  policy_lr=1e-3,
+  logprob_chunk=8,
+  kl_coef=0.1,
+  shuffle=False,
+  max_grad_norm=0.0,
+  adam_eps=1e-3,
+  kl_in_loss=False,
+)
 
 
 # ----------------------------------------------------------------------------- estimators
@@ -42,8 +51,12 @@ def test_rloo_baseline_excludes_the_sample_itself():
   r = jnp.array([1.0, -0.3, -0.6, -1.0, 0.7, 0.7, 0.2])
   g = jnp.array([0, 0, 0, 0, 4, 4, 6])
   adv = np.asarray(ppo.rloo_advantages(r, g))
-  others = [(-0.3 - 0.6 - 1.0) / 3, (1.0 - 0.6 - 1.0) / 3, (1.0 - 0.3 - 1.0) / 3,
-            (1.0 - 0.3 - 0.6) / 3]
+  others = [
+    (-0.3 - 0.6 - 1.0) / 3,
+    (1.0 - 0.6 - 1.0) / 3,
+    (1.0 - 0.3 - 1.0) / 3,
+    (1.0 - 0.3 - 0.6) / 3,
+  ]
   np.testing.assert_allclose(adv[:4], np.array([1.0, -0.3, -0.6, -1.0]) - others, rtol=1e-5)
   # Including itself would shrink each advantage by (n - 1) / n: not what RLOO computes.
   assert abs(adv[0] - (1.0 - float(np.mean(r[:4])))) > 0.1
@@ -77,6 +90,7 @@ def test_critic_free_state_holds_no_value_parameters(grpo_setup):
   from stepcoder_jax import sharding
   from stepcoder_jax.config import MeshConfig
   from stepcoder_jax.rl import spmd
+
   policy, _, state, _ = grpo_setup
   assert state.value is None and state.value_rest is None and state.value_opt is None
   paths = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_leaves_with_path(state)]
@@ -107,18 +121,27 @@ def test_grpo_step_matches_hand_computation_and_has_no_value_outputs(grpo_setup)
     want_adv += [d / max(abs(d), 0.1), -d / max(abs(d), 0.1)]
   adv = ppo.group_advantages(seq, batch["group"], GRPO)
   np.testing.assert_allclose(adv, want_adv, rtol=1e-5)
-  logp = ppo.policy_logprobs(policy, batch["tokens"], batch["positions"],
-                             batch["attention_mask"], chunk=8, with_entropy=False)
+  logp = ppo.policy_logprobs(
+    policy,
+    batch["tokens"],
+    batch["positions"],
+    batch["attention_mask"],
+    chunk=8,
+    with_entropy=False,
+  )
   kept = resp * batch["fgo_mask"]
-  terms, _, _ = ppo.policy_loss_terms(logp, batch["old_logprobs"], adv[:, None] * resp, kept,
-                                      GRPO.clip_eps)
-  np.testing.assert_allclose(met["policy_loss"], float(jnp.sum(terms) / jnp.sum(resp)),
-                             rtol=1e-5, atol=1e-7)
+  terms, _, _ = ppo.policy_loss_terms(
+    logp, batch["old_logprobs"], adv[:, None] * resp, kept, GRPO.clip_eps
+  )
+  np.testing.assert_allclose(
+    met["policy_loss"], float(jnp.sum(terms) / jnp.sum(resp)), rtol=1e-5, atol=1e-7
+  )
   assert new.value is None and new.value_opt is None and int(new.step) == 1
-  assert not any(k.startswith("value") or k in ("explained_variance", "return_mean")
-                 for k in met)
-  moved = max(float(jnp.max(jnp.abs(a - b)))
-              for a, b in zip(jax.tree.leaves(new.policy), jax.tree.leaves(state.policy)))
+  assert not any(k.startswith("value") or k in ("explained_variance", "return_mean") for k in met)
+  moved = max(
+    float(jnp.max(jnp.abs(a - b)))
+    for a, b in zip(jax.tree.leaves(new.policy), jax.tree.leaves(state.policy))
+  )
   assert moved > 1e-5  # a real update, not a no-op
   with pytest.raises(ValueError, match="missing field"):
     step(state, ppo.Batch.of({k: v for k, v in batch.items() if k != "group"}))
@@ -128,8 +151,11 @@ def test_grpo_step_matches_hand_computation_and_has_no_value_outputs(grpo_setup)
 
 def test_group_of_equal_rewards_leaves_the_policy_alone(grpo_setup):
   _, batch, state, step = grpo_setup
-  equal = {**batch, "rewards": jnp.where(batch["rewards"] != 0, -1.0, 0.0),
-           "ref_logprobs": batch["old_logprobs"]}  # no KL difference either
+  equal = {
+    **batch,
+    "rewards": jnp.where(batch["rewards"] != 0, -1.0, 0.0),
+    "ref_logprobs": batch["old_logprobs"],
+  }  # no KL difference either
   new, met = step(state, ppo.Batch.of(equal))
   assert float(met["policy_grad_norm"]) == 0.0 and float(met["policy_loss"]) == 0.0
   for a, b in zip(jax.tree.leaves(new.policy), jax.tree.leaves(state.policy)):
@@ -147,11 +173,12 @@ def test_fgo_masked_tokens_zero_gradient_others_unchanged(advantage, kl_in_loss)
   resp = np.zeros(shape, np.float32)
   resp[:, 2:] = 1
   resp[3, 6:] = 0
-  seq_adv = ppo.group_advantages(jnp.array([1.0, -0.3, -0.6, -1.0]), jnp.array([0, 0, 0, 0]),
-                                 cfg)
-  mb = {"old_logprobs": jnp.asarray(rng.normal(-1, 0.3, shape), jnp.float32),
-        "ref_logprobs": jnp.asarray(rng.normal(-1, 0.3, shape), jnp.float32),
-        "advantages": seq_adv[:, None] * resp}
+  seq_adv = ppo.group_advantages(jnp.array([1.0, -0.3, -0.6, -1.0]), jnp.array([0, 0, 0, 0]), cfg)
+  mb = {
+    "old_logprobs": jnp.asarray(rng.normal(-1, 0.3, shape), jnp.float32),
+    "ref_logprobs": jnp.asarray(rng.normal(-1, 0.3, shape), jnp.float32),
+    "advantages": seq_adv[:, None] * resp,
+  }
   logp = jnp.asarray(rng.normal(-1, 0.3, shape), jnp.float32)
   ent = jnp.asarray(rng.uniform(0.5, 2.0, shape), jnp.float32)
   denom = jnp.sum(resp)
@@ -180,8 +207,14 @@ def test_kl_in_loss_moves_the_kl_from_the_reward_to_a_loss_term(grpo_setup):
   pgd, vgd, st = ppo.init_train_state(policy, None, cfg)
   _, met = ppo.make_ppo_step(pgd, vgd, cfg, donate=False)(st, ppo.Batch.of(batch))
   resp = batch["response_mask"].astype(jnp.float32)
-  logp = ppo.policy_logprobs(policy, batch["tokens"], batch["positions"],
-                             batch["attention_mask"], chunk=8, with_entropy=False)
+  logp = ppo.policy_logprobs(
+    policy,
+    batch["tokens"],
+    batch["positions"],
+    batch["attention_mask"],
+    chunk=8,
+    with_entropy=False,
+  )
   kept = resp * batch["fgo_mask"]
   d = np.asarray(batch["ref_logprobs"] - logp)
   k3 = np.where(np.asarray(kept) > 0, np.exp(d) - d - 1, 0.0)
@@ -189,12 +222,15 @@ def test_kl_in_loss_moves_the_kl_from_the_reward_to_a_loss_term(grpo_setup):
   assert float(met["kl_loss"]) > 0
   # The advantages see the outcome rewards alone (no KL in the sequence reward).
   adv = ppo.group_advantages(jnp.sum(batch["rewards"], axis=1), batch["group"], cfg)
-  terms, _, _ = ppo.policy_loss_terms(logp, batch["old_logprobs"], adv[:, None] * resp, kept,
-                                      cfg.clip_eps)
-  np.testing.assert_allclose(met["policy_loss"], float(jnp.sum(terms) / jnp.sum(resp)),
-                             rtol=1e-5, atol=1e-7)
+  terms, _, _ = ppo.policy_loss_terms(
+    logp, batch["old_logprobs"], adv[:, None] * resp, kept, cfg.clip_eps
+  )
   np.testing.assert_allclose(
-      met["loss"], float(met["policy_loss"]) + cfg.kl_coef * float(met["kl_loss"]), rtol=1e-6)
+    met["policy_loss"], float(jnp.sum(terms) / jnp.sum(resp)), rtol=1e-5, atol=1e-7
+  )
+  np.testing.assert_allclose(
+    met["loss"], float(met["policy_loss"]) + cfg.kl_coef * float(met["kl_loss"]), rtol=1e-6
+  )
 
 
 # ----------------------------------------------------------------------------- trainer pieces
@@ -211,6 +247,7 @@ def test_group_ids_follow_problems_and_isolate_padding():
   @dataclasses.dataclass
   class P:
     id: str
+
   a, b = P("a"), P("b")
   rows = [Row(a), Row(a), Row(b), Row(b), Row(a, padding=True), Row(a, padding=True)]
   assert group_ids(rows).tolist() == [0, 0, 2, 2, 4, 5]
@@ -219,6 +256,7 @@ def test_group_ids_follow_problems_and_isolate_padding():
 def test_trainer_refuses_critic_free_without_groups():
   from stepcoder_jax.rl.config import TrainConfig
   from stepcoder_jax.runs.trainer import _check_config
+
   with pytest.raises(UserError, match="train.samples_per_problem: 1 .*'grpo'"):
     _check_config(TrainConfig(samples_per_problem=1), GRPO)
   _check_config(TrainConfig(samples_per_problem=2), GRPO)

@@ -1,4 +1,5 @@
 """TFDS builders: each builds offline (fixtures or ../shared/data) into a tmp data_dir."""
+
 import json
 import shutil
 import subprocess
@@ -38,12 +39,13 @@ def _valid(ps):
 
 def test_tensorflow_is_not_installed_nor_imported(tmp_path):
   code = (
-      "import sys\n"
-      "try:\n  import tensorflow\n  print('TF_PRESENT')\nexcept ImportError:\n  pass\n"
-      "from stepcoder_jax.data import load\n"
-      f"ps = load.load_problems('apps_plus', 'train', data_dir={str(tmp_path / 'd')!r},"
-      f" manual_dir={_manual(tmp_path, 'apps_plus', 'apps_plus_call.json', 'data.json')!r})\n"
-      "print(len(ps), 'tensorflow' in sys.modules)\n")
+    "import sys\n"
+    "try:\n  import tensorflow\n  print('TF_PRESENT')\nexcept ImportError:\n  pass\n"
+    "from stepcoder_jax.data import load\n"
+    f"ps = load.load_problems('apps_plus', 'train', data_dir={str(tmp_path / 'd')!r},"
+    f" manual_dir={_manual(tmp_path, 'apps_plus', 'apps_plus_call.json', 'data.json')!r})\n"
+    "print(len(ps), 'tensorflow' in sys.modules)\n"
+  )
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "TF_PRESENT" not in out.stdout
@@ -80,16 +82,26 @@ def test_apps_plus_bad_record_fails_build_naming_index_and_keys(tmp_path):
 
 def test_missing_manual_file_says_what_and_where(tmp_path):
   with pytest.raises(UserError) as e:
-    load.load_problems("apps_plus", "train", data_dir=str(tmp_path / "d"),
-                       manual_dir=str(tmp_path / "empty"))
+    load.load_problems(
+      "apps_plus", "train", data_dir=str(tmp_path / "d"), manual_dir=str(tmp_path / "empty")
+    )
   msg = str(e.value)
   assert "data.json" in msg and "Ablustrund/APPS_Plus" in msg
   assert str(tmp_path / "empty" / "apps_plus") in msg
 
 
 def test_split_by_difficulty_rule():
-  ps = [Problem(id=f"x/{i}", question="q", test_kind="stdio", inputs=["1"], outputs=["1"],
-                difficulty=("introductory" if i % 3 else "competition")) for i in range(40)]
+  ps = [
+    Problem(
+      id=f"x/{i}",
+      question="q",
+      test_kind="stdio",
+      inputs=["1"],
+      outputs=["1"],
+      difficulty=("introductory" if i % 3 else "competition"),
+    )
+    for i in range(40)
+  ]
   out = apps_plus.split_by_difficulty(ps)
   counts = Counter(p.difficulty for p in out["test"])
   # 26 introductory -> ceil(26/10) = 3 test; 14 competition -> 2 test.
@@ -120,8 +132,11 @@ def test_apps_real_subset(tmp_path):
   ps = load.load_problems("apps", "train", data_dir=str(tmp_path), manual_dir=str(SHARED))
   _valid(ps)
   assert len(ps) == 107
-  assert Counter(p.difficulty for p in ps) == {"introductory": 35, "interview": 36,
-                                                "competition": 36}
+  assert Counter(p.difficulty for p in ps) == {
+    "introductory": 35,
+    "interview": 36,
+    "competition": 36,
+  }
 
 
 def test_humaneval_real(tmp_path):
@@ -171,15 +186,21 @@ def test_bundled_set_reads_by_name_with_the_documented_decoder(tmp_path):
   """docs/datasets.md: tfds.data_source by name, in a process that never imports our builders,
   and one line to turn a record into a Problem."""
   builders.prepare("stepcoder_builtin", str(tmp_path))
-  code = ("import json, sys, tensorflow_datasets as tfds\n"
-          "ds = tfds.data_source('stepcoder_builtin', split='test', data_dir=sys.argv[1])\n"
-          "print(json.dumps([json.loads(ds[i]['record'])['id'] for i in range(len(ds))]))\n"
-          "assert 'stepcoder_jax.data.builders' not in sys.modules\n")
-  p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                     text=True, timeout=120)
+  code = (
+    "import json, sys, tensorflow_datasets as tfds\n"
+    "ds = tfds.data_source('stepcoder_builtin', split='test', data_dir=sys.argv[1])\n"
+    "print(json.dumps([json.loads(ds[i]['record'])['id'] for i in range(len(ds))]))\n"
+    "assert 'stepcoder_jax.data.builders' not in sys.modules\n"
+  )
+  p = subprocess.run(
+    [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+  )
   assert p.returncode == 0, p.stderr[-2000:]
-  test_ids = [p.id for p in stepcoder_builtin.read_builtin()
-              if int(p.id.rsplit("/", 1)[1]) % stepcoder_builtin.TEST_MODULUS == 0]
+  test_ids = [
+    p.id
+    for p in stepcoder_builtin.read_builtin()
+    if int(p.id.rsplit("/", 1)[1]) % stepcoder_builtin.TEST_MODULUS == 0
+  ]
   assert json.loads(p.stdout.splitlines()[-1]) == test_ids
   ds = builders.get_builder("stepcoder_builtin", str(tmp_path)).as_data_source(split="test")
   assert Problem.from_dict(json.loads(ds[0]["record"])).id == test_ids[0]  # the one-line decoder
@@ -191,15 +212,18 @@ def test_bundled_set_built_from_other_contents_is_rebuilt(tmp_path):
   (version_dir / "metadata.json").write_text(json.dumps({"content_hash": "edited-since"}))
   assert not builders.get_builder("stepcoder_builtin", d).is_current()
   rebuilt = builders.prepare("stepcoder_builtin", d)
-  assert rebuilt.is_current() and len(load.load_problems("stepcoder_builtin", "test",
-                                                          data_dir=d)) == 32
+  assert (
+    rebuilt.is_current() and len(load.load_problems("stepcoder_builtin", "test", data_dir=d)) == 32
+  )
 
 
 def test_prepare_command(tmp_path, capsys):
   from stepcoder_jax import cli
+
   manual = _manual(tmp_path, "apps_plus", "apps_plus_call.json", "data.json")
-  rc = cli.main(["prepare", "--dataset", "apps_plus", "--data_dir", str(tmp_path / "d"),
-                 "--manual_dir", manual])
+  rc = cli.main(
+    ["prepare", "--dataset", "apps_plus", "--data_dir", str(tmp_path / "d"), "--manual_dir", manual]
+  )
   out = capsys.readouterr().out
   assert rc == 0
   assert "apps_plus test: 2 problems" in out and "apps_plus train: 1 problems" in out
@@ -214,6 +238,7 @@ def test_problems_from_args_file_flag_dataset_flag_and_gin(tmp_path):
   import gin
 
   from stepcoder_jax import gin_setup
+
   parser = argparse.ArgumentParser()
   parser.add_argument("--problems", default=None)
   load.add_dataset_arguments(parser)
@@ -221,12 +246,14 @@ def test_problems_from_args_file_flag_dataset_flag_and_gin(tmp_path):
   d = str(tmp_path / "d")
   args = parser.parse_args(["--problems", str(FIXTURES / "apps_plus_stdio.json")])
   assert len(load.problems_from_args(args)) == 4
-  args = parser.parse_args(["--dataset", "apps_plus", "--split", "train", "--data_dir", d,
-                            "--manual_dir", manual])
+  args = parser.parse_args(
+    ["--dataset", "apps_plus", "--split", "train", "--data_dir", d, "--manual_dir", manual]
+  )
   assert [p.id for p in load.problems_from_args(args)] == ["apps_plus/c3"]
   # Without flags the gin `dataset` config decides (eval_split for eval, train_split for train).
-  gin_setup.parse([], ['dataset.name = "apps_plus"', f'dataset.data_dir = "{d}"',
-                       'dataset.eval_split = "test"'])
+  gin_setup.parse(
+    [], ['dataset.name = "apps_plus"', f'dataset.data_dir = "{d}"', 'dataset.eval_split = "test"']
+  )
   try:
     args = parser.parse_args([])
     assert [p.id for p in load.problems_from_args(args)] == ["apps_plus/c1", "apps_plus/c2"]

@@ -1,4 +1,5 @@
 """Converters (published formats -> Problem) and load_problem_file auto-detection."""
+
 import json
 from pathlib import Path
 
@@ -20,9 +21,13 @@ def _need(path):
     pytest.skip(f"real data file {path} is absent")
 
 
-HE_REC = {"task_id": "HumanEval/7", "prompt": "def inc(x):\n    \"\"\"Add one.\"\"\"\n",
-          "canonical_solution": "    return x + 1\n", "entry_point": "inc",
-          "test": "def check(candidate):\n    assert candidate(1) == 2\n"}
+HE_REC = {
+  "task_id": "HumanEval/7",
+  "prompt": "def inc(x):\n    \"\"\"Add one.\"\"\"\n",
+  "canonical_solution": "    return x + 1\n",
+  "entry_point": "inc",
+  "test": "def check(candidate):\n    assert candidate(1) == 2\n",
+}
 
 
 def test_humaneval_record_runs_standalone():
@@ -35,10 +40,14 @@ def test_humaneval_record_runs_standalone():
 
 
 def test_mbpp_record_joins_asserts_and_normalises_newlines():
-  rec = {"task_id": 3, "text": "Write a function to double x.",
-         "code": "def dbl(x):\r\n  return 2*x",
-         "test_list": ["assert dbl(1) == 2", "assert dbl(0) == 0"], "test_setup_code": "",
-         "challenge_test_list": []}
+  rec = {
+    "task_id": 3,
+    "text": "Write a function to double x.",
+    "code": "def dbl(x):\r\n  return 2*x",
+    "test_list": ["assert dbl(1) == 2", "assert dbl(0) == 0"],
+    "test_setup_code": "",
+    "challenge_test_list": [],
+  }
   p = converters.from_mbpp(rec)
   assert p.id == "mbpp/3" and p.entry_point == "dbl"
   assert "\r" not in p.canonical_solution
@@ -48,9 +57,14 @@ def test_mbpp_record_joins_asserts_and_normalises_newlines():
 
 
 def test_apps_json_strings_and_call_kind():
-  rec = {"problem_id": 5, "question": "q", "difficulty": "interview", "starter_code": "def f(a):\n",
-         "solutions": json.dumps(["def f(a):\n    return a\n", "other"]),
-         "input_output": json.dumps({"fn_name": "f", "inputs": [[1]], "outputs": [[1]]})}
+  rec = {
+    "problem_id": 5,
+    "question": "q",
+    "difficulty": "interview",
+    "starter_code": "def f(a):\n",
+    "solutions": json.dumps(["def f(a):\n    return a\n", "other"]),
+    "input_output": json.dumps({"fn_name": "f", "inputs": [[1]], "outputs": [[1]]}),
+  }
   p = converters.from_apps(rec)
   assert (p.id, p.test_kind, p.fn_name, p.difficulty) == ("apps/5", "call", "f", "interview")
   assert p.canonical_solution == "def f(a):\n    return a\n"
@@ -59,8 +73,12 @@ def test_apps_json_strings_and_call_kind():
 
 
 def test_apps_bad_difficulty_names_record_and_field():
-  rec = {"problem_id": 5, "question": "q", "difficulty": "galactic",
-         "input_output": {"inputs": ["1\n"], "outputs": ["1\n"]}}
+  rec = {
+    "problem_id": 5,
+    "question": "q",
+    "difficulty": "galactic",
+    "input_output": {"inputs": ["1\n"], "outputs": ["1\n"]},
+  }
   with pytest.raises(RecordError, match=r"X:3: record 'apps/5': field 'difficulty'"):
     converters.from_apps(rec, where="X:3: ")
 
@@ -161,7 +179,11 @@ def test_apps_plus_json_lines_under_json_name(tmp_path):
   path = tmp_path / "data.json"
   path.write_text("".join(json.dumps(r) + "\n" for r in recs))
   assert [p.id for p in load.load_problem_file(str(path))] == [
-      "apps_plus/10", "apps_plus/11", "apps_plus/12", "apps_plus/13"]
+    "apps_plus/10",
+    "apps_plus/11",
+    "apps_plus/12",
+    "apps_plus/13",
+  ]
   path.write_text('[{"question": 1,\n')
   with pytest.raises(RecordError, match=r"data\.json: not valid JSON \(line 2"):
     load.load_problem_file(str(path))

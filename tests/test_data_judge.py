@@ -1,4 +1,5 @@
 """Records from every builder are accepted by the judge: their canonical solutions pass."""
+
 import json
 import shutil
 from pathlib import Path
@@ -24,8 +25,9 @@ def _judge(pool, problems):
   assert not bad
   assert all(r.tests_passed == r.tests_total >= 1 for r in results)
   # stdio/call: one test per input (HumanEval's check() counts as one test in the judge).
-  assert all(r.tests_total == p.num_tests for p, r in zip(problems, results)
-             if p.test_kind != "assert")
+  assert all(
+    r.tests_total == p.num_tests for p, r in zip(problems, results) if p.test_kind != "assert"
+  )
 
 
 def test_fixture_builds_pass_the_judge(tmp_path, pool):
@@ -35,11 +37,13 @@ def test_fixture_builds_pass_the_judge(tmp_path, pool):
     manual.mkdir(parents=True)
     shutil.copy(FIXTURES / fixture, manual / "data.json")
     for split in ("train", "test"):
-      problems += load.load_problems("apps_plus", split, data_dir=str(tmp_path / fixture / "d"),
-                                     manual_dir=str(manual.parent))
+      problems += load.load_problems(
+        "apps_plus", split, data_dir=str(tmp_path / fixture / "d"), manual_dir=str(manual.parent)
+      )
   for split in ("train", "test"):
-    problems += load.load_problems("apps", split, data_dir=str(tmp_path / "a"),
-                                   manual_dir=str(FIXTURES / "apps_dirs"))
+    problems += load.load_problems(
+      "apps", split, data_dir=str(tmp_path / "a"), manual_dir=str(FIXTURES / "apps_dirs")
+    )
   assert len(problems) == 10
   _judge(pool, problems)
 
@@ -51,13 +55,20 @@ def test_real_data_samples_pass_the_judge(tmp_path, pool):
   problems = load.load_problems("humaneval", "test", data_dir=d, manual_dir=str(SHARED))[:6]
   problems += load.load_problems("mbpp", "test", data_dir=d, manual_dir=str(SHARED))[:6]
   # APPS: references that pass as plain programs (SOURCE.md), 3 call-based and 3 stdio.
-  raw = {f"apps/train/{r['problem_id']}": r for r in map(
-      json.loads, (SHARED / "apps" / "apps_subset.jsonl").read_text().splitlines())}
-  ok = [p for p in load.load_problems("apps", "train", data_dir=d, manual_dir=str(SHARED))
-        if raw[p.id]["reference_passes"] and not raw[p.id]["reference_check"]["apps_function_wrap"]
-        and sum(len(s) for s in p.inputs) < 2000]
-  problems += [p for p in ok if p.test_kind == "call"][:3] + [p for p in ok
-                                                               if p.test_kind == "stdio"][:3]
+  raw = {
+    f"apps/train/{r['problem_id']}": r
+    for r in map(json.loads, (SHARED / "apps" / "apps_subset.jsonl").read_text().splitlines())
+  }
+  ok = [
+    p
+    for p in load.load_problems("apps", "train", data_dir=d, manual_dir=str(SHARED))
+    if raw[p.id]["reference_passes"]
+    and not raw[p.id]["reference_check"]["apps_function_wrap"]
+    and sum(len(s) for s in p.inputs) < 2000
+  ]
+  problems += [p for p in ok if p.test_kind == "call"][:3] + [
+    p for p in ok if p.test_kind == "stdio"
+  ][:3]
   _judge(pool, problems)
 
 

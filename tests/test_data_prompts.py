@@ -1,4 +1,5 @@
 """Prompt building: plain and chat styles, code boundary, curriculum prefix, truncation."""
+
 import copy
 import logging
 
@@ -9,19 +10,38 @@ from stepcoder_jax.data.record import Problem
 from stepcoder_jax.errors import UserError
 from stepcoder_jax.models.tokenizer import tiny_tokenizer
 
-STDIO = Problem(id="t/stdio/1", question="Read n and print n squared.", test_kind="stdio",
-                canonical_solution="n = int(input())\nif n < 0:\n    n = -n\nprint(n * n)\n",
-                inputs=["3\n"], outputs=["9\n"], difficulty="introductory")
-CALL = Problem(id="t/call/1", question="Return the absolute value of x.", test_kind="call",
-               canonical_solution="def absv(x):\n    if x < 0:\n        return -x\n    return x\n",
-               starter_code="def absv(x):\n", fn_name="absv", inputs=[[1]], outputs=[1])
-HE = Problem(id="HumanEval/99", question="def inc(x):\n    \"\"\"Return x plus one.\"\"\"\n",
-             test_kind="assert", starter_code="def inc(x):\n    \"\"\"Return x plus one.\"\"\"\n",
-             canonical_solution=("def inc(x):\n    \"\"\"Return x plus one.\"\"\"\n"
-                                 "    return x + 1\n"),
-             test_code="def check(c):\n    assert c(1) == 2\n", entry_point="inc")
-TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
-            "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+STDIO = Problem(
+  id="t/stdio/1",
+  question="Read n and print n squared.",
+  test_kind="stdio",
+  canonical_solution="n = int(input())\nif n < 0:\n    n = -n\nprint(n * n)\n",
+  inputs=["3\n"],
+  outputs=["9\n"],
+  difficulty="introductory",
+)
+CALL = Problem(
+  id="t/call/1",
+  question="Return the absolute value of x.",
+  test_kind="call",
+  canonical_solution="def absv(x):\n    if x < 0:\n        return -x\n    return x\n",
+  starter_code="def absv(x):\n",
+  fn_name="absv",
+  inputs=[[1]],
+  outputs=[1],
+)
+HE = Problem(
+  id="HumanEval/99",
+  question="def inc(x):\n    \"\"\"Return x plus one.\"\"\"\n",
+  test_kind="assert",
+  starter_code="def inc(x):\n    \"\"\"Return x plus one.\"\"\"\n",
+  canonical_solution=("def inc(x):\n    \"\"\"Return x plus one.\"\"\"\n    return x + 1\n"),
+  test_code="def check(c):\n    assert c(1) == 2\n",
+  entry_point="inc",
+)
+TEMPLATE = (
+  "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 
 
 @pytest.fixture
@@ -32,7 +52,7 @@ def chat_tok():
 
 
 def _boundary_ok(parts):
-  assert parts.text[parts.code_start:] == parts.code_prefix
+  assert parts.text[parts.code_start :] == parts.code_prefix
   assert parts.head + parts.code_prefix == parts.text
 
 
@@ -91,8 +111,13 @@ def test_bad_style():
 
 def test_long_question_truncated_warned_once_and_counted(caplog):
   tok = tiny_tokenizer()
-  long_q = Problem(id="t/long/1", question="print the sum of all numbers " * 50, test_kind="stdio",
-                   inputs=["1\n"], outputs=["1\n"])
+  long_q = Problem(
+    id="t/long/1",
+    question="print the sum of all numbers " * 50,
+    test_kind="stdio",
+    inputs=["1\n"],
+    outputs=["1\n"],
+  )
   prompts.reset_truncation_stats()
   with caplog.at_level(logging.WARNING, logger="stepcoder_jax.data.prompts"):
     a = prompts.build_prompt(long_q, tok, max_question_tokens=20)

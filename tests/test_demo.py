@@ -1,5 +1,6 @@
 """`stepcoder-jax demo` (runs/demo.py): the before/after table with paired intervals, built from
 per-problem records, and a tiny end-to-end demo whose final model `eval` and `export` take."""
+
 import json
 import re
 from pathlib import Path
@@ -12,26 +13,54 @@ from stepcoder_jax.runs import demo
 
 # The smallest demo that runs every stage: the tiny random Llama instead of Gemma 3 270M, so the
 # gin's Gemma output vocabulary is switched off.
-TINY = ["--model", "tiny-llama", "--gin.model.output_vocab=None", "--gin.sft.steps=2",
-        "--gin.sft.max_len=1024", "--gin.sft.nll_examples=0", "--gin.train.num_iterations=1",
-        "--gin.train.problems_per_iteration=2", "--gin.train.max_new_tokens=16",
-        "--gin.eval.max_problems=4", "--gin.eval.max_new_tokens=16"]
+TINY = [
+  "--model",
+  "tiny-llama",
+  "--gin.model.output_vocab=None",
+  "--gin.sft.steps=2",
+  "--gin.sft.max_len=1024",
+  "--gin.sft.nll_examples=0",
+  "--gin.train.num_iterations=1",
+  "--gin.train.problems_per_iteration=2",
+  "--gin.train.max_new_tokens=16",
+  "--gin.eval.max_problems=4",
+  "--gin.eval.max_new_tokens=16",
+]
 
 
-def _write_eval(work: Path, stage: str, passed: list[bool], shares: list[float],
-                subtask: list[bool | None]) -> None:
+def _write_eval(
+  work: Path, stage: str, passed: list[bool], shares: list[float], subtask: list[bool | None]
+) -> None:
   """A finished evaluation of one stage in the demo's layout (records as runs/evaluation.py
   writes them), problem i being 'p{i}'; the first half 'introductory', the rest 'interview'."""
   out = demo.eval_dir(work, stage)
   out.mkdir(parents=True)
   n = len(passed)
   diff = ["introductory" if i < n // 2 else "interview" for i in range(n)]
-  recs = [{"problem_id": f"p{i}", "difficulty": diff[i], "n": 1, "c": int(passed[i]),
-           "greedy_passed": passed[i], "tests_share": shares[i]} for i in range(n)]
+  recs = [
+    {
+      "problem_id": f"p{i}",
+      "difficulty": diff[i],
+      "n": 1,
+      "c": int(passed[i]),
+      "greedy_passed": passed[i],
+      "tests_share": shares[i],
+    }
+    for i in range(n)
+  ]
   (out / "eval.json").write_text(json.dumps({"problems": recs}))
-  sub = [{"problem_id": f"p{i}", "difficulty": diff[i], "n": int(s is not None),
-          "c": int(bool(s)), "greedy_passed": s, "tests_share": None, "subtask_passed": s}
-         for i, s in enumerate(subtask)]
+  sub = [
+    {
+      "problem_id": f"p{i}",
+      "difficulty": diff[i],
+      "n": int(s is not None),
+      "c": int(bool(s)),
+      "greedy_passed": s,
+      "tests_share": None,
+      "subtask_passed": s,
+    }
+    for i, s in enumerate(subtask)
+  ]
   (out / "eval_subtask.json").write_text(json.dumps({"problems": sub}))
   stages.write_done(out, {"stage": stage})
 
@@ -47,14 +76,17 @@ def test_table_has_intervals_and_identical_stages_differ_by_exactly_zero(tmp_pat
   _write_eval(tmp_path, "base", *base)
   _write_eval(tmp_path, "sft", *base)  # SFT identical to base, problem by problem
   # StepCoder passes 15 of the 20 problems SFT fails, every test of them, and 15 subtasks.
-  _write_eval(tmp_path, "stepcoder", [i < 15 for i in range(n)],
-              [1.0 if i < 15 else 0.1 * (i % 5) for i in range(n)],
-              [i < 15 for i in range(n - 2)] + [None, None])
+  _write_eval(
+    tmp_path,
+    "stepcoder",
+    [i < 15 for i in range(n)],
+    [1.0 if i < 15 else 0.1 * (i % 5) for i in range(n)],
+    [i < 15 for i in range(n - 2)] + [None, None],
+  )
   table, _ = demo.write_report(tmp_path, "tiny-llama", tmp_path / "sft")
   report = (tmp_path / "report.md").read_text()
   assert table in report
-  assert "| | greedy pass@1 (n = 20) | tests share (n = 20) | subtask pass rate (n = 18) |" \
-      in table
+  assert "| | greedy pass@1 (n = 20) | tests share (n = 20) | subtask pass rate (n = 18) |" in table
   for label in ("base", "SFT", "StepCoder"):
     assert all(re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", c) for c in _row(table, label))
   assert _row(table, "SFT - base") == ["+0.0 [+0.0, +0.0]"] * 3  # exactly 0, no '*'
@@ -68,9 +100,14 @@ def test_table_has_intervals_and_identical_stages_differ_by_exactly_zero(tmp_pat
   data = json.loads((tmp_path / "report.json").read_text())
   d = data["differences"]["stepcoder-sft"]["greedy pass@1"]
   assert d["value"] == pytest.approx(0.75) and d["low"] > 0 and d["n"] == n
-  assert data["differences"]["sft-base"]["tests share"] == {"value": 0.0, "low": 0.0,
-                                                            "high": 0.0, "n": n, "up": 0,
-                                                            "down": 0}
+  assert data["differences"]["sft-base"]["tests share"] == {
+    "value": 0.0,
+    "low": 0.0,
+    "high": 0.0,
+    "n": n,
+    "up": 0,
+    "down": 0,
+  }
   assert (d["up"], d["down"]) == (15, 0)  # the 15 problems StepCoder gained
   assert data["pass@1"]["stepcoder"] == {"all": 0.75, "introductory": 1.0, "interview": 0.5}
   assert str(demo.final_model_dir(tmp_path)) in report
@@ -81,15 +118,25 @@ def test_table_has_intervals_and_identical_stages_differ_by_exactly_zero(tmp_pat
 def test_budget_line_is_the_configured_budget():
   # The budget the gin sets, so that nobody reads a smoke run as a measurement.
   import gin
+
   gin.clear_config()
   try:
-    gin.parse_config(["sft.steps = 3", "sft.batch_size = 2", "train.num_iterations = 5",
-                      "train.problems_per_iteration = 2", "train.samples_per_problem = 2"])
+    gin.parse_config(
+      [
+        "sft.steps = 3",
+        "sft.batch_size = 2",
+        "train.num_iterations = 5",
+        "train.problems_per_iteration = 2",
+        "train.samples_per_problem = 2",
+      ]
+    )
     line = demo.budget_line()
   finally:
     gin.clear_config()
-  assert line.startswith("budget: SFT 3 steps of 2 examples; StepCoder 5 PPO iterations x "
-                         "2 problems x 2 samples = 20 rollouts. A smoke-sized run")
+  assert line.startswith(
+    "budget: SFT 3 steps of 2 examples; StepCoder 5 PPO iterations x "
+    "2 problems x 2 samples = 20 rollouts. A smoke-sized run"
+  )
   assert line.endswith(demo.ABLATION_RESULTS)
 
 
@@ -101,12 +148,14 @@ def test_a_measure_without_problems_reads_na_and_the_json_stays_valid(tmp_path):
 
   def no_nan(name):
     raise AssertionError(f"report.json holds {name}")
+
   data = json.loads((tmp_path / "report.json").read_text(), parse_constant=no_nan)
   assert "subtask pass rate" not in data["measures"]["base"]
   assert data["measures"]["base"]["greedy pass@1"]["value"] == 0.5
 
 
 # ------------------------------------------------------------------ the whole command (slow)
+
 
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory):
@@ -143,8 +192,21 @@ def test_tiny_demo_prints_table_and_paths_and_its_final_model_loads(tiny_demo, t
   assert f"final StepCoder model (HF directory): `{final}`" in (work / "report.md").read_text()
   # The final model is taken as it is by `eval` and `export`.
   ev = tmp_path / "eval"
-  assert cli.main(["eval", "--model", str(final), "--out", str(ev), "--max_problems", "2",
-                   "--gin.eval.max_new_tokens=8"]) == 0
+  assert (
+    cli.main(
+      [
+        "eval",
+        "--model",
+        str(final),
+        "--out",
+        str(ev),
+        "--max_problems",
+        "2",
+        "--gin.eval.max_new_tokens=8",
+      ]
+    )
+    == 0
+  )
   assert json.loads((ev / "eval.json").read_text())["table"]["all"]["problems"] == 2
   ex = tmp_path / "export"
   assert cli.main(["export", "--model", str(final), "--out", str(ex)]) == 0
@@ -158,8 +220,7 @@ def test_tiny_demo_prints_table_and_paths_and_its_final_model_loads(tiny_demo, t
 def test_rerun_reuses_every_finished_stage(tiny_demo):
   work, printed = tiny_demo
   rewritten = {work / "report.md", work / "report.json", work / "pass_at_1.png"}
-  stamps = {p: p.stat().st_mtime_ns for p in work.rglob("*")
-            if p.is_file() and p not in rewritten}
+  stamps = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and p not in rewritten}
   again = _run_demo(work)
   assert again == printed  # the same table from the same evaluations
   assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing evaluated or saved again
@@ -168,8 +229,12 @@ def test_rerun_reuses_every_finished_stage(tiny_demo):
 @pytest.mark.slow
 def test_crash_in_the_last_evaluation_redoes_only_that_evaluation(tiny_demo):
   work, printed = tiny_demo
-  kept = {p: p.stat().st_mtime_ns for d in ("sft", "eval/base", "eval/sft")
-          for p in (work / d).rglob("*") if p.is_file()}
+  kept = {
+    p: p.stat().st_mtime_ns
+    for d in ("sft", "eval/base", "eval/sft")
+    for p in (work / d).rglob("*")
+    if p.is_file()
+  }
   weights = (demo.final_model_dir(work) / "model.safetensors").read_bytes()
   redo = demo.eval_dir(work, "stepcoder")
   (redo / "DONE.json").unlink()  # as if killed while evaluating the StepCoder policy

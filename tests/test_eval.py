@@ -1,4 +1,5 @@
 """pass@k estimator and the by-difficulty tables."""
+
 import itertools
 import json
 import math
@@ -15,8 +16,9 @@ def _brute_force(n, c, k):
   return sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
 
 
-@pytest.mark.parametrize("n,c,k", [(5, 0, 1), (5, 1, 1), (5, 2, 2), (6, 3, 4), (7, 1, 3),
-                                   (4, 4, 2), (8, 5, 4)])
+@pytest.mark.parametrize(
+  "n,c,k", [(5, 0, 1), (5, 1, 1), (5, 2, 2), (6, 3, 4), (7, 1, 3), (4, 4, 2), (8, 5, 4)]
+)
 def test_pass_at_k_equals_enumeration(n, c, k):
   assert ev.pass_at_k(n, c, k) == pytest.approx(_brute_force(n, c, k), abs=1e-12)
 
@@ -29,7 +31,7 @@ def test_pass_at_k_closed_forms_and_large_n():
   exact = 1 - math.comb(n - c, k) / math.comb(n, k)
   assert ev.pass_at_k(n, c, k) == pytest.approx(exact, rel=1e-12)
   # The biased estimator differs: the unbiased one is not 1 - (1 - c/n)^k.
-  assert abs(ev.pass_at_k(10, 2, 5) - (1 - (0.8 ** 5))) > 0.05
+  assert abs(ev.pass_at_k(10, 2, 5) - (1 - (0.8**5))) > 0.05
 
 
 def test_pass_at_k_rejects_bad_input():
@@ -41,9 +43,9 @@ def test_pass_at_k_rejects_bad_input():
 
 def test_aggregate_by_difficulty_and_writers(tmp_path):
   rs = [
-      ev.ProblemResult("a", "introductory", n=4, c=4, greedy_passed=True),
-      ev.ProblemResult("b", "introductory", n=4, c=0, greedy_passed=False),
-      ev.ProblemResult("c", "interview", n=4, c=1, greedy_passed=False),
+    ev.ProblemResult("a", "introductory", n=4, c=4, greedy_passed=True),
+    ev.ProblemResult("b", "introductory", n=4, c=0, greedy_passed=False),
+    ev.ProblemResult("c", "interview", n=4, c=1, greedy_passed=False),
   ]
   t = ev.aggregate(rs, ks=(1, 2, 8))
   assert list(t) == ["introductory", "interview", "all"]
@@ -54,8 +56,9 @@ def test_aggregate_by_difficulty_and_writers(tmp_path):
   assert t["all"]["pass@1"] == pytest.approx((1 + 0 + 0.25) / 3)
   assert t["all"]["pass@8"] is None  # k > n is undefined, not silently 0
   assert t["all"]["greedy pass@1"] == pytest.approx(1 / 3)
-  md, js = ev.write_tables(t, tmp_path / "eval" / "step_10", title="APPS+ test",
-                           extra={"n_samples": 4})
+  md, js = ev.write_tables(
+    t, tmp_path / "eval" / "step_10", title="APPS+ test", extra={"n_samples": 4}
+  )
   text = md.read_text()
   assert "| interview | 1 | 25.0 | 50.0 | - | 0.0 |" in text
   assert "| **all** |" in text

@@ -1,5 +1,6 @@
 """Evaluation end to end: prompts -> completions -> real judging -> pass@k tables and files;
 a killed evaluation resumed from its journal."""
+
 import dataclasses
 import json
 
@@ -22,6 +23,7 @@ OUTCOMES = {"passed", "failed", "runtime_error", "timeout", "compile_error"}
 @pytest.fixture(scope="module")
 def pool():
   from stepcoder_jax.execution import ExecutionPool
+
   with ExecutionPool(ExecutionConfig(workers=2, coverage=False)) as p:
     yield p
 
@@ -63,8 +65,13 @@ def test_planted_completions_give_the_known_pass_at_k(pool, tiny, tmp_path):
   assert rep.pass_at(8) is None
   assert [(r.n, r.c, r.greedy_passed) for r in rep.problems] == [(4, 2, True)] * 4
   by_outcome = {(s["sample"], s["outcome"]) for s in rep.samples}
-  assert by_outcome == {(0, "passed"), (1, "passed"), (4, "passed"), (2, "compile_error"),
-                        (3, "compile_error")}
+  assert by_outcome == {
+    (0, "passed"),
+    (1, "passed"),
+    (4, "passed"),
+    (2, "compile_error"),
+    (3, "compile_error"),
+  }
   assert all("junk" not in s["completion"] and "```" not in s["completion"] for s in rep.samples)
   # every difficulty row is there, and the 'all' row counts every problem
   diffs = {p.difficulty for p in problems}
@@ -104,8 +111,9 @@ def test_too_long_prompts_count_as_failures(tiny):
   problems = _mixed_problems()[:2]
   cfg = EvalConfig(max_prompt_tokens=16)
   called = []
-  rep = ev.evaluate(None, tok, problems, cfg, pool=None,
-                    completion_fn=lambda *a: called.append(a) or "")
+  rep = ev.evaluate(
+    None, tok, problems, cfg, pool=None, completion_fn=lambda *a: called.append(a) or ""
+  )
   assert not called  # nothing sampled or judged
   assert rep.pass_at(1) == 0.0 and rep.table["all"]["problems"] == 2
   assert {s["outcome"] for s in rep.samples} == {ev.PROMPT_TOO_LONG}
@@ -113,11 +121,21 @@ def test_too_long_prompts_count_as_failures(tiny):
 
 def test_effective_samples():
   assert ev.effective_samples(EvalConfig(num_samples=5, ks=(1, 5), temperature=0.0)) == (
-      1, (1,), False)
+    1,
+    (1,),
+    False,
+  )
   assert ev.effective_samples(EvalConfig(num_samples=5, ks=(5, 1, 10), temperature=0.8)) == (
-      5, (1, 5), True)
-  assert ev.effective_samples(
-      dataclasses.replace(EvalConfig(num_samples=2, temperature=1.0), greedy=False))[2] is False
+    5,
+    (1, 5),
+    True,
+  )
+  assert (
+    ev.effective_samples(
+      dataclasses.replace(EvalConfig(num_samples=2, temperature=1.0), greedy=False)
+    )[2]
+    is False
+  )
 
 
 # ----------------------------------------------------------------------------- resume
@@ -125,8 +143,9 @@ def test_effective_samples():
 # only the rest are sampled, and the report equals an uninterrupted run's.
 
 # 3 problems x 2 samples in batches of 2: 3 temperature batches, then 2 greedy ones.
-CFG = EvalConfig(num_samples=2, ks=(1, 2), temperature=1.0, max_new_tokens=8, batch_size=2,
-                 greedy=True)
+CFG = EvalConfig(
+  num_samples=2, ks=(1, 2), temperature=1.0, max_new_tokens=8, batch_size=2, greedy=True
+)
 BATCHES = 5
 GENERATE_IDS = sampling.generate_ids  # the real sampler, before any test wraps it
 
@@ -231,11 +250,32 @@ def test_eval_command_on_a_tiny_model_dir(tmp_path, capsys):
   cfg, model, tok = load_model("tiny-llama")
   src = hf_io.export(cfg, model, tok, tmp_path / "tiny")
   out = tmp_path / "eval"
-  rc = cli.main(["eval", "--model", str(src), "--dataset", "stepcoder_builtin", "--split", "test",
-                 "--data_dir", str(tmp_path / "tfds"), "--out", str(out), "--max_problems", "3",
-                 "--n", "2", "--k", "1,2", "--temperature", "1.0",
-                 "--gin.eval.max_new_tokens=8", "--gin.eval.greedy=False",
-                 "--gin.execution.workers=2"])
+  rc = cli.main(
+    [
+      "eval",
+      "--model",
+      str(src),
+      "--dataset",
+      "stepcoder_builtin",
+      "--split",
+      "test",
+      "--data_dir",
+      str(tmp_path / "tfds"),
+      "--out",
+      str(out),
+      "--max_problems",
+      "3",
+      "--n",
+      "2",
+      "--k",
+      "1,2",
+      "--temperature",
+      "1.0",
+      "--gin.eval.max_new_tokens=8",
+      "--gin.eval.greedy=False",
+      "--gin.execution.workers=2",
+    ]
+  )
   assert rc == 0
   printed = capsys.readouterr().out
   assert "| **all** | 3 |" in printed
@@ -249,8 +289,19 @@ def test_eval_command_on_a_tiny_model_dir(tmp_path, capsys):
 
 
 def test_eval_command_missing_dataset_is_a_one_line_error(tmp_path, capsys):
-  rc = cli.main(["eval", "--model", "tiny-llama", "--dataset", "no_such_dataset",
-                 "--data_dir", str(tmp_path), "--out", str(tmp_path / "o")])
+  rc = cli.main(
+    [
+      "eval",
+      "--model",
+      "tiny-llama",
+      "--dataset",
+      "no_such_dataset",
+      "--data_dir",
+      str(tmp_path),
+      "--out",
+      str(tmp_path / "o"),
+    ]
+  )
   err = capsys.readouterr().err.strip()
   assert rc == 2
   assert err.startswith("error: ") and "no_such_dataset" in err and "\n" not in err

@@ -1,5 +1,6 @@
 """Held-out measures that move before whole-problem pass rates: the share of unit tests passed
 and the subtask from the last CCCS start point (real prompts, real judging, planted completions)."""
+
 import json
 
 import pytest
@@ -16,9 +17,16 @@ from stepcoder_jax.runs.config import EvalConfig
 from test_evaluate import pool, tiny  # noqa: F401  (the shared judging pool and tiny model)
 
 # f(x) = 2x on five inputs; HALF_RIGHT is right for x < 2 only: 2 of the 5 tests pass.
-DOUBLE = Problem(id="t/double", question="Return twice x.", test_kind="call", fn_name="f",
-                 inputs=[[0], [1], [2], [3], [4]], outputs=[0, 2, 4, 6, 8],
-                 canonical_solution="def f(x):\n    return 2 * x\n", difficulty="introductory")
+DOUBLE = Problem(
+  id="t/double",
+  question="Return twice x.",
+  test_kind="call",
+  fn_name="f",
+  inputs=[[0], [1], [2], [3], [4]],
+  outputs=[0, 2, 4, 6, 8],
+  canonical_solution="def f(x):\n    return 2 * x\n",
+  difficulty="introductory",
+)
 HALF_RIGHT = "def f(x):\n    return 2 * x if x < 2 else -1\n```"
 RIGHT = "def f(x):\n    return x + x\n```"
 
@@ -35,8 +43,15 @@ def _staged(n=3):
 
 
 def test_tests_share_is_the_hand_count(pool, tok, tmp_path):
-  rep = ev.evaluate(None, tok, [DOUBLE], EvalConfig(), pool, out_dir=tmp_path,
-                    completion_fn=lambda p, parts, s: HALF_RIGHT)
+  rep = ev.evaluate(
+    None,
+    tok,
+    [DOUBLE],
+    EvalConfig(),
+    pool,
+    out_dir=tmp_path,
+    completion_fn=lambda p, parts, s: HALF_RIGHT,
+  )
   (row,) = rep.samples
   assert (row["outcome"], row["tests_passed"], row["tests_total"]) == ("failed", 2, 5)
   (res,) = rep.problems
@@ -45,8 +60,14 @@ def test_tests_share_is_the_hand_count(pool, tok, tmp_path):
   assert rep.table["introductory"]["tests passed"] == pytest.approx(0.4)
   assert "| **all** | 1 | 0.0 | 0.0 | 40.0 |" in (tmp_path / "eval.md").read_text()
   rec = json.loads((tmp_path / "eval.json").read_text())["problems"][0]
-  assert rec == {"problem_id": "t/double", "difficulty": "introductory", "n": 1, "c": 0,
-                 "greedy_passed": False, "tests_share": pytest.approx(0.4)}
+  assert rec == {
+    "problem_id": "t/double",
+    "difficulty": "introductory",
+    "n": 1,
+    "c": 0,
+    "greedy_passed": False,
+    "tests_share": pytest.approx(0.4),
+  }
 
 
 def test_tests_share_uses_the_greedy_sample_else_the_mean(pool, tok):
@@ -72,13 +93,24 @@ def test_subtask_prompt_is_the_training_prompt_of_the_first_stage(pool, tok, tmp
     return sft.target_text(p.canonical_solution, parts.code_prefix)
 
   cfg = EvalConfig(max_prompt_tokens=512)
-  rep = ev.evaluate(None, tok, probs, cfg, pool, out_dir=tmp_path, name="sub",
-                    completion_fn=remainder, subtask=True, statements="if")
+  rep = ev.evaluate(
+    None,
+    tok,
+    probs,
+    cfg,
+    pool,
+    out_dir=tmp_path,
+    name="sub",
+    completion_fn=remainder,
+    subtask=True,
+    statements="if",
+  )
   for p in probs:
     cur = cccs.Curriculum(CCCSConfig(statements="if"))
     first = cur.prefix(p)  # stage 0 in training order: the last start point, the longest prefix
-    assert first and len(first) == max(len(cur.prefix_at(p, k))
-                                       for k in range(cur.register(p).num_stages))
+    assert first and len(first) == max(
+      len(cur.prefix_at(p, k)) for k in range(cur.register(p).num_stages)
+    )
     assert seen[p.id].code_prefix == first
     (item,), _ = rollout.make_items([p], cur, tok, cfg.prompt_style, cfg.max_prompt_tokens)
     assert seen[p.id].text == item.prompt.text  # the prompt the trainer gives at that stage
@@ -87,21 +119,30 @@ def test_subtask_prompt_is_the_training_prompt_of_the_first_stage(pool, tok, tmp
   js = json.loads((tmp_path / "sub.json").read_text())
   assert js["settings"]["mode"] == "subtask" and js["settings"]["subtask_excluded"] == 0
   assert [(r["problem_id"], r["subtask_passed"], r["tests_share"]) for r in js["problems"]] == [
-      (p.id, True, 1.0) for p in probs]
+    (p.id, True, 1.0) for p in probs
+  ]
 
 
 def test_wrong_remainder_fails_and_a_problem_without_conditionals_is_excluded(pool, tok):
   staged = _staged(1)
-  plain = Problem(id="t/plain", question="Return twice x.", test_kind="call", fn_name="f",
-                  inputs=[[1]], outputs=[2], canonical_solution="def f(x):\n    return 2 * x\n")
+  plain = Problem(
+    id="t/plain",
+    question="Return twice x.",
+    test_kind="call",
+    fn_name="f",
+    inputs=[[1]],
+    outputs=[2],
+    canonical_solution="def f(x):\n    return 2 * x\n",
+  )
   called = []
 
   def broken(p, parts, s):
     called.append(p.id)
     return "this is not ( python\n```"
 
-  rep = ev.evaluate(None, tok, staged + [plain], EvalConfig(), pool, completion_fn=broken,
-                    subtask=True)
+  rep = ev.evaluate(
+    None, tok, staged + [plain], EvalConfig(), pool, completion_fn=broken, subtask=True
+  )
   assert called == [staged[0].id]  # the excluded problem is never sampled
   assert rep.settings["subtask_excluded"] == 1
   assert rep.settings["subtask_excluded_ids"] == ["t/plain"]
@@ -122,8 +163,20 @@ def test_eval_command_subtask_writes_both_reports(tmp_path, capsys):
   probs = tmp_path / "problems.jsonl"
   probs.write_text("".join(p.to_json() + "\n" for p in _staged(2) + [DOUBLE]))
   out = tmp_path / "eval"
-  rc = cli.main(["eval", "--model", str(src), "--problems", str(probs), "--out", str(out),
-                 "--subtask", "--gin.eval.max_new_tokens=8", "--gin.execution.workers=2"])
+  rc = cli.main(
+    [
+      "eval",
+      "--model",
+      str(src),
+      "--problems",
+      str(probs),
+      "--out",
+      str(out),
+      "--subtask",
+      "--gin.eval.max_new_tokens=8",
+      "--gin.execution.workers=2",
+    ]
+  )
   assert rc == 0
   printed = capsys.readouterr().out
   assert "1 of 3 problems without a curriculum excluded" in printed

@@ -1,4 +1,5 @@
 """Output comparison (APPS rules) and plain-data copies, without processes."""
+
 import math
 
 import pytest
@@ -57,16 +58,30 @@ def test_plain_reads_subclasses_through_base_methods():
   class AlwaysEqual:
     def __eq__(self, other):
       return True
+
   with pytest.raises(plain.NotData):
     plain.plain([AlwaysEqual()])
 
 
 def test_encode_decode_round_trip_special_values():
-  for v in [None, True, 3, 2.5, "s", [1, [2]], {"a": [1]}, {1: 2}, {1, 2}, b"\x00\xff",
-            complex(1, 2), float("inf")]:
+  for v in [
+    None,
+    True,
+    3,
+    2.5,
+    "s",
+    [1, [2]],
+    {"a": [1]},
+    {1: 2},
+    {1, 2},
+    b"\x00\xff",
+    complex(1, 2),
+    float("inf"),
+  ]:
     d = compare.decode(plain.encode(v))
-    if isinstance(v, (set, dict)) and not (isinstance(v, dict) and all(
-        isinstance(k, str) for k in v)):
+    if isinstance(v, (set, dict)) and not (
+      isinstance(v, dict) and all(isinstance(k, str) for k in v)
+    ):
       assert isinstance(d, dict)  # tagged: compared canonically
     else:
       assert d == v
@@ -74,8 +89,13 @@ def test_encode_decode_round_trip_special_values():
 
 
 def test_reward_scheme_defaults_and_config():
-  assert [reward(o) for o in ("passed", "failed", "runtime_error", "timeout",
-                              "compile_error")] == [1.0, -0.3, -0.6, -0.6, -1.0]
+  assert [reward(o) for o in ("passed", "failed", "runtime_error", "timeout", "compile_error")] == [
+    1.0,
+    -0.3,
+    -0.6,
+    -0.6,
+    -1.0,
+  ]
   assert reward("failed", RewardConfig(failed=-0.5)) == -0.5
   with pytest.raises(ValueError):
     reward("nope")

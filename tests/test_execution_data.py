@@ -5,6 +5,7 @@ HumanEval: all 164 (humaneval/SOURCE.md). MBPP: 971 of 974, the three failures b
 101 of 107 passing with solutions[0]; the converter takes the first passing solution of the first
 10 for the other six, so all 107 must pass here.
 """
+
 import collections
 from pathlib import Path
 
@@ -38,8 +39,7 @@ def test_humaneval_all_canonical_solutions_pass_with_coverage():
   assert not failed
   # The body (completion) is measured in its own coordinates; most of it runs.
   assert all(r.executable_lines and r.executable_lines[0] >= 1 for r in res)
-  assert sum(len(r.executed_lines) for r in res) > 0.9 * sum(len(r.executable_lines)
-                                                             for r in res)
+  assert sum(len(r.executed_lines) for r in res) > 0.9 * sum(len(r.executable_lines) for r in res)
 
 
 @pytest.mark.slow
@@ -49,7 +49,8 @@ def test_mbpp_reference_pass_rate():
   res = _judge(problems, timeout_s=30.0, program_timeout_s=60.0)
   failed = sorted(p.id for p, r in zip(problems, res) if not r.passed)
   assert failed == ["mbpp/341", "mbpp/596", "mbpp/642"], {
-      p.id: (r.outcome, r.error[:200]) for p, r in zip(problems, res) if not r.passed}
+    p.id: (r.outcome, r.error[:200]) for p, r in zip(problems, res) if not r.passed
+  }
 
 
 def test_apps_subset_reference_pass_rate():
@@ -58,4 +59,5 @@ def test_apps_subset_reference_pass_rate():
   outcomes = collections.Counter(r.outcome for r in res)
   assert outcomes["passed"] >= 101, outcomes
   assert outcomes["passed"] == len(problems), {
-      p.id: (r.outcome, r.error[:200]) for p, r in zip(problems, res) if not r.passed}
+    p.id: (r.outcome, r.error[:200]) for p, r in zip(problems, res) if not r.passed
+  }

@@ -1,18 +1,21 @@
 """A program cut short (time limit, signal) keeps what its earlier tests established; coverage
 says whether it was measured; compile warnings are recorded, not printed (issues 10.5, 11.5)."""
+
 import pytest
 
 from execution_helpers import call, cfg, he, job, mbpp, stdio
 from stepcoder_jax.execution import ExecutionPool
 
 # Test 0 (x = 0) passes, test 1 (x = 1) loops; line 7 is reached by neither.
-LOOPS_ON_ONE = ("def f(x):\n"          # 1
-                "  if x == 0:\n"        # 2
-                "    return 0\n"        # 3
-                "  if x == 1:\n"        # 4
-                "    while True:\n"     # 5
-                "      pass\n"          # 6
-                "  return x + 1\n")     # 7
+LOOPS_ON_ONE = (
+  "def f(x):\n"  # 1
+  "  if x == 0:\n"  # 2
+  "    return 0\n"  # 3
+  "  if x == 1:\n"  # 4
+  "    while True:\n"  # 5
+  "      pass\n"  # 6
+  "  return x + 1\n"
+)  # 7
 
 
 @pytest.fixture(scope="module")
@@ -32,28 +35,30 @@ def _assert_kept_test_0(r, looping_lines, unreached_line):
 
 def test_call_timeout_keeps_earlier_verdicts_and_coverage(pool):
   p = call("f", [[0], [1], [2]], [0, 2, 3])
-  r, = pool.run([job(p, LOOPS_ON_ONE)])
+  (r,) = pool.run([job(p, LOOPS_ON_ONE)])
   _assert_kept_test_0(r, [1, 2, 3, 4, 5, 6], 7)
   assert r.duration_s < 1.0 + 1.0
 
 
 def test_stdio_timeout_keeps_earlier_verdicts_and_coverage(pool):
   p = stdio(["0\n", "1\n", "2\n"], ["0\n", "2\n", "3\n"])
-  prog = ("x = int(input())\n"      # 1
-          "if x == 0:\n"            # 2
-          "  print(0)\n"            # 3
-          "elif x == 1:\n"          # 4
-          "  while True:\n"         # 5
-          "    pass\n"              # 6
-          "else:\n"
-          "  print(x + 1)\n")       # 8
-  r, = pool.run([job(p, prog)])
+  prog = (
+    "x = int(input())\n"  # 1
+    "if x == 0:\n"  # 2
+    "  print(0)\n"  # 3
+    "elif x == 1:\n"  # 4
+    "  while True:\n"  # 5
+    "    pass\n"  # 6
+    "else:\n"
+    "  print(x + 1)\n"
+  )  # 8
+  (r,) = pool.run([job(p, prog)])
   _assert_kept_test_0(r, [1, 2, 3, 4, 5, 6], 8)
 
 
 def test_assert_timeout_keeps_earlier_verdicts_and_coverage(pool):
   p = mbpp("f", ["assert f(0) == 0", "assert f(1) == 2", "assert f(2) == 3"])
-  r, = pool.run([job(p, LOOPS_ON_ONE)])
+  (r,) = pool.run([job(p, LOOPS_ON_ONE)])
   _assert_kept_test_0(r, [1, 2, 3, 4, 5, 6], 7)
 
 
@@ -61,7 +66,7 @@ def _run_f(pool, test_1_body: str):
   """Judge f on tests f(0) == 0, f(1) == 2, f(2) == 2: lines 1-4 pass test 0, the body (from
   line 5) is what tests 1 and 2 run."""
   prog = "import os, signal\ndef f(x):\n  if x == 0:\n    return 0\n" + test_1_body
-  r, = pool.run([job(call("f", [[0], [1], [2]], [0, 2, 2]), prog)])
+  (r,) = pool.run([job(call("f", [[0], [1], [2]], [0, 2, 2]), prog)])
   return r
 
 
@@ -104,7 +109,7 @@ def test_coverage_state_tells_not_reached_from_not_measured(pool):
   assert unreached.coverage_state == "measured"
   assert broken.outcome == "compile_error" and broken.coverage_state == "none"
   with ExecutionPool(cfg(coverage=False, workers=1)) as off:
-    r, = off.run([job(p, "  return 2\n", prefix)])
+    (r,) = off.run([job(p, "  return 2\n", prefix)])
   assert r.passed and r.coverage_state == "none"
 
 
@@ -112,7 +117,7 @@ def test_compile_warnings_are_recorded_not_printed(capfd):
   p = he("f", "def check(candidate):\n  assert candidate(2) == 4\n")
   prog = "def f(x):\n  if x < 0:\n    return (1, 2)(3)\n  return x * x\n"
   with ExecutionPool(cfg(workers=1)) as fresh:
-    r, = fresh.run([job(p, prog)])
+    (r,) = fresh.run([job(p, prog)])
   _, err = capfd.readouterr()
   assert r.passed, r.error
   assert "SyntaxWarning" not in err and "perhaps you missed a comma" not in err, err

@@ -1,4 +1,5 @@
 """FGO: executed lines -> per-token mask, with the documented rules."""
+
 import numpy as np
 import pytest
 
@@ -6,15 +7,16 @@ from stepcoder_jax.errors import UserError
 from stepcoder_jax.rl import fgo
 
 CODE = (
-    "n = int(input())\n"     # 1 executed
-    "if n > 0:\n"            # 2 executed
-    "    print('pos')\n"     # 3 executed
-    "else:\n"                # 4 not a statement line
-    "    # negative\n"       # 5 comment
-    "    print('neg')\n"     # 6 dead
-    "    n = -n\n"           # 7 dead
-    "\n"                     # 8 blank
-    "print(n)\n")            # 9 executed
+  "n = int(input())\n"  # 1 executed
+  "if n > 0:\n"  # 2 executed
+  "    print('pos')\n"  # 3 executed
+  "else:\n"  # 4 not a statement line
+  "    # negative\n"  # 5 comment
+  "    print('neg')\n"  # 6 dead
+  "    n = -n\n"  # 7 dead
+  "\n"  # 8 blank
+  "print(n)\n"
+)  # 9 executed
 EXECUTED = {1, 2, 3, 9}
 EXECUTABLE = {1, 2, 3, 6, 7, 9}
 
@@ -49,30 +51,34 @@ def test_unexecuted_code_lines_are_masked_and_others_kept():
 
 
 def test_multi_line_tokens_kept_if_any_line_is_kept():
-  nl3 = CODE.index("\n", CODE.index("'pos'"))        # end of line 3 (executed)
-  nl6 = CODE.index("\n", CODE.index("'neg'"))        # end of line 6 (dead)
-  nl7 = CODE.index("\n", CODE.index("n = -n"))       # end of line 7 (dead)
+  nl3 = CODE.index("\n", CODE.index("'pos'"))  # end of line 3 (executed)
+  nl6 = CODE.index("\n", CODE.index("'neg'"))  # end of line 6 (dead)
+  nl7 = CODE.index("\n", CODE.index("n = -n"))  # end of line 7 (dead)
   offs = [
-      (nl3, nl3 + 3),        # executed line 3 -> line 4: kept
-      (nl6, nl6 + 5),        # dead 6 -> dead 7 indentation: masked
-      (nl7, nl7 + 2),        # dead 7 -> blank 8: kept
-      (nl6 - 3, nl7 + 1),    # 6 .. 7 (nl7 is line 7's own newline): masked
-      (nl6 - 3, nl7 + 2),    # 6 .. 8: kept (8 is blank)
+    (nl3, nl3 + 3),  # executed line 3 -> line 4: kept
+    (nl6, nl6 + 5),  # dead 6 -> dead 7 indentation: masked
+    (nl7, nl7 + 2),  # dead 7 -> blank 8: kept
+    (nl6 - 3, nl7 + 1),  # 6 .. 7 (nl7 is line 7's own newline): masked
+    (nl6 - 3, nl7 + 2),  # 6 .. 8: kept (8 is blank)
   ]
   m = fgo.token_mask(CODE, offs, EXECUTED, EXECUTABLE, "failed")
   assert m.tolist() == [1, 0, 1, 0, 1]
 
 
-@pytest.mark.parametrize("executed, outcome, enabled, measured", [
-    (EXECUTED, "compile_error", True, None),   # no coverage possible
-    (None, "timeout", True, None),             # coverage lost
-    (set(), "runtime_error", True, False),     # coverage not measured (switched off)
-    (EXECUTED, "failed", False, True),         # FGO off
-])
+@pytest.mark.parametrize(
+  "executed, outcome, enabled, measured",
+  [
+    (EXECUTED, "compile_error", True, None),  # no coverage possible
+    (None, "timeout", True, None),  # coverage lost
+    (set(), "runtime_error", True, False),  # coverage not measured (switched off)
+    (EXECUTED, "failed", False, True),  # FGO off
+  ],
+)
 def test_all_ones_cases(executed, outcome, enabled, measured):
   offs = _line_tokens(CODE)
-  m = fgo.token_mask(CODE, offs, executed, EXECUTABLE, outcome, enabled=enabled,
-                     coverage_measured=measured)
+  m = fgo.token_mask(
+    CODE, offs, executed, EXECUTABLE, outcome, enabled=enabled, coverage_measured=measured
+  )
   assert m.tolist() == [1] * len(offs)
 
 

@@ -3,6 +3,7 @@
 Slow: the first run converts the GGUF once into the cache (about a minute on 2 cores), and the
 reference model is read from the GGUF by transformers. Gemma terms of use apply to the weights.
 """
+
 from __future__ import annotations
 
 import jax
@@ -33,22 +34,29 @@ def reference():
   path, _ = gguf.bundled_gguf_path()
   tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
   model = transformers.AutoModelForCausalLM.from_pretrained(
-      str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    str(path.parent), gguf_file=path.name, dtype=torch.float32
+  ).eval()
   return model, tok
 
 
 def test_config_is_gemma3_270m(ours):
   cfg, _, tok = ours
-  assert (cfg.family, cfg.num_layers, cfg.hidden_size, cfg.vocab_size) == ("gemma3", 18, 640,
-                                                                            262144)
+  assert (cfg.family, cfg.num_layers, cfg.hidden_size, cfg.vocab_size) == (
+    "gemma3",
+    18,
+    640,
+    262144,
+  )
   assert cfg.layer_types.count("full_attention") == 3 and cfg.sliding_window == 512
   assert len(tok) == cfg.vocab_size
 
 
 def test_second_load_reads_the_cache_without_converting(ours, monkeypatch):
   """Speed is a benchmark's job (benchmarks/load.py prints the seconds); here: no reconversion."""
+
   def no_convert(*a, **k):
     raise AssertionError("the second load converted the GGUF again")
+
   monkeypatch.setattr(gguf, "convert", no_convert)
   cfg, _, tok = load_model(gguf.BUNDLED_NAME)
   assert cfg == ours[0] and tok is not None
@@ -64,7 +72,10 @@ def test_cached_tokenizer_equals_gguf_tokenizer(ours, reference):
   ids = ref_tok(PROMPT)["input_ids"]
   assert tok.decode(ids) == ref_tok.decode(ids)
   assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (
-      ref_tok.bos_token_id, ref_tok.eos_token_id, ref_tok.pad_token_id)
+    ref_tok.bos_token_id,
+    ref_tok.eos_token_id,
+    ref_tok.pad_token_id,
+  )
 
 
 def test_greedy_completion_equals_transformers(ours, reference):
@@ -73,16 +84,26 @@ def test_greedy_completion_equals_transformers(ours, reference):
   enc = ref_tok(PROMPT, return_tensors="pt")
   eos = sampling.eos_ids_for(cfg, tok)
   with torch.no_grad():
-    ref = model.generate(**enc, do_sample=False, max_new_tokens=NEW_TOKENS, eos_token_id=list(eos),
-                         pad_token_id=ref_tok.pad_token_id)
-  want = ref[0, enc["input_ids"].shape[1]:].tolist()
-  out = sampling.generate_ids(decoder, [enc["input_ids"][0].tolist()],
-                              SamplingConfig(max_new_tokens=NEW_TOKENS), jax.random.key(0),
-                              eos_ids=eos, pad_id=tok.pad_token_id)
+    ref = model.generate(
+      **enc,
+      do_sample=False,
+      max_new_tokens=NEW_TOKENS,
+      eos_token_id=list(eos),
+      pad_token_id=ref_tok.pad_token_id,
+    )
+  want = ref[0, enc["input_ids"].shape[1] :].tolist()
+  out = sampling.generate_ids(
+    decoder,
+    [enc["input_ids"][0].tolist()],
+    SamplingConfig(max_new_tokens=NEW_TOKENS),
+    jax.random.key(0),
+    eos_ids=eos,
+    pad_id=tok.pad_token_id,
+  )
   assert int(out.lengths[0]) >= 32  # the brief asks for at least 32 compared tokens
-  got = out.tokens[0, :int(out.lengths[0])].tolist()
+  got = out.tokens[0, : int(out.lengths[0])].tolist()
   assert got == want, (tok.decode(got), ref_tok.decode(want))
   text = tok.decode(got)
   assert "return" in text or "if" in text  # it writes Python, not noise
-  lps = out.logprobs[0, :len(got)]
+  lps = out.logprobs[0, : len(got)]
   assert np.all(lps <= 0) and np.all(np.isfinite(lps))

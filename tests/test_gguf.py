@@ -3,6 +3,7 @@
 The file is written the way llama.cpp lays out a Llama (q/k rows permuted, byte-level BPE
 vocabulary with merges), so transformers' own GGUF reader is the reference on both sides.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ PROMPTS = ["def add(a, b):\n    return", "while x"]
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
   """llama.cpp's q/k row order (interleaved rotary halves); transformers undoes it on read."""
-  return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(
-      w.shape)
+  return (
+    w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+  )
 
 
 def write_tiny_llama_gguf(path, seed: int = 0) -> None:
@@ -38,7 +40,7 @@ def write_tiny_llama_gguf(path, seed: int = 0) -> None:
   rng = np.random.default_rng(seed)
 
   def mat(out_dim, in_dim):
-    return (rng.standard_normal((out_dim, in_dim)) / in_dim ** 0.5).astype(np.float32)
+    return (rng.standard_normal((out_dim, in_dim)) / in_dim**0.5).astype(np.float32)
 
   head_dim = HIDDEN // HEADS
   w = gguf.GGUFWriter(str(path), "llama")
@@ -56,8 +58,9 @@ def write_tiny_llama_gguf(path, seed: int = 0) -> None:
   w.add_tokenizer_model("gpt2")
   inv = {i: t for t, i in tok.get_vocab().items()}
   w.add_token_list([inv[i] for i in range(vocab)])
-  w.add_token_types([gguf.TokenType.CONTROL if i < 3 else gguf.TokenType.NORMAL
-                     for i in range(vocab)])
+  w.add_token_types(
+    [gguf.TokenType.CONTROL if i < 3 else gguf.TokenType.NORMAL for i in range(vocab)]
+  )
   merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
   w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
   w.add_bos_token_id(tok.bos_token_id)
@@ -115,20 +118,29 @@ def test_gguf_converts_once_and_matches_transformers(tiny_gguf, cache):
   assert json.loads((hf_dir / "config.json").read_text()).get("quantization_config") is None
   stamp = (hf_dir / "model.safetensors").stat().st_mtime_ns
 
-  ref_tok = transformers.AutoTokenizer.from_pretrained(str(tiny_gguf.parent),
-                                                       gguf_file=tiny_gguf.name)
+  ref_tok = transformers.AutoTokenizer.from_pretrained(
+    str(tiny_gguf.parent), gguf_file=tiny_gguf.name
+  )
   ref = transformers.AutoModelForCausalLM.from_pretrained(
-      str(tiny_gguf.parent), gguf_file=tiny_gguf.name, dtype=torch.float32).eval()
+    str(tiny_gguf.parent), gguf_file=tiny_gguf.name, dtype=torch.float32
+  ).eval()
   ids = [ref_tok(p)["input_ids"] for p in PROMPTS]
   assert ids == [tok(p)["input_ids"] for p in PROMPTS]
   n = 12
-  out = sampling.generate_ids(decoder, ids, SamplingConfig(max_new_tokens=n), jax.random.key(0),
-                              (), tok.pad_token_id)
+  out = sampling.generate_ids(
+    decoder, ids, SamplingConfig(max_new_tokens=n), jax.random.key(0), (), tok.pad_token_id
+  )
   for i, row in enumerate(ids):
     with torch.no_grad():
-      want = ref.generate(torch.tensor([row]), do_sample=False, max_new_tokens=n,
-                          min_new_tokens=n, eos_token_id=None, pad_token_id=tok.pad_token_id)
-    assert out.tokens[i].tolist() == want[0, len(row):].tolist()
+      want = ref.generate(
+        torch.tensor([row]),
+        do_sample=False,
+        max_new_tokens=n,
+        min_new_tokens=n,
+        eos_token_id=None,
+        pad_token_id=tok.pad_token_id,
+      )
+    assert out.tokens[i].tolist() == want[0, len(row) :].tolist()
 
   # Second load: same entry, not rewritten.
   cfg2, _, _ = load_model(tiny_gguf)

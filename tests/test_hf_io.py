@@ -1,4 +1,5 @@
 """Hugging Face import/export: round trip through transformers, sharding, and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,8 @@ def test_import_export_reload_gives_same_logits(family, tmp_path):
   real = mask.astype(bool)
   want = hf_logits(model, tokens, mask)
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(
-      str(out), dtype=torch.float32, attn_implementation="eager").eval()
+    str(out), dtype=torch.float32, attn_implementation="eager"
+  ).eval()
   assert type(reloaded) is type(model)
   np.testing.assert_allclose(hf_logits(reloaded, tokens, mask)[real], want[real], atol=1e-5)
   # And our loader reads our own export (sharded or not) to the same logits.
@@ -86,17 +88,20 @@ def test_cli_export_roundtrip(llama_dir, tmp_path, capsys):
   tokens, mask = padded_batch(seed=5)
   reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
   real = mask.astype(bool)
-  np.testing.assert_allclose(hf_logits(reloaded, tokens, mask)[real],
-                             hf_logits(model, tokens, mask)[real], atol=1e-5)
+  np.testing.assert_allclose(
+    hf_logits(reloaded, tokens, mask)[real], hf_logits(model, tokens, mask)[real], atol=1e-5
+  )
 
 
 def test_cli_push_to_hub_offline_is_one_line(llama_dir, tmp_path, capsys, monkeypatch):
   monkeypatch.setenv("HF_HUB_OFFLINE", "1")
   import huggingface_hub.constants
+
   monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)
   src, _ = llama_dir
-  rc = cli.main(["export", "--model", str(src), "--out", str(tmp_path / "o"),
-                 "--push_to_hub", "someone/tiny"])
+  rc = cli.main(
+    ["export", "--model", str(src), "--out", str(tmp_path / "o"), "--push_to_hub", "someone/tiny"]
+  )
   err = capsys.readouterr().err.strip()
   assert rc == 2
   assert len(err.splitlines()) == 1 and "someone/tiny" in err and "Traceback" not in err
@@ -105,6 +110,7 @@ def test_cli_push_to_hub_offline_is_one_line(llama_dir, tmp_path, capsys, monkey
 
 # ---------------------------------------------------------------------------------------------
 # Bad input: each case corrupts a copy of a good directory; the error names file and tensor.
+
 
 def _copy(src, dst):
   shutil.copytree(src, dst)
@@ -145,10 +151,10 @@ def _missing_tensor(p):
 def _truncated(p):
   f = p / "model.safetensors"
   data = f.read_bytes()
-  f.write_bytes(data[:len(data) - 1000])
+  f.write_bytes(data[: len(data) - 1000])
   # The first tensor (in file order) that no longer fits is the one to name.
   n = int.from_bytes(data[:8], "little")
-  header = json.loads(data[8:8 + n])
+  header = json.loads(data[8 : 8 + n])
   header.pop("__metadata__", None)
   remaining = len(data) - 1000 - 8 - n
   cut = [k for k in header if header[k]["data_offsets"][1] > remaining]
@@ -156,8 +162,13 @@ def _truncated(p):
   return "model.safetensors", first
 
 
-BAD = {"missing_config": _missing_config, "unsupported_model_type": _unsupported_type,
-       "wrong_shape": _wrong_shape, "missing_tensor": _missing_tensor, "truncated": _truncated}
+BAD = {
+  "missing_config": _missing_config,
+  "unsupported_model_type": _unsupported_type,
+  "wrong_shape": _wrong_shape,
+  "missing_tensor": _missing_tensor,
+  "truncated": _truncated,
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
@@ -198,10 +209,13 @@ def test_import_path_needs_no_torch(llama_dir):
   """hf_io.load reads safetensors with numpy: torch and transformers are never imported."""
   import subprocess
   import sys
-  code = ("import sys; from stepcoder_jax.models import hf_io; "
-          f"cfg, m = hf_io.load({str(llama_dir[0])!r}); "
-          "bad = [k for k in ('torch', 'transformers') if k in sys.modules]; "
-          "print(cfg.family, bad)")
+
+  code = (
+    "import sys; from stepcoder_jax.models import hf_io; "
+    f"cfg, m = hf_io.load({str(llama_dir[0])!r}); "
+    "bad = [k for k in ('torch', 'transformers') if k in sys.modules]; "
+    "print(cfg.family, bad)"
+  )
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == "llama []"
@@ -209,30 +223,73 @@ def test_import_path_needs_no_torch(llama_dir):
 
 # Legacy (transformers 4.x) spellings, as in the config.json files of released checkpoints.
 LEGACY = {
-    "gemma3": {"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
-               "vocab_size": 262144, "hidden_size": 640, "intermediate_size": 2048,
-               "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 1,
-               "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
-               "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
-               "rope_local_base_freq": 10000.0, "rope_scaling": None, "sliding_window": 512,
-               "layer_types": ["sliding_attention"] * 5 + ["full_attention"],
-               "max_position_embeddings": 32768, "bos_token_id": 2, "eos_token_id": 1,
-               "pad_token_id": 0, "torch_dtype": "bfloat16", "attn_logit_softcapping": None,
-               "final_logit_softcapping": None},
-    "llama": {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 1000,
-              "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-              "num_attention_heads": 8, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
-              "rope_theta": 500000.0, "tie_word_embeddings": False,
-              "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                               "high_freq_factor": 4.0,
-                               "original_max_position_embeddings": 8192},
-              "bos_token_id": 128000, "eos_token_id": [128001, 128009], "torch_dtype": "bfloat16"},
-    "qwen2": {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 1000,
-              "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 1000000.0,
-              "sliding_window": 32768, "use_sliding_window": False, "max_window_layers": 21,
-              "tie_word_embeddings": True, "rms_norm_eps": 1e-6, "eos_token_id": 151643,
-              "torch_dtype": "bfloat16"},
+  "gemma3": {
+    "architectures": ["Gemma3ForCausalLM"],
+    "model_type": "gemma3_text",
+    "vocab_size": 262144,
+    "hidden_size": 640,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 256,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "query_pre_attn_scalar": 256,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "rope_local_base_freq": 10000.0,
+    "rope_scaling": None,
+    "sliding_window": 512,
+    "layer_types": ["sliding_attention"] * 5 + ["full_attention"],
+    "max_position_embeddings": 32768,
+    "bos_token_id": 2,
+    "eos_token_id": 1,
+    "pad_token_id": 0,
+    "torch_dtype": "bfloat16",
+    "attn_logit_softcapping": None,
+    "final_logit_softcapping": None,
+  },
+  "llama": {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "vocab_size": 1000,
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": False,
+    "rope_scaling": {
+      "rope_type": "llama3",
+      "factor": 8.0,
+      "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192,
+    },
+    "bos_token_id": 128000,
+    "eos_token_id": [128001, 128009],
+    "torch_dtype": "bfloat16",
+  },
+  "qwen2": {
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "vocab_size": 1000,
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "rope_theta": 1000000.0,
+    "sliding_window": 32768,
+    "use_sliding_window": False,
+    "max_window_layers": 21,
+    "tie_word_embeddings": True,
+    "rms_norm_eps": 1e-6,
+    "eos_token_id": 151643,
+    "torch_dtype": "bfloat16",
+  },
 }
 
 
@@ -243,8 +300,9 @@ def test_legacy_config_spelling_parses_like_transformers(family, tmp_path):
   theirs = transformers.AutoConfig.from_pretrained(str(tmp_path))
   rp = theirs.rope_parameters
   assert ours.family == family and ours.param_dtype == "bfloat16"
-  assert ours.head_dim == (getattr(theirs, "head_dim", None)
-                           or theirs.hidden_size // theirs.num_attention_heads)
+  assert ours.head_dim == (
+    getattr(theirs, "head_dim", None) or theirs.hidden_size // theirs.num_attention_heads
+  )
   if family == "gemma3":
     assert ours.rope_theta == rp["full_attention"]["rope_theta"] == 1e6
     assert ours.rope_local_theta == rp["sliding_attention"]["rope_theta"] == 1e4
@@ -267,17 +325,28 @@ def test_multimodal_gemma3_dir_loads_its_text_decoder(tmp_path):
   mm = tmp_path / "mm"
   mm.mkdir()
   text_cfg = json.loads((src / "config.json").read_text())
-  (mm / "config.json").write_text(json.dumps(
-      {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
-       "text_config": text_cfg, "vision_config": {"model_type": "siglip_vision_model"}}))
+  (mm / "config.json").write_text(
+    json.dumps(
+      {
+        "model_type": "gemma3",
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "text_config": text_cfg,
+        "vision_config": {"model_type": "siglip_vision_model"},
+      }
+    )
+  )
   tensors = load_file(str(src / "model.safetensors"))
-  renamed = {k.replace("model.", "model.language_model.", 1): v for k, v in tensors.items()
-             if k.startswith("model.")}
+  renamed = {
+    k.replace("model.", "model.language_model.", 1): v
+    for k, v in tensors.items()
+    if k.startswith("model.")
+  }
   renamed["model.vision_tower.dummy"] = np.zeros(3, np.float32)
   save_file(renamed, str(mm / "model.safetensors"), metadata={"format": "pt"})
   cfg, decoder = hf_io.load(mm)
   assert cfg.family == "gemma3" and cfg.tie_embeddings
   tokens, mask = padded_batch(seed=6)
   real = mask.astype(bool)
-  np.testing.assert_allclose(our_logits(decoder, tokens, mask)[real],
-                             hf_logits(model, tokens, mask)[real], atol=1e-4)
+  np.testing.assert_allclose(
+    our_logits(decoder, tokens, mask)[real], hf_logits(model, tokens, mask)[real], atol=1e-4
+  )

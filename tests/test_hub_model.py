@@ -1,5 +1,6 @@
 """`--model ORG/NAME`: a Hub id loads from the Hugging Face cache when it is there, and otherwise
 fails with one line saying how to download it (nothing is downloaded)."""
+
 import os
 import subprocess
 import sys
@@ -34,9 +35,23 @@ def test_hub_id_in_the_users_cache_loads(tmp_path, monkeypatch):
 
 def test_hub_id_not_in_the_cache_says_how_to_download_it(tmp_path):
   env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / "empty_hub"))
-  p = subprocess.run([sys.executable, "-m", "stepcoder_jax", "generate", "--model",
-                      "someorg/not-there", "--prompt", "def f():"], cwd=tmp_path, env=env,
-                     capture_output=True, text=True, timeout=120)
+  p = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "stepcoder_jax",
+      "generate",
+      "--model",
+      "someorg/not-there",
+      "--prompt",
+      "def f():",
+    ],
+    cwd=tmp_path,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert p.returncode == 2
   assert p.stderr.strip().count("\n") == 0, p.stderr
   assert "hf download someorg/not-there" in p.stderr and "empty_hub" in p.stderr

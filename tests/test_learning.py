@@ -39,6 +39,7 @@ the test cannot pass when PPO leaves the policy alone. The rollouts that drive P
 sampled, so the gain varies with the machine's numerics through the trajectory; the seed study
 below measures that.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,9 +57,9 @@ from stepcoder_jax.runs.config import SFTConfig
 FIXTURE = Path(__file__).parent / "fixtures" / "learning" / "problems.jsonl"
 SEED = 0
 ITERATIONS = 12
-SAMPLES = 4            # per problem and iteration: 16 programs per rollout
+SAMPLES = 4  # per problem and iteration: 16 programs per rollout
 SFT_STEPS = 40
-EPOCHS = 2             # PPO epochs per rollout batch
+EPOCHS = 2  # PPO epochs per rollout batch
 POLICY_LR = 1e-3
 # Seed study (scripts/learning_test_study.py, under nice; 20-iteration runs, whose first 12
 # iterations are this test's: every draw depends on (seed, i) only). The seed is the PPO seed (the
@@ -106,7 +107,7 @@ def staged(problem: Problem) -> Problem:
   """The SFT copy of `problem`: its starter code is the stage prefix, so the SFT prompt is the RL
   prompt and the SFT target is the last line and the fence."""
   solution = problem.canonical_solution
-  return dataclasses.replace(problem, starter_code=solution[:last_line_start(solution)])
+  return dataclasses.replace(problem, starter_code=solution[: last_line_start(solution)])
 
 
 @pytest.fixture(scope="module")
@@ -131,22 +132,40 @@ def warm_up(problems, seed: int, perturb: float = 0.0):
   from stepcoder_jax.runs import sft
 
   cfg, model, tok = load_model("tiny-llama")
-  sft.run_sft(model, tok, [staged(p) for p in problems],
-              SFTConfig(steps=SFT_STEPS, batch_size=8, learning_rate=3e-3, warmup_steps=0,
-                        seed=seed, nll_examples=0, logprob_chunk=64, cccs_stages=False),
-              None, progress=False)
+  sft.run_sft(
+    model,
+    tok,
+    [staged(p) for p in problems],
+    SFTConfig(
+      steps=SFT_STEPS,
+      batch_size=8,
+      learning_rate=3e-3,
+      warmup_steps=0,
+      seed=seed,
+      nll_examples=0,
+      logprob_chunk=64,
+      cccs_stages=False,
+    ),
+    None,
+    progress=False,
+  )
   state = nnx.state(model)
   if perturb:
     leaves, treedef = jax.tree.flatten(state)
     keys = jax.random.split(jax.random.PRNGKey(seed + 1000), len(leaves))
-    leaves = [x * (1 + perturb * jax.random.normal(k, x.shape, x.dtype))
-              if jnp.issubdtype(x.dtype, jnp.floating) else x for x, k in zip(leaves, keys)]
+    leaves = [
+      x * (1 + perturb * jax.random.normal(k, x.shape, x.dtype))
+      if jnp.issubdtype(x.dtype, jnp.floating)
+      else x
+      for x, k in zip(leaves, keys)
+    ]
     state = jax.tree.unflatten(treedef, leaves)
   return cfg, tok, state
 
 
-def train(problems, warm_params, work_dir: Path, policy_lr: float, seed: int = SEED,
-          on_iteration=None):
+def train(
+  problems, warm_params, work_dir: Path, policy_lr: float, seed: int = SEED, on_iteration=None
+):
   """(per-iteration mean rewards, the final policy) of a PPO run from the SFT policy;
   `on_iteration(trainer, metrics)` is called after every iteration (the seed study)."""
   from flax import nnx
@@ -157,19 +176,40 @@ def train(problems, warm_params, work_dir: Path, policy_lr: float, seed: int = S
   cfg, tok, state = warm_params
   model = Decoder(cfg, nnx.Rngs(0))
   nnx.update(model, jax_copy(state))  # a fresh copy: the PPO step donates its inputs
-  train_cfg = TrainConfig(work_dir=str(work_dir), seed=seed, num_iterations=ITERATIONS,
-                          problems_per_iteration=len(problems), samples_per_problem=SAMPLES,
-                          max_prompt_tokens=256, max_new_tokens=8, temperature=1.0,
-                          logprob_chunk=64)
+  train_cfg = TrainConfig(
+    work_dir=str(work_dir),
+    seed=seed,
+    num_iterations=ITERATIONS,
+    problems_per_iteration=len(problems),
+    samples_per_problem=SAMPLES,
+    max_prompt_tokens=256,
+    max_new_tokens=8,
+    temperature=1.0,
+    logprob_chunk=64,
+  )
   # lam = 1: every token of a 7-token answer gets the whole return (R - V), not a share decayed
   # from the last token; the KL penalty keeps the policy near the SFT policy it starts from.
-  ppo_cfg = PPOConfig(policy_lr=policy_lr, value_lr=1e-3, kl_coef=0.05, lam=1.0, epochs=EPOCHS,
-                      minibatches=2, seed=seed)
+  ppo_cfg = PPOConfig(
+    policy_lr=policy_lr,
+    value_lr=1e-3,
+    kl_coef=0.05,
+    lam=1.0,
+    epochs=EPOCHS,
+    minibatches=2,
+    seed=seed,
+  )
   # Pinned at the last-line stage for the whole run (see the module docstring).
-  cccs_cfg = CCCSConfig(enabled=True, rho=0.99, min_attempts=10 ** 6)
+  cccs_cfg = CCCSConfig(enabled=True, rho=0.99, min_attempts=10**6)
   with learning_pool() as pool:
-    trainer = fgo_trainer(Models(cfg, model, tok), problems, pool, train_cfg, ppo_cfg, cccs_cfg,
-                          curriculum=LastLineCurriculum(cccs_cfg))
+    trainer = fgo_trainer(
+      Models(cfg, model, tok),
+      problems,
+      pool,
+      train_cfg,
+      ppo_cfg,
+      cccs_cfg,
+      curriculum=LastLineCurriculum(cccs_cfg),
+    )
     history = trainer.run(on_iteration)
   assert trainer.curriculum.histogram() == {"stage_0": len(problems), "final": 0}  # stayed
   assert all(h["prompts_skipped"] == 0 for h in history)
@@ -179,6 +219,7 @@ def train(problems, warm_params, work_dir: Path, policy_lr: float, seed: int = S
 def jax_copy(tree):
   import jax
   import jax.numpy as jnp
+
   return jax.tree.map(jnp.copy, tree)  # jnp.copy: new buffers, safe to donate
 
 
@@ -190,13 +231,19 @@ def answer_probability(model, tok, problems) -> float:
   from stepcoder_jax.rl.ppo import policy_logprobs
   from stepcoder_jax.runs import sft
 
-  examples, _ = sft.build_examples([staged(p) for p in problems], tok, max_len=10 ** 6)
+  examples, _ = sft.build_examples([staged(p) for p in problems], tok, max_len=10**6)
   assert len(examples) == len(problems)
   shapes = sft.example_shapes(examples)
   batch = sft.pack_examples(examples, tok.pad_token_id or 0, *shapes)
-  logp = policy_logprobs(model, jnp.asarray(batch["tokens"]), jnp.asarray(batch["positions"]),
-                         jnp.asarray(batch["attention_mask"]), chunk=64, with_entropy=False,
-                         response_start=shapes[0])
+  logp = policy_logprobs(
+    model,
+    jnp.asarray(batch["tokens"]),
+    jnp.asarray(batch["positions"]),
+    jnp.asarray(batch["attention_mask"]),
+    chunk=64,
+    with_entropy=False,
+    response_start=shapes[0],
+  )
   seq = np.sum(np.asarray(logp) * np.asarray(batch["response_mask"]), axis=1)
   return float(np.mean(np.exp(seq)))
 
@@ -215,7 +262,7 @@ def sft_policy(warm_params):
 def test_fixture_tasks_leave_one_short_line(problems):
   cur = LastLineCurriculum(CCCSConfig(enabled=True))
   for p in problems:
-    tail = p.canonical_solution[len(cur.prefix(p)):]
+    tail = p.canonical_solution[len(cur.prefix(p)) :]
     assert tail.count("\n") == 1 and tail.startswith("    return ") and len(tail) <= 24, p.id
     assert cur.stage(p) == 0
   assert len({p.canonical_solution.split()[-1] for p in problems}) == len(problems)
@@ -227,7 +274,6 @@ def test_ppo_raises_the_probability_of_the_right_answer(problems, warm_params, t
   before = answer_probability(sft_policy(warm_params), tok, problems)
   rewards, policy = train(problems, warm_params, tmp_path, POLICY_LR)
   after = answer_probability(policy, tok, problems)
-  print("rewards", np.round(rewards, 2), "p(right answer)", round(before, 3), "->",
-        round(after, 3))
+  print("rewards", np.round(rewards, 2), "p(right answer)", round(before, 3), "->", round(after, 3))
   assert before < 0.6, f"the warm-up already solves the task: p = {before:.3f}"
   assert after - before > MARGIN, f"p(right answer) {before:.3f} -> {after:.3f}"

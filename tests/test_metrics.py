@@ -1,4 +1,5 @@
 """MetricsWriter (JSONL + TensorBoard), the progress bar and the plots."""
+
 import io
 import json
 
@@ -33,11 +34,12 @@ def _read_scalars(path):
   """Decode a TensorBoard event file (TFRecord framing + Event protos) without tensorboard."""
   import struct
   from tensorboardX.proto import event_pb2
+
   data = path.read_bytes()
   out, i = {}, 0
   while i < len(data):
-    (n,) = struct.unpack("<Q", data[i:i + 8])
-    ev = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+    (n,) = struct.unpack("<Q", data[i : i + 8])
+    ev = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
     i += 12 + n + 4
     for v in ev.summary.value:
       if v.WhichOneof("value") == "simple_value":
@@ -71,11 +73,15 @@ def test_progress_bar_shows_reward_pass_rate_and_eta():
 
 def test_plots(tmp_path):
   path = tmp_path / "m.jsonl"
-  path.write_text("\n".join(json.dumps({"step": i, "reward": -1 + 0.1 * i, "pass_rate": i / 20})
-                            for i in range(20)))
+  path.write_text(
+    "\n".join(
+      json.dumps({"step": i, "reward": -1 + 0.1 * i, "pass_rate": i / 20}) for i in range(20)
+    )
+  )
   png = metrics.plot_curves(path, tmp_path / "curves.png", ["reward", "pass_rate"], smooth=3)
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   import matplotlib.image as mpimg
+
   assert mpimg.imread(png).shape[0] > 200  # two panels
 
 
@@ -85,6 +91,7 @@ def test_a_resumed_writer_drops_the_killed_runs_later_steps(tmp_path):
   # to discard the old events from step 3 on (a SessionLog START at the purge step).
   import struct
   from tensorboardX.proto import event_pb2
+
   with metrics.MetricsWriter(tmp_path, enabled=True) as w:
     for step in (1, 2, 3):
       w.write(step, {"reward": float(step)})
@@ -96,8 +103,8 @@ def test_a_resumed_writer_drops_the_killed_runs_later_steps(tmp_path):
   for f in (tmp_path / metrics.TB_DIR).glob("events.out.tfevents.*"):
     data, i = f.read_bytes(), 0
     while i < len(data):
-      (n,) = struct.unpack("<Q", data[i:i + 8])
-      ev = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      (n,) = struct.unpack("<Q", data[i : i + 8])
+      ev = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
       i += 12 + n + 4
       if ev.HasField("session_log") and ev.session_log.status == event_pb2.SessionLog.START:
         starts.append(ev.step)

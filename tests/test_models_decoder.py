@@ -1,4 +1,5 @@
 """Decoder behaviour not covered by the transformers parity tests: remat, dtypes, padding."""
+
 from __future__ import annotations
 
 import jax
@@ -25,10 +26,12 @@ def test_left_pad_positions():
 
 def _assert_same_loss_and_gradients(model_a, model_b, tokens, pos, mask):
   """Sequence log-prob loss and its gradients agree (rtol 1e-6 and atol 1e-6)."""
+
   @nnx.jit
   def loss_and_grad(model):
     def loss(m):
       return -sequence_logprobs(m, tokens, pos, mask, chunk=4)[0].sum()
+
     return nnx.value_and_grad(loss)(model)
 
   l1, g1 = loss_and_grad(model_a)
@@ -101,6 +104,7 @@ def test_bfloat16_compute_and_params(family):
 
 def test_model_spec_is_gin_configurable():
   import gin
+
   gin.clear_config()
   gin.parse_config(["model.path = 'tiny-gemma3'", "model.remat = True"])
   try:

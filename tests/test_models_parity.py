@@ -5,6 +5,7 @@ torch-free safetensors path). We check: logits on a left-padded batch (real posi
 greedy decoding through our KV cache against transformers' greedy generate, and that RoPE
 frequencies with linear / Llama-3 scaling equal transformers'.
 """
+
 from __future__ import annotations
 
 import jax
@@ -28,25 +29,51 @@ LENGTHS = (10, 6, 8)
 
 def hf_config(family: str):
   """A tiny transformers config exercising the family's specific features."""
-  common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
-                max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+  common = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=256,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+  )
   if family == "llama":
     return transformers.LlamaConfig(
-        **common, tie_word_embeddings=False,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
-                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                         "original_max_position_embeddings": 32})
+      **common,
+      tie_word_embeddings=False,
+      rope_parameters={
+        "rope_type": "llama3",
+        "rope_theta": 10000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 32,
+      },
+    )
   if family == "qwen2":
     return transformers.Qwen2Config(
-        **common, tie_word_embeddings=True,
-        rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6})
+      **common,
+      tie_word_embeddings=True,
+      rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+    )
   if family == "gemma3":
     return transformers.Gemma3TextConfig(
-        **common, tie_word_embeddings=True, sliding_window=4, query_pre_attn_scalar=24,
-        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
-                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
+      **common,
+      tie_word_embeddings=True,
+      sliding_window=4,
+      query_pre_attn_scalar=24,
+      layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+      rope_parameters={
+        "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+      },
+    )
   raise ValueError(family)
 
 
@@ -58,7 +85,8 @@ def make_hf_model(family: str, path, seed: int = 0):
   """
   torch.manual_seed(seed)
   model = transformers.AutoModelForCausalLM.from_config(
-      hf_config(family), dtype=torch.float32, attn_implementation="eager")
+    hf_config(family), dtype=torch.float32, attn_implementation="eager"
+  )
   with torch.no_grad():
     for name, p in model.named_parameters():
       if "norm" in name:
@@ -79,17 +107,19 @@ def padded_batch(seed: int = 0):
   tokens = np.zeros((len(LENGTHS), t), np.int32)
   mask = np.zeros((len(LENGTHS), t), np.int32)
   for i, n in enumerate(LENGTHS):
-    tokens[i, t - n:] = rng.integers(3, VOCAB, n)
-    mask[i, t - n:] = 1
+    tokens[i, t - n :] = rng.integers(3, VOCAB, n)
+    mask[i, t - n :] = 1
   return tokens, mask
 
 
 def hf_logits(model, tokens, mask):
   positions = np.asarray(left_pad_positions(jnp.asarray(mask)))
   with torch.no_grad():
-    out = model(input_ids=torch.tensor(tokens, dtype=torch.long),
-                attention_mask=torch.tensor(mask, dtype=torch.long),
-                position_ids=torch.tensor(positions, dtype=torch.long))
+    out = model(
+      input_ids=torch.tensor(tokens, dtype=torch.long),
+      attention_mask=torch.tensor(mask, dtype=torch.long),
+      position_ids=torch.tensor(positions, dtype=torch.long),
+    )
   return out.logits.float().numpy()
 
 
@@ -164,10 +194,14 @@ def test_kv_cache_greedy_matches_transformers_generate(pair):
   tokens, mask = padded_batch(seed=1)
   model.generation_config.eos_token_id = None  # always NEW_TOKENS tokens
   with torch.no_grad():
-    ref = model.generate(input_ids=torch.tensor(tokens, dtype=torch.long),
-                         attention_mask=torch.tensor(mask, dtype=torch.long),
-                         do_sample=False, max_new_tokens=NEW_TOKENS, pad_token_id=0)
-  ref = ref[:, tokens.shape[1]:].numpy()
+    ref = model.generate(
+      input_ids=torch.tensor(tokens, dtype=torch.long),
+      attention_mask=torch.tensor(mask, dtype=torch.long),
+      do_sample=False,
+      max_new_tokens=NEW_TOKENS,
+      pad_token_id=0,
+    )
+  ref = ref[:, tokens.shape[1] :].numpy()
   ours = greedy(decoder, tokens, mask, NEW_TOKENS)
   assert ref.shape == ours.shape == (len(LENGTHS), NEW_TOKENS)
   # Sanity: the text is not one token repeated (else a broken cache could still match).
@@ -191,17 +225,27 @@ def test_cache_prefill_in_pieces_equals_full_forward(pair):
   np.testing.assert_allclose(np.asarray(pieces)[real], np.asarray(full)[real], atol=1e-5)
 
 
-@pytest.mark.parametrize("rope", [
+@pytest.mark.parametrize(
+  "rope",
+  [
     {"rope_type": "linear", "factor": 4.0, "rope_theta": 500000.0},
-    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-     "original_max_position_embeddings": 8192, "rope_theta": 500000.0},
-])
+    {
+      "rope_type": "llama3",
+      "factor": 8.0,
+      "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192,
+      "rope_theta": 500000.0,
+    },
+  ],
+)
 def test_rope_scaling_frequencies_match_transformers(rope):
   from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
   from stepcoder_jax.models.layers import rope_inv_freq
 
-  cfg = transformers.LlamaConfig(hidden_size=2048, num_attention_heads=16, head_dim=128,
-                                 rope_parameters=dict(rope))
+  cfg = transformers.LlamaConfig(
+    hidden_size=2048, num_attention_heads=16, head_dim=128, rope_parameters=dict(rope)
+  )
   ref, _ = ROPE_INIT_FUNCTIONS[rope["rope_type"]](cfg, "cpu")
   ours = rope_inv_freq(128, rope["rope_theta"], rope)
   np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-6)
@@ -211,8 +255,10 @@ def test_rope_scaling_frequencies_match_transformers(rope):
 def test_params_carry_logical_axis_names(pair):
   _, _, _, decoder, _ = pair
   allowed = {"vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "norm"}
-  specs = jax.tree.leaves(nnx.get_partition_spec(nnx.state(decoder, nnx.Param)),
-                          is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  specs = jax.tree.leaves(
+    nnx.get_partition_spec(nnx.state(decoder, nnx.Param)),
+    is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec),
+  )
   params = jax.tree.leaves(nnx.state(decoder, nnx.Param))
   assert len(specs) == len(params) > 0
   for spec, p in zip(specs, params):

@@ -7,6 +7,7 @@ once rounded its limit up to 512 while evaluation kept 384 (25 of the 160 proble
 but scored `prompt_too_long`), and SFT never cut the question while RL did. A stage whose prompt
 cannot fit is passed over by training and skipped ('prompt_too_long') by SFT alike.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,9 @@ def _rl_prompts(tokenizer, problems) -> dict[tuple[str, int], list[int] | None]:
   from stepcoder_jax.runs.trainer import Models
 
   cfg, model, _ = load_model("tiny-llama")  # the weights play no part in building prompts
-  trainer = pipeline.make_trainer(TrainConfig(work_dir="unused"), Models(cfg, model, tokenizer),
-                                  problems, pool=None)
+  trainer = pipeline.make_trainer(
+    TrainConfig(work_dir="unused"), Models(cfg, model, tokenizer), problems, pool=None
+  )
   out = {}
   for p in problems:
     n = trainer.curriculum.register(p).num_stages
@@ -53,9 +55,14 @@ def _check_one_prompt_everywhere(tokenizer, tmp_path, monkeypatch):
 
   # SFT: one example per stage (named 'ID@K', the s* = 0 one 'ID'); no max_len cut here.
   cfg = SFTConfig()
-  examples, skipped = sft.build_examples(problems, tokenizer, style=cfg.prompt_style,
-                                         max_len=10 ** 6, max_prompt_tokens=cfg.max_prompt_tokens,
-                                         statements=statements)
+  examples, skipped = sft.build_examples(
+    problems,
+    tokenizer,
+    style=cfg.prompt_style,
+    max_len=10**6,
+    max_prompt_tokens=cfg.max_prompt_tokens,
+    statements=statements,
+  )
   left_out = {name for names in skipped.values() for name in names}
   prompts = {}
   for e in examples:

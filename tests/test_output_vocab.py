@@ -1,5 +1,6 @@
 """model.output_vocab: the sampler and the scored log-probs use the same token subset, so PPO's
 "old" log-probs (from either) and its new ones are softmaxes over the same rows."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,12 +49,12 @@ def test_sampled_tokens_are_in_the_subset_and_scored_log_probs_equal_the_sampler
   m = jnp.concatenate([jnp.asarray(mask), jnp.ones_like(out.tokens, bool)], axis=1)
   logp, _ = logprobs.sequence_logprobs(model, seq, left_pad_positions(m), m, chunk=3)
   p = tokens.shape[1]
-  scored = np.asarray(logp[:, p - 1:p - 1 + drawn.shape[1]])
+  scored = np.asarray(logp[:, p - 1 : p - 1 + drawn.shape[1]])
   np.testing.assert_allclose(scored, np.asarray(out.logprobs)[:, :6], atol=2e-5)
   # A softmax over 20 rows: each drawn token is likelier than under all 64.
   full, _ = _pair()
   full_logp, _ = logprobs.sequence_logprobs(full, seq, left_pad_positions(m), m, chunk=3)
-  assert np.all(scored > np.asarray(full_logp[:, p - 1:p - 1 + drawn.shape[1]]))
+  assert np.all(scored > np.asarray(full_logp[:, p - 1 : p - 1 + drawn.shape[1]]))
 
 
 def test_full_subset_changes_nothing_and_outside_targets_are_impossible():
@@ -86,17 +87,33 @@ def _subset_batch(policy, b=4, prompt=6, resp=9, seed=0):
   """A rollout-shaped batch whose responses use subset ids only (as the sampler draws them);
   prompts may use any id (they are never scored)."""
   from stepcoder_jax.rl import batching, ppo
+
   rng = np.random.default_rng(seed)
   prompts = [list(rng.integers(3, V, prompt - i % 3)) for i in range(b)]
   responses = [list(rng.choice(SUBSET, resp - i % 4)) for i in range(b)]
-  arr = {k: jnp.asarray(v) for k, v in batching.pack(prompts, responses, 0, prompt_len=prompt,
-                                                     response_len=resp + 1).items()}
-  logp = ppo.policy_logprobs(policy, arr["tokens"], arr["positions"], arr["attention_mask"],
-                             chunk=4, with_entropy=False, response_start=prompt)
+  arr = {
+    k: jnp.asarray(v)
+    for k, v in batching.pack(
+      prompts, responses, 0, prompt_len=prompt, response_len=resp + 1
+    ).items()
+  }
+  logp = ppo.policy_logprobs(
+    policy,
+    arr["tokens"],
+    arr["positions"],
+    arr["attention_mask"],
+    chunk=4,
+    with_entropy=False,
+    response_start=prompt,
+  )
   m = arr["response_mask"]
-  arr.update(old_logprobs=logp * m, ref_logprobs=(logp - 0.1) * m,
-             fgo_mask=m, rewards=ppo.place_rewards(jnp.array([1.0, -0.3, -0.6, -1.0]), m),
-             group=jnp.array([0, 0, 2, 2], jnp.int32))
+  arr.update(
+    old_logprobs=logp * m,
+    ref_logprobs=(logp - 0.1) * m,
+    fgo_mask=m,
+    rewards=ppo.place_rewards(jnp.array([1.0, -0.3, -0.6, -1.0]), m),
+    group=jnp.array([0, 0, 2, 2], jnp.int32),
+  )
   return arr
 
 
@@ -118,11 +135,15 @@ def _by_hand_logprobs(model, batch):
 def test_ppo_loss_and_grad_over_the_subset_equal_the_hand_computation():
   from stepcoder_jax.rl import ppo
   from stepcoder_jax.rl.config import PPOConfig
+
   _, model = _pair()
   batch = _subset_batch(model)
   m = batch["response_mask"].astype(jnp.float32)
-  mb = {"loss_mask": m, "old_logprobs": batch["old_logprobs"] - 0.05 * m,
-        "advantages": jnp.linspace(-1.0, 1.0, m.size).reshape(m.shape) * m}
+  mb = {
+    "loss_mask": m,
+    "old_logprobs": batch["old_logprobs"] - 0.05 * m,
+    "advantages": jnp.linspace(-1.0, 1.0, m.size).reshape(m.shape) * m,
+  }
   cfg = PPOConfig(entropy_coef=0.01)
   gd, params, rest = nnx.split(model, nnx.Param, ...)
 
@@ -131,8 +152,9 @@ def test_ppo_loss_and_grad_over_the_subset_equal_the_hand_computation():
     logp, ent = scorer(mdl)
     return ppo.token_policy_objective(logp, ent, mb, jnp.sum(m), cfg, 0.0)[0]
 
-  ours = lambda mdl: ppo.policy_logprobs(mdl, batch["tokens"], batch["positions"],
-                                         batch["attention_mask"], chunk=4, response_start=6)
+  ours = lambda mdl: ppo.policy_logprobs(
+    mdl, batch["tokens"], batch["positions"], batch["attention_mask"], chunk=4, response_start=6
+  )
   hand = lambda mdl: tuple(x * m for x in _by_hand_logprobs(mdl, batch))
   ours_masked = lambda mdl: tuple(x * m for x in ours(mdl))
   (l1, g1), (l2, g2) = (jax.value_and_grad(objective)(params, f) for f in (ours_masked, hand))
@@ -141,8 +163,9 @@ def test_ppo_loss_and_grad_over_the_subset_equal_the_hand_computation():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
   # Over the full vocabulary the loss is another number: the subset really is what is scored.
   full, _ = _pair()
-  full_logp = ppo.policy_logprobs(full, batch["tokens"], batch["positions"],
-                                  batch["attention_mask"], chunk=4, response_start=6)
+  full_logp = ppo.policy_logprobs(
+    full, batch["tokens"], batch["positions"], batch["attention_mask"], chunk=4, response_start=6
+  )
   assert float(jnp.max(jnp.abs((full_logp[0] - ours(model)[0]) * m))) > 0.1
 
 
@@ -151,14 +174,17 @@ def test_first_step_ratio_is_one_when_old_logprobs_come_from_the_same_path(advan
   from stepcoder_jax.models.value import ValueModel
   from stepcoder_jax.rl import ppo
   from stepcoder_jax.rl.config import PPOConfig
+
   _, model = _pair()
   batch = _subset_batch(model)
   cfg = PPOConfig(advantage=advantage, minibatches=1, epochs=1, logprob_chunk=4, shuffle=False)
   value = None
   if advantage == "gae":
     value = ValueModel.from_policy(model)
-    batch["values"] = ppo.value_estimates(value, batch["tokens"], batch["positions"],
-                                          batch["attention_mask"]) * batch["response_mask"]
+    batch["values"] = (
+      ppo.value_estimates(value, batch["tokens"], batch["positions"], batch["attention_mask"])
+      * batch["response_mask"]
+    )
   pgd, vgd, state = ppo.init_train_state(model, value, cfg)
   step = ppo.make_ppo_step(pgd, vgd, cfg, donate=False, response_start=6)
   _, met = step(state, ppo.Batch.of(batch))
@@ -174,6 +200,7 @@ def test_first_step_ratio_is_one_when_old_logprobs_come_from_the_same_path(advan
 def test_named_and_path_vocabularies_resolve_and_bad_ones_raise_user_errors(tmp_path):
   from stepcoder_jax.errors import UserError
   from stepcoder_jax.models import output_vocab
+
   cfg = ModelConfig.tiny("llama", vocab_size=V)
   path = tmp_path / "v.npz"
   output_vocab.save(path, SUBSET, V, "test")
@@ -200,6 +227,7 @@ def test_named_and_path_vocabularies_resolve_and_bad_ones_raise_user_errors(tmp_
 def test_rollout_with_an_output_vocab_samples_and_scores_inside_the_subset(monkeypatch, tmp_path):
   from test_sampler_logprobs import _collect
   from stepcoder_jax.models.tokenizer import tiny_tokenizer
+
   tok = tiny_tokenizer()
   keep = {tok.eos_token_id, tok.pad_token_id, tok.bos_token_id}
   subset = tuple(sorted(set(range(0, len(tok), 3)) | keep))  # a third of the ids

@@ -6,6 +6,7 @@ The wheel is built offline from a copy of the sources (no build directory in the
 installed `--no-deps` into a fresh virtual environment that sees the project's own packages
 through a .pth file, so nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import email.parser
@@ -35,8 +36,20 @@ def build_wheel(tmp: Path) -> Path:
       shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     else:
       shutil.copy2(ROOT / name, src / name)
-  _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-        "-w", str(tmp / "dist"), str(src)])
+  _run(
+    [
+      sys.executable,
+      "-m",
+      "pip",
+      "wheel",
+      "--no-deps",
+      "--no-build-isolation",
+      "--no-index",
+      "-w",
+      str(tmp / "dist"),
+      str(src),
+    ]
+  )
   (wheel,) = (tmp / "dist").glob("stepcoder_jax-*.whl")
   return wheel
 
@@ -46,11 +59,25 @@ def layered_venv(tmp: Path, wheel: Path) -> Path:
   venv = tmp / "venv"
   _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
   py = venv / "bin" / "python"
-  site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
-              .stdout.strip())
+  site = Path(
+    _run(
+      [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+    ).stdout.strip()
+  )
   (site / "project_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-  _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index",
-        str(wheel)])
+  _run(
+    [
+      sys.executable,
+      "-m",
+      "pip",
+      "--python",
+      str(py),
+      "install",
+      "--no-deps",
+      "--no-index",
+      str(wheel),
+    ]
+  )
   return venv
 
 
@@ -65,8 +92,10 @@ def test_wheel_holds_configs_and_dependencies_and_runs_outside_the_repo(tmp_path
     names = set(z.namelist())
     (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
     meta = email.parser.Parser().parsestr(z.read(meta_name).decode())
-  shipped = {f"stepcoder_jax/configs/{p.relative_to(ROOT / 'configs')}"
-             for p in (ROOT / "configs").rglob("*.gin")}
+  shipped = {
+    f"stepcoder_jax/configs/{p.relative_to(ROOT / 'configs')}"
+    for p in (ROOT / "configs").rglob("*.gin")
+  }
   assert "stepcoder_jax/configs/experiments/cpu_demo_gemma.gin" in shipped
   assert shipped <= names, sorted(shipped - names)
   requires = meta.get_all("Requires-Dist")
@@ -79,15 +108,22 @@ def test_wheel_holds_configs_and_dependencies_and_runs_outside_the_repo(tmp_path
   elsewhere = tmp_path / "elsewhere"
   elsewhere.mkdir()
   exe = str(venv / "bin" / "stepcoder-jax")
-  where = _run([str(venv / "bin" / "python"), "-c",
-                "import stepcoder_jax, stepcoder_jax.gin_setup as g; "
-                "print(stepcoder_jax.__file__); print(g.configs_dir())"], cwd=elsewhere)
+  where = _run(
+    [
+      str(venv / "bin" / "python"),
+      "-c",
+      "import stepcoder_jax, stepcoder_jax.gin_setup as g; "
+      "print(stepcoder_jax.__file__); print(g.configs_dir())",
+    ],
+    cwd=elsewhere,
+  )
   module, configs = where.stdout.split()
   assert module.startswith(str(venv)) and configs.startswith(str(venv)), where.stdout
 
   env = dict(os.environ, STEPCODER_JAX_CACHE=str(tmp_path / "cache"))
-  cfg = _run([exe, "config", "--gin_file", "experiments/cpu_demo_gemma.gin"], cwd=elsewhere,
-             env=env)
+  cfg = _run(
+    [exe, "config", "--gin_file", "experiments/cpu_demo_gemma.gin"], cwd=elsewhere, env=env
+  )
   assert "model.path = 'gemma3-270m'" in cfg.stdout, cfg.stdout[:2000]
   # sft -> train -> eval -> export from the installed wheel, outside the repository:
   # tests/test_own_model_guide.py runs docs/own_model.md's commands with this environment.

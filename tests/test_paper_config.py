@@ -1,5 +1,6 @@
 """configs/experiments/paper_6.7b_tpu.gin: every value names its source, and the configuration
 passes the trainer's checks (issue 10.10)."""
+
 import re
 from pathlib import Path
 
@@ -17,8 +18,9 @@ def test_every_binding_names_its_source():
   for i, line in enumerate(lines):
     if BINDING.match(line):
       # its own comment, or a comment line directly above (a long tag that needs its own line)
-      if not (SOURCE.search(line) or (i and lines[i - 1].startswith("#")
-                                      and SOURCE.search(lines[i - 1]))):
+      if not (
+        SOURCE.search(line) or (i and lines[i - 1].startswith("#") and SOURCE.search(lines[i - 1]))
+      ):
         unsourced.append(line)
   assert not unsourced, unsourced
 
@@ -34,4 +36,5 @@ def test_paper_config_passes_the_training_checks():
     fgo.check_config(FGOConfig().enabled, ExecutionConfig().coverage)
   finally:
     import gin
+
     gin.clear_config()

@@ -1,4 +1,5 @@
 """PPO: GAE by hand, FGO-masked gradients, clipping boundaries, the jitted step on a tiny model."""
+
 import dataclasses
 
 import jax
@@ -13,8 +14,10 @@ from stepcoder_jax.rl.config import PPOConfig
 def policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps):
   """Reference: the clipped policy loss averaged over mask, built on ppo.policy_loss_terms."""
   loss, clipped, kl = ppo.policy_loss_terms(logprobs, old_logprobs, advantages, mask, clip_eps)
-  return ppo.masked_mean(loss, mask), {"clip_frac": ppo.masked_mean(clipped, mask),
-                                       "approx_kl": ppo.masked_mean(kl, mask)}
+  return ppo.masked_mean(loss, mask), {
+    "clip_frac": ppo.masked_mean(clipped, mask),
+    "approx_kl": ppo.masked_mean(kl, mask),
+  }
 
 
 def value_loss(values, old_values, returns, mask, value_clip):
@@ -37,10 +40,8 @@ def test_gae_matches_hand_computation():
   # row 0: d4 = 0.8, d3 = 0.18 - 0.4 = -0.22, d2 = 0.36 - 0.5 = -0.14
   #        A4 = 0.8, A3 = -0.22 + 0.576 = 0.356, A2 = -0.14 + 0.25632 = 0.11632
   # row 1: d2 = -1 - 2 = -3, d1 = 1.8 - 1 = 0.8; A2 = -3, A1 = 0.8 - 2.16 = -1.36
-  np.testing.assert_allclose(adv, [[0, 0, 0.11632, 0.356, 0.8], [0, -1.36, -3.0, 0, 0]],
-                             atol=1e-6)
-  np.testing.assert_allclose(ret, [[0, 0, 0.61632, 0.756, 1.0], [0, -0.36, -1.0, 0, 0]],
-                             atol=1e-6)
+  np.testing.assert_allclose(adv, [[0, 0, 0.11632, 0.356, 0.8], [0, -1.36, -3.0, 0, 0]], atol=1e-6)
+  np.testing.assert_allclose(ret, [[0, 0, 0.61632, 0.756, 1.0], [0, -0.36, -1.0, 0, 0]], atol=1e-6)
   # gamma = lam = 1: advantage = future reward sum minus the value.
   adv1, _ = ppo.gae(rewards, values, mask, 1.0, 1.0)
   np.testing.assert_allclose(adv1[0, 2:], [0.5, 0.6, 0.8], atol=1e-6)
@@ -132,7 +133,8 @@ def test_clipping_exactly_at_boundary_still_has_gradient(d, sign):
   # Beyond the bound with the opposite advantage: the objective still pulls back, no clip.
   adv_o = -adv
   (_, aux_o), g_o = jax.value_and_grad(
-      lambda lp: policy_loss(lp, old, adv_o, m, eps), has_aux=True)(beyond)
+    lambda lp: policy_loss(lp, old, adv_o, m, eps), has_aux=True
+  )(beyond)
   assert aux_o["clip_frac"] == 0.0 and float(g_o[0, 0]) != 0.0
 
 
@@ -163,6 +165,7 @@ def _tiny_models(seed=0):
   from stepcoder_jax.models.config import ModelConfig
   from stepcoder_jax.models.decoder import Decoder
   from stepcoder_jax.models.value import ValueModel
+
   cfg = ModelConfig.tiny("llama", vocab_size=64, num_layers=1)
   policy = Decoder(cfg, rngs=nnx.Rngs(seed))
   return policy, ValueModel.from_policy(policy)
@@ -171,23 +174,30 @@ def _tiny_models(seed=0):
 def _batch(policy, value, b=4, t=16, prompt=6, seed=0):
   """A rollout-shaped batch: left-padded prompts, responses of varying length, right padding."""
   from stepcoder_jax.rl import batching
+
   rng = np.random.default_rng(seed)
   prompts = [list(rng.integers(3, 64, prompt - i % 3)) for i in range(b)]
   responses = [list(rng.integers(3, 64, t - prompt - 1 - i % 4)) + [2] for i in range(b)]
   arr = batching.pack(prompts, responses, 0, prompt_len=prompt, response_len=t - prompt)
   batch = {k: jnp.asarray(v) for k, v in arr.items()}
-  logp = ppo.policy_logprobs(policy, batch["tokens"], batch["positions"], batch["attention_mask"],
-                             chunk=8, with_entropy=False)
+  logp = ppo.policy_logprobs(
+    policy,
+    batch["tokens"],
+    batch["positions"],
+    batch["attention_mask"],
+    chunk=8,
+    with_entropy=False,
+  )
   resp = batch["response_mask"]
   # Rollout log-probs a little off the current policy so ratios differ from 1.
   batch["old_logprobs"] = (logp + 0.05 * jnp.asarray(rng.normal(size=logp.shape))) * resp
   batch["ref_logprobs"] = (logp + 0.1 * jnp.asarray(rng.normal(size=logp.shape))) * resp
-  batch["values"] = ppo.value_estimates(value, batch["tokens"], batch["positions"],
-                                        batch["attention_mask"]) * resp
-  batch["rewards"] = ppo.place_rewards(jnp.array([1.0, -0.3, -0.6, -1.0][:b] * (b // 4 or 1)),
-                                       resp)
+  batch["values"] = (
+    ppo.value_estimates(value, batch["tokens"], batch["positions"], batch["attention_mask"]) * resp
+  )
+  batch["rewards"] = ppo.place_rewards(jnp.array([1.0, -0.3, -0.6, -1.0][:b] * (b // 4 or 1)), resp)
   fgo_mask = np.asarray(resp).copy()
-  fgo_mask[:, prompt + 2:prompt + 5] = 0  # a few unexecuted tokens
+  fgo_mask[:, prompt + 2 : prompt + 5] = 0  # a few unexecuted tokens
   batch["fgo_mask"] = jnp.asarray(fgo_mask)
   return batch
 
@@ -197,8 +207,16 @@ def _leaves_equal(a, b):
 
 
 # One compiled step shared by the tests below (compiling dominates their time on CPU).
-BASE = PPOConfig(policy_lr=1e-3, value_lr=1e-3, logprob_chunk=8, kl_coef=0.1, shuffle=False,
-                 max_grad_norm=0.0, value_max_grad_norm=0.0, adam_eps=1e-3)
+BASE = PPOConfig(
+  policy_lr=1e-3,
+  value_lr=1e-3,
+  logprob_chunk=8,
+  kl_coef=0.1,
+  shuffle=False,
+  max_grad_norm=0.0,
+  value_max_grad_norm=0.0,
+  adam_eps=1e-3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +232,12 @@ def test_ppo_step_fgo_off_equals_mask_of_ones_same_compiled_fn(setup):
   _, _, batch, state, step = setup
   resp = np.asarray(batch["response_mask"])
   # FGO off: the rollout builds every row's mask with enabled=False (int8 ones).
-  off = np.stack([fgo.token_mask("x", [(0, 1)] * resp.shape[1], {1}, {1, 2}, "failed",
-                                 enabled=False) for _ in resp])
+  off = np.stack(
+    [
+      fgo.token_mask("x", [(0, 1)] * resp.shape[1], {1}, {1, 2}, "failed", enabled=False)
+      for _ in resp
+    ]
+  )
   s_off, m_off = step(state, ppo.Batch.of({**batch, "fgo_mask": off}))
   ones = jnp.ones_like(batch["fgo_mask"])
   s_ones, m_ones = step(state, ppo.Batch.of({**batch, "fgo_mask": ones}))
@@ -235,12 +257,19 @@ def test_ppo_step_policy_loss_matches_vanilla_ppo(setup):
   cfg = BASE
   _, met = step(state, ppo.Batch.of({**batch, "fgo_mask": jnp.ones_like(batch["fgo_mask"])}))
   resp = batch["response_mask"]
-  shaped = ppo.kl_penalized_rewards(batch["rewards"], batch["old_logprobs"],
-                                    batch["ref_logprobs"], resp, cfg.kl_coef)
+  shaped = ppo.kl_penalized_rewards(
+    batch["rewards"], batch["old_logprobs"], batch["ref_logprobs"], resp, cfg.kl_coef
+  )
   adv, ret = ppo.gae(shaped, batch["values"], resp, cfg.gamma, cfg.lam)
   adv = ppo.masked_whiten(adv, resp)
-  logp = ppo.policy_logprobs(policy, batch["tokens"], batch["positions"],
-                             batch["attention_mask"], chunk=8, with_entropy=False)
+  logp = ppo.policy_logprobs(
+    policy,
+    batch["tokens"],
+    batch["positions"],
+    batch["attention_mask"],
+    chunk=8,
+    with_entropy=False,
+  )
   want, aux = policy_loss(logp, batch["old_logprobs"], adv, resp, cfg.clip_eps)
   np.testing.assert_allclose(met["policy_loss"], want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(met["clip_frac"], aux["clip_frac"], atol=1e-6)
@@ -265,19 +294,30 @@ def test_grad_accum_matches_one_big_microbatch(setup):
 def test_ppo_step_reduces_losses_on_a_fixed_batch():
   policy, value = _tiny_models()
   batch = _batch(policy, value)
-  cfg = PPOConfig(policy_lr=3e-3, value_lr=3e-3, logprob_chunk=8, epochs=4, minibatches=2,
-                  kl_coef=0.01, clip_eps=10.0, value_clip=0.0, adaptive_kl=True)
+  cfg = PPOConfig(
+    policy_lr=3e-3,
+    value_lr=3e-3,
+    logprob_chunk=8,
+    epochs=4,
+    minibatches=2,
+    kl_coef=0.01,
+    clip_eps=10.0,
+    value_clip=0.0,
+    adaptive_kl=True,
+  )
   pgd, vgd, state = ppo.init_train_state(policy, value, cfg)
   step = ppo.make_ppo_step(pgd, vgd, cfg, donate=True)
   resp = batch["response_mask"]
-  shaped = ppo.kl_penalized_rewards(batch["rewards"], batch["old_logprobs"],
-                                    batch["ref_logprobs"], resp, cfg.kl_coef)
+  shaped = ppo.kl_penalized_rewards(
+    batch["rewards"], batch["old_logprobs"], batch["ref_logprobs"], resp, cfg.kl_coef
+  )
   adv, ret = ppo.gae(shaped, batch["values"], resp, cfg.gamma, cfg.lam)
   adv = ppo.masked_whiten(adv, resp)
   mask = resp * batch["fgo_mask"]
 
   def losses(st):
     from flax import nnx
+
     pol = nnx.merge(pgd, st.policy, st.policy_rest)
     val = nnx.merge(vgd, st.value, st.value_rest)
     args = (batch["tokens"], batch["positions"], batch["attention_mask"])
@@ -311,14 +351,16 @@ def test_bad_batch_fails_before_compiling(setup):
 
 def test_explicit_shardings_pass_through_to_jit(setup):
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
   policy, value, batch, state, step = setup
   mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
   rep = NamedSharding(mesh, PartitionSpec())
   rows = NamedSharding(mesh, PartitionSpec("data"))
   batch_sh = ppo.Batch(**{k: rows for k in ppo.batch_fields(BASE)})
   pgd, vgd, _ = ppo.init_train_state(policy, value, BASE)
-  sharded = ppo.make_ppo_step(pgd, vgd, BASE, in_shardings=(rep, batch_sh),
-                              out_shardings=(rep, rep), donate=False)
+  sharded = ppo.make_ppo_step(
+    pgd, vgd, BASE, in_shardings=(rep, batch_sh), out_shardings=(rep, rep), donate=False
+  )
   s1, m1 = step(state, ppo.Batch.of(batch))
   s2, m2 = sharded(state, ppo.Batch.of(batch))
   assert all(x.sharding == rep for x in jax.tree.leaves(s2))
@@ -336,13 +378,15 @@ def test_response_start_projects_only_response_columns_with_the_same_values(setu
   assert float(jnp.abs(part[:, :6]).max()) == 0.0
   # the step built with response_start takes the same update as the full one
   s_full = ppo.make_ppo_step(*ppo.init_train_state(policy, value, BASE)[:2], BASE, donate=False)
-  s_part = ppo.make_ppo_step(*ppo.init_train_state(policy, value, BASE)[:2], BASE, donate=False,
-                             response_start=6)
+  s_part = ppo.make_ppo_step(
+    *ppo.init_train_state(policy, value, BASE)[:2], BASE, donate=False, response_start=6
+  )
   a, ma = s_full(state, ppo.Batch.of(batch))
   b, mb = s_part(state, ppo.Batch.of(batch))
   for k in ma:
-    np.testing.assert_allclose(np.asarray(mb[k]), np.asarray(ma[k]), rtol=1e-5, atol=1e-6,
-                               err_msg=k)
+    np.testing.assert_allclose(
+      np.asarray(mb[k]), np.asarray(ma[k]), rtol=1e-5, atol=1e-6, err_msg=k
+    )
 
 
 def test_policy_loss_is_normalized_by_response_tokens_not_fgo_kept_tokens(setup):
@@ -351,12 +395,19 @@ def test_policy_loss_is_normalized_by_response_tokens_not_fgo_kept_tokens(setup)
   policy, _, batch, state, step = setup
   _, met = step(state, ppo.Batch.of(batch))
   resp = batch["response_mask"]
-  shaped = ppo.kl_penalized_rewards(batch["rewards"], batch["old_logprobs"],
-                                    batch["ref_logprobs"], resp, BASE.kl_coef)
+  shaped = ppo.kl_penalized_rewards(
+    batch["rewards"], batch["old_logprobs"], batch["ref_logprobs"], resp, BASE.kl_coef
+  )
   adv, _ = ppo.gae(shaped, batch["values"], resp, BASE.gamma, BASE.lam)
   adv = ppo.masked_whiten(adv, resp, min_std=BASE.whiten_min_std)
-  logp = ppo.policy_logprobs(policy, batch["tokens"], batch["positions"],
-                             batch["attention_mask"], chunk=8, with_entropy=False)
+  logp = ppo.policy_logprobs(
+    policy,
+    batch["tokens"],
+    batch["positions"],
+    batch["attention_mask"],
+    chunk=8,
+    with_entropy=False,
+  )
   kept = resp * batch["fgo_mask"]
   terms, _, _ = ppo.policy_loss_terms(logp, batch["old_logprobs"], adv, kept, BASE.clip_eps)
   assert float(jnp.sum(kept)) < float(jnp.sum(resp))  # the mask really drops tokens

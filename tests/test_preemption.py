@@ -9,6 +9,7 @@ rather than after a delay, so the iteration each one falls in never depends on m
 comparison with the uninterrupted run is the kill-and-resume test's (tests/test_trainer.py): every
 array of the final checkpoint, its curriculum, and the last metrics row, exactly.
 """
+
 import json
 import os
 import shlex
@@ -28,17 +29,26 @@ from test_trainer import _final_state, _metrics
 ROOT = Path(__file__).resolve().parent.parent
 HELPERS = Path(__file__).resolve().parent / "preemption_helpers.py"
 # No periodic checkpoints: the only one before the end is the one the stop writes.
-TRAIN = ["train", "--gin_file=experiments/tiny_cpu.gin", "--iterations=2",
-         "--gin.train.eval_every=0", "--gin.execution.workers=1",
-         "--gin.checkpoint.save_interval_steps=100"]
+TRAIN = [
+  "train",
+  "--gin_file=experiments/tiny_cpu.gin",
+  "--iterations=2",
+  "--gin.train.eval_every=0",
+  "--gin.execution.workers=1",
+  "--gin.checkpoint.save_interval_steps=100",
+]
 
 
 def _env(tmp_path, **extra):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             # The runs of a test compile the same programs: the first one's XLA executables
-             # serve the others (the same code, so the same results; only faster).
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", **extra)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    # The runs of a test compile the same programs: the first one's XLA executables
+    # serve the others (the same code, so the same results; only faster).
+    JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla_cache"),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    **extra,
+  )
   env.setdefault("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
   return env
 
@@ -70,19 +80,25 @@ def test_train_stopped_mid_iteration_saves_exits_0_and_resumes_exactly(tmp_path)
 
   def train(work, *entry, **kw):
     argv = [sys.executable, *(entry or ["-m", "stepcoder_jax"]), *TRAIN, f"--work_dir={work}"]
-    p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                       env=dict(env, **kw))
+    p = subprocess.run(
+      argv, cwd=ROOT, capture_output=True, text=True, timeout=900, env=dict(env, **kw)
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     return p
 
   train(ref)
   # SIGTERM while iteration 1 is being judged; SIGINT during the save that follows (a second
   # signal must let the save finish).
-  p = train(stopped, str(HELPERS), PREEMPT_PLAN=json.dumps(
-      {"0": [[plan.SUBMIT, 1, "SIGTERM"], [plan.SAVE, 1, "SIGINT"]]}))
+  p = train(
+    stopped,
+    str(HELPERS),
+    PREEMPT_PLAN=json.dumps({"0": [[plan.SUBMIT, 1, "SIGTERM"], [plan.SAVE, 1, "SIGINT"]]}),
+  )
   line = p.stdout.strip().splitlines()[-1]
-  assert line.startswith(f"stopped by SIGTERM after iteration 1: saved {stopped}/checkpoints/1; "
-                         "to resume, run the same command: "), line
+  assert line.startswith(
+    f"stopped by SIGTERM after iteration 1: saved {stopped}/checkpoints/1; "
+    "to resume, run the same command: "
+  ), line
   assert shlex.split(line.split("run the same command: ", 1)[1])[-1] == f"--work_dir={stopped}"
   assert "SIGINT received during the save: finishing the save first" in p.stderr
   assert [r["step"] for r in _metrics(stopped)] == [1]  # the metrics of iteration 1 flushed
@@ -97,18 +113,34 @@ def test_train_stopped_mid_iteration_saves_exits_0_and_resumes_exactly(tmp_path)
 
 
 @pytest.mark.slow
-def test_sft_stopped_mid_run_saves_exits_0_and_resumes_exactly(tmp_path, monkeypatch, capsys,
-                                                                caplog):
+def test_sft_stopped_mid_run_saves_exits_0_and_resumes_exactly(
+  tmp_path, monkeypatch, capsys, caplog
+):
   from test_sft_early_stop import _split
+
   problems = tmp_path / "train.jsonl"
   problems.write_text("".join(p.to_json() + "\n" for p in _split()[0]))
 
   def sft(out):
-    return cli.main(["sft", "--model", "tiny-llama", "--problems", str(problems), "--out",
-                     str(out), "--steps", "8", "--gin.sft.batch_size=2",
-                     "--gin.sft.learning_rate=0.01", "--gin.sft.warmup_steps=0",
-                     "--gin.sft.cccs_stages=False", "--gin.sft.save_every=100",
-                     "--gin.sft.nll_examples=0"])
+    return cli.main(
+      [
+        "sft",
+        "--model",
+        "tiny-llama",
+        "--problems",
+        str(problems),
+        "--out",
+        str(out),
+        "--steps",
+        "8",
+        "--gin.sft.batch_size=2",
+        "--gin.sft.learning_rate=0.01",
+        "--gin.sft.warmup_steps=0",
+        "--gin.sft.cccs_stages=False",
+        "--gin.sft.save_every=100",
+        "--gin.sft.nll_examples=0",
+      ]
+    )
 
   stopped, ref = tmp_path / "stopped", tmp_path / "plain"
   with monkeypatch.context() as m:  # SIGINT while step 3's metrics are written
@@ -116,10 +148,14 @@ def test_sft_stopped_mid_run_saves_exits_0_and_resumes_exactly(tmp_path, monkeyp
     assert sft(stopped) == 0
   out = capsys.readouterr().out.strip().splitlines()
   assert len(out) == 1 and out[0].startswith(
-      f"stopped by SIGINT after step 3: saved {stopped}/checkpoints/3; to resume, "), out
+    f"stopped by SIGINT after step 3: saved {stopped}/checkpoints/3; to resume, "
+  ), out
   assert sorted(p.name for p in (stopped / "checkpoints").iterdir() if p.name.isdigit()) == ["3"]
-  assert [json.loads(l)["step"] for l in (stopped / "metrics.jsonl").read_text().splitlines()] \
-      == [1, 2, 3]
+  assert [json.loads(l)["step"] for l in (stopped / "metrics.jsonl").read_text().splitlines()] == [
+    1,
+    2,
+    3,
+  ]
   assert not (stopped / "model.safetensors").exists()  # not finished: no model yet
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
 
@@ -131,8 +167,10 @@ def test_sft_stopped_mid_run_saves_exits_0_and_resumes_exactly(tmp_path, monkeyp
   for key in ("steps_run", "last_loss", "finished"):
     assert got[key] == want[key], key
   assert (stopped / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
-  strip = lambda d: [{k: v for k, v in json.loads(l).items() if k != "time"}
-                     for l in (d / "metrics.jsonl").read_text().splitlines()]
+  strip = lambda d: [
+    {k: v for k, v in json.loads(l).items() if k != "time"}
+    for l in (d / "metrics.jsonl").read_text().splitlines()
+  ]
   assert strip(stopped) == strip(ref)
   assert preemption.read_marker(stopped) is None
 
@@ -152,16 +190,36 @@ def test_pod_processes_signalled_at_different_points_save_the_same_iteration(tmp
   def pod(name, *entry, **kw):
     logs = tmp_path / f"{name}_logs"
     p = subprocess.run(
-        ["bash", "launch/local_pod.sh", "2", "-d", "1", "--logdir", str(logs), *entry, "--",
-         *TRAIN, f"--work_dir={tmp_path / name}"],
-        cwd=ROOT, env=dict(env, **kw), capture_output=True, text=True, timeout=900)
+      [
+        "bash",
+        "launch/local_pod.sh",
+        "2",
+        "-d",
+        "1",
+        "--logdir",
+        str(logs),
+        *entry,
+        "--",
+        *TRAIN,
+        f"--work_dir={tmp_path / name}",
+      ],
+      cwd=ROOT,
+      env=dict(env, **kw),
+      capture_output=True,
+      text=True,
+      timeout=900,
+    )
     text = [(logs / f"proc_{i}.log").read_text() for i in range(2)]
     assert p.returncode == 0, (p.stderr + "\n".join(text))[-4000:]
     return p.stdout, text
 
   pod("ref")
-  out, logs = pod("stopped", "--entry", f"{sys.executable} {HELPERS}", PREEMPT_PLAN=json.dumps(
-      {"0": [[plan.SUBMIT, 1, "SIGTERM"]], "1": [[plan.SAVE, 1, "SIGTERM"]]}))
+  out, logs = pod(
+    "stopped",
+    "--entry",
+    f"{sys.executable} {HELPERS}",
+    PREEMPT_PLAN=json.dumps({"0": [[plan.SUBMIT, 1, "SIGTERM"]], "1": [[plan.SAVE, 1, "SIGTERM"]]}),
+  )
   work = tmp_path / "stopped"
   for i, log in enumerate(logs):
     assert f"process {i}: stopped after iteration 1, saved {work}/checkpoints/1" in log, log
@@ -221,8 +279,9 @@ async def killed(*a, **k):
 atomicity.on_commit_callback = killed  # the commit: rename (local) or commit file (GCS)
 c.save(2, {{"policy": {{"w": np.arange(4.0) + 1}}}}, force=True)
 """
-  p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                     timeout=120)
+  p = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+  )
   assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
   left = sorted(x.name for x in tmp_path.iterdir())
   assert "1" in left and "2" not in left
@@ -230,6 +289,7 @@ c.save(2, {{"policy": {{"w": np.arange(4.0) + 1}}}}, force=True)
 
   from stepcoder_jax import checkpoint as ck
   from stepcoder_jax.config import CheckpointConfig
+
   with ck.Checkpointer(tmp_path, CheckpointConfig(async_save=False), items=("policy",)) as c:
     assert c.latest_step() == 1
     trees, _ = c.restore()
@@ -254,11 +314,24 @@ while not got:
 time.sleep(0.2)  # a second signal, were one sent, would arrive meanwhile
 (d / f"got{{i}}").write_text(str(len(got)))
 """)
-  p = subprocess.Popen(["bash", "launch/local_pod.sh", "2", "--logdir", str(tmp_path / "logs"),
-                        "--entry", f"{sys.executable} {entry}"], cwd=ROOT,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  p = subprocess.Popen(
+    [
+      "bash",
+      "launch/local_pod.sh",
+      "2",
+      "--logdir",
+      str(tmp_path / "logs"),
+      "--entry",
+      f"{sys.executable} {entry}",
+    ],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   try:
     import time
+
     deadline = time.time() + 60
     while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
       assert p.poll() is None and time.time() < deadline, p.communicate()
@@ -275,6 +348,7 @@ time.sleep(0.2)  # a second signal, were one sent, would arrive meanwhile
 def test_an_ablation_stage_that_stopped_on_a_signal_is_not_marked_done(tmp_path):
   """Stopped and finished train/sft stages both exit 0; STOPPED.json tells them apart."""
   from stepcoder_jax.ablation import stages as ablation
+
   stage = ablation.Stage("train_x", tmp_path / "train", (), module="this")  # exits 0
   stage.out.mkdir()
   preemption.write_marker(stage.out, {"signal": "SIGTERM"})

@@ -2,6 +2,7 @@
 restored elsewhere comes back with every finished result, and without the markers of the stages
 whose outputs (files, weights) are not published, so `ablate` reruns exactly those. The published
 ablation (docs/results/ablation/) gives back its own report."""
+
 import json
 import shlex
 import shutil
@@ -27,8 +28,12 @@ def _done(d: Path, **extra) -> None:
 
 
 def _sh(script: str, *args: Path) -> subprocess.CompletedProcess:
-  return subprocess.run(["bash", str(ROOT / "scripts" / script), *map(str, args)],
-                        capture_output=True, text=True, check=False)
+  return subprocess.run(
+    ["bash", str(ROOT / "scripts" / script), *map(str, args)],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
 
 
 @pytest.fixture()
@@ -69,20 +74,29 @@ def test_publish_then_restore_brings_back_results_not_unpublished_stages(run_dir
   res = _sh("restore_ablation.sh", pub, back)
   assert res.returncode == 0, res.stderr
   # Finished results are back where the report and the stage skipping read them.
-  for rel in ("evals/base/greedy/DONE.json", "evals/base/greedy/eval.json",
-              "evals/base/greedy/eval_subtask.json", "evals/base/sampled/eval.json",
-              "arms/ppo/train/DONE.json", "arms/ppo/model/DONE.json",
-              "tune/lr/TUNE.json", "tune/lr/train/metrics.jsonl",
-              "tune/evals/sft/greedy/eval.json", "tune/evals/sft/greedy/DONE.json",
-              "sft_trials/lr3e-5/TRIAL.json"):
+  for rel in (
+    "evals/base/greedy/DONE.json",
+    "evals/base/greedy/eval.json",
+    "evals/base/greedy/eval_subtask.json",
+    "evals/base/sampled/eval.json",
+    "arms/ppo/train/DONE.json",
+    "arms/ppo/model/DONE.json",
+    "tune/lr/TUNE.json",
+    "tune/lr/train/metrics.jsonl",
+    "tune/evals/sft/greedy/eval.json",
+    "tune/evals/sft/greedy/DONE.json",
+    "sft_trials/lr3e-5/TRIAL.json",
+  ):
     assert (back / rel).read_bytes() == (run_dir / rel).read_bytes(), rel
-  assert (back / "arms/ppo/train/metrics.jsonl").read_text() == \
-      (run_dir / "arms/ppo/train/metrics.jsonl").read_text()
+  assert (back / "arms/ppo/train/metrics.jsonl").read_text() == (
+    run_dir / "arms/ppo/train/metrics.jsonl"
+  ).read_text()
   # Stages whose outputs a later stage loads come back unfinished, so they rerun.
   for d in ("data", "data/vocab", "sft"):
     assert stages.read_done(back / d) is None, d
-  assert (back / "sft/published_metrics.jsonl").read_text() == \
-      (run_dir / "sft/metrics.jsonl").read_text()
+  assert (back / "sft/published_metrics.jsonl").read_text() == (
+    run_dir / "sft/metrics.jsonl"
+  ).read_text()
   # A killed arm's partial log is not restored: its training restarts from iteration 0.
   assert not (back / "arms/cccs/train").exists()
 
@@ -101,7 +115,7 @@ def _published_argv(report: str, out: Path, mbpp: Path) -> list[str]:
   """The `ablate` command line the published report records, on this checkout: our run
   directory, a stand-in MBPP file, the gin file from this repository's configs/."""
   line = next(l for l in report.splitlines() if l.startswith("- command: `"))
-  argv = shlex.split(line[len("- command: `"):-1])[1:]  # ablate ..., without stepcoder-jax
+  argv = shlex.split(line[len("- command: `") : -1])[1:]  # ablate ..., without stepcoder-jax
   swap = {"--out": str(out), "--mbpp": str(mbpp)}
   for i, a in enumerate(argv[:-1]):
     if a in swap:

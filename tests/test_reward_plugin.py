@@ -1,5 +1,6 @@
 """The reward plug-in (gin `reward.fn`, or `reward=` of the Python API): it receives the problem,
 the completion and the judge's per-test verdicts, and its value is the reward PPO trains on."""
+
 from __future__ import annotations
 
 import gin
@@ -11,11 +12,16 @@ from stepcoder_jax.errors import UserError
 from stepcoder_jax.execution import ExecutionPool, Job
 from stepcoder_jax.execution.config import ExecutionConfig, RewardConfig
 
-CLAMP = Problem(id="mine/clamp", question="Write clamp(x, lo, hi).", test_kind="call",
-                fn_name="clamp", inputs=[[5, 0, 10], [-3, 0, 10], [12, 0, 10]],
-                outputs=[5, 0, 10],
-                canonical_solution="def clamp(x, lo, hi):\n    if x < lo:\n        return lo\n"
-                                   "    if x > hi:\n        return hi\n    return x\n")
+CLAMP = Problem(
+  id="mine/clamp",
+  question="Write clamp(x, lo, hi).",
+  test_kind="call",
+  fn_name="clamp",
+  inputs=[[5, 0, 10], [-3, 0, 10], [12, 0, 10]],
+  outputs=[5, 0, 10],
+  canonical_solution="def clamp(x, lo, hi):\n    if x < lo:\n        return lo\n"
+  "    if x > hi:\n        return hi\n    return x\n",
+)
 HALF = "def clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    return x\n"  # 2 of 3 pass
 
 
@@ -67,9 +73,15 @@ def test_api_train_trains_on_the_plugin_reward(tmp_path):
     calls.append((problem, completion, result))
     return 0.25
 
-  run = scj.train("tiny-llama", [CLAMP], tmp_path / "rl", iterations=1,
-                  reward=constant, gin_files=["experiments/tiny_cpu.gin"],
-                  gin={"train.eval_every": 0, "execution.workers": 1})
+  run = scj.train(
+    "tiny-llama",
+    [CLAMP],
+    tmp_path / "rl",
+    iterations=1,
+    reward=constant,
+    gin_files=["experiments/tiny_cpu.gin"],
+    gin={"train.eval_every": 0, "execution.workers": 1},
+  )
   assert len(run.history) == 1 and run.history[0]["reward_mean"] == 0.25
   assert 0.0 < run.history[0]["fgo_mask_density"] <= 1.0  # FGO still masks from coverage
   assert calls  # every judged rollout row went through the plug-in
@@ -84,8 +96,12 @@ def test_api_train_trains_on_the_plugin_reward(tmp_path):
 def test_api_judge_takes_records_and_a_plugin():
   import stepcoder_jax as scj
 
-  results = scj.judge([CLAMP.to_dict()], [("mine/clamp", HALF), ("mine/clamp", "x = (")],
-                      reward=share_of_tests, gin={"execution.workers": 1})
+  results = scj.judge(
+    [CLAMP.to_dict()],
+    [("mine/clamp", HALF), ("mine/clamp", "x = (")],
+    reward=share_of_tests,
+    gin={"execution.workers": 1},
+  )
   assert [r.outcome for r in results] == ["failed", "compile_error"]
   assert [r.reward for r in results] == [pytest.approx(2 / 3), 0.0]
   with pytest.raises(UserError, match="'nope', which is not among the problems"):

@@ -1,4 +1,5 @@
 """benchmarks/rl_iteration.py --tiny runs both sides end to end and reports what it promises."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,26 @@ def test_tiny_run_reports_both_sides_and_ends_with_the_speedup(tmp_path):
   pytest.importorskip("trl")
   out = tmp_path / "r.json"
   proc = subprocess.run(
-      [sys.executable, str(ROOT / "benchmarks" / "rl_iteration.py"), "--tiny", "--sides",
-       "trl,grpo", "--prompts", "2", "--group", "2", "--max_new_tokens", "8", "--json",
-       str(out)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    [
+      sys.executable,
+      str(ROOT / "benchmarks" / "rl_iteration.py"),
+      "--tiny",
+      "--sides",
+      "trl,grpo",
+      "--prompts",
+      "2",
+      "--group",
+      "2",
+      "--max_new_tokens",
+      "8",
+      "--json",
+      str(out),
+    ],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=900,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   last = proc.stdout.strip().splitlines()[-1]
   assert re.fullmatch(r"speedup vs TRL: \d+\.\d\dx", last), last

@@ -1,4 +1,5 @@
 """The jitted sampler against transformers' greedy generate and a full forward pass."""
+
 from __future__ import annotations
 
 import jax
@@ -51,13 +52,25 @@ def test_pad_prompts_left_pads_to_bucket():
 def test_greedy_equals_transformers_generate(tiny):
   torch_model, cfg, decoder, tok = tiny
   n = 24
-  out = sampling.generate_ids(decoder, _ids(tok), SamplingConfig(max_new_tokens=n),
-                              jax.random.key(0), cfg.eos_ids, tok.pad_token_id)
+  out = sampling.generate_ids(
+    decoder,
+    _ids(tok),
+    SamplingConfig(max_new_tokens=n),
+    jax.random.key(0),
+    cfg.eos_ids,
+    tok.pad_token_id,
+  )
   enc = tok(PROMPTS, padding=True, return_tensors="pt")
   with torch.no_grad():
-    ref = torch_model.generate(**enc, do_sample=False, max_new_tokens=n, min_new_tokens=0,
-                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-  ref = ref[:, enc["input_ids"].shape[1]:].numpy()
+    ref = torch_model.generate(
+      **enc,
+      do_sample=False,
+      max_new_tokens=n,
+      min_new_tokens=0,
+      eos_token_id=tok.eos_token_id,
+      pad_token_id=tok.pad_token_id,
+    )
+  ref = ref[:, enc["input_ids"].shape[1] :].numpy()
   ref = np.pad(ref, ((0, 0), (0, n - ref.shape[1])), constant_values=tok.pad_token_id)
   np.testing.assert_array_equal(out.tokens, ref)
   assert len(set(map(tuple, out.tokens))) == len(PROMPTS)  # rows really differ
@@ -66,16 +79,28 @@ def test_greedy_equals_transformers_generate(tiny):
 def test_top_k_1_equals_greedy(tiny):
   _, cfg, decoder, tok = tiny
   ids = _ids(tok)
-  greedy = sampling.generate_ids(decoder, ids, SamplingConfig(max_new_tokens=16),
-                                 jax.random.key(0), (), 0)
+  greedy = sampling.generate_ids(
+    decoder, ids, SamplingConfig(max_new_tokens=16), jax.random.key(0), (), 0
+  )
   for key in (1, 2):
-    topk = sampling.generate_ids(decoder, ids, SamplingConfig(max_new_tokens=16, temperature=1.5,
-                                                              top_k=1), jax.random.key(key), (), 0)
+    topk = sampling.generate_ids(
+      decoder,
+      ids,
+      SamplingConfig(max_new_tokens=16, temperature=1.5, top_k=1),
+      jax.random.key(key),
+      (),
+      0,
+    )
     np.testing.assert_array_equal(topk.tokens, greedy.tokens)
   # A tiny nucleus keeps only the most likely token too (full-vocabulary top-p path).
   nucleus = sampling.generate_ids(
-      decoder, ids, SamplingConfig(max_new_tokens=16, temperature=1.0, top_p=1e-6),
-      jax.random.key(3), (), 0)
+    decoder,
+    ids,
+    SamplingConfig(max_new_tokens=16, temperature=1.0, top_p=1e-6),
+    jax.random.key(3),
+    (),
+    0,
+  )
   np.testing.assert_array_equal(nucleus.tokens, greedy.tokens)
 
 
@@ -92,15 +117,17 @@ def test_sampling_depends_on_seed_and_is_reproducible(tiny):
 def test_eos_stops_one_row_while_others_continue(tiny):
   _, cfg, decoder, tok = tiny
   n = 12
-  free = sampling.generate_ids(decoder, _ids(tok), SamplingConfig(max_new_tokens=n),
-                               jax.random.key(0), (), 0)
+  free = sampling.generate_ids(
+    decoder, _ids(tok), SamplingConfig(max_new_tokens=n), jax.random.key(0), (), 0
+  )
   # Make row 0's 4th token an EOS id, choosing one that rows 1 and 2 never emit.
   stop_tok = int(free.tokens[0, 3])
   assert stop_tok not in free.tokens[0, :3]
   if stop_tok in free.tokens[1:]:
     pytest.skip("greedy rows share the chosen token; pick another seed")
-  out = sampling.generate_ids(decoder, _ids(tok), SamplingConfig(max_new_tokens=n),
-                              jax.random.key(0), (stop_tok,), pad_id=0)
+  out = sampling.generate_ids(
+    decoder, _ids(tok), SamplingConfig(max_new_tokens=n), jax.random.key(0), (stop_tok,), pad_id=0
+  )
   assert out.lengths.tolist() == [4, n, n]
   assert out.finished.tolist() == [True, False, False]
   np.testing.assert_array_equal(out.tokens[0, :4], free.tokens[0, :4])
@@ -110,24 +137,36 @@ def test_eos_stops_one_row_while_others_continue(tiny):
 
 def test_all_rows_done_ends_loop_early(tiny):
   _, cfg, decoder, tok = tiny
-  free = sampling.generate_ids(decoder, _ids(tok, PROMPTS[:1]), SamplingConfig(max_new_tokens=8),
-                               jax.random.key(0), (), 0)
+  free = sampling.generate_ids(
+    decoder, _ids(tok, PROMPTS[:1]), SamplingConfig(max_new_tokens=8), jax.random.key(0), (), 0
+  )
   first = int(free.tokens[0, 0])
-  out = sampling.generate_ids(decoder, _ids(tok, PROMPTS[:1]), SamplingConfig(max_new_tokens=8),
-                              jax.random.key(0), (first,), 0)
+  out = sampling.generate_ids(
+    decoder,
+    _ids(tok, PROMPTS[:1]),
+    SamplingConfig(max_new_tokens=8),
+    jax.random.key(0),
+    (first,),
+    0,
+  )
   assert out.lengths.tolist() == [1] and out.finished.tolist() == [True]
 
 
 def test_stop_strings_truncate(tiny):
   _, cfg, decoder, tok = tiny
-  base = sampling.generate_text(decoder, tok, PROMPTS[:2], SamplingConfig(max_new_tokens=24),
-                                eos_ids=())
+  base = sampling.generate_text(
+    decoder, tok, PROMPTS[:2], SamplingConfig(max_new_tokens=24), eos_ids=()
+  )
   text = base[0].text
   stop = text[8:11]
   cut = text.find(stop)
-  out = sampling.generate_text(decoder, tok, PROMPTS[:2],
-                               SamplingConfig(max_new_tokens=24, stop_strings=(stop, "\x00\x00")),
-                               eos_ids=())
+  out = sampling.generate_text(
+    decoder,
+    tok,
+    PROMPTS[:2],
+    SamplingConfig(max_new_tokens=24, stop_strings=(stop, "\x00\x00")),
+    eos_ids=(),
+  )
   assert out[0].text == text[:cut] and out[0].finish_reason == "stop"
   keep = len(out[0].token_ids)
   assert out[0].token_ids == base[0].token_ids[:keep] and len(out[0].logprobs) == keep
@@ -140,9 +179,10 @@ def test_logprobs_equal_full_forward_recomputation(tiny):
   _, cfg, decoder, tok = tiny
   sc = SamplingConfig(max_new_tokens=10, temperature=0.7, top_p=0.9)
   prompt_ids = _ids(tok)
-  out = sampling.generate_ids(decoder, prompt_ids, sc, jax.random.key(5), cfg.eos_ids,
-                              tok.pad_token_id)
-  rows = [p + out.tokens[i, :out.lengths[i]].tolist() for i, p in enumerate(prompt_ids)]
+  out = sampling.generate_ids(
+    decoder, prompt_ids, sc, jax.random.key(5), cfg.eos_ids, tok.pad_token_id
+  )
+  rows = [p + out.tokens[i, : out.lengths[i]].tolist() for i, p in enumerate(prompt_ids)]
   tokens, mask = sampling.pad_prompts(rows, tok.pad_token_id, min_bucket=1)
 
   @jax.jit
@@ -167,11 +207,16 @@ def test_buckets_avoid_recompiles(tiny):
   sampling.generate_text(decoder, tok, ["a = 1"], sc)
   before = sampling.compile_count()
   # Another prompt length and max_new_tokens in the same buckets, other temperature and top_p.
-  sampling.generate_text(decoder, tok, ["def g(y):\n    pass"], SamplingConfig(
-      max_new_tokens=7, top_k=3, temperature=1.3, top_p=0.7, stop_strings=("zz",)))
+  sampling.generate_text(
+    decoder,
+    tok,
+    ["def g(y):\n    pass"],
+    SamplingConfig(max_new_tokens=7, top_k=3, temperature=1.3, top_p=0.7, stop_strings=("zz",)),
+  )
   assert sampling.compile_count() == before
-  out = sampling.generate_text(decoder, tok, ["a = 1"], SamplingConfig(
-      max_new_tokens=9, top_k=3, temperature=0.5, top_p=0.9))
+  out = sampling.generate_text(
+    decoder, tok, ["a = 1"], SamplingConfig(max_new_tokens=9, top_k=3, temperature=0.5, top_p=0.9)
+  )
   assert sampling.compile_count() == before + 1  # 9 > 8: the next new-token bucket
   assert len(out[0].token_ids) <= 9
 

@@ -1,4 +1,5 @@
 """SFT on canonical solutions: example construction, the response mask, learning, saving, CLI."""
+
 import dataclasses
 import json
 
@@ -46,7 +47,7 @@ def test_target_is_the_solution_after_the_starter_code_then_the_fence():
   # the sampler's stop string occurs once, at the very end, so the model learns to stop there
   assert text.count("\n```") == 1 and text.endswith("\n```")
   # the judged program is the solution itself (less its final newline, which the stop takes)
-  rest = p.canonical_solution[len(p.starter_code):]
+  rest = p.canonical_solution[len(p.starter_code) :]
   assert rest.endswith("\n")
   assert prompts_lib.strip_stop(text, parts.stop) == rest[:-1]
   assert sft.target_text("x = 1", "") == "x = 1\n```"
@@ -65,7 +66,6 @@ def test_examples_skip_and_count_mismatched_or_long_problems(tiny):
   assert not ex2 and len(skipped2["too_long"]) == 3
 
 
-
 def test_examples_whose_targets_leave_the_output_vocab_are_skipped(tiny):
   """Under model.output_vocab SFT trains over the subset: a target id the policy cannot emit
   would have no probability, so its example is skipped and counted, the others kept."""
@@ -79,6 +79,7 @@ def test_examples_whose_targets_leave_the_output_vocab_are_skipped(tiny):
   assert [e.problem_id for e in ex2] == [e.problem_id for e in ex[1:]]
   assert skipped["outside_output_vocab"] == [ex[0].problem_id]
 
+
 def test_stage_examples_have_the_rl_prompt_of_their_stage(tiny):
   """Each CCCS stage gives an SFT example whose prompt is, token for token, the prompt the
   trainer builds at that stage, and whose target is the rest of the solution and the fence."""
@@ -86,8 +87,11 @@ def test_stage_examples_have_the_rl_prompt_of_their_stage(tiny):
   from stepcoder_jax.rl.config import CCCSConfig
 
   _, tok = tiny
-  probs = [p for p in _short(read_builtin(), 8)
-           if len(cccs.conditional_statements(p.canonical_solution, "if")) >= 2][:2]
+  probs = [
+    p
+    for p in _short(read_builtin(), 8)
+    if len(cccs.conditional_statements(p.canonical_solution, "if")) >= 2
+  ][:2]
   assert probs
   ex, skipped = sft.build_examples(probs, tok, max_len=4096, statements="if")
   assert not any(skipped.values())
@@ -102,7 +106,7 @@ def test_stage_examples_have_the_rl_prompt_of_their_stage(tiny):
       prefix = prompts_lib.code_prefix_for(p, cur.prefix(p))
       assert e.prompt_ids == item.prompt_ids
       assert tok.decode(e.prompt_ids, skip_special_tokens=True) == item.prompt.text
-      assert e.target_text == p.canonical_solution[len(prefix):] + "```"
+      assert e.target_text == p.canonical_solution[len(prefix) :] + "```"
       if k < stages - 1:
         assert prefix.endswith("\n") and e.target_text.lstrip().startswith(("if", "elif"))
       cur.skip_stage(p)
@@ -111,7 +115,8 @@ def test_stage_examples_have_the_rl_prompt_of_their_stage(tiny):
   assert [e.problem_id for e in plain] == [p.id for p in probs]
   last = {e.problem_id: e for e in ex}  # each problem's last example: s* = 0
   assert [(e.prompt_ids, e.target_ids) for e in plain] == [
-      (last[p.id].prompt_ids, last[p.id].target_ids) for p in probs]
+    (last[p.id].prompt_ids, last[p.id].target_ids) for p in probs
+  ]
 
 
 def test_response_mask_covers_exactly_the_target_tokens(tiny):
@@ -134,7 +139,7 @@ def test_batch_order_is_deterministic_and_covers_every_example():
   np.testing.assert_array_equal(a, sft.batch_order(5, 4, 10, seed=3))
   assert not np.array_equal(a, sft.batch_order(5, 4, 10, seed=4))
   for e in range(8):  # each block of 5 consecutive draws is one permutation (an epoch)
-    assert sorted(a.ravel()[5 * e:5 * e + 5].tolist()) == list(range(5))
+    assert sorted(a.ravel()[5 * e : 5 * e + 5].tolist()) == list(range(5))
 
 
 @pytest.mark.slow
@@ -168,8 +173,9 @@ def test_sft_fits_the_canonical_solutions_end_to_end(tmp_path):
   nlls = []
   for m in (model, loaded):
     gd, params, rest = nnx.split(m, nnx.Param, ...)
-    nlls.append(sft.dataset_nll(sft.make_eval_nll(gd, rest, 128), params, ex, tok.pad_token_id,
-                                shapes, 4))
+    nlls.append(
+      sft.dataset_nll(sft.make_eval_nll(gd, rest, 128), params, ex, tok.pad_token_id, shapes, 4)
+    )
   assert nlls[0] == pytest.approx(summary["final_nll"], rel=1e-5)
   assert nlls[1] == pytest.approx(nlls[0], rel=1e-5)
   rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
@@ -213,8 +219,21 @@ def test_sft_command_on_a_tiny_model_dir(tmp_path, capsys):
   probs = _staged(_short(read_builtin(), 16))[:3]  # problems with a real CCCS subtask
   probs_file.write_text("".join(p.to_json() + "\n" for p in probs))
   out = tmp_path / "sft"
-  rc = cli.main(["sft", "--model", str(src), "--problems", str(probs_file), "--out", str(out),
-                 "--steps", "3", "--gin.sft.batch_size=2", "--gin.sft.learning_rate=1e-3"])
+  rc = cli.main(
+    [
+      "sft",
+      "--model",
+      str(src),
+      "--problems",
+      str(probs_file),
+      "--out",
+      str(out),
+      "--steps",
+      "3",
+      "--gin.sft.batch_size=2",
+      "--gin.sft.learning_rate=1e-3",
+    ]
+  )
   assert rc == 0
   text = capsys.readouterr().out
   # With the default sft.cccs_stages, one example per CCCS stage of each problem.
@@ -228,8 +247,19 @@ def test_sft_command_on_a_tiny_model_dir(tmp_path, capsys):
 
 
 def test_sft_command_missing_dataset_is_a_one_line_error(tmp_path, capsys):
-  rc = cli.main(["sft", "--model", "tiny-llama", "--dataset", "no_such_dataset",
-                 "--data_dir", str(tmp_path), "--out", str(tmp_path / "o")])
+  rc = cli.main(
+    [
+      "sft",
+      "--model",
+      "tiny-llama",
+      "--dataset",
+      "no_such_dataset",
+      "--data_dir",
+      str(tmp_path),
+      "--out",
+      str(tmp_path / "o"),
+    ]
+  )
   err = capsys.readouterr().err.strip()
   assert rc == 2
   assert err.startswith("error: ") and "no_such_dataset" in err and "\n" not in err

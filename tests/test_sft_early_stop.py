@@ -1,4 +1,5 @@
 """SFT to convergence on validation NLL: early stopping, the best model saved, the summary."""
+
 import dataclasses
 import json
 
@@ -14,8 +15,11 @@ from stepcoder_jax.runs.config import SFTConfig
 
 def _split():
   """Two call problems to train on and two others to validate on, questions cut short."""
-  calls = [dataclasses.replace(p, question=p.question[:60])
-           for p in read_builtin() if p.test_kind == "call"][:4]
+  calls = [
+    dataclasses.replace(p, question=p.question[:60])
+    for p in read_builtin()
+    if p.test_kind == "call"
+  ][:4]
   return calls[:2], calls[2:]
 
 
@@ -23,8 +27,9 @@ def _val_nll(model, tok, val) -> float:
   ex, _ = sft.build_examples(val, tok)
   gd, params, rest = nnx.split(model, nnx.Param, ...)
   shapes = sft.example_shapes(ex)
-  return sft.dataset_nll(sft.make_eval_nll(gd, rest, 128, prompt_len=shapes[0]), params, ex,
-                         tok.pad_token_id, shapes, 2)
+  return sft.dataset_nll(
+    sft.make_eval_nll(gd, rest, 128, prompt_len=shapes[0]), params, ex, tok.pad_token_id, shapes, 2
+  )
 
 
 def _metrics(out):
@@ -53,8 +58,15 @@ def test_stops_on_validation_nll_and_saves_the_best_step(tmp_path):
   # must be the best evaluation's, not the last step's.
   _, model, tok = load_model("tiny-llama")
   train, val = _split()
-  cfg = SFTConfig(steps=120, batch_size=2, learning_rate=1e-2, warmup_steps=0,
-                  cccs_stages=False, eval_every=4, patience=3)
+  cfg = SFTConfig(
+    steps=120,
+    batch_size=2,
+    learning_rate=1e-2,
+    warmup_steps=0,
+    cccs_stages=False,
+    eval_every=4,
+    patience=3,
+  )
   out = tmp_path / "sft"
   _, summary = sft.train_sft(model, tok, train, cfg, out, progress=False, val_problems=val)
   assert summary["stop_reason"] == "patience" and summary["finished"] is True
@@ -81,8 +93,15 @@ def test_stops_on_validation_nll_and_saves_the_best_step(tmp_path):
 def test_patience_zero_runs_every_step(tmp_path):
   _, model, tok = load_model("tiny-llama")
   train, val = _split()
-  cfg = SFTConfig(steps=12, batch_size=2, learning_rate=1e-2, warmup_steps=0,
-                  cccs_stages=False, eval_every=5, patience=0)
+  cfg = SFTConfig(
+    steps=12,
+    batch_size=2,
+    learning_rate=1e-2,
+    warmup_steps=0,
+    cccs_stages=False,
+    eval_every=5,
+    patience=0,
+  )
   _, summary = sft.train_sft(model, tok, train, cfg, tmp_path, progress=False, val_problems=val)
   assert summary["steps_run"] == 12 and summary["stop_reason"] == "max_steps"
   assert [h["step"] for h in summary["val_nll"]] == [5, 10, 12]  # and at the end
@@ -93,8 +112,19 @@ def test_bad_val_problems_path_is_a_one_line_error(tmp_path, capsys):
   probs = tmp_path / "train.jsonl"
   probs.write_text("".join(p.to_json() + "\n" for p in _split()[0]))
   missing = tmp_path / "nope.jsonl"
-  rc = cli.main(["sft", "--model", "tiny-llama", "--problems", str(probs), "--val_problems",
-                 str(missing), "--out", str(tmp_path / "o")])
+  rc = cli.main(
+    [
+      "sft",
+      "--model",
+      "tiny-llama",
+      "--problems",
+      str(probs),
+      "--val_problems",
+      str(missing),
+      "--out",
+      str(tmp_path / "o"),
+    ]
+  )
   err = capsys.readouterr().err.strip()
   assert rc == 2
   assert err.startswith("error: ") and "--val_problems" in err and str(missing) in err
@@ -108,9 +138,22 @@ def test_sft_command_skips_a_finished_run(tmp_path, capsys):
   probs.write_text("".join(p.to_json() + "\n" for p in train))
   vals.write_text("".join(p.to_json() + "\n" for p in val))
   out = tmp_path / "sft"
-  argv = ["sft", "--model", "tiny-llama", "--problems", str(probs), "--val_problems", str(vals),
-          "--out", str(out), "--steps", "4", "--gin.sft.batch_size=2", "--gin.sft.eval_every=2",
-          "--gin.sft.cccs_stages=False"]
+  argv = [
+    "sft",
+    "--model",
+    "tiny-llama",
+    "--problems",
+    str(probs),
+    "--val_problems",
+    str(vals),
+    "--out",
+    str(out),
+    "--steps",
+    "4",
+    "--gin.sft.batch_size=2",
+    "--gin.sft.eval_every=2",
+    "--gin.sft.cccs_stages=False",
+  ]
   assert cli.main(argv) == 0
   text = capsys.readouterr().out
   assert "validation NLL" in text and "best" in text

@@ -1,5 +1,6 @@
 """SFT survives a kill: a run SIGKILLed after a checkpoint, then rerun, ends where an
 uninterrupted run ends (bit for bit), and a changed setting refuses the old checkpoint."""
+
 import json
 import os
 import signal
@@ -27,10 +28,25 @@ def _argv(tmp_path: Path, out: Path, *extra: str) -> list[str]:
   probs, vals = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
   probs.write_text("".join(p.to_json() + "\n" for p in train))
   vals.write_text("".join(p.to_json() + "\n" for p in val))
-  return ["sft", "--model", "tiny-llama", "--problems", str(probs), "--val_problems", str(vals),
-          "--out", str(out), "--steps", str(STEPS), "--gin.sft.batch_size=2",
-          "--gin.sft.learning_rate=0.01", "--gin.sft.warmup_steps=0",
-          f"--gin.sft.eval_every={EVERY}", "--gin.sft.cccs_stages=False", *extra]
+  return [
+    "sft",
+    "--model",
+    "tiny-llama",
+    "--problems",
+    str(probs),
+    "--val_problems",
+    str(vals),
+    "--out",
+    str(out),
+    "--steps",
+    str(STEPS),
+    "--gin.sft.batch_size=2",
+    "--gin.sft.learning_rate=0.01",
+    "--gin.sft.warmup_steps=0",
+    f"--gin.sft.eval_every={EVERY}",
+    "--gin.sft.cccs_stages=False",
+    *extra,
+  ]
 
 
 def _saved_steps(out: Path) -> list[int]:
@@ -41,8 +57,12 @@ def _saved_steps(out: Path) -> list[int]:
 
 def _kill_after_checkpoint(argv: list[str], out: Path) -> int:
   """Run the command in a subprocess; SIGKILL it once a checkpoint >= KILL_AT is final."""
-  proc = subprocess.Popen([sys.executable, "-m", "stepcoder_jax", *argv],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "stepcoder_jax", *argv],
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   try:
     deadline = time.time() + 120
     while not any(s >= KILL_AT for s in _saved_steps(out)):
@@ -91,8 +111,17 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, capsys, caplog
   # Tolerance 0: the same compiled steps on the same batches from exactly restored arrays (orbax,
   # and safetensors for the best step's weights) on a deterministic CPU backend.
   got, want = (json.loads((d / "sft_summary.json").read_text()) for d in (killed, plain))
-  for key in ("val_nll", "best_step", "best_val_nll", "steps_run", "initial_val_nll",
-              "initial_nll", "final_nll", "last_loss", "finished"):
+  for key in (
+    "val_nll",
+    "best_step",
+    "best_val_nll",
+    "steps_run",
+    "initial_val_nll",
+    "initial_nll",
+    "final_nll",
+    "last_loss",
+    "finished",
+  ):
     assert got[key] == want[key], key
   assert want["best_step"] == 8 < at and want["steps_run"] == STEPS
   assert (killed / "model.safetensors").read_bytes() == (plain / "model.safetensors").read_bytes()
@@ -108,7 +137,9 @@ def test_fingerprint_ignores_the_step_limit_only_where_the_batches_allow_it():
 
   def fp(**kw):
     return sft_checkpoint.fingerprint(SFTConfig(**kw), ModelConfig.tiny(), ex, [], (16, 16), "if")
+
   assert fp(steps=10, patience=2) == fp(steps=99, patience=5)
   assert fp(batch_size=4) != fp(batch_size=2)
-  assert fp() != sft_checkpoint.fingerprint(SFTConfig(), ModelConfig.tiny(), ex * 2, [], (16, 16),
-                                            "if")
+  assert fp() != sft_checkpoint.fingerprint(
+    SFTConfig(), ModelConfig.tiny(), ex * 2, [], (16, 16), "if"
+  )

@@ -1,5 +1,6 @@
 """Reward signal options (issue 28): the adaptive CCCS schedule, dynamic sampling and the loss
 options, from hand-made verdicts and hand-computed values."""
+
 import dataclasses
 
 import jax
@@ -17,8 +18,14 @@ SOLUTION = "".join(f"x = {k}\nif x:\n  print({k})\n" for k in range(4))
 
 
 def _problem(pid="p"):
-  return Problem(id=pid, question="q", test_kind="stdio", canonical_solution=SOLUTION,
-                 inputs=["1"], outputs=["1"])
+  return Problem(
+    id=pid,
+    question="q",
+    test_kind="stdio",
+    canonical_solution=SOLUTION,
+    inputs=["1"],
+    outputs=["1"],
+  )
 
 
 def _curriculum(schedule):
@@ -29,13 +36,13 @@ def _curriculum(schedule):
 
 # (stage the group's prompts were built at, verdicts) -> (move, stage after, attempts after)
 VERDICTS = [
-    (0, [True, True], (1, 1, 0)),       # 2/2 > rho: forward, both schedules
-    (1, [False, False], (-1, 0, 0)),    # adaptive: the whole group failed -> back one stage
-    (1, [True, True], (0, 0, 0)),       # stale (built at a stage already left): ignored
-    (0, [False, False], (0, 0, 2)),     # stage 0 is the floor: no move, counted
-    (0, [False, True], (0, 0, 4)),      # a mixed group never moves back; 1/4 not > rho
-    (0, [True, True, True], (1, 1, 0)),  # 4/7 > rho: forward again
-    (1, [True, False], (0, 1, 2)),
+  (0, [True, True], (1, 1, 0)),  # 2/2 > rho: forward, both schedules
+  (1, [False, False], (-1, 0, 0)),  # adaptive: the whole group failed -> back one stage
+  (1, [True, True], (0, 0, 0)),  # stale (built at a stage already left): ignored
+  (0, [False, False], (0, 0, 2)),  # stage 0 is the floor: no move, counted
+  (0, [False, True], (0, 0, 4)),  # a mixed group never moves back; 1/4 not > rho
+  (0, [True, True, True], (1, 1, 0)),  # 4/7 > rho: forward again
+  (1, [True, False], (0, 1, 2)),
 ]
 
 
@@ -111,7 +118,7 @@ def test_clip_higher_widens_only_the_upper_bound():
   mask = jnp.ones((1, 2))
   sym, clip_s, _ = ppo.policy_loss_terms(new, old, adv, mask, 0.2)
   high, clip_h, _ = ppo.policy_loss_terms(new, old, adv, mask, 0.2, 0.28)
-  np.testing.assert_allclose(sym, [[-1.2, 0.8]], rtol=1e-6)   # both clipped
+  np.testing.assert_allclose(sym, [[-1.2, 0.8]], rtol=1e-6)  # both clipped
   np.testing.assert_allclose(high, [[-1.25, 0.8]], rtol=1e-6)  # 1.25 < 1.28: not clipped
   assert clip_s.tolist() == [[1.0, 1.0]] and clip_h.tolist() == [[0.0, 1.0]]
   assert PPOConfig(clip_eps=0.2).clip_high == 0.2
@@ -134,10 +141,13 @@ def test_bad_loss_options_are_user_errors():
 
 def test_truncated_completions_get_no_weight_only_when_asked():
   p = _problem()
-  items = [rollout.Item(problem=p, stage=0, prompt=None, prompt_ids=[], finish=f)
-           for f in ("eos", "length", "stop")]
-  items.append(rollout.Item(problem=p, stage=0, prompt=None, prompt_ids=[], finish="eos",
-                            padding=True))
+  items = [
+    rollout.Item(problem=p, stage=0, prompt=None, prompt_ids=[], finish=f)
+    for f in ("eos", "length", "stop")
+  ]
+  items.append(
+    rollout.Item(problem=p, stage=0, prompt=None, prompt_ids=[], finish="eos", padding=True)
+  )
   assert rollout.weightless_rows(items, mask_truncated=False) == [3]
   assert rollout.weightless_rows(items, mask_truncated=True) == [1, 3]
 
@@ -146,15 +156,22 @@ def test_truncated_completions_get_no_weight_only_when_asked():
 
 
 def _rows(pids, rewards, padding=()):
-  items = [rollout.Item(problem=_problem(pid), stage=0, prompt=None, prompt_ids=[],
-                        padding=i in padding) for i, pid in enumerate(pids)]
+  items = [
+    rollout.Item(problem=_problem(pid), stage=0, prompt=None, prompt_ids=[], padding=i in padding)
+    for i, pid in enumerate(pids)
+  ]
   n = len(items)
-  return rollout.RowResults(items=items, rewards=np.asarray(rewards, np.float32),
-                            outcomes=np.zeros(n, np.int32), response_len=np.ones(n, np.int32),
-                            fgo_tokens=np.ones(n, np.float32),
-                            response_tokens=np.ones(n, np.float32),
-                            truncated=np.zeros(n, bool), report=rollout.PromptReport(),
-                            times={"sample_s": 1.0})
+  return rollout.RowResults(
+    items=items,
+    rewards=np.asarray(rewards, np.float32),
+    outcomes=np.zeros(n, np.int32),
+    response_len=np.ones(n, np.int32),
+    fgo_tokens=np.ones(n, np.float32),
+    response_tokens=np.ones(n, np.float32),
+    truncated=np.zeros(n, bool),
+    report=rollout.PromptReport(),
+    times={"sample_s": 1.0},
+  )
 
 
 def test_group_slots_split_groups_by_signal_and_leave_padding_out():
@@ -182,6 +199,7 @@ def test_concat_rows_keeps_every_generated_row_in_order():
 
 def _setup(cfg, seed=0):
   from test_ppo import _batch, _tiny_models
+
   policy, value = _tiny_models(seed)
   batch = _batch(policy, value)
   if cfg.critic_free:
@@ -192,12 +210,18 @@ def _setup(cfg, seed=0):
 
 
 def _moved(a, b):
-  return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a),
-                                                           jax.tree.leaves(b)))
+  return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-GRPO = PPOConfig(advantage="grpo", policy_lr=1e-3, logprob_chunk=8, kl_coef=0.1, shuffle=False,
-                 max_grad_norm=0.0, adam_eps=1e-3)
+GRPO = PPOConfig(
+  advantage="grpo",
+  policy_lr=1e-3,
+  logprob_chunk=8,
+  kl_coef=0.1,
+  shuffle=False,
+  max_grad_norm=0.0,
+  adam_eps=1e-3,
+)
 
 
 @pytest.mark.slow  # two compiled steps
@@ -214,9 +238,13 @@ def test_filter_groups_drops_equal_reward_groups_from_the_update():
   assert int(met["rows_trained"]) == 2
   # The same as the unfiltered step on a batch whose dropped rows have no response at all.
   keep = jnp.array([1.0, 1.0, 0.0, 0.0])[:, None]
-  by_hand = {**batch, "response_mask": resp * keep, "fgo_mask": batch["fgo_mask"] * keep,
-             "old_logprobs": batch["old_logprobs"] * keep,
-             "ref_logprobs": batch["ref_logprobs"] * keep}
+  by_hand = {
+    **batch,
+    "response_mask": resp * keep,
+    "fgo_mask": batch["fgo_mask"] * keep,
+    "old_logprobs": batch["old_logprobs"] * keep,
+    "ref_logprobs": batch["ref_logprobs"] * keep,
+  }
   pgd, _, state = ppo.init_train_state(policy, None, GRPO)
   want, wmet = ppo.make_ppo_step(pgd, None, GRPO, donate=False)(state, ppo.Batch.of(by_hand))
   np.testing.assert_allclose(met["policy_loss"], wmet["policy_loss"], rtol=1e-5, atol=1e-7)
@@ -229,6 +257,7 @@ def test_filter_groups_drops_equal_reward_groups_from_the_update():
 
 def test_critic_warmup_trains_the_value_only_and_grad_clipped_counts_clipping():
   from test_ppo import BASE
+
   cfg = dataclasses.replace(BASE, critic_warmup=1, max_grad_norm=1e-6)
   policy, value, batch = _setup(cfg)
   pgd, vgd, state = ppo.init_train_state(policy, value, cfg)
@@ -246,36 +275,44 @@ def test_critic_warmup_trains_the_value_only_and_grad_clipped_counts_clipping():
 
 def test_signal_arms_plan_from_configs_signal_and_probe_the_latest_start_point(tmp_path):
   from stepcoder_jax.ablation import plan as ablation_plan
-  s = ablation_plan.Settings(out=tmp_path, arms=("adaptive_s1",), arm_dir="signal",
-                             gin_files=("signal/experiment_tiny.gin",))
+
+  s = ablation_plan.Settings(
+    out=tmp_path, arms=("adaptive_s1",), arm_dir="signal", gin_files=("signal/experiment_tiny.gin",)
+  )
   stages = {st.name: st for st in ablation_plan.plan(s)}
   train = stages["train_adaptive_s1"].argv
   assert any(a.endswith("configs/signal/adaptive_s1.gin") for a in train)
   assert "--subtask" in stages["eval_adaptive_s1_probe"].argv
   default = ablation_plan.Settings(out=tmp_path, arms=("ppo",))
-  assert "--subtask" not in {st.name: st for st in ablation_plan.plan(default)}[
-      "eval_ppo_probe"].argv  # the published ablation's stages are unchanged
+  assert (
+    "--subtask" not in {st.name: st for st in ablation_plan.plan(default)}["eval_ppo_probe"].argv
+  )  # the published ablation's stages are unchanged
   with pytest.raises(UserError, match="no configs/signal/<arm>.gin for ppo"):
     ablation_plan.check_settings(dataclasses.replace(s, arms=("ppo",)))
 
 
 def _metrics(out, run, rows):
   import json
+
   d = out / "arms" / run / "train"
   d.mkdir(parents=True)
-  (d / "metrics.jsonl").write_text("".join(json.dumps({"step": k + 1, **r}) + "\n"
-                                           for k, r in enumerate(rows)))
+  (d / "metrics.jsonl").write_text(
+    "".join(json.dumps({"step": k + 1, **r}) + "\n" for k, r in enumerate(rows))
+  )
 
 
 def test_signal_summary_pairs_arms_by_seed_and_iteration(tmp_path):
   from stepcoder_jax.ablation import signal
+
   rows = lambda *fs: [{"ppo/signal_fraction": f, "pass_rate": f / 2} for f in fs]
   _metrics(tmp_path, "paper_s0", rows(0.0, 0.5))
   _metrics(tmp_path, "paper_s1", rows(0.5, 0.5))
   _metrics(tmp_path, "adaptive_s0", rows(0.5, 1.0))
   _metrics(tmp_path, "adaptive_s1", rows(1.0, 1.0))
   assert signal.split_runs(["paper_s0", "adaptive_s1", "x"]) == {
-      "paper": {0: "paper_s0"}, "adaptive": {1: "adaptive_s1"}}
+    "paper": {0: "paper_s0"},
+    "adaptive": {1: "adaptive_s1"},
+  }
   text = signal.summary(tmp_path, ["paper_s0", "paper_s1", "adaptive_s0", "adaptive_s1"])
   # adaptive - paper: +0.5 at every (seed, iteration): +50 pp, an interval of one point
   line = next(l for l in text.splitlines() if l.startswith("| adaptive - paper |"))
@@ -283,16 +320,24 @@ def test_signal_summary_pairs_arms_by_seed_and_iteration(tmp_path):
   assert "| paper | 2 | 0.375" in text  # mean signal fraction of paper over 4 iterations
 
 
-
 def _batch_of(marker, rewards):
   """A critic-free Batch whose row i holds tokens marker + i (to see where rows went)."""
   n = len(rewards)
   tokens = np.repeat(marker + np.arange(n, dtype=np.int32)[:, None], 8, axis=1)
   ones = np.ones((n, 8), np.float32)
-  return ppo.Batch.of({"tokens": tokens, "positions": tokens * 0, "attention_mask": ones,
-                       "response_mask": ones, "fgo_mask": ones, "old_logprobs": ones * 0,
-                       "ref_logprobs": ones * 0, "rewards": np.asarray(rewards, np.float32),
-                       "group": np.arange(n) // 2 * 2})
+  return ppo.Batch.of(
+    {
+      "tokens": tokens,
+      "positions": tokens * 0,
+      "attention_mask": ones,
+      "response_mask": ones,
+      "fgo_mask": ones,
+      "old_logprobs": ones * 0,
+      "ref_logprobs": ones * 0,
+      "rewards": np.asarray(rewards, np.float32),
+      "group": np.arange(n) // 2 * 2,
+    }
+  )
 
 
 class _Served:
@@ -303,9 +348,11 @@ class _Served:
     from stepcoder_jax import sharding
     from stepcoder_jax.config import MeshConfig
     from stepcoder_jax.rl import spmd
+
     mesh = sharding.make_mesh(MeshConfig())
-    self.placement = spmd.Placement(mesh=mesh, rules=sharding.make_rules(MeshConfig().rules),
-                                    state=None, ref=None)
+    self.placement = spmd.Placement(
+      mesh=mesh, rules=sharding.make_rules(MeshConfig().rules), state=None, ref=None
+    )
     self.ppo_cfg = dataclasses.replace(GRPO, filter_groups=True, max_refill_rounds=2)
     self.rounds, self.asked = list(rounds), []
 
@@ -322,10 +369,10 @@ def test_refill_puts_groups_with_signal_into_the_rows_of_dropped_ones():
   served = _Served([[-1.0, -1.0], [0.5, -1.0]])  # round 1: no signal either; round 2: some
   batch = _batch_of(0, [1.0, -0.5, -1.0, -1.0])  # p0 has signal, p1 does not
   rows = _rows(["p0", "p0", "p1", "p1"], [1.0, -0.5, -1.0, -1.0])
-  merged, every, counts = refill.refill(served, None, batch, rows, pool, drawn, rounds=2,
-                                        seed=0, iteration=3)
-  assert counts == {"refill/rounds": 2, "refill/groups_refilled": 1,
-                    "refill/rows_generated": 4}
+  merged, every, counts = refill.refill(
+    served, None, batch, rows, pool, drawn, rounds=2, seed=0, iteration=3
+  )
+  assert counts == {"refill/rounds": 2, "refill/groups_refilled": 1, "refill/rows_generated": 4}
   assert np.asarray(merged.tokens)[:, 0].tolist() == [0, 1, 200, 201]  # round 2's rows 0, 1
   assert np.asarray(merged.rewards).tolist() == [1.0, -0.5, 0.5, -1.0]
   assert np.asarray(merged.group).tolist() == [0, 0, 2, 2]  # the slot keeps its group id

@@ -1,4 +1,5 @@
 """The paired bootstrap (stepcoder_jax/stats.py) on cases whose answer is known by hand."""
+
 import numpy as np
 import pytest
 
@@ -18,7 +19,7 @@ def test_k_more_passes_of_n_is_a_difference_of_k_over_n():
   base = np.zeros(n)
   base[:10] = 1.0  # both pass problems 0-9
   better = base.copy()
-  better[10:10 + k] = 1.0  # and this one passes k more
+  better[10 : 10 + k] = 1.0  # and this one passes k more
   d = stats.paired_diff_ci(better, base)
   assert d.value == pytest.approx(k / n)
   assert (d.up, d.down) == (k, 0)  # the k problems gained, none lost

@@ -1,4 +1,5 @@
 """The tiny offline tokenizer and `load_tokenizer`."""
+
 import pytest
 
 from stepcoder_jax.errors import UserError
@@ -37,8 +38,9 @@ def test_roundtrip_and_char_offsets():
   # previous token's character (a multi-byte character split across byte-level tokens).
   for (a0, b0), (a1, b1) in zip(offsets, offsets[1:]):
     assert a1 == b0 or (a1, b1) == (a0, b0)
-  covered = "".join(CODE[a:b] for i, (a, b) in enumerate(offsets)
-                    if i == 0 or (a, b) != tuple(offsets[i - 1]))
+  covered = "".join(
+    CODE[a:b] for i, (a, b) in enumerate(offsets) if i == 0 or (a, b) != tuple(offsets[i - 1])
+  )
   assert covered == CODE
 
 

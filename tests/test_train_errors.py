@@ -1,4 +1,5 @@
 """`train` rejects a configuration that cannot run with one line and exit 2, before compiling."""
+
 import os
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("flags, message", [
+@pytest.mark.parametrize(
+  "flags, message",
+  [
     (["--dataset=nope"], "unknown dataset 'nope'"),
     (["--gin.no_such.thing=1"], "no_such"),
     (["--gin.train.problems_per_iteration=3"], "3 rows is not divisible by ppo.minibatches"),
@@ -24,15 +27,35 @@ ROOT = Path(__file__).resolve().parent.parent
     # Reward-signal options (issue 28)
     (["--gin.cccs.schedule='bread'"], "gin cccs.schedule: 'bread' is not 'paper' or 'adaptive'"),
     (["--gin.ppo.filter_groups=True"], "gin ppo.filter_groups: True needs a group estimator"),
-    (["--gin.ppo.filter_groups=True", "--gin.ppo.advantage='grpo'",
-      "--gin.train.samples_per_problem=1"], "needs train.samples_per_problem >= 2 (it is 1"),
-])
+    (
+      [
+        "--gin.ppo.filter_groups=True",
+        "--gin.ppo.advantage='grpo'",
+        "--gin.train.samples_per_problem=1",
+      ],
+      "needs train.samples_per_problem >= 2 (it is 1",
+    ),
+  ],
+)
 def test_bad_training_configuration_is_one_line_exit_2(tmp_path, flags, message):
   env = dict(os.environ, STEPCODER_JAX_CACHE=str(tmp_path / "cache"))
-  p = subprocess.run([sys.executable, "-m", "stepcoder_jax", "train",
-                      "--gin_file=experiments/tiny_cpu.gin", f"--work_dir={tmp_path / 'run'}",
-                      f"--data_dir={tmp_path / 'tfds'}", *flags],
-                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  p = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "stepcoder_jax",
+      "train",
+      "--gin_file=experiments/tiny_cpu.gin",
+      f"--work_dir={tmp_path / 'run'}",
+      f"--data_dir={tmp_path / 'tfds'}",
+      *flags,
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert p.returncode == 2, p.stderr[-2000:]
   errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and message in errors[0], p.stderr[-2000:]

@@ -6,6 +6,7 @@ is not named: it shapes no step already taken); the same resume with --allow_cha
 trains on with the new coefficient, and the operative config keeps both segments' values. Then
 the fingerprint's rules and the operative config's segments on their own (cheap).
 """
+
 import json
 import os
 import subprocess
@@ -15,16 +16,35 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = ["--gin_file=experiments/tiny_cpu.gin", "--gin.execution.workers=2",
-         "--gin.train.eval_every=0", "--gin.train.problems_per_iteration=2",
-         "--gin.train.max_new_tokens=8", "--gin.ppo.minibatches=1"]
+SMALL = [
+  "--gin_file=experiments/tiny_cpu.gin",
+  "--gin.execution.workers=2",
+  "--gin.train.eval_every=0",
+  "--gin.train.problems_per_iteration=2",
+  "--gin.train.max_new_tokens=8",
+  "--gin.ppo.minibatches=1",
+]
 
 
 def _train(tmp_path, work, *extra):
   env = dict(os.environ, STEPCODER_JAX_CACHE=str(tmp_path / "cache"))
-  return subprocess.run([sys.executable, "-m", "stepcoder_jax", "train", *SMALL,
-                         f"--work_dir={work}", f"--data_dir={tmp_path / 'tfds'}", *extra],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  return subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "stepcoder_jax",
+      "train",
+      *SMALL,
+      f"--work_dir={work}",
+      f"--data_dir={tmp_path / 'tfds'}",
+      *extra,
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 @pytest.mark.slow
@@ -41,8 +61,7 @@ def test_resume_with_changed_ppo_setting_is_refused_unless_allowed(tmp_path):
   assert "Traceback" not in p.stderr and "compiling" not in p.stderr
   assert "ppo.kl_coef = 0.05" in (work / "operative_config.gin").read_text()  # not overwritten
 
-  p = _train(tmp_path, work, "--iterations=2", "--gin.ppo.kl_coef=0.5",
-             "--allow_changed_settings")
+  p = _train(tmp_path, work, "--iterations=2", "--gin.ppo.kl_coef=0.5", "--allow_changed_settings")
   assert p.returncode == 0, p.stderr[-3000:]
   assert "continuing with changed settings" in p.stderr and "ppo.kl_coef" in p.stderr
   rows = [json.loads(l) for l in (work / "metrics.jsonl").read_text().splitlines()]
@@ -65,15 +84,28 @@ def test_fingerprint_ignores_what_shapes_no_step_taken_and_names_what_does(tmp_p
   problems = [SimpleNamespace(id="a")]  # only the ids count
 
   def fp(train, ppo=None, model=None, ps=problems):
-    return ts.fingerprint(train=train, ppo=ppo or PPOConfig(), cccs=CCCSConfig(),
-                          fgo=FGOConfig(), model=model or ModelConfig(), problems=ps)
+    return ts.fingerprint(
+      train=train,
+      ppo=ppo or PPOConfig(),
+      cccs=CCCSConfig(),
+      fgo=FGOConfig(),
+      model=model or ModelConfig(),
+      problems=ps,
+    )
 
   saved = fp(TrainConfig(num_iterations=3, eval_every=1, work_dir="a", max_prompt_tokens=64))
-  same = fp(TrainConfig(num_iterations=9, eval_every=0, work_dir="b", max_prompt_tokens=64,
-                        logprob_chunk=16), model=ModelConfig(remat=True))
+  same = fp(
+    TrainConfig(
+      num_iterations=9, eval_every=0, work_dir="b", max_prompt_tokens=64, logprob_chunk=16
+    ),
+    model=ModelConfig(remat=True),
+  )
   assert ts.check(saved, same, tmp_path, allow=False) == []
-  other = fp(TrainConfig(seed=1, max_prompt_tokens=64), ppo=PPOConfig(kl_coef=0.5),
-             ps=problems + [SimpleNamespace(id="b")])
+  other = fp(
+    TrainConfig(seed=1, max_prompt_tokens=64),
+    ppo=PPOConfig(kl_coef=0.5),
+    ps=problems + [SimpleNamespace(id="b")],
+  )
   with pytest.raises(UserError, match=r"ppo\.kl_coef 0\.05 -> 0\.5, problems .*train\.seed 0"):
     ts.check(saved, other, tmp_path, allow=False)
   assert ts.check(saved, other, tmp_path, allow=True) == ["ppo.kl_coef", "problems", "train.seed"]

@@ -6,6 +6,7 @@ restarted on the same work dir must end with exactly the same policy and value p
 optimizer states and curriculum state as an uninterrupted run with the same seed, and log the same
 metrics for the last iteration.
 """
+
 import json
 import os
 import signal
@@ -22,13 +23,25 @@ TINY = ["--gin_file=experiments/tiny_cpu.gin"]
 # The critic-free arm on the same 4 rollout rows (2 problems x a group of 2). The entropy bonus
 # moves the tiny random policy even though every program it writes fails alike (equal rewards give
 # GRPO nothing); the KL that follows separates the samples of a group, so later steps update.
-GRPO = ["--gin_file=ablations/grpo_stepcoder.gin", "--gin.train.samples_per_problem=2",
-        "--gin.train.problems_per_iteration=2", "--gin.ppo.entropy_coef=0.01"]
+GRPO = [
+  "--gin_file=ablations/grpo_stepcoder.gin",
+  "--gin.train.samples_per_problem=2",
+  "--gin.train.problems_per_iteration=2",
+  "--gin.ppo.entropy_coef=0.01",
+]
 
 
 def _train_cmd(work_dir, *extra):
-  return [sys.executable, "-m", "stepcoder_jax", "train", *TINY, f"--work_dir={work_dir}",
-          "--gin.execution.workers=2", *extra]
+  return [
+    sys.executable,
+    "-m",
+    "stepcoder_jax",
+    "train",
+    *TINY,
+    f"--work_dir={work_dir}",
+    "--gin.execution.workers=2",
+    *extra,
+  ]
 
 
 def _env(tmp_path):
@@ -48,22 +61,31 @@ def _metrics(work_dir):
 def _final_state(work_dir):
   """Every array of the latest checkpoint, plus its metadata, read back with orbax."""
   from stepcoder_jax import checkpoint as ck
+
   c = ck.Checkpointer(ck.checkpoint_dir(work_dir), ck.CheckpointConfig(async_save=False))
   try:
     trees, meta = c.restore()
   finally:
     c.close()
   import jax
-  flat = {jax.tree_util.keystr(k): np.asarray(v)
-          for k, v in jax.tree_util.tree_leaves_with_path(trees)}
+
+  flat = {
+    jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(trees)
+  }
   return flat, meta
 
 
 @pytest.mark.slow
 def test_tiny_cpu_run_leaves_all_artifacts(tmp_path):
   work = tmp_path / "run"
-  p = subprocess.run(_train_cmd(work, "--iterations=2"), cwd=ROOT, env=_env(tmp_path),
-                     capture_output=True, text=True, timeout=900)
+  p = subprocess.run(
+    _train_cmd(work, "--iterations=2"),
+    cwd=ROOT,
+    env=_env(tmp_path),
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert p.returncode == 0, p.stderr[-3000:]
   rows = _metrics(work)
   assert [r["step"] for r in rows] == [1, 2]
@@ -86,13 +108,20 @@ def test_tiny_cpu_run_leaves_all_artifacts(tmp_path):
 def test_sigkill_mid_run_resumes_to_the_same_state(tmp_path, arm):
   env = _env(tmp_path)
   ref = tmp_path / "uninterrupted"
-  p = subprocess.run(_train_cmd(ref, *arm), cwd=ROOT, env=env, capture_output=True, text=True,
-                     timeout=900)
+  p = subprocess.run(
+    _train_cmd(ref, *arm), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+  )
   assert p.returncode == 0, p.stderr[-3000:]
 
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(_train_cmd(killed, *arm), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
+  proc = subprocess.Popen(
+    _train_cmd(killed, *arm),
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+    start_new_session=True,
+  )
   deadline = time.time() + 600
   while len(_metrics(killed)) < 2 and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)
@@ -101,8 +130,9 @@ def test_sigkill_mid_run_resumes_to_the_same_state(tmp_path, arm):
   proc.wait()
   assert len(_metrics(killed)) == 2  # killed during the third (last) iteration
 
-  p = subprocess.run(_train_cmd(killed, *arm), cwd=ROOT, env=env, capture_output=True,
-                     text=True, timeout=900)
+  p = subprocess.run(
+    _train_cmd(killed, *arm), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+  )
   assert p.returncode == 0, p.stderr[-3000:]
   assert "resumed from" in p.stderr
 

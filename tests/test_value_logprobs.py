@@ -1,4 +1,5 @@
 """Chunked log-probs against a naive full softmax; the value model's shape and from_policy copy."""
+
 from __future__ import annotations
 
 import jax
@@ -25,8 +26,9 @@ def naive(hidden, w, targets, softcap=None):
   return logp, ent
 
 
-@pytest.mark.parametrize("t,chunk,softcap", [(13, 4, None), (8, 8, None), (11, 3, 5.0),
-                                             (5, 64, None)])
+@pytest.mark.parametrize(
+  "t,chunk,softcap", [(13, 4, None), (8, 8, None), (11, 3, 5.0), (5, 64, None)]
+)
 def test_token_logprobs_equal_full_softmax(t, chunk, softcap):
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
   hidden = jax.random.normal(k1, (3, t, 16))

@@ -1,4 +1,5 @@
 """A random tiny Llama saved by transformers with the tiny tokenizer (shared by test modules)."""
+
 from stepcoder_jax.models.tokenizer import tiny_tokenizer
 
 
@@ -12,13 +13,24 @@ def make_tiny_llama(path, seed: int = 0, **config):
   import transformers
 
   tok = tiny_tokenizer()
-  sizes = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
-               tie_word_embeddings=False)
+  sizes = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=256,
+    tie_word_embeddings=False,
+  )
   sizes.update(config)
-  cfg = transformers.LlamaConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                 **sizes)
+  cfg = transformers.LlamaConfig(
+    vocab_size=len(tok),
+    bos_token_id=tok.bos_token_id,
+    eos_token_id=tok.eos_token_id,
+    pad_token_id=tok.pad_token_id,
+    **sizes,
+  )
   torch.manual_seed(seed)
   model = transformers.LlamaForCausalLM(cfg).to(torch.float32).eval()
   with torch.no_grad():

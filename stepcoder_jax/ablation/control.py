@@ -12,6 +12,7 @@ Reading it: SFT's best temperature is picked on the held-out set, which favours 
 whose interval against every temperature excludes 0 gained more than sharpening; an arm that
 does not beat SFT at some temperature showed no gain beyond what sharpening SFT gives.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,17 +33,24 @@ def name(temperature: float) -> str:
 
 def check(temperatures: tuple[float, ...], eval_temperature: float) -> list[str]:
   """Problems with --control_temperatures (empty when fine)."""
-  errors = [f"{t:g} is not > 0 (T = 0 is SFT's greedy evaluation, already run)"
-            for t in temperatures if t <= 0]
-  errors += [f"{t:g} is the sampled evaluation's own temperature (eval.temperature), already run"
-             for t in temperatures if t == eval_temperature]
+  errors = [
+    f"{t:g} is not > 0 (T = 0 is SFT's greedy evaluation, already run)"
+    for t in temperatures
+    if t <= 0
+  ]
+  errors += [
+    f"{t:g} is the sampled evaluation's own temperature (eval.temperature), already run"
+    for t in temperatures
+    if t == eval_temperature
+  ]
   if len(set(temperatures)) != len(temperatures):
     errors.append("a temperature is named twice")
   return errors
 
 
-def curve(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: float
-          ) -> dict[float, dict[str, tuple[float, str]]]:
+def curve(
+  evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: float
+) -> dict[float, dict[str, tuple[float, str]]]:
   """temperature -> SFT's per-problem pass@1 at it, for the finished evaluations: 0 from the
   greedy one, eval_temperature from the sampled one, the others from the control's."""
   sft = measure_values(evals_dir, "sft")
@@ -58,58 +66,78 @@ def curve(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: fl
   return dict(sorted(points.items()))
 
 
-def section(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: float,
-            arms: list[str]) -> list[str]:
+def section(
+  evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: float, arms: list[str]
+) -> list[str]:
   """The report's section: SFT's pass@1 per temperature, and each arm's sampled pass@1 minus it,
   paired over the same problems; [] when the control was not asked for."""
   if not temperatures:
     return []
   points = curve(evals_dir, temperatures, eval_temperature)
   arm_vals = {a: v for a in arms if (v := measure_values(evals_dir, a).get(SAMPLED))}
-  lines = ["## Sharpening control (SFT sampled at lower temperatures)", "",
-           f"Each arm's pass@1 from its samples at T = {eval_temperature:g} minus SFT's at T, "
-           "paired over the same problems, in percentage points ('*': the 95% interval excludes "
-           "0). SFT at T = 0 is its greedy evaluation (one sample). SFT's best temperature is "
-           "chosen on these held-out problems, which favours SFT: an arm ahead of SFT at every "
-           "T gained more than sharpening; one that is not showed no gain beyond it.", "",
-           "| T | SFT pass@1 | " + " | ".join(f"{a} minus SFT" for a in arm_vals) + " |",
-           "|---:|---:|" + "---:|" * len(arm_vals)]
+  lines = [
+    "## Sharpening control (SFT sampled at lower temperatures)",
+    "",
+    f"Each arm's pass@1 from its samples at T = {eval_temperature:g} minus SFT's at T, "
+    "paired over the same problems, in percentage points ('*': the 95% interval excludes "
+    "0). SFT at T = 0 is its greedy evaluation (one sample). SFT's best temperature is "
+    "chosen on these held-out problems, which favours SFT: an arm ahead of SFT at every "
+    "T gained more than sharpening; one that is not showed no gain beyond it.",
+    "",
+    "| T | SFT pass@1 | " + " | ".join(f"{a} minus SFT" for a in arm_vals) + " |",
+    "|---:|---:|" + "---:|" * len(arm_vals),
+  ]
   missing = [f"{t:g}" for t in temperatures if t not in points]
   for t, sft in points.items():
     cells = [diff_cell(paired_values(v, sft)) for v in arm_vals.values()]
-    lines.append(f"| {t:g} | {stats.mean_ci([x for x, _ in sft.values()]).text(100, 1)} | "
-                 + " | ".join(cells) + " |")
+    lines.append(
+      f"| {t:g} | {stats.mean_ci([x for x, _ in sft.values()]).text(100, 1)} | "
+      + " | ".join(cells)
+      + " |"
+    )
   if missing:
     lines += ["", f"Not evaluated yet: T = {', '.join(missing)}."]
   lines += ["", *verdicts(points, arm_vals, eval_temperature), ""]
   return lines
 
 
-def verdicts(points: dict[float, dict], arm_vals: dict[str, dict], eval_temperature: float
-             ) -> list[str]:
+def verdicts(
+  points: dict[float, dict], arm_vals: dict[str, dict], eval_temperature: float
+) -> list[str]:
   """One line per arm: ahead of SFT at every temperature evaluated, or at which it is not."""
   if not points:
     return []
   out = []
   for arm, v in arm_vals.items():
-    not_ahead = [f"{t:g}" for t, sft in points.items()
-                 if not paired_values(v, sft).excludes_zero]
+    not_ahead = [f"{t:g}" for t, sft in points.items() if not paired_values(v, sft).excludes_zero]
     own = f"{eval_temperature:g}"
     if own in not_ahead:
       others = [t for t in not_ahead if t != own]
-      out.append(f"- **{arm}**: not ahead of SFT even at its own temperature {own}"
-                 + (f" (nor at T = {', '.join(others)})" if others else "") + ".")
+      out.append(
+        f"- **{arm}**: not ahead of SFT even at its own temperature {own}"
+        + (f" (nor at T = {', '.join(others)})" if others else "")
+        + "."
+      )
     elif not_ahead:
-      out.append(f"- **{arm}**: not ahead of SFT (interval includes 0) at T = "
-                 f"{', '.join(not_ahead)}: no evidence of a gain beyond sharpening.")
+      out.append(
+        f"- **{arm}**: not ahead of SFT (interval includes 0) at T = "
+        f"{', '.join(not_ahead)}: no evidence of a gain beyond sharpening."
+      )
     else:
-      out.append(f"- **{arm}**: ahead of SFT at every temperature evaluated "
-                 f"({', '.join(f'{t:g}' for t in points)}).")
+      out.append(
+        f"- **{arm}**: ahead of SFT at every temperature evaluated "
+        f"({', '.join(f'{t:g}' for t in points)})."
+      )
   return out
 
 
-def plot(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: float,
-         arms: list[str], png: Path) -> Path | None:
+def plot(
+  evals_dir: Path,
+  temperatures: tuple[float, ...],
+  eval_temperature: float,
+  arms: list[str],
+  png: Path,
+) -> Path | None:
   """SFT's pass@1 against temperature (95% intervals), each arm's sampled pass@1 at its
   temperature beside it; None without the control or with fewer than two points."""
   from stepcoder_jax.metrics import _pyplot
@@ -122,16 +150,28 @@ def plot(evals_dir: Path, temperatures: tuple[float, ...], eval_temperature: flo
 
   ests = [stats.mean_ci([v for v, _ in p.values()]) for p in points.values()]
   ts = np.array(list(points))
-  ax.errorbar(ts, [100 * e.value for e in ests], capsize=3, marker="o", color="black",
-              label="SFT",
-              yerr=np.array([[100 * (e.value - e.low), 100 * (e.high - e.value)] for e in ests]).T)
+  ax.errorbar(
+    ts,
+    [100 * e.value for e in ests],
+    capsize=3,
+    marker="o",
+    color="black",
+    label="SFT",
+    yerr=np.array([[100 * (e.value - e.low), 100 * (e.high - e.value)] for e in ests]).T,
+  )
   for i, arm in enumerate(arms):
     v = measure_values(evals_dir, arm).get(SAMPLED)
     if v:  # beside T = eval_temperature, offset so that SFT's point there stays visible
       e = stats.mean_ci([x for x, _ in v.values()])
-      ax.errorbar(eval_temperature + 0.04 * (i + 1), 100 * e.value, capsize=3, marker="s",
-                  linestyle="none", label=arm,
-                  yerr=[[100 * (e.value - e.low)], [100 * (e.high - e.value)]])
+      ax.errorbar(
+        eval_temperature + 0.04 * (i + 1),
+        100 * e.value,
+        capsize=3,
+        marker="s",
+        linestyle="none",
+        label=arm,
+        yerr=[[100 * (e.value - e.low)], [100 * (e.high - e.value)]],
+      )
   ax.set_xlabel("sampling temperature (0 = greedy)")
   ax.set_ylabel("held-out pass@1, % (95% CI)")
   ax.set_title("sharpening control: SFT across temperatures, arms at their own")

@@ -20,6 +20,7 @@ problems' texts use; the held-out solutions stay unseen).
 MBPP is a file the user supplies (`--mbpp`, the mbpp.jsonl or its folder); the repository does
 not ship it. Without it the ablation runs on the bundled set alone.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,7 +32,7 @@ from stepcoder_jax.errors import UserError
 
 FILES = ("train", "validation", "heldout", "rl_pool")
 VALIDATION_EVERY = 10  # without MBPP: every 10th bundled train problem is validation
-RL_POOL_EVERY = 16     # the RL pool: every 16th train problem (32 of 502 with MBPP)
+RL_POOL_EVERY = 16  # the RL pool: every 16th train problem (32 of 502 with MBPP)
 HELDOUT_PROMPTS = "heldout_prompts.jsonl"
 
 
@@ -67,6 +68,7 @@ def mbpp_splits(path: str) -> dict[str, list[Problem]]:
 def builtin_splits() -> dict[str, list[Problem]]:
   """The bundled problems by split, with the split rule of the `stepcoder_builtin` dataset."""
   from stepcoder_jax.data.builders import _base, stepcoder_builtin as sb
+
   return _base.split_by_suffix(sb.read_builtin(), sb.TEST_MODULUS)
 
 
@@ -80,12 +82,18 @@ def build(mbpp: str | None, heldout_mbpp: int) -> dict[str, list[Problem]]:
     ordered = sorted(bundled["train"], key=lambda p: p.id)
     val = [p for i, p in enumerate(ordered) if i % VALIDATION_EVERY == 0]
     val_ids = {p.id for p in val}
-    out = {"train": [p for p in bundled["train"] if p.id not in val_ids], "validation": val,
-           "heldout": bundled["test"]}
+    out = {
+      "train": [p for p in bundled["train"] if p.id not in val_ids],
+      "validation": val,
+      "heldout": bundled["test"],
+    }
   else:
     m = mbpp_splits(mbpp)
-    out = {"train": bundled["train"] + m["train"], "validation": m["validation"],
-           "heldout": bundled["test"] + m["test"][:heldout_mbpp]}
+    out = {
+      "train": bundled["train"] + m["train"],
+      "validation": m["validation"],
+      "heldout": bundled["test"] + m["test"][:heldout_mbpp],
+    }
   out["rl_pool"] = out["train"][::RL_POOL_EVERY]
   return out
 
@@ -100,20 +108,26 @@ def write(data_dir: Path, splits: dict[str, list[Problem]]) -> dict[str, int]:
     tmp.write_text("".join(p.to_json() + "\n" for p in splits[name]), encoding="utf-8")
     tmp.replace(data_dir / f"{name}.jsonl")
   prompts = [dataclasses.replace(p, canonical_solution="") for p in splits["heldout"]]
-  (data_dir / HELDOUT_PROMPTS).write_text("".join(p.to_json() + "\n" for p in prompts),
-                                          encoding="utf-8")
+  (data_dir / HELDOUT_PROMPTS).write_text(
+    "".join(p.to_json() + "\n" for p in prompts), encoding="utf-8"
+  )
   return {name: len(splits[name]) for name in FILES}
 
 
 def settings_of(mbpp: str | None, heldout_mbpp: int) -> dict:
   """What the data files depend on, recorded in data/DONE.json and checked on a resume."""
-  return {"mbpp": str(mbpp_file(mbpp).resolve()) if mbpp else None,
-          "heldout_mbpp": heldout_mbpp if mbpp else None, "rl_pool_every": RL_POOL_EVERY}
+  return {
+    "mbpp": str(mbpp_file(mbpp).resolve()) if mbpp else None,
+    "heldout_mbpp": heldout_mbpp if mbpp else None,
+    "rl_pool_every": RL_POOL_EVERY,
+  }
 
 
 def check_resume(done: dict, settings: dict, data_dir: Path) -> None:
   """A resumed ablation must read the same data as the finished data stage."""
   before = done.get("settings")
   if before is not None and before != settings:
-    raise UserError(f"ablate: {data_dir} was written with {json.dumps(before)}, this run asks for "
-                    f"{json.dumps(settings)}; use the same --mbpp/--heldout_mbpp or a new --out")
+    raise UserError(
+      f"ablate: {data_dir} was written with {json.dumps(before)}, this run asks for "
+      f"{json.dumps(settings)}; use the same --mbpp/--heldout_mbpp or a new --out"
+    )

@@ -13,6 +13,7 @@ DONE.json records the fingerprint with FINGERPRINT_VERSION. Markers of version 1
 text, no upstream stages) are checked the old way and, when they match, rewritten as version 2;
 markers from before fingerprints are taken as they are.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,12 +82,15 @@ def _parts(stage, out: Path) -> list[str]:
     if i > 0 and argv[i - 1] == "--gin_file":
       effective.update(gin_settings(a, seen))
     elif a.startswith("--gin.") and "=" in a:
-      name, value = a[len("--gin."):].split("=", 1)
+      name, value = a[len("--gin.") :].split("=", 1)
       effective[name.strip()] = value.strip()
     else:
       parts.append(a.replace(str(out), "<out>"))
-  parts += [f"{n} = {v}".replace(str(out), "<out>")
-            for n, v in sorted(effective.items()) if reads(command, n)]
+  parts += [
+    f"{n} = {v}".replace(str(out), "<out>")
+    for n, v in sorted(effective.items())
+    if reads(command, n)
+  ]
   return parts
 
 
@@ -114,8 +118,9 @@ def upstream(stages: Sequence) -> dict[str, list[str]]:
   a stage's producers come first)."""
   ups: dict[str, list[str]] = {}
   for i, s in enumerate(stages):
-    ups[s.name] = [p.name for p in stages[:i]
-                   if any(_reads_output_of(a, str(p.out)) for a in s.argv)]
+    ups[s.name] = [
+      p.name for p in stages[:i] if any(_reads_output_of(a, str(p.out)) for a in s.argv)
+    ]
   return ups
 
 
@@ -155,6 +160,8 @@ def check(stages: Sequence, out: Path, read_done: Callable, write_done: Callable
   """Stop before anything runs when a finished stage would be kept from other settings."""
   bad = stale(stages, out, read_done, write_done)
   if bad:
-    raise UserError(f"ablate: {len(bad)} finished stage(s) ran with other settings than this "
-                    f"run's (their command, gin settings or an earlier stage changed); delete "
-                    f"{' '.join(str(b) for b in bad)} to redo them, or use a new --out")
+    raise UserError(
+      f"ablate: {len(bad)} finished stage(s) ran with other settings than this "
+      f"run's (their command, gin settings or an earlier stage changed); delete "
+      f"{' '.join(str(b) for b in bad)} to redo them, or use a new --out"
+    )

@@ -16,6 +16,7 @@ subtask) is left out of that measure:
                       TRAINING problems every arm trains on (ablation/data.py): whether an
                       arm learned what it trained on (not held out)
 """
+
 from __future__ import annotations
 
 import json
@@ -33,12 +34,14 @@ def _flag(v) -> float | None:
 
 # (measure, eval kind (directory), file, per-problem value from that file's record)
 MEASURES: tuple[tuple[str, str, str, Callable[[dict], float | None]], ...] = (
-    ("greedy pass@1", "greedy", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
-    ("pass@1 (n samples)", "sampled", "eval.json", lambda r: r["c"] / r["n"] if r["n"] else None),
-    ("tests share", "greedy", "eval.json", lambda r: r.get("tests_share")),
-    ("subtask pass rate", "greedy", "eval_subtask.json", lambda r: _flag(r.get("subtask_passed"))),
-    ("RL-pool pass@1", "probe", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
+  ("greedy pass@1", "greedy", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
+  ("pass@1 (n samples)", "sampled", "eval.json", lambda r: r["c"] / r["n"] if r["n"] else None),
+  ("tests share", "greedy", "eval.json", lambda r: r.get("tests_share")),
+  ("subtask pass rate", "greedy", "eval_subtask.json", lambda r: _flag(r.get("subtask_passed"))),
+  ("RL-pool pass@1", "probe", "eval.json", lambda r: _flag(r.get("greedy_passed"))),
 )
+
+
 def eval_records(path: Path) -> list[dict] | None:
   """The per-problem records of a finished evaluation's JSON (None when not finished)."""
   if not (path.parent / "DONE.json").is_file() or not path.is_file():
@@ -90,14 +93,17 @@ def model_table(measure: str, per_model: dict[str, dict]) -> str:
   lines = [head, "|---|" + "---:|" * len(groups)]
   for model, values in rows.items():
     by = by_difficulty(values)
-    cells = [stats.mean_ci([values[p][0] for p in by[g]]).text(100, 1) if g in by else "n/a"
-             for g in groups]
+    cells = [
+      stats.mean_ci([values[p][0] for p in by[g]]).text(100, 1) if g in by else "n/a"
+      for g in groups
+    ]
     lines.append(f"| {model} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
-def paired(measure: str, per_model: dict[str, dict], arm: str, baseline: str
-           ) -> stats.Estimate | None:
+def paired(
+  measure: str, per_model: dict[str, dict], arm: str, baseline: str
+) -> stats.Estimate | None:
   """Paired difference arm - baseline on the problems both were evaluated on."""
   a, b = per_model.get(arm, {}).get(measure), per_model.get(baseline, {}).get(measure)
   if a is None or b is None or arm == baseline:
@@ -105,8 +111,9 @@ def paired(measure: str, per_model: dict[str, dict], arm: str, baseline: str
   return paired_values(a, b)
 
 
-def paired_values(a: dict[str, tuple[float, str]], b: dict[str, tuple[float, str]]
-                  ) -> stats.Estimate:
+def paired_values(
+  a: dict[str, tuple[float, str]], b: dict[str, tuple[float, str]]
+) -> stats.Estimate:
   """Paired difference a - b of two models' per-problem values, on the problems both have."""
   common = sorted(set(a) & set(b))
   return stats.paired_diff_ci([a[p][0] for p in common], [b[p][0] for p in common])
@@ -127,15 +134,15 @@ def evidence(diffs: list[tuple[str, stats.Estimate | None]]) -> list[str]:
     if d is None or d.n == 0:
       continue
     # Each measure counts its own problems (the subtask and the RL pool have fewer).
-    item = (f"{name} {d.text(100, 1, signed=True)} pp ({d.n} problems: {d.up} up, "
-            f"{d.down} down)")
+    item = f"{name} {d.text(100, 1, signed=True)} pp ({d.n} problems: {d.up} up, {d.down} down)"
     (clear if d.excludes_zero else unclear).append(item)
   parts = []
   if clear:
     parts.append("intervals exclude 0 for " + "; ".join(clear))
   if unclear:
-    parts.append("intervals include 0, no evidence of a difference at this scale, for "
-                 + "; ".join(unclear))
+    parts.append(
+      "intervals include 0, no evidence of a difference at this scale, for " + "; ".join(unclear)
+    )
   return parts
 
 

@@ -20,6 +20,7 @@ Layout under --out:
   logs/<stage>.log                        each stage's stdout and stderr
   report.md, metrics/<arm>.jsonl, plots/*.png   (ablation/report.py)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,6 +40,7 @@ EVAL_KINDS = ("greedy", "sampled", "probe")
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """What one ablation run was asked for (flags and gin), fixed for all its stages."""
+
   out: Path
   arms: tuple[str, ...] = ARMS
   mbpp: str | None = None
@@ -48,11 +50,11 @@ class Settings:
   gin_files: tuple[str, ...] = ()
   gin_bindings: tuple[str, ...] = ()
   command_line: str = ""
-  vocab_from: str | None = None   # whose tokenizer builds data/vocab (None: no vocab stage)
-  tune: tuple = ()                # ablation_tune.TunePoint's: run the tuning plan instead of arms
-  tune_arm: str = "stepcoder"     # the arm whose gin every tune point starts from
+  vocab_from: str | None = None  # whose tokenizer builds data/vocab (None: no vocab stage)
+  tune: tuple = ()  # ablation_tune.TunePoint's: run the tuning plan instead of arms
+  tune_arm: str = "stepcoder"  # the arm whose gin every tune point starts from
   controls: tuple[float, ...] = ()  # temperatures of the sharpening control (ablation_control)
-  arm_dir: str = "ablations"      # arms are configs/<arm_dir>/<arm>.gin (configs/signal: issue 28)
+  arm_dir: str = "ablations"  # arms are configs/<arm_dir>/<arm>.gin (configs/signal: issue 28)
 
 
 def model_dir(s: Settings, model: str) -> str | None:
@@ -91,16 +93,27 @@ def vocab_stage(s: Settings) -> Stage:
   gemma3_code set lacks ids of MBPP names (e.g. pieces of `find_Min_Sum`) that a held-out test
   calls, so a policy restricted to it could not write them."""
   data = s.out / "data"
-  files = [str(data / f) for f in ("train.jsonl", "validation.jsonl",
-                                   ablation_data.HELDOUT_PROMPTS)]
-  return Stage("vocab", vocab_file(s).parent,
-               (*files, "--model", str(s.vocab_from), "--out", str(vocab_file(s))),
-               module="stepcoder_jax.models.vocab_build")
+  files = [
+    str(data / f) for f in ("train.jsonl", "validation.jsonl", ablation_data.HELDOUT_PROMPTS)
+  ]
+  return Stage(
+    "vocab",
+    vocab_file(s).parent,
+    (*files, "--model", str(s.vocab_from), "--out", str(vocab_file(s))),
+    module="stepcoder_jax.models.vocab_build",
+  )
 
 
-def eval_stages(s: Settings, model: str, path: str | None = None, root: Path | None = None,
-                problems: str = "heldout.jsonl", kinds: tuple[str, ...] = EVAL_KINDS,
-                prefix: str = "eval", temperature: float | None = None) -> list[Stage]:
+def eval_stages(
+  s: Settings,
+  model: str,
+  path: str | None = None,
+  root: Path | None = None,
+  problems: str = "heldout.jsonl",
+  kinds: tuple[str, ...] = EVAL_KINDS,
+  prefix: str = "eval",
+  temperature: float | None = None,
+) -> list[Stage]:
   """The greedy evaluation of one model (with the subtask measure: the same process writes
   eval.json and eval_subtask.json), the sampled one (n = eval_n) and the probe of the RL pool,
   into `root/<model>/<kind>` (default evals/). `problems` is the file of the greedy and sampled
@@ -109,30 +122,48 @@ def eval_stages(s: Settings, model: str, path: str | None = None, root: Path | N
   path = path if path is not None else model_dir(s, model)
   root = root if root is not None else s.out / "evals"
   base = ("eval",) + (("--model", path) if path else ())
-  files = {k: str(s.out / "data" / ("rl_pool.jsonl" if k == "probe" else problems))
-           for k in kinds}
-  flags = {"greedy": ("--temperature", "0", "--n", "1", "--subtask"),
-           "sampled": ("--n", str(s.eval_n))
-           + (("--temperature", f"{temperature:g}") if temperature is not None else ()),
-           "probe": ("--temperature", "0", "--n", "1")
-           # the signal measurement also probes the pool at each problem's latest start point
-           + (("--subtask",) if s.arm_dir == "signal" else ())}
-  return [Stage(f"{prefix}_{model}_{k}", root / model / k,
-                base + ("--problems", files[k], "--out", str(root / model / k))
-                + flags[k] + gin_argv(s))
-          for k in kinds]
+  files = {k: str(s.out / "data" / ("rl_pool.jsonl" if k == "probe" else problems)) for k in kinds}
+  flags = {
+    "greedy": ("--temperature", "0", "--n", "1", "--subtask"),
+    "sampled": ("--n", str(s.eval_n))
+    + (("--temperature", f"{temperature:g}") if temperature is not None else ()),
+    "probe": ("--temperature", "0", "--n", "1")
+    # the signal measurement also probes the pool at each problem's latest start point
+    + (("--subtask",) if s.arm_dir == "signal" else ()),
+  }
+  return [
+    Stage(
+      f"{prefix}_{model}_{k}",
+      root / model / k,
+      base + ("--problems", files[k], "--out", str(root / model / k)) + flags[k] + gin_argv(s),
+    )
+    for k in kinds
+  ]
 
 
-def train_stages(s: Settings, arm: str, name: str, train_dir: Path, model: Path,
-                 bindings: tuple[str, ...] = ()) -> list[Stage]:
+def train_stages(
+  s: Settings, arm: str, name: str, train_dir: Path, model: Path, bindings: tuple[str, ...] = ()
+) -> list[Stage]:
   """Train from the SFT model on the RL pool (ablation/data.py says why a pool) with the
   arm's gin (+ `bindings`), then export the final policy to `model` as an HF dir."""
-  train = Stage(f"train_{name}", train_dir,
-                ("train", "--model", str(s.out / "sft"),
-                 "--problems", str(s.out / "data" / "rl_pool.jsonl"), "--work_dir", str(train_dir))
-                + gin_argv(s, (arm_gin(s, arm),)) + tuple(gin_flag(b) for b in bindings))
-  export = Stage(f"export_{name}", model,
-                 ("export", "--model", str(train_dir), "--out", str(model)))
+  train = Stage(
+    f"train_{name}",
+    train_dir,
+    (
+      "train",
+      "--model",
+      str(s.out / "sft"),
+      "--problems",
+      str(s.out / "data" / "rl_pool.jsonl"),
+      "--work_dir",
+      str(train_dir),
+    )
+    + gin_argv(s, (arm_gin(s, arm),))
+    + tuple(gin_flag(b) for b in bindings),
+  )
+  export = Stage(
+    f"export_{name}", model, ("export", "--model", str(train_dir), "--out", str(model))
+  )
   return [train, export]
 
 
@@ -151,33 +182,60 @@ def tune_plan(s: Settings) -> list[Stage]:
   """`--tune`: SFT and each tune point (ablation/tune.py) trained and evaluated on the
   validation problems and the RL pool; no held-out evaluation and no other arm."""
   root = ablation_tune.evals_dir(s.out)
-  stages = [*eval_stages(s, "sft", root=root, problems="validation.jsonl",
-                         kinds=ablation_tune.KINDS, prefix="tune_eval")]
+  stages = [
+    *eval_stages(
+      s,
+      "sft",
+      root=root,
+      problems="validation.jsonl",
+      kinds=ablation_tune.KINDS,
+      prefix="tune_eval",
+    )
+  ]
   for p in s.tune:
     model = ablation_tune.model_dir(s.out, s.tune_arm, p)
     name = f"tune_{p.name}" if p.bindings else s.tune_arm
-    stages += train_stages(s, s.tune_arm, name, ablation_tune.train_dir(s.out, s.tune_arm, p),
-                           model, p.bindings)
-    stages += eval_stages(s, p.name, path=str(model), root=root, problems="validation.jsonl",
-                          kinds=ablation_tune.KINDS, prefix="tune_eval")
+    stages += train_stages(
+      s, s.tune_arm, name, ablation_tune.train_dir(s.out, s.tune_arm, p), model, p.bindings
+    )
+    stages += eval_stages(
+      s,
+      p.name,
+      path=str(model),
+      root=root,
+      problems="validation.jsonl",
+      kinds=ablation_tune.KINDS,
+      prefix="tune_eval",
+    )
   return stages
 
 
 def plan(s: Settings) -> list[Stage]:
   """Every subprocess stage in order: SFT, base and SFT evals, then each arm."""
   data = s.out / "data"
-  sft = Stage("sft", s.out / "sft",
-              ("sft",) + (("--model", s.model) if s.model else ())
-              + ("--problems", str(data / "train.jsonl"),
-                 "--val_problems", str(data / "validation.jsonl"), "--out", str(s.out / "sft"))
-              + gin_argv(s))
+  sft = Stage(
+    "sft",
+    s.out / "sft",
+    ("sft",)
+    + (("--model", s.model) if s.model else ())
+    + (
+      "--problems",
+      str(data / "train.jsonl"),
+      "--val_problems",
+      str(data / "validation.jsonl"),
+      "--out",
+      str(s.out / "sft"),
+    )
+    + gin_argv(s),
+  )
   stages = [vocab_stage(s)] if s.vocab_from is not None else []
   if s.tune:
     return stages + [sft, *tune_plan(s)]
   stages += [sft, *eval_stages(s, "base"), *eval_stages(s, "sft")]
   for t in s.controls:  # SFT sampled at lower temperatures (ablation/control.py)
-    stages += eval_stages(s, ablation_control.name(t), path=model_dir(s, "sft"),
-                          kinds=("sampled",), temperature=t)
+    stages += eval_stages(
+      s, ablation_control.name(t), path=model_dir(s, "sft"), kinds=("sampled",), temperature=t
+    )
   for arm in s.arms:
     stages += arm_stages(s, arm)
   return stages
@@ -193,8 +251,7 @@ def check_settings(s: Settings) -> None:
       unknown.append(arm)
   if unknown:
     choose = f"choose from {', '.join(ARMS)}" if s.arm_dir == "ablations" else "see the folder"
-    raise UserError(f"--arms: no configs/{s.arm_dir}/<arm>.gin for {', '.join(unknown)}; "
-                    f"{choose}")
+    raise UserError(f"--arms: no configs/{s.arm_dir}/<arm>.gin for {', '.join(unknown)}; {choose}")
   if len(set(s.arms)) != len(s.arms):
     raise UserError(f"--arms: an arm is named twice in {' '.join(s.arms)}")
   if s.tune:
@@ -204,9 +261,12 @@ def check_settings(s: Settings) -> None:
   if s.eval_n < 1:
     raise UserError(f"--eval_n: must be >= 1, got {s.eval_n}")
   from stepcoder_jax.runs.config import EvalConfig
+
   if EvalConfig().temperature <= 0:
-    raise UserError("ablate: gin eval.temperature must be > 0 (it is the sampled evaluation's; "
-                    "the greedy one passes --temperature 0)")
+    raise UserError(
+      "ablate: gin eval.temperature must be > 0 (it is the sampled evaluation's; "
+      "the greedy one passes --temperature 0)"
+    )
   errors = ablation_control.check(s.controls, EvalConfig().temperature)
   if errors:
     raise UserError(f"--control_temperatures: {'; '.join(errors)}")

@@ -1,5 +1,6 @@
 """The ablation's figures: held-out measures per model with 95% intervals, and the training
 curves of every arm on shared axes (so arms are compared at a glance, not panel by panel)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,17 +12,26 @@ from stepcoder_jax.metrics import _pyplot, read_jsonl
 
 # (metrics.jsonl key, panel title). A panel whose key no arm logged is left out.
 # 'cccs/mean_stage' is derived here from the per-stage histogram (cccs/stage_K counts).
-CURVES = (("reward_mean", "mean reward"), ("pass_rate", "pass rate (current stage)"),
-          ("pass_rate_final", "pass rate at s* = 0"), ("cccs/mean_stage", "mean CCCS stage"),
-          ("cccs/final", "problems at s* = 0"), ("ppo/ref_kl", "KL to the SFT reference"),
-          ("ppo/entropy", "entropy"), ("fgo_mask_density", "FGO mask density"),
-          ("response_tokens_mean", "response length (tokens)"),
-          ("truncated_rate", "truncated rate"))
+CURVES = (
+  ("reward_mean", "mean reward"),
+  ("pass_rate", "pass rate (current stage)"),
+  ("pass_rate_final", "pass rate at s* = 0"),
+  ("cccs/mean_stage", "mean CCCS stage"),
+  ("cccs/final", "problems at s* = 0"),
+  ("ppo/ref_kl", "KL to the SFT reference"),
+  ("ppo/entropy", "entropy"),
+  ("fgo_mask_density", "FGO mask density"),
+  ("response_tokens_mean", "response length (tokens)"),
+  ("truncated_rate", "truncated rate"),
+)
 
 
 def _mean_stage(row: dict) -> float | None:
-  counts = {int(k.rsplit("_", 1)[1]): v for k, v in row.items()
-            if k.startswith("cccs/stage_") and k.rsplit("_", 1)[1].isdigit()}
+  counts = {
+    int(k.rsplit("_", 1)[1]): v
+    for k, v in row.items()
+    if k.startswith("cccs/stage_") and k.rsplit("_", 1)[1].isdigit()
+  }
   total = sum(counts.values())
   return sum(k * v for k, v in counts.items()) / total if total else None
 
@@ -44,8 +54,11 @@ def curves_of(jsonl: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def plot_training_curves(out: Path, arms: list[str], png: Path) -> Path | None:
   """One panel per logged key, one line per arm; None when no arm has logged anything."""
-  runs = {a: curves_of(out / "metrics" / f"{a}.jsonl") for a in arms
-          if (out / "metrics" / f"{a}.jsonl").is_file()}
+  runs = {
+    a: curves_of(out / "metrics" / f"{a}.jsonl")
+    for a in arms
+    if (out / "metrics" / f"{a}.jsonl").is_file()
+  }
   panels = [(k, t) for k, t in CURVES if any(k in c for c in runs.values())]
   if not panels:
     return None
@@ -59,7 +72,7 @@ def plot_training_curves(out: Path, arms: list[str], png: Path) -> Path | None:
         ax.plot(*c[key], label=arm, marker="." if len(c[key][0]) < 20 else None)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-  for ax in axes.ravel()[len(panels):]:
+  for ax in axes.ravel()[len(panels) :]:
     ax.axis("off")
   for ax in axes[-1]:
     ax.set_xlabel("iteration")
@@ -71,9 +84,12 @@ def plot_training_curves(out: Path, arms: list[str], png: Path) -> Path | None:
   return png
 
 
-def plot_heldout(per_model: dict[str, dict], png: Path,
-                 title: str = "measures per model: held-out problems, except the RL pool "
-                              "(training problems at s* = 0)") -> Path | None:
+def plot_heldout(
+  per_model: dict[str, dict],
+  png: Path,
+  title: str = "measures per model: held-out problems, except the RL pool "
+  "(training problems at s* = 0)",
+) -> Path | None:
   """Grouped bars: measures as groups, one bar per model, 95% bootstrap intervals as error bars."""
   measures = list(dict.fromkeys(m for v in per_model.values() for m in v))
   models = [m for m, v in per_model.items() if v]
@@ -84,11 +100,14 @@ def plot_heldout(per_model: dict[str, dict], png: Path,
   width = 0.8 / len(models)
   fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(measures) + 2), 3.6))
   for i, model in enumerate(models):
-    est = [stats.mean_ci([v for v, _ in per_model[model][m].values()])
-           if m in per_model[model] else None for m in measures]
+    est = [
+      stats.mean_ci([v for v, _ in per_model[model][m].values()]) if m in per_model[model] else None
+      for m in measures
+    ]
     ys = np.array([100 * e.value if e else np.nan for e in est])
-    err = np.array([[100 * (e.value - e.low), 100 * (e.high - e.value)] if e else [0, 0]
-                    for e in est]).T
+    err = np.array(
+      [[100 * (e.value - e.low), 100 * (e.high - e.value)] if e else [0, 0] for e in est]
+    ).T
     ax.bar(x + (i - (len(models) - 1) / 2) * width, ys, width, yerr=err, capsize=2, label=model)
   ax.set_xticks(x, measures)
   ax.set_ylabel("% of problems (95% CI)")
@@ -104,6 +123,8 @@ def plot_heldout(per_model: dict[str, dict], png: Path,
 
 def write_plots(out: Path, per_model: dict[str, dict], arms: list[str]) -> list[Path]:
   """plots/heldout.png and plots/training_curves.png (those that have data)."""
-  made = [plot_heldout(per_model, out / "plots" / "heldout.png"),
-          plot_training_curves(out, arms, out / "plots" / "training_curves.png")]
+  made = [
+    plot_heldout(per_model, out / "plots" / "heldout.png"),
+    plot_training_curves(out, arms, out / "plots" / "training_curves.png"),
+  ]
   return [p for p in made if p is not None]

@@ -5,6 +5,7 @@ invocation), so a partial ablation gives a partial report that says what is miss
 
 The per-problem measures and their paired differences: ablation/measures.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,15 @@ from stepcoder_jax import stats
 from stepcoder_jax.ablation import control as ablation_control
 from stepcoder_jax.ablation import plots as ablation_plots
 from stepcoder_jax.ablation import tune as ablation_tune
-from stepcoder_jax.ablation.measures import (MEASURES, clauses, diff_cell, evidence,
-                                             measure_values, model_table, paired)
+from stepcoder_jax.ablation.measures import (
+  MEASURES,
+  clauses,
+  diff_cell,
+  evidence,
+  measure_values,
+  model_table,
+  paired,
+)
 from stepcoder_jax.ablation.plan import EVAL_KINDS
 from stepcoder_jax.metrics import read_jsonl
 
@@ -27,8 +35,9 @@ BASELINES = ("sft", "ppo")  # every arm is compared with these, paired on the sa
 CRITIC_FREE = "grpo"  # the critic-free arms' own vanilla: grpo_* arms are also compared with it
 
 
-def diff_table(arms: list[str], per_model: dict[str, dict],
-               baselines: tuple[str, ...] = BASELINES) -> str:
+def diff_table(
+  arms: list[str], per_model: dict[str, dict], baselines: tuple[str, ...] = BASELINES
+) -> str:
   """Markdown: each arm minus each baseline (SFT and PPO) per measure, in percentage points; '*'
   marks an interval that excludes 0."""
   cols = [(m, base) for m, *_ in MEASURES for base in baselines]
@@ -49,12 +58,18 @@ def critic_free_section(arms: list[str], per_model: dict[str, dict]) -> list[str
   others = [a for a in arms if a.startswith(f"{CRITIC_FREE}_")]
   if CRITIC_FREE not in arms or not others or not per_model.get(CRITIC_FREE):
     return []
-  lines = ["## Critic-free arms minus plain GRPO (what CCCS and FGO add without a value model)",
-           "", "'*': the 95% interval excludes 0.", "",
-           diff_table(others, per_model, (CRITIC_FREE,)), ""]
+  lines = [
+    "## Critic-free arms minus plain GRPO (what CCCS and FGO add without a value model)",
+    "",
+    "'*': the 95% interval excludes 0.",
+    "",
+    diff_table(others, per_model, (CRITIC_FREE,)),
+    "",
+  ]
   for arm in others:
-    parts = evidence([(f"{m} vs {CRITIC_FREE}", paired(m, per_model, arm, CRITIC_FREE))
-                      for m, *_ in MEASURES])
+    parts = evidence(
+      [(f"{m} vs {CRITIC_FREE}", paired(m, per_model, arm, CRITIC_FREE)) for m, *_ in MEASURES]
+    )
     if parts:
       lines.append(f"- **{arm}**: " + clauses(parts))
   return lines + [""]
@@ -68,8 +83,9 @@ def _training_trend(out: Path, arm: str) -> str | None:
   rows = read_jsonl(f)
 
   def thirds(key: str) -> tuple[float, float, int] | None:
-    by_step = {r["step"]: r[key] for r in rows
-               if isinstance(r.get(key), (int, float)) and "step" in r}
+    by_step = {
+      r["step"]: r[key] for r in rows if isinstance(r.get(key), (int, float)) and "step" in r
+    }
     vals = [by_step[k] for k in sorted(by_step)]
     if len(vals) < 3:
       return None
@@ -79,8 +95,10 @@ def _training_trend(out: Path, arm: str) -> str | None:
   rate = thirds("pass_rate")
   if rate is None:
     return None
-  text = (f"its rollout pass rate (at the current curriculum stage) went from {rate[0]:.2f} "
-          f"over the first {rate[2]} iterations to {rate[1]:.2f} over the last {rate[2]}")
+  text = (
+    f"its rollout pass rate (at the current curriculum stage) went from {rate[0]:.2f} "
+    f"over the first {rate[2]} iterations to {rate[1]:.2f} over the last {rate[2]}"
+  )
   # A sharper policy (lower entropy) passes more often when sampled even if its greedy answers
   # are no better: the reader needs this next to a sampled pass@1 gain.
   ent = thirds("ppo/entropy")
@@ -91,8 +109,13 @@ def _training_trend(out: Path, arm: str) -> str | None:
 
 def sentence(out: Path, arm: str, per_model: dict[str, dict]) -> str:
   """What the numbers of one arm show and do not show, generated from them."""
-  parts = evidence([(f"{m} vs {base}", paired(m, per_model, arm, base))
-                    for m, *_ in MEASURES for base in BASELINES])
+  parts = evidence(
+    [
+      (f"{m} vs {base}", paired(m, per_model, arm, base))
+      for m, *_ in MEASURES
+      for base in BASELINES
+    ]
+  )
   trend = _training_trend(out, arm)
   if trend:
     parts.append(trend)
@@ -129,27 +152,32 @@ def budget_table(out: Path, arms: list[str]) -> str:
 
   cfg = TrainConfig()
   per_it = cfg.problems_per_iteration * cfg.samples_per_problem
-  lines = [f"Budget of every arm: {cfg.num_iterations} iterations x "
-           f"{cfg.problems_per_iteration} problems x {cfg.samples_per_problem} samples = "
-           f"{cfg.num_iterations * per_it} rollouts, seed {cfg.seed}, max_new_tokens "
-           f"{cfg.max_new_tokens}.", "",
-           "| arm | status | iterations | rollouts | train wall | eval wall |",
-           "|---|---|---:|---:|---:|---:|"]
+  lines = [
+    f"Budget of every arm: {cfg.num_iterations} iterations x "
+    f"{cfg.problems_per_iteration} problems x {cfg.samples_per_problem} samples = "
+    f"{cfg.num_iterations * per_it} rollouts, seed {cfg.seed}, max_new_tokens "
+    f"{cfg.max_new_tokens}.",
+    "",
+    "| arm | status | iterations | rollouts | train wall | eval wall |",
+    "|---|---|---:|---:|---:|---:|",
+  ]
   for arm in arms:
     status, its = arm_status(out, arm, cfg.num_iterations)
     train = _wall(out / "arms" / arm / "train")
-    evals = [w for k in EVAL_KINDS
-             if (w := _wall(out / "evals" / arm / k)) is not None]
-    lines.append(f"| {arm} | {status} | {its} | {its * per_it} | "
-                 f"{'-' if train is None else f'{train / 60:.1f} min'} | "
-                 f"{f'{sum(evals) / 60:.1f} min' if evals else '-'} |")
+    evals = [w for k in EVAL_KINDS if (w := _wall(out / "evals" / arm / k)) is not None]
+    lines.append(
+      f"| {arm} | {status} | {its} | {its * per_it} | "
+      f"{'-' if train is None else f'{train / 60:.1f} min'} | "
+      f"{f'{sum(evals) / 60:.1f} min' if evals else '-'} |"
+    )
   return "\n".join(lines)
 
 
 def _command_output(cmd: list[str]) -> str:
   try:
-    return subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          timeout=10).stdout.strip()
+    return subprocess.run(
+      cmd, capture_output=True, text=True, check=False, timeout=10
+    ).stdout.strip()
   except (OSError, subprocess.TimeoutExpired):
     return ""
 
@@ -158,10 +186,16 @@ def machine() -> dict[str, str]:
   """The facts a reader needs to place the numbers: commit, OS, CPU, cores, RAM, date."""
   cpu, ram = "unknown", "unknown"
   try:
-    cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-               if l.startswith("model name"))
-    kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
-                  if l.startswith("MemTotal")).split()[1])
+    cpu = next(
+      l.split(":", 1)[1].strip()
+      for l in Path("/proc/cpuinfo").read_text().splitlines()
+      if l.startswith("model name")
+    )
+    kb = int(
+      next(
+        l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")
+      ).split()[1]
+    )
     ram = f"{kb / 2**20:.1f} GiB"
   except (OSError, StopIteration, ValueError):
     pass
@@ -169,9 +203,14 @@ def machine() -> dict[str, str]:
   commit = _command_output(["git", "-C", repo, "rev-parse", "HEAD"]) or "unknown"
   if _command_output(["git", "-C", repo, "status", "--porcelain", "--untracked-files=no"]):
     commit += " (with uncommitted changes to tracked files)"
-  return {"git commit": commit, "uname -a": _command_output(["uname", "-a"]) or "unknown",
-          "CPU": cpu, "cores": str(os.cpu_count()), "RAM": ram,
-          "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+  return {
+    "git commit": commit,
+    "uname -a": _command_output(["uname", "-a"]) or "unknown",
+    "CPU": cpu,
+    "cores": str(os.cpu_count()),
+    "RAM": ram,
+    "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+  }
 
 
 def copy_metrics(out: Path, arms: list[str]) -> None:
@@ -201,8 +240,9 @@ def sft_trials(out: Path) -> list[tuple[str, str, list[tuple[int, float]]]]:
   trials = []
   for d in sorted((out / "sft_trials").glob("*/TRIAL.json")):
     meta = json.loads(d.read_text(encoding="utf-8"))
-    trials.append((meta.get("setting", d.parent.name), meta.get("why", ""),
-                   _val_curve(_sft_rows(d.parent))))
+    trials.append(
+      (meta.get("setting", d.parent.name), meta.get("why", ""), _val_curve(_sft_rows(d.parent)))
+    )
   return trials
 
 
@@ -219,8 +259,10 @@ def sft_section(out: Path) -> list[str]:
   if not curve and not summary:
     return ["_SFT not started yet._"]
   if summary.get("finished"):
-    status = (f"finished after {summary.get('steps_run')} steps ({summary.get('stop_reason')}); "
-              f"the model kept is step {summary.get('best_step')}")
+    status = (
+      f"finished after {summary.get('steps_run')} steps ({summary.get('stop_reason')}); "
+      f"the model kept is step {summary.get('best_step')}"
+    )
   else:
     status = f"in progress (step {steps} logged; it resumes from its last checkpoint)"
   trials = sft_trials(out)
@@ -229,11 +271,12 @@ def sft_section(out: Path) -> list[str]:
   if trials:
     lines.append("")
   cols = [dict(curve)] + [dict(c) for _, _, c in trials]
-  lines += ["| step | validation NLL |" + "".join(f" {t} |" for t, _, _ in trials),
-            "|---:|---:|" + "---:|" * len(trials)]
+  lines += [
+    "| step | validation NLL |" + "".join(f" {t} |" for t, _, _ in trials),
+    "|---:|---:|" + "---:|" * len(trials),
+  ]
   for st in sorted(set().union(*cols)):
-    lines.append(f"| {st} |" + "".join(
-        f" {c[st]:.4f} |" if st in c else " |" for c in cols))
+    lines.append(f"| {st} |" + "".join(f" {c[st]:.4f} |" if st in c else " |" for c in cols))
   return lines
 
 
@@ -242,10 +285,15 @@ def sft_vs_base(per_model: dict[str, dict]) -> list[str]:
   cells = [(m, paired(m, per_model, "sft", "base")) for m, *_ in MEASURES]
   if all(d is None for _, d in cells):
     return []
-  return ["SFT minus base, paired over the same problems, in percentage points ('*': the 95% "
-          "interval excludes 0):", "", "| " + " | ".join(m for m, _ in cells) + " |",
-          "|" + "---:|" * len(cells), "| " + " | ".join(diff_cell(d) for _, d in cells) + " |",
-          ""]
+  return [
+    "SFT minus base, paired over the same problems, in percentage points ('*': the 95% "
+    "interval excludes 0):",
+    "",
+    "| " + " | ".join(m for m, _ in cells) + " |",
+    "|" + "---:|" * len(cells),
+    "| " + " | ".join(diff_cell(d) for _, d in cells) + " |",
+    "",
+  ]
 
 
 def write_report(s, stages) -> Path:
@@ -259,39 +307,78 @@ def write_report(s, stages) -> Path:
   copy_metrics(out, arms)
   temperature = EvalConfig().temperature
   plots = ablation_plots.write_plots(out, per_model, arms)
-  plots += [p for p in [ablation_control.plot(out / "evals", s.controls, temperature, arms,
-                                              out / "plots" / "sharpening.png")] if p]
-  data = json.loads((out / "data" / "DONE.json").read_text()).get("counts", {}) \
-      if (out / "data" / "DONE.json").is_file() else {}
+  plots += [
+    p
+    for p in [
+      ablation_control.plot(
+        out / "evals", s.controls, temperature, arms, out / "plots" / "sharpening.png"
+      )
+    ]
+    if p
+  ]
+  data = (
+    json.loads((out / "data" / "DONE.json").read_text()).get("counts", {})
+    if (out / "data" / "DONE.json").is_file()
+    else {}
+  )
   pending = [st.name for st in stages if not (Path(st.out) / "DONE.json").is_file()]
   text = [
-      "# StepCoder ablation: held-out measures with paired 95% bootstrap intervals", "",
-      f"Problems: {data}. Held-out = bundled test split"
-      + (f" + the first {s.heldout_mbpp} MBPP test problems" if s.mbpp else
-         " only (no --mbpp: the ablation ran on the bundled set alone)") + ".",
-      "Intervals: percentile bootstrap over problems, "
-      f"{stats.RESAMPLES} resamples, seed {stats.SEED}; differences are paired (the same "
-      "resampled problems for both models). Values in %, differences in percentage points.", "",
-      f"Stages not finished: {', '.join(pending) if pending else 'none'}.", "",
-      "## SFT (every arm's start and KL reference; chosen on validation NLL)", "",
-      *sft_section(out), "", *sft_vs_base(per_model),
-      *ablation_tune.section(out, [m for m, *_ in MEASURES])]
+    "# StepCoder ablation: held-out measures with paired 95% bootstrap intervals",
+    "",
+    f"Problems: {data}. Held-out = bundled test split"
+    + (
+      f" + the first {s.heldout_mbpp} MBPP test problems"
+      if s.mbpp
+      else " only (no --mbpp: the ablation ran on the bundled set alone)"
+    )
+    + ".",
+    "Intervals: percentile bootstrap over problems, "
+    f"{stats.RESAMPLES} resamples, seed {stats.SEED}; differences are paired (the same "
+    "resampled problems for both models). Values in %, differences in percentage points.",
+    "",
+    f"Stages not finished: {', '.join(pending) if pending else 'none'}.",
+    "",
+    "## SFT (every arm's start and KL reference; chosen on validation NLL)",
+    "",
+    *sft_section(out),
+    "",
+    *sft_vs_base(per_model),
+    *ablation_tune.section(out, [m for m, *_ in MEASURES]),
+  ]
   for m, kind, file, _ in MEASURES:
     text += [f"## {m} (evals/<model>/{kind}/{file})", "", model_table(m, per_model), ""]
-  text += ["## Paired differences (arm minus SFT, arm minus vanilla PPO)", "",
-           "'*': the 95% interval excludes 0.", "", diff_table(arms, per_model), "",
-           f"This table holds {len(MEASURES) * len(BASELINES)} differences per arm. If no arm "
-           "differed from its baseline at all, about 1 interval in 20 would still exclude 0 by "
-           "chance, so a lone '*' is weaker evidence than one that agrees with the other "
-           "measures and arms; 'up' and 'down' below count the problems that moved each way.",
-           "",
-           *critic_free_section(arms, per_model),
-           *ablation_control.section(out / "evals", s.controls, temperature, arms),
-           "## What the numbers show", "", *[sentence(out, a, per_model) for a in arms], "",
-           "## Budget", "", budget_table(out, arms), "",
-           "## Plots", "", *[f"- `{p.relative_to(out)}`" for p in plots], "",
-           "## Run", "", f"- command: `{s.command_line}`",
-           *[f"- {k}: {v}" for k, v in machine().items()], ""]
+  text += [
+    "## Paired differences (arm minus SFT, arm minus vanilla PPO)",
+    "",
+    "'*': the 95% interval excludes 0.",
+    "",
+    diff_table(arms, per_model),
+    "",
+    f"This table holds {len(MEASURES) * len(BASELINES)} differences per arm. If no arm "
+    "differed from its baseline at all, about 1 interval in 20 would still exclude 0 by "
+    "chance, so a lone '*' is weaker evidence than one that agrees with the other "
+    "measures and arms; 'up' and 'down' below count the problems that moved each way.",
+    "",
+    *critic_free_section(arms, per_model),
+    *ablation_control.section(out / "evals", s.controls, temperature, arms),
+    "## What the numbers show",
+    "",
+    *[sentence(out, a, per_model) for a in arms],
+    "",
+    "## Budget",
+    "",
+    budget_table(out, arms),
+    "",
+    "## Plots",
+    "",
+    *[f"- `{p.relative_to(out)}`" for p in plots],
+    "",
+    "## Run",
+    "",
+    f"- command: `{s.command_line}`",
+    *[f"- {k}: {v}" for k, v in machine().items()],
+    "",
+  ]
   report = out / "report.md"
   report.write_text("\n".join(text), encoding="utf-8")
   return report

@@ -4,6 +4,7 @@ The data stage (writing the problem files) and the report run in this process; t
 every time and reads whatever is finished. The plan (ablation/plan.py) says which stages there
 are; each runs as its own process (ablation/stages.py).
 """
+
 from __future__ import annotations
 
 import time
@@ -31,8 +32,16 @@ def data_stage(s: Settings, echo: Callable[[str], None]) -> None:
     return
   t0 = time.time()
   counts = ablation_data.write(d, ablation_data.build(s.mbpp, s.heldout_mbpp))
-  write_done(d, {"command": "ablate (data stage, in process)", "settings": settings,
-                 "counts": counts, "wall_s": round(time.time() - t0, 3), "exit_code": 0})
+  write_done(
+    d,
+    {
+      "command": "ablate (data stage, in process)",
+      "settings": settings,
+      "counts": counts,
+      "wall_s": round(time.time() - t0, 3),
+      "exit_code": 0,
+    },
+  )
   echo(f"[data] wrote {counts} in {time.time() - t0:.1f} s")
 
 
@@ -43,8 +52,9 @@ def _tail(path: Path, lines: int = 5) -> str:
     return ""
 
 
-def run_ablation(s: Settings, echo: Callable[[str], None] = print,
-                 report_only: bool = False) -> int:
+def run_ablation(
+  s: Settings, echo: Callable[[str], None] = print, report_only: bool = False
+) -> int:
   """Run every stage not done yet, then the report; 0, or 1 when a stage failed.
   `report_only`: write the report from what has finished (e.g. after a kill) and run nothing."""
   ablation_plan.check_settings(s)
@@ -70,13 +80,17 @@ def run_ablation(s: Settings, echo: Callable[[str], None] = print,
     echo(f"{head}: running (log: {s.out / 'logs' / (stage.name + '.log')})")
     rc, wall = run_stage(stage, s.out / "logs", fingerprints[stage.name])
     if rc != 0:
-      echo(f"{head}: FAILED with exit code {rc} after {wall:.1f} s; last lines of its log:\n"
-           + _tail(s.out / "logs" / f"{stage.name}.log"))
+      echo(
+        f"{head}: FAILED with exit code {rc} after {wall:.1f} s; last lines of its log:\n"
+        + _tail(s.out / "logs" / f"{stage.name}.log")
+      )
       failed = stage
       break
     if read_done(stage.out) is None:
-      echo(f"{head}: stopped by a signal after {wall:.1f} s, its state saved; run the same "
-           "command again to resume")
+      echo(
+        f"{head}: stopped by a signal after {wall:.1f} s, its state saved; run the same "
+        "command again to resume"
+      )
       return 0
     echo(f"{head}: done in {wall:.1f} s (total {time.time() - t_all:.1f} s)")
   report = ablation_report.write_report(s, stages)

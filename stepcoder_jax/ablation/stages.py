@@ -8,6 +8,7 @@ ablation/fingerprint.py), so running the ablation again skips every finished sta
 unfinished `train` or `sft` resumes from its orbax checkpoint by itself, and an unfinished `eval`
 from its sampling journal (runs/eval_journal.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,6 +28,7 @@ DONE = "DONE.json"
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """One subprocess stage: `stepcoder-jax <argv>`, done when `out/DONE.json` exists."""
+
   name: str
   out: Path
   argv: tuple[str, ...]
@@ -76,8 +78,12 @@ def run_stage(stage: Stage, log_dir: Path, fingerprint: str | None = None) -> tu
   wall = time.time() - t0
   # A train or sft stage stopped by a signal also exits 0, leaving STOPPED.json: not done.
   if rc == 0 and preemption.read_marker(stage.out) is None:
-    record = {"command": shlex.join(cmd), "wall_s": round(wall, 3), "exit_code": 0,
-              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {
+      "command": shlex.join(cmd),
+      "wall_s": round(wall, 3),
+      "exit_code": 0,
+      "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     if fingerprint is not None:
       record.update(ablation_fingerprint.record(fingerprint))
     write_done(stage.out, record)

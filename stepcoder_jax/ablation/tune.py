@@ -14,6 +14,7 @@ Layout under --out:
   tune/<name>/{train,model}/            its training run and final policy (a point with bindings)
   tune/evals/<model>/{greedy,probe}/    validation and RL-pool evaluations of sft and each point
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +33,7 @@ KINDS = ("greedy", "probe")  # no sampled evaluation: tuning needs a ranking, no
 @dataclasses.dataclass(frozen=True)
 class TunePoint:
   """One setting tried on validation: `name` and gin bindings added to the tuned arm's gin."""
+
   name: str
   bindings: tuple[str, ...] = ()
 
@@ -40,9 +42,11 @@ def parse(spec: str) -> TunePoint:
   """'NAME=BINDING[;BINDING...]' -> TunePoint; 'NAME=' is the arm's own settings."""
   name, sep, rest = spec.partition("=")
   if not sep or not NAME.match(name) or name in ("evals", "sft"):
-    raise UserError(f"--tune {spec!r}: expected NAME=BINDING[;BINDING...] with NAME of letters, "
-                    f"digits, '_', '.', '-' (not 'evals' or 'sft'), e.g. "
-                    f"lr1e-5=ppo.policy_lr=1e-5")
+    raise UserError(
+      f"--tune {spec!r}: expected NAME=BINDING[;BINDING...] with NAME of letters, "
+      f"digits, '_', '.', '-' (not 'evals' or 'sft'), e.g. "
+      f"lr1e-5=ppo.policy_lr=1e-5"
+    )
   bindings = tuple(b.strip() for b in rest.split(";") if b.strip())
   for b in bindings:
     if "=" not in b or not b.split("=", 1)[0].strip():
@@ -60,8 +64,10 @@ def check(points: tuple[TunePoint, ...], out: Path) -> None:
     if f.is_file():
       before = json.loads(f.read_text(encoding="utf-8"))
       if tuple(before.get("bindings", ())) != p.bindings:
-        raise UserError(f"--tune {p.name}: {f.parent} was run with {before.get('bindings')}, "
-                        f"this run asks for {list(p.bindings)}; use another name")
+        raise UserError(
+          f"--tune {p.name}: {f.parent} was run with {before.get('bindings')}, "
+          f"this run asks for {list(p.bindings)}; use another name"
+        )
 
 
 def record(points: tuple[TunePoint, ...], out: Path, arm: str) -> None:
@@ -69,8 +75,9 @@ def record(points: tuple[TunePoint, ...], out: Path, arm: str) -> None:
   for p in points:
     d = out / "tune" / p.name
     d.mkdir(parents=True, exist_ok=True)
-    (d / "TUNE.json").write_text(json.dumps({"arm": arm, "bindings": list(p.bindings)}, indent=1),
-                                 encoding="utf-8")
+    (d / "TUNE.json").write_text(
+      json.dumps({"arm": arm, "bindings": list(p.bindings)}, indent=1), encoding="utf-8"
+    )
 
 
 def evals_dir(out: Path) -> Path:
@@ -88,8 +95,10 @@ def train_dir(out: Path, arm: str, p: TunePoint) -> Path:
 
 def points_on_disk(out: Path) -> list[tuple[str, list[str]]]:
   """(name, bindings) of every point recorded under tune/, by name."""
-  return [(f.parent.name, json.loads(f.read_text(encoding="utf-8")).get("bindings", []))
-          for f in sorted((out / "tune").glob("*/TUNE.json"))]
+  return [
+    (f.parent.name, json.loads(f.read_text(encoding="utf-8")).get("bindings", []))
+    for f in sorted((out / "tune").glob("*/TUNE.json"))
+  ]
 
 
 def section(out: Path, measures: list[str]) -> list[str]:
@@ -100,11 +109,15 @@ def section(out: Path, measures: list[str]) -> list[str]:
     return []
   per_model = {m: measure_values(evals_dir(out), m) for m in ["sft"] + [n for n, _ in points]}
   cols = [m for m in measures if any(m in v for v in per_model.values())]
-  lines = ["## Tuning on validation (the held-out set is never used here)", "",
-           "Each point trains like the tuned arm with the bindings shown; measures on the "
-           "validation problems (RL-pool pass@1: the training problems at s* = 0). "
-           "Cells: value [95% CI] in %, then after ';' the paired difference from SFT in pp "
-           "('*': its interval excludes 0).", ""]
+  lines = [
+    "## Tuning on validation (the held-out set is never used here)",
+    "",
+    "Each point trains like the tuned arm with the bindings shown; measures on the "
+    "validation problems (RL-pool pass@1: the training problems at s* = 0). "
+    "Cells: value [95% CI] in %, then after ';' the paired difference from SFT in pp "
+    "('*': its interval excludes 0).",
+    "",
+  ]
   if not cols:
     return lines + ["_no finished tuning evaluation yet._", ""]
   lines += ["| point | bindings | " + " | ".join(cols) + " |", "|---|---|" + "---:|" * len(cols)]
@@ -119,8 +132,11 @@ def section(out: Path, measures: list[str]) -> list[str]:
       if name != "sft":
         cell += "; " + diff_cell(paired(m, per_model, name, "sft"))
       cells.append(cell)
-    shown = ("the SFT model" if bindings is None else
-             "; ".join(f"`{b}`" for b in bindings) or "the arm as is")
+    shown = (
+      "the SFT model"
+      if bindings is None
+      else "; ".join(f"`{b}`" for b in bindings) or "the arm as is"
+    )
     lines.append(f"| {name} | {shown} | " + " | ".join(cells) + " |")
   return lines + [""] + training_table(out, points)
 
@@ -134,16 +150,21 @@ def training_table(out: Path, points: list[tuple[str, list[str]]]) -> list[str]:
   the reference, truncation and compile-error rates."""
   from stepcoder_jax.metrics import read_jsonl
 
-  lines = [f"Training of each point (KL, truncated and compile errors: mean of its last {TAIL} "
-           "iterations; pass rate: all rollouts at the current stage):", "",
-           "| point | iterations | finished | rollout pass rate | KL to SFT (nats) | truncated "
-           "| compile errors |", "|---|---:|---|---:|---:|---:|---:|"]
+  lines = [
+    f"Training of each point (KL, truncated and compile errors: mean of its last {TAIL} "
+    "iterations; pass rate: all rollouts at the current stage):",
+    "",
+    "| point | iterations | finished | rollout pass rate | KL to SFT (nats) | truncated "
+    "| compile errors |",
+    "|---|---:|---|---:|---:|---:|---:|",
+  ]
   for name, bindings in points:
     arm = json.loads((out / "tune" / name / "TUNE.json").read_text(encoding="utf-8"))["arm"]
     d = train_dir(out, arm, TunePoint(name, tuple(bindings)))
     f = d / "metrics.jsonl"
-    rows = sorted({r["step"]: r for r in (read_jsonl(f) if f.is_file() else [])
-                   if "step" in r}.items())
+    rows = sorted(
+      {r["step"]: r for r in (read_jsonl(f) if f.is_file() else []) if "step" in r}.items()
+    )
     rows = [r for _, r in rows]
     if not rows:
       lines.append(f"| {name} | 0 | no | n/a | n/a | n/a | n/a |")
@@ -154,8 +175,10 @@ def training_table(out: Path, points: list[tuple[str, list[str]]]) -> list[str]:
       return sum(vals) / len(vals) if vals else float("nan")
 
     tail = rows[-TAIL:]
-    lines.append(f"| {name} | {len(rows)} | {'yes' if (d / 'DONE.json').is_file() else 'no'} "
-                 f"| {mean('pass_rate', rows):.1%} | {mean('ppo/ref_kl', tail):.1f} "
-                 f"| {mean('truncated_rate', tail):.0%} "
-                 f"| {mean('outcome/compile_error', tail):.0%} |")
+    lines.append(
+      f"| {name} | {len(rows)} | {'yes' if (d / 'DONE.json').is_file() else 'no'} "
+      f"| {mean('pass_rate', rows):.1%} | {mean('ppo/ref_kl', tail):.1f} "
+      f"| {mean('truncated_rate', tail):.0%} "
+      f"| {mean('outcome/compile_error', tail):.0%} |"
+    )
   return lines + [""]

@@ -7,6 +7,7 @@
 cannot go stale; docs/configuration.md is the same list as markdown
 (scripts/gen_config_docs.py, checked by tests/test_config_docs.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,20 +19,25 @@ import tokenize
 
 import gin
 
-HELP = ("print the gin configuration the given --gin_file/--gin.NAME=VALUE make (validates "
-        "them); --defaults lists every setting with its default")
+HELP = (
+  "print the gin configuration the given --gin_file/--gin.NAME=VALUE make (validates "
+  "them); --defaults lists every setting with its default"
+)
 
 
 def add_arguments(parser):
-  parser.add_argument("--defaults", action="store_true",
-                      help="list every gin setting with its default and what it does (and its "
-                           "value under the given --gin_file/--gin.NAME=VALUE when they change "
-                           "it)")
+  parser.add_argument(
+    "--defaults",
+    action="store_true",
+    help="list every gin setting with its default and what it does (and its "
+    "value under the given --gin_file/--gin.NAME=VALUE when they change "
+    "it)",
+  )
 
 
 @dataclasses.dataclass
 class Setting:
-  name: str     # the binding, e.g. "ppo.kl_coef"
+  name: str  # the binding, e.g. "ppo.kl_coef"
   default: str  # as a gin literal
   doc: str
 
@@ -59,10 +65,13 @@ def _attribute_docs(cls) -> dict[str, str]:
     return docs
   # Prose docstrings: "`name`: text" or "name / other: text" starting a line or a sentence.
   fields = {f.name for f in dataclasses.fields(cls)}
-  heads = [m for m in re.finditer(r"(?:^|\n|(?<=\. ))\s*`?(\w+(?:\s*/\s*\w+)*)`?: ", text)
-           if set(re.split(r"\s*/\s*", m.group(1))) <= fields]
+  heads = [
+    m
+    for m in re.finditer(r"(?:^|\n|(?<=\. ))\s*`?(\w+(?:\s*/\s*\w+)*)`?: ", text)
+    if set(re.split(r"\s*/\s*", m.group(1))) <= fields
+  ]
   for m, nxt in zip(heads, heads[1:] + [None]):
-    body = text[m.end():nxt.start() if nxt else len(text)].split("\n\n")[0]
+    body = text[m.end() : nxt.start() if nxt else len(text)].split("\n\n")[0]
     for name in re.split(r"\s*/\s*", m.group(1)):
       docs.setdefault(name, " ".join(body.split()))
   field_line, above = {}, []
@@ -136,18 +145,29 @@ def defaults_text() -> str:
 
 def defaults_markdown() -> str:
   """docs/configuration.md."""
-  text = ["# Configuration: every gin setting and its default", "",
-          "Generated from the code by `python scripts/gen_config_docs.py` (a test fails when it "
-          "is out of date); `stepcoder-jax config --defaults` prints the same list.", "",
-          "Set a value on the command line with `--gin.NAME=VALUE` (a string needs quotes "
-          "inside the shell's: `--gin.model.path=\"'gemma3-270m'\"`), or in a gin file given with "
-          "`--gin_file FILE` (repeatable; a name such as `experiments/tiny_cpu.gin` is looked up "
-          "in the shipped `configs/`), or from Python with `gin=` (see [api.md](api.md)). "
-          "`stepcoder-jax config --gin_file FILE` prints what a file sets; every run saves the "
-          "values it used in `operative_config.gin`.", ""]
+  text = [
+    "# Configuration: every gin setting and its default",
+    "",
+    "Generated from the code by `python scripts/gen_config_docs.py` (a test fails when it "
+    "is out of date); `stepcoder-jax config --defaults` prints the same list.",
+    "",
+    "Set a value on the command line with `--gin.NAME=VALUE` (a string needs quotes "
+    "inside the shell's: `--gin.model.path=\"'gemma3-270m'\"`), or in a gin file given with "
+    "`--gin_file FILE` (repeatable; a name such as `experiments/tiny_cpu.gin` is looked up "
+    "in the shipped `configs/`), or from Python with `gin=` (see [api.md](api.md)). "
+    "`stepcoder-jax config --gin_file FILE` prints what a file sets; every run saves the "
+    "values it used in `operative_config.gin`.",
+    "",
+  ]
   for name, cls in configurables():
-    text += [f"## `{name}`", "", f"{_summary(cls)} (`{cls.__module__}.{cls.__name__}`)", "",
-             "| setting | default | what it does |", "|---|---|---|"]
+    text += [
+      f"## `{name}`",
+      "",
+      f"{_summary(cls)} (`{cls.__module__}.{cls.__name__}`)",
+      "",
+      "| setting | default | what it does |",
+      "|---|---|---|",
+    ]
     for s in settings(cls, name):
       doc, default = (x.replace("|", "\\|") for x in (s.doc, s.default))
       text.append(f"| `{s.name}` | `{default}` | {doc} |")
@@ -160,6 +180,10 @@ def run(args) -> int:
     print(defaults_text(), end="")
     return 0
   text = gin.config_str()
-  print(text if text.strip() else "(nothing set: no --gin_file or --gin.NAME=VALUE given; "
-        "`stepcoder-jax config --defaults` lists every setting with its default)")
+  print(
+    text
+    if text.strip()
+    else "(nothing set: no --gin_file or --gin.NAME=VALUE given; "
+    "`stepcoder-jax config --defaults` lists every setting with its default)"
+  )
   return 0

@@ -18,6 +18,7 @@ has not registered), the verdicts on it so far (`attempts`, `passes`), how often
 schedule moved it back (`retreats`) and `written_share`, the share of the canonical solution's
 characters the policy writes itself at that stage (1.0 at s* = 0).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,13 +30,18 @@ HELP = "print each problem's CCCS statements and stages (the lines where the pol
 
 def add_arguments(parser) -> None:
   from stepcoder_jax.commands import add_problem_arguments
+
   add_problem_arguments(parser, purpose="train")
   parser.add_argument("--problem", default=None, help="show only the problem with this id")
-  parser.add_argument("--json", action="store_true",
-                      help="one JSON object per problem instead of text")
-  parser.add_argument("--checkpoint", default=None, metavar="RUN_DIR",
-                      help="show each problem's current stage in this training run's latest "
-                           "checkpoint")
+  parser.add_argument(
+    "--json", action="store_true", help="one JSON object per problem instead of text"
+  )
+  parser.add_argument(
+    "--checkpoint",
+    default=None,
+    metavar="RUN_DIR",
+    help="show each problem's current stage in this training run's latest checkpoint",
+  )
 
 
 def describe(problem, curriculum) -> dict:
@@ -44,12 +50,14 @@ def describe(problem, curriculum) -> dict:
 
   solution = problem.canonical_solution
   stages = curriculum.register(problem).num_stages
-  starts = [prompts_lib.code_prefix_for(problem, curriculum.prefix_at(problem, k))
-            for k in range(stages)]
-  return {"problem_id": problem.id,
-          "statement_lines": [solution.count("\n", 0, s) + 1
-                              for s, _ in curriculum.statements(problem)],
-          "stage_lines": [code.count("\n") + 1 for code in starts]}
+  starts = [
+    prompts_lib.code_prefix_for(problem, curriculum.prefix_at(problem, k)) for k in range(stages)
+  ]
+  return {
+    "problem_id": problem.id,
+    "statement_lines": [solution.count("\n", 0, s) + 1 for s, _ in curriculum.statements(problem)],
+    "stage_lines": [code.count("\n") + 1 for code in starts],
+  }
 
 
 def current(problem, curriculum) -> dict:
@@ -57,8 +65,13 @@ def current(problem, curriculum) -> dict:
   st = curriculum.states.get(problem.id)
   if st is None:
     return {"current_stage": None}
-  return {"current_stage": st.stage, "attempts": st.attempts, "passes": st.passes,
-          "retreats": st.retreats, "written_share": round(curriculum.written_share(problem), 4)}
+  return {
+    "current_stage": st.stage,
+    "attempts": st.attempts,
+    "passes": st.passes,
+    "retreats": st.retreats,
+    "written_share": round(curriculum.written_share(problem), 4),
+  }
 
 
 def read_state(path: str):
@@ -76,24 +89,32 @@ def read_state(path: str):
   if "curriculum" not in meta:
     raise UserError(f"{path}: its checkpoint holds no curriculum state")
   saved = json.loads(meta["curriculum"])
-  cfg = CCCSConfig(enabled=saved.get("enabled", True), statements=saved.get("statements", "if"),
-                   schedule=saved.get("schedule", "paper"))
+  cfg = CCCSConfig(
+    enabled=saved.get("enabled", True),
+    statements=saved.get("statements", "if"),
+    schedule=saved.get("schedule", "paper"),
+  )
   return Curriculum.from_json(meta["curriculum"], cfg), meta
 
 
 def _text(rec: dict, statements: str) -> str:
   lines = rec["statement_lines"]
   stages = ", ".join(f"line {n}" for n in rec["stage_lines"][:-1])
-  out = (f"{rec['problem_id']}: E = {len(lines)} ({statements}) at lines "
-         f"{', '.join(map(str, lines)) or '-'}\n"
-         f"  stages in training order: {stages + ', ' if stages else ''}"
-         f"line {rec['stage_lines'][-1]} (s* = 0, the question alone)")
+  out = (
+    f"{rec['problem_id']}: E = {len(lines)} ({statements}) at lines "
+    f"{', '.join(map(str, lines)) or '-'}\n"
+    f"  stages in training order: {stages + ', ' if stages else ''}"
+    f"line {rec['stage_lines'][-1]} (s* = 0, the question alone)"
+  )
   if "current_stage" in rec:
     k = rec["current_stage"]
-    out += ("\n  now: not seen by the run" if k is None else
-            f"\n  now: stage {k} (the policy writes from line {rec['stage_lines'][k]}, "
-            f"{rec['written_share']:.0%} of the solution); {rec['passes']}/{rec['attempts']} "
-            f"passed there; moved back {rec['retreats']} time(s)")
+    out += (
+      "\n  now: not seen by the run"
+      if k is None
+      else f"\n  now: stage {k} (the policy writes from line {rec['stage_lines'][k]}, "
+      f"{rec['written_share']:.0%} of the solution); {rec['passes']}/{rec['attempts']} "
+      f"passed there; moved back {rec['retreats']} time(s)"
+    )
   return out
 
 
@@ -108,14 +129,16 @@ def run(args) -> int:
   if args.problem is not None:
     problems = [p for p in problems if p.id == args.problem]
     if not problems:
-      raise UserError(f"{args.problems or args.dataset or 'dataset'}: no problem with id "
-                      f"{args.problem!r}")
+      raise UserError(
+        f"{args.problems or args.dataset or 'dataset'}: no problem with id {args.problem!r}"
+      )
   if args.checkpoint:
     curriculum, meta = read_state(args.checkpoint)
     cfg = curriculum.cfg
     if not args.json:
-      print(f"{args.checkpoint}: iteration {meta.get('iteration')}, cccs.schedule = "
-            f"{cfg.schedule!r}")
+      print(
+        f"{args.checkpoint}: iteration {meta.get('iteration')}, cccs.schedule = {cfg.schedule!r}"
+      )
   else:
     cfg = CCCSConfig()
     curriculum = Curriculum(cfg)

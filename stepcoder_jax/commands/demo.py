@@ -11,6 +11,7 @@ Stages that finished are reused when the command runs again on the same --work_d
 evaluation, the SFT model, the training checkpoints), so an interrupted demo loses at most one PPO
 iteration or one evaluation.
 """
+
 HELP = "the embedded default: SFT + StepCoder on the bundled problems, before/after with intervals"
 DEFAULT_GIN_FILES = ("experiments/cpu_demo_gemma.gin",)
 
@@ -22,5 +23,6 @@ def add_arguments(parser):
 
 def run(args) -> int:
   from stepcoder_jax.runs import demo
+
   print(demo.run_demo(args.work_dir, model=args.model), end="")
   return 0

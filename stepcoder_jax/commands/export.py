@@ -3,6 +3,7 @@
 The output loads with `transformers.AutoModelForCausalLM.from_pretrained(OUT)` (and
 `AutoTokenizer.from_pretrained(OUT)` when the source has a tokenizer).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,23 +21,46 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"
 
 
 def add_arguments(parser) -> None:
-  parser.add_argument("--model", required=True, metavar="PATH",
-                      help="model to export: a Hugging Face directory (or what models.loading "
-                           "accepts: GGUF file, checkpoint)")
+  parser.add_argument(
+    "--model",
+    required=True,
+    metavar="PATH",
+    help="model to export: a Hugging Face directory (or what models.loading "
+    "accepts: GGUF file, checkpoint)",
+  )
   parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
-  parser.add_argument("--push_to_hub", default=None, metavar="REPO",
-                      help="also upload DIR to this Hugging Face Hub repo (needs network + token)")
-  parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                      help="dtype of the written tensors (default: the model's)")
-  parser.add_argument("--max_shard_size", default="5GB",
-                      help="largest safetensors shard, e.g. 5GB, 500MB, or bytes (default 5GB)")
-  parser.add_argument("--results", action="append", default=[], metavar="EVAL_JSON",
-                      help="an `eval` result (eval.json or eval.md) to put in the model card "
-                           "(repeatable)")
-  parser.add_argument("--base_model", default=None,
-                      help="the model card's base model (default: what train/sft recorded)")
-  parser.add_argument("--data", default=None,
-                      help="the model card's training data (default: what train/sft recorded)")
+  parser.add_argument(
+    "--push_to_hub",
+    default=None,
+    metavar="REPO",
+    help="also upload DIR to this Hugging Face Hub repo (needs network + token)",
+  )
+  parser.add_argument(
+    "--dtype",
+    default=None,
+    choices=["float32", "bfloat16", "float16"],
+    help="dtype of the written tensors (default: the model's)",
+  )
+  parser.add_argument(
+    "--max_shard_size",
+    default="5GB",
+    help="largest safetensors shard, e.g. 5GB, 500MB, or bytes (default 5GB)",
+  )
+  parser.add_argument(
+    "--results",
+    action="append",
+    default=[],
+    metavar="EVAL_JSON",
+    help="an `eval` result (eval.json or eval.md) to put in the model card (repeatable)",
+  )
+  parser.add_argument(
+    "--base_model",
+    default=None,
+    help="the model card's base model (default: what train/sft recorded)",
+  )
+  parser.add_argument(
+    "--data", default=None, help="the model card's training data (default: what train/sft recorded)"
+  )
 
 
 def parse_size(text: str) -> int:
@@ -44,8 +68,7 @@ def parse_size(text: str) -> int:
   m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*", text, re.IGNORECASE)
   if not m:
     raise UserError(f"--max_shard_size: cannot parse {text!r} (e.g. 5GB, 500MB, 1000000)")
-  units = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9,
-           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+  units = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
   size = int(float(m.group(1)) * units[(m.group(2) or "B").upper()])
   if size <= 0:
     raise UserError(f"--max_shard_size: must be positive, got {text!r}")
@@ -69,6 +92,7 @@ def load_any(path: str):
     tokenizer = loaded[2] if len(loaded) > 2 else _tokenizer_for(path)
     return loaded[0], loaded[1], tokenizer
   from stepcoder_jax.models import hf_io  # pylint: disable=import-outside-toplevel
+
   cfg, decoder = hf_io.load(path)
   return cfg, decoder, _tokenizer_for(path)
 
@@ -80,6 +104,7 @@ def _tokenizer_for(path: str):
   if not has:
     return None
   from stepcoder_jax.models.tokenizer import load_tokenizer  # pylint: disable=import-outside-toplevel
+
   return load_tokenizer(path)
 
 
@@ -87,14 +112,18 @@ def push(out: Path, repo: str) -> str:
   """Upload `out` to the Hub repo; any failure (offline, no token, no rights) is one line."""
   try:
     from huggingface_hub import HfApi  # pylint: disable=import-outside-toplevel
+
     api = HfApi()
     api.create_repo(repo, exist_ok=True)
-    info = api.upload_folder(folder_path=str(out), repo_id=repo,
-                             commit_message="Upload from stepcoder-jax export")
+    info = api.upload_folder(
+      folder_path=str(out), repo_id=repo, commit_message="Upload from stepcoder-jax export"
+    )
   except Exception as e:  # network, auth and HTTP errors all end the same way for the user
     msg = " ".join(str(e).split())[:300]
-    raise UserError(f"--push_to_hub {repo}: upload failed ({type(e).__name__}: {msg}); "
-                    f"the export in {out} is complete") from None
+    raise UserError(
+      f"--push_to_hub {repo}: upload failed ({type(e).__name__}: {msg}); "
+      f"the export in {out} is complete"
+    ) from None
   return str(getattr(info, "commit_url", repo))
 
 
@@ -108,9 +137,16 @@ def write_card(args, cfg, out: Path, results) -> None:
     prov["data"] = args.data
   prov.setdefault("base_model", args.model if not prov else None)
   gemma = cfg.is_gemma or "gemma" in str(prov.get("base_model", "")).lower()
-  text = model_card.card(name=out.name, family=cfg.family, num_layers=cfg.num_layers,
-                         vocab_size=cfg.vocab_size, dtype=args.dtype or cfg.param_dtype,
-                         provenance=prov, results=results, gemma=gemma)
+  text = model_card.card(
+    name=out.name,
+    family=cfg.family,
+    num_layers=cfg.num_layers,
+    vocab_size=cfg.vocab_size,
+    dtype=args.dtype or cfg.param_dtype,
+    provenance=prov,
+    results=results,
+    gemma=gemma,
+  )
   (out / "README.md").write_text(text, encoding="utf-8")
 
 
@@ -127,8 +163,10 @@ def run(args) -> int:
   results = [(r, model_card.results_text(r)) for r in args.results]  # bad paths fail first
   hf_io.export(cfg, decoder, tokenizer, out, max_shard_bytes=max_shard, dtype=args.dtype)
   write_card(args, cfg, out, results)
-  print(f"exported {cfg.family} model ({cfg.num_layers} layers, vocab {cfg.vocab_size}) to {out}"
-        f" with its model card ({out / 'README.md'})")
+  print(
+    f"exported {cfg.family} model ({cfg.num_layers} layers, vocab {cfg.vocab_size}) to {out}"
+    f" with its model card ({out / 'README.md'})"
+  )
   if args.push_to_hub:
     url = push(out, args.push_to_hub)
     print(f"pushed to {url}")

@@ -8,6 +8,7 @@ P is a JSONL of problem records, or a HumanEval .jsonl(.gz) / MBPP .jsonl / APPS
 (optionally "prefix": the given code the completion continues; by default a HumanEval problem's
 prompt, else nothing). Results are written one line per completion, in input order.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,28 +23,59 @@ HELP = "judge completions (or reference solutions) against unit tests in the san
 
 # coverage_state: 'measured' (executed_lines is what ran; an empty list means the program never
 # reached the completion) or 'none' (no coverage: FGO masks every token in).
-RESULT_FIELDS = ("problem_id", "outcome", "reward", "tests_passed", "tests_total",
-                 "executed_lines", "executable_lines", "coverage_state", "error", "duration_s")
+RESULT_FIELDS = (
+  "problem_id",
+  "outcome",
+  "reward",
+  "tests_passed",
+  "tests_total",
+  "executed_lines",
+  "executable_lines",
+  "coverage_state",
+  "error",
+  "duration_s",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   from stepcoder_jax.data.load import add_dataset_arguments  # light: no TFDS import here
-  parser.add_argument("--problems", default=None,
-                      help="problem file: our JSONL, HumanEval .jsonl(.gz), MBPP .jsonl, APPS; "
-                           "or name a TFDS dataset with --dataset/--split")
+
+  parser.add_argument(
+    "--problems",
+    default=None,
+    help="problem file: our JSONL, HumanEval .jsonl(.gz), MBPP .jsonl, APPS; "
+    "or name a TFDS dataset with --dataset/--split",
+  )
   add_dataset_arguments(parser)
-  parser.add_argument("--completions", default=None,
-                      help='JSONL of {"problem_id", "completion"[, "prefix"]} lines')
+  parser.add_argument(
+    "--completions", default=None, help='JSONL of {"problem_id", "completion"[, "prefix"]} lines'
+  )
   parser.add_argument("--out", required=True, help="where to write the results (JSONL)")
-  parser.add_argument("--workers", type=int, default=None,
-                      help="worker processes (default: gin execution.workers, 0 = CPU count)")
-  parser.add_argument("--timeout", type=float, default=None,
-                      help="time limit of one test in seconds (default: gin execution.timeout_s)")
-  parser.add_argument("--use_canonical", "--use-canonical", action="store_true",
-                      help="judge the problems' own reference solutions instead of completions")
-  parser.add_argument("--bad_lines", "--bad-lines", choices=("error", "skip"), default="error",
-                      help="a malformed completion line stops the run (error) or is reported and "
-                           "skipped (skip)")
+  parser.add_argument(
+    "--workers",
+    type=int,
+    default=None,
+    help="worker processes (default: gin execution.workers, 0 = CPU count)",
+  )
+  parser.add_argument(
+    "--timeout",
+    type=float,
+    default=None,
+    help="time limit of one test in seconds (default: gin execution.timeout_s)",
+  )
+  parser.add_argument(
+    "--use_canonical",
+    "--use-canonical",
+    action="store_true",
+    help="judge the problems' own reference solutions instead of completions",
+  )
+  parser.add_argument(
+    "--bad_lines",
+    "--bad-lines",
+    choices=("error", "skip"),
+    default="error",
+    help="a malformed completion line stops the run (error) or is reported and skipped (skip)",
+  )
 
 
 def default_prefix(problem) -> str:
@@ -53,16 +85,18 @@ def default_prefix(problem) -> str:
 
 def canonical_job(problem):
   from stepcoder_jax.execution import Job  # pylint: disable=import-outside-toplevel
+
   prefix = default_prefix(problem)
   sol = problem.canonical_solution
   if prefix and sol.startswith(prefix):
-    return Job(problem, sol[len(prefix):], prefix=prefix)
+    return Job(problem, sol[len(prefix) :], prefix=prefix)
   return Job(problem, sol)
 
 
 def read_completions(path: str, problems: dict, bad_lines: str):
   """(line number, Job) for every valid line; malformed lines name file and line number."""
   from stepcoder_jax.execution import Job  # pylint: disable=import-outside-toplevel
+
   jobs, skipped = [], 0
   try:
     f = open(path, encoding="utf-8")
@@ -105,7 +139,10 @@ def read_completions(path: str, problems: dict, bad_lines: str):
 def run(args) -> int:
   from stepcoder_jax.data.load import problems_from_args  # pylint: disable=import-outside-toplevel
   from stepcoder_jax.execution import (  # pylint: disable=import-outside-toplevel
-      ExecutionConfig, ExecutionPool, RewardConfig)
+    ExecutionConfig,
+    ExecutionPool,
+    RewardConfig,
+  )
 
   if args.problems and args.dataset:
     raise UserError("give either --problems FILE or --dataset NAME [--split SPLIT], not both")
@@ -120,8 +157,11 @@ def run(args) -> int:
       raise UserError("--use_canonical judges the reference solutions: drop --completions")
     missing = [p.id for p in problems if not p.canonical_solution.strip()]
     if missing:
-      print(f"warning: {len(missing)} problem(s) have no reference solution and are skipped "
-            f"(first: {missing[0]})", file=sys.stderr)
+      print(
+        f"warning: {len(missing)} problem(s) have no reference solution and are skipped "
+        f"(first: {missing[0]})",
+        file=sys.stderr,
+      )
     jobs = [(None, canonical_job(p)) for p in problems if p.canonical_solution.strip()]
     skipped = len(missing)
   else:
@@ -160,8 +200,9 @@ def run(args) -> int:
   order = ("passed", "failed", "runtime_error", "timeout", "compile_error")
   summary = ", ".join(f"{k} {counts.get(k, 0)}" for k in order)
   rate = len(results) / dt if dt > 0 else 0.0
-  print(f"judged {len(results)} program(s) with {pool.num_workers} worker(s) in {dt:.1f} s "
-        f"({rate:.1f} programs/s): {summary}" +
-        (f"; skipped {skipped} line(s)" if skipped else ""))
+  print(
+    f"judged {len(results)} program(s) with {pool.num_workers} worker(s) in {dt:.1f} s "
+    f"({rate:.1f} programs/s): {summary}" + (f"; skipped {skipped} line(s)" if skipped else "")
+  )
   print(f"results: {args.out}")
   return 0

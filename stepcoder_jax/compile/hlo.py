@@ -16,6 +16,7 @@ Trip counts: the `known_trip_count` XLA records (GPU), else a loop whose conditi
 counter with a constant (TPU); loops whose bound is data (the sampler's decode loop stops when
 every row is done) take `default_trip_count` and are reported as such.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,9 +27,23 @@ import numpy as np
 
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 # Ops that move no data of their own (aliases, control, bookkeeping).
-_FREE = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "while", "conditional",
-         "call", "after-all", "partition-id", "replica-id", "opt-barrier", "add-dependency",
-         "domain", "iota"}
+_FREE = {
+  "parameter",
+  "constant",
+  "get-tuple-element",
+  "tuple",
+  "bitcast",
+  "while",
+  "conditional",
+  "call",
+  "after-all",
+  "partition-id",
+  "replica-id",
+  "opt-barrier",
+  "add-dependency",
+  "domain",
+  "iota",
+}
 _ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
 _HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s+\(.*\)\s+->\s+.*\{\s*$")
 _INSTR = re.compile(r"^\s*(ROOT\s+)?%?([\w.\-]+)\s+=\s+(.*)$")
@@ -145,8 +160,9 @@ def parse(text: str) -> dict[str, Computation]:
     if not om:
       continue
     close = _balanced(rest, om.end() - 1)
-    operands = [p.split()[-1].lstrip("%") for p in _split_top(rest[om.end():close - 1])
-                if p.split()]
+    operands = [
+      p.split()[-1].lstrip("%") for p in _split_top(rest[om.end() : close - 1]) if p.split()
+    ]
     ins = Instr(name, shape, om.group(1), operands, rest[close:], root=bool(m.group(1)))
     cur.instrs.append(ins)
     cur.shapes[name] = shape
@@ -156,6 +172,7 @@ def parse(text: str) -> dict[str, Computation]:
 @dataclasses.dataclass
 class Stats:
   """Work of a computation per execution (or of a whole program)."""
+
   flops: float = 0.0
   bytes: float = 0.0
   collectives: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
@@ -164,8 +181,9 @@ class Stats:
     self.flops += times * other.flops
     self.bytes += times * other.bytes
     for kind, v in other.collectives.items():
-      mine = self.collectives.setdefault(kind, {"count": 0.0, "operand_bytes": 0.0,
-                                                "result_bytes": 0.0})
+      mine = self.collectives.setdefault(
+        kind, {"count": 0.0, "operand_bytes": 0.0, "result_bytes": 0.0}
+      )
       for k in mine:
         mine[k] += times * v[k]
 
@@ -174,14 +192,18 @@ class Stats:
     return sum(v["operand_bytes"] for v in self.collectives.values())
 
   def to_json(self) -> dict:
-    return {"flops": self.flops, "bytes_accessed": self.bytes,
-            "collective_bytes": self.collective_bytes,
-            "collectives": {k: dict(v) for k, v in sorted(self.collectives.items())}}
+    return {
+      "flops": self.flops,
+      "bytes_accessed": self.bytes,
+      "collective_bytes": self.collective_bytes,
+      "collectives": {k: dict(v) for k, v in sorted(self.collectives.items())},
+    }
 
 
 @dataclasses.dataclass
 class Loop:
   """One while loop: its trip count and the work of one iteration (body and callees)."""
+
   name: str
   trip_count: int
   known: bool
@@ -225,16 +247,17 @@ def _conv_flops(comp: Computation, ins: Instr, out: tuple[int, ...]) -> float:
   dims = sorted(c for c in rl if c.isdigit())
   n = len(dims)
   pads = re.search(r"\bpad=([\d_x-]+)", ins.attrs)
-  pad = [tuple(int(v) for v in p.split("_")) for p in pads.group(1).split("x")] if pads else \
-      [(0, 0)] * n
-  stride, ldil, rdil = (_window(ins.attrs, k, n, 1) for k in ("stride", "lhs_dilate",
-                                                              "rhs_dilate"))
+  pad = (
+    [tuple(int(v) for v in p.split("_")) for p in pads.group(1).split("x")]
+    if pads
+    else [(0, 0)] * n
+  )
+  stride, ldil, rdil = (_window(ins.attrs, k, n, 1) for k in ("stride", "lhs_dilate", "rhs_dilate"))
   pairs = 1
   for j, d in enumerate(dims):
     size_in, k, size_out = lhs[ll.index(d)], rhs[rl.index(d)], out[ol.index(d)]
     last = (size_in - 1) * ldil[j]
-    pos = (np.arange(size_out)[:, None] * stride[j] + np.arange(k)[None, :] * rdil[j]
-           - pad[j][0])
+    pos = np.arange(size_out)[:, None] * stride[j] + np.arange(k)[None, :] * rdil[j] - pad[j][0]
     pairs *= int(np.count_nonzero((pos >= 0) & (pos <= last) & (pos % ldil[j] == 0)))
   per_spatial = math.prod(out[ol.index(d)] for d in dims) or 1
   return 2.0 * math.prod(out) / per_spatial * rhs[rl.index("i")] * pairs
@@ -250,8 +273,9 @@ def _instr_flops(comp: Computation, ins: Instr) -> float:
     return 2.0 * math.prod(out[0][1]) * k
   if ins.opcode == "convolution":
     return _conv_flops(comp, ins, out[0][1])
-  if ins.opcode == "custom-call" and re.search(r'custom_call_target="[^"]*(gemm|matmul)',
-                                              ins.attrs, re.I):
+  if ins.opcode == "custom-call" and re.search(
+    r'custom_call_target="[^"]*(gemm|matmul)', ins.attrs, re.I
+  ):
     lhs = _dims_of(comp, ins.operands[0])
     m = re.search(r'"lhs_contracting_dimensions":\[([^\]]*)\]', ins.attrs)
     dims = [int(x.strip('" ')) for x in m.group(1).split(",") if x.strip('" ')] if m else []
@@ -269,8 +293,7 @@ def _int_constant(ins: Instr | None) -> int | None:
     return None
 
 
-def _trip_count(comps: dict[str, Computation], caller: Computation, ins: Instr
-                ) -> int | None:
+def _trip_count(comps: dict[str, Computation], caller: Computation, ins: Instr) -> int | None:
   """Iterations of a while loop, when they do not depend on data."""
   m = re.search(r'"known_trip_count":\{"n":"(\d+)"', ins.attrs)
   if m:
@@ -315,14 +338,15 @@ class Analysis:
     for ins in comp.instrs:
       st.flops += _instr_flops(comp, ins)
       op = ins.opcode
-      base = op[:-len("-start")] if op.endswith("-start") else op
+      base = op[: -len("-start")] if op.endswith("-start") else op
       if base in COLLECTIVES:
         operand = sum(shape_bytes(comp.shapes.get(o, "")) for o in ins.operands)
         result = shape_bytes(ins.shape)
         if op.endswith("-start") and ins.shape.startswith("("):
           result = max(0.0, result - operand)  # (operand, result[, scratch]) of an async start
-        c = st.collectives.setdefault(base, {"count": 0.0, "operand_bytes": 0.0,
-                                             "result_bytes": 0.0})
+        c = st.collectives.setdefault(
+          base, {"count": 0.0, "operand_bytes": 0.0, "result_bytes": 0.0}
+        )
         c["count"] += 1
         c["operand_bytes"] += operand
         c["result_bytes"] += result
@@ -347,8 +371,11 @@ class Analysis:
       return sum(operand) + max(0.0, out - sum(operand))
     fused = self.comps.get((ins.callees("calls") or [""])[0]) if op == "fusion" else None
     if fused is not None:
-      params = {i.name: int(i.operands[0]) for i in fused.instrs
-                if i.opcode == "parameter" and i.operands and i.operands[0].isdigit()}
+      params = {
+        i.name: int(i.operands[0])
+        for i in fused.instrs
+        if i.opcode == "parameter" and i.operands and i.operands[0].isdigit()
+      }
       users: dict[str, list[tuple[Instr, int]]] = {}
       for i in fused.instrs:
         for k, o in enumerate(i.operands):
@@ -362,12 +389,18 @@ class Analysis:
         elif all(u.opcode == "dynamic-update-slice" and k == 0 for u, k in uses):
           operand[idx] = 0.0  # the buffer updated in place: its write is the output below
       root = next((i for i in fused.instrs if i.root), None)
-      parts = [root] if root is not None and root.opcode != "tuple" else [
-          fused.get(n) for n in (root.operands if root is not None else [])]
+      parts = (
+        [root]
+        if root is not None and root.opcode != "tuple"
+        else [fused.get(n) for n in (root.operands if root is not None else [])]
+      )
       if parts and all(p is not None for p in parts):
-        out = sum(shape_bytes(fused.shapes.get(p.operands[1], "")) if
-                  p.opcode == "dynamic-update-slice" and len(p.operands) > 1
-                  else shape_bytes(p.shape) for p in parts)
+        out = sum(
+          shape_bytes(fused.shapes.get(p.operands[1], ""))
+          if p.opcode == "dynamic-update-slice" and len(p.operands) > 1
+          else shape_bytes(p.shape)
+          for p in parts
+        )
     return sum(operand) + out
 
   def _stats(self, name: str, control: bool) -> Stats:
@@ -392,7 +425,8 @@ class Analysis:
         st.add(per, trips)
       elif ins.opcode == "conditional":
         branches = ins.callees("branch_computations") or (
-            ins.callees("true_computation") + ins.callees("false_computation"))
+          ins.callees("true_computation") + ins.callees("false_computation")
+        )
         if branches:  # the most expensive branch: a bound for any taken one
           st.add(max((self._stats(b, control) for b in branches), key=lambda s: s.flops))
       elif ins.opcode == "call":
@@ -408,5 +442,4 @@ class Analysis:
   def main_loop(self, unknown_only: bool = True) -> Loop | None:
     """The loop with the most work per iteration (among those with a data-dependent bound)."""
     cands = [l for l in self.loops if not (unknown_only and l.known)]
-    return max(cands, key=lambda l: (l.per_iteration.flops, l.per_iteration.bytes),
-               default=None)
+    return max(cands, key=lambda l: (l.per_iteration.flops, l.per_iteration.bytes), default=None)

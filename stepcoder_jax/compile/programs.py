@@ -13,6 +13,7 @@ train.max_prompt_tokens / max_new_tokens (`rl/batching.py`). SFT's examples are 
 data (multiples of 16 up to sft.max_len): here the worst case, sft.max_len columns split like the
 RL batch (prompt bucket, the rest for the target).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,6 +53,7 @@ class Program:
       train.max_new_tokens, every row running to the limit).
     in_iteration: part of one RL iteration (SFT is a stage before it).
   """
+
   name: str
   jitted: Callable
   args: tuple
@@ -99,19 +101,28 @@ class Shapes:
   sft_target: int
 
 
-def run_shapes(cfg: TrainConfig, ppo_cfg: PPOConfig, sft_cfg: SFTConfig,
-               row_divisor: int) -> Shapes:
+def run_shapes(
+  cfg: TrainConfig, ppo_cfg: PPOConfig, sft_cfg: SFTConfig, row_divisor: int
+) -> Shapes:
   """The array shapes of the run (see the module docstring)."""
   from stepcoder_jax.sampling import bucket as sample_bucket
+
   prompt = batching.bucket(cfg.max_prompt_tokens)
   rows = cfg.problems_per_iteration * cfg.samples_per_problem
   multiple = math.lcm(max(1, ppo_cfg.minibatches * ppo_cfg.grad_accum), row_divisor)
   rows = -(-rows // multiple) * multiple
   sft_prompt = min(prompt, max(16, sft_cfg.max_len // 2))
   sft_target = max(16, sft_cfg.max_len - sft_prompt)
-  return Shapes(rows=rows, prompt_len=prompt, response_len=batching.bucket(cfg.max_new_tokens),
-                new_bucket=sample_bucket(cfg.max_new_tokens), max_new_tokens=cfg.max_new_tokens,
-                sft_rows=sft_cfg.batch_size, sft_prompt=sft_prompt, sft_target=sft_target)
+  return Shapes(
+    rows=rows,
+    prompt_len=prompt,
+    response_len=batching.bucket(cfg.max_new_tokens),
+    new_bucket=sample_bucket(cfg.max_new_tokens),
+    max_new_tokens=cfg.max_new_tokens,
+    sft_rows=sft_cfg.batch_size,
+    sft_prompt=sft_prompt,
+    sft_target=sft_target,
+  )
 
 
 def _sds(shape, dtype, shard) -> jax.ShapeDtypeStruct:
@@ -139,8 +150,9 @@ def _abstract_run_state(model_cfg: ModelConfig, ppo_cfg: PPOConfig, sft_cfg: SFT
   return static, state, sft_state, tx
 
 
-def build(model_cfg: ModelConfig, cfg: TrainConfig, ppo_cfg: PPOConfig, sft_cfg: SFTConfig,
-          mesh, rules) -> tuple[list[Program], Shapes, dict[str, int]]:
+def build(
+  model_cfg: ModelConfig, cfg: TrainConfig, ppo_cfg: PPOConfig, sft_cfg: SFTConfig, mesh, rules
+) -> tuple[list[Program], Shapes, dict[str, int]]:
   """The run's programs on `mesh`, their shapes, and per-device bytes of what stays resident.
 
   Raises UserError (one line) when the rollout rows or SFT's batch do not split over the batch
@@ -165,71 +177,121 @@ def build(model_cfg: ModelConfig, cfg: TrainConfig, ppo_cfg: PPOConfig, sft_cfg:
   t = p + r
   b2, rep = pl.batch(2), pl.replicated
   resident = {"train_state": device_bytes(a_state), "reference": device_bytes(a_ref)}
-  opt_and_value = device_bytes((a_state.policy_opt, a_state.value, a_state.value_rest,
-                                a_state.value_opt))
+  opt_and_value = device_bytes(
+    (a_state.policy_opt, a_state.value, a_state.value_rest, a_state.value_opt)
+  )
   remat = 2 if model_cfg.remat else 0  # a rematerialized forward inside the backward
   programs = []
 
   # SFT: its own stage, before RL (nothing else resident).
   sft_sh = sft.sft_shardings(mesh, rules, params, opt, rest)
-  step = sft.make_sft_step(static["sft_gd"], None, tx, sft_cfg.logprob_chunk,
-                           prompt_len=shapes.sft_prompt, shardings=sft_sh)
+  step = sft.make_sft_step(
+    static["sft_gd"],
+    None,
+    tx,
+    sft_cfg.logprob_chunk,
+    prompt_len=shapes.sft_prompt,
+    shardings=sft_sh,
+  )
   st = shapes.sft_prompt + shapes.sft_target
-  sft_batch = {k: _sds((shapes.sft_rows, st), jnp.int32, sft_sh.batch)
-               for k in ("tokens", "positions", "attention_mask", "response_mask")}
-  programs.append(Program(
-      "sft_step", step.jitted,
-      (sharding.with_shardings(params, sft_sh.params),
-       sharding.with_shardings(opt, sft_sh.opt_state),
-       sharding.with_shardings(rest, sft_sh.rest), sft_batch),
-      model_flops=6 * n * shapes.sft_rows * st, tokens=shapes.sft_rows * st,
+  sft_batch = {
+    k: _sds((shapes.sft_rows, st), jnp.int32, sft_sh.batch)
+    for k in ("tokens", "positions", "attention_mask", "response_mask")
+  }
+  programs.append(
+    Program(
+      "sft_step",
+      step.jitted,
+      (
+        sharding.with_shardings(params, sft_sh.params),
+        sharding.with_shardings(opt, sft_sh.opt_state),
+        sharding.with_shardings(rest, sft_sh.rest),
+        sft_batch,
+      ),
+      model_flops=6 * n * shapes.sft_rows * st,
+      tokens=shapes.sft_rows * st,
       expected_flops=shapes.sft_rows * ((6 + remat) * body * st + 6 * head * shapes.sft_target),
-      in_iteration=False))
+      in_iteration=False,
+    )
+  )
 
   # Sampler: prefill + decode loop over the KV cache, with the policy's parameters.
-  sampler = rollout.make_sampler(static["pgd"], shapes.max_new_tokens, model_cfg.eos_ids,
-                                 _pad_id(model_cfg), p, pl)
+  sampler = rollout.make_sampler(
+    static["pgd"], shapes.max_new_tokens, model_cfg.eos_ids, _pad_id(model_cfg), p, pl
+  )
   knobs = tuple(_sds((), np.asarray(v).dtype, rep) for v in sampler.settings)
-  programs.append(Program(
-      "sampler", sampler.jitted,
-      (a_state.policy, a_state.policy_rest, _sds((b, p), jnp.int32, b2), _sds((b, p), bool, b2),
-       _sds((2,), jnp.uint32, rep)) + knobs,
-      model_flops=2 * n * b * (p + shapes.max_new_tokens), tokens=b * (p + shapes.max_new_tokens),
+  programs.append(
+    Program(
+      "sampler",
+      sampler.jitted,
+      (
+        a_state.policy,
+        a_state.policy_rest,
+        _sds((b, p), jnp.int32, b2),
+        _sds((b, p), bool, b2),
+        _sds((2,), jnp.uint32, rep),
+      )
+      + knobs,
+      model_flops=2 * n * b * (p + shapes.max_new_tokens),
+      tokens=b * (p + shapes.max_new_tokens),
       # the prompt's last column and every drawn token are projected onto the vocabulary
-      expected_flops=2 * b * (body * (p + shapes.max_new_tokens)
-                              + head * (shapes.max_new_tokens + 1)),
+      expected_flops=2
+      * b
+      * (body * (p + shapes.max_new_tokens) + head * (shapes.max_new_tokens + 1)),
       resident_bytes=resident["reference"] + opt_and_value,
-      loop_trips=shapes.max_new_tokens))
+      loop_trips=shapes.max_new_tokens,
+    )
+  )
 
   # Scoring: reference log-probs (and values; old log-probs too without the sampler's).
-  fwd = rollout.make_forward(static["pgd"], static["vgd"], cfg.logprob_chunk, pl,
-                             response_start=p)
-  cols = [_sds((b, t), ppo.BATCH_DTYPES[k], b2)
-          for k in ("tokens", "positions", "attention_mask", "response_mask")]
+  fwd = rollout.make_forward(static["pgd"], static["vgd"], cfg.logprob_chunk, pl, response_start=p)
+  cols = [
+    _sds((b, t), ppo.BATCH_DTYPES[k], b2)
+    for k in ("tokens", "positions", "attention_mask", "response_mask")
+  ]
   forwards = models + (0 if cfg.sampler_logprobs else 1)
   if cfg.sampler_logprobs:
-    scoring = (fwd.jitted["from_sampler"],
-               (a_state, a_ref, *cols, _sds((b, shapes.new_bucket), jnp.float32, b2)))
+    scoring = (
+      fwd.jitted["from_sampler"],
+      (a_state, a_ref, *cols, _sds((b, shapes.new_bucket), jnp.float32, b2)),
+    )
   else:
     scoring = (fwd.jitted["scored"], (a_state, a_ref, *cols))
   policy_forwards = forwards - (models - 1)  # the value model projects no vocabulary
-  programs.append(Program("scoring", scoring[0], scoring[1],
-                          model_flops=2 * n * b * t * forwards, tokens=b * t * forwards,
-                          expected_flops=2 * b * (body * t * forwards
-                                                  + head * r * policy_forwards)))
+  programs.append(
+    Program(
+      "scoring",
+      scoring[0],
+      scoring[1],
+      model_flops=2 * n * b * t * forwards,
+      tokens=b * t * forwards,
+      expected_flops=2 * b * (body * t * forwards + head * r * policy_forwards),
+    )
+  )
 
   # The update: PPO (policy + value) or critic-free, every epoch and minibatch.
-  update = trainer.make_sharded_ppo_step(static["pgd"], static["vgd"], ppo_cfg, pl,
-                                         response_start=p)
+  update = trainer.make_sharded_ppo_step(
+    static["pgd"], static["vgd"], ppo_cfg, pl, response_start=p
+  )
   shards = pl.batch_shardings(ppo_cfg)
-  batch = ppo.Batch(**{k: _sds((b,) if k in ppo.ROW_FIELDS else (b, t), ppo.BATCH_DTYPES[k],
-                               getattr(shards, k)) for k in ppo.batch_fields(ppo_cfg)})
+  batch = ppo.Batch(
+    **{
+      k: _sds((b,) if k in ppo.ROW_FIELDS else (b, t), ppo.BATCH_DTYPES[k], getattr(shards, k))
+      for k in ppo.batch_fields(ppo_cfg)
+    }
+  )
   tok = b * t * ppo_cfg.epochs * models
-  programs.append(Program("ppo_update", update.jitted, (a_state, batch),
-                          model_flops=6 * n * tok, tokens=tok,
-                          expected_flops=ppo_cfg.epochs * b * ((6 + remat) * body * t * models
-                                                               + 6 * head * r),
-                          resident_bytes=resident["reference"]))
+  programs.append(
+    Program(
+      "ppo_update",
+      update.jitted,
+      (a_state, batch),
+      model_flops=6 * n * tok,
+      tokens=tok,
+      expected_flops=ppo_cfg.epochs * b * ((6 + remat) * body * t * models + 6 * head * r),
+      resident_bytes=resident["reference"],
+    )
+  )
   return programs, shapes, resident
 
 

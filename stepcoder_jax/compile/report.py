@@ -10,6 +10,7 @@ bound is the model FLOPs (6N per trained token, 2N per forward token) over devic
 time. A program the compiler rejects for memory (RESOURCE_EXHAUSTED on TPU) is reported with the
 sizes from the compiler's message.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,8 +57,12 @@ def prepare_environment(target: targets_lib.Target) -> None:
   if kind == "tpu":
     # libtpu looks for a TPU VM's metadata unless told what it runs on (compile-only here).
     gcp = target.name.lower().replace("v5e-", "v5litepod-")
-    for k, v in {"TPU_SKIP_MDS_QUERY": "1", "TPU_ACCELERATOR_TYPE": gcp,
-                 "TPU_WORKER_HOSTNAMES": "localhost", "TPU_WORKER_ID": "0"}.items():
+    for k, v in {
+      "TPU_SKIP_MDS_QUERY": "1",
+      "TPU_ACCELERATOR_TYPE": gcp,
+      "TPU_WORKER_HOSTNAMES": "localhost",
+      "TPU_WORKER_ID": "0",
+    }.items():
       os.environ.setdefault(k, v)
 
 
@@ -69,18 +74,30 @@ def target_devices(target: targets_lib.Target) -> list:
 
   if target.platform == "tpu":
     if importlib.util.find_spec("libtpu") is None:
-      raise UserError(f"--topology {target.name}: libtpu is not installed (expected under "
-                      f"{plugin_dir() / 'tpu'}; run scripts/setup_venv.sh)")
+      raise UserError(
+        f"--topology {target.name}: libtpu is not installed (expected under "
+        f"{plugin_dir() / 'tpu'}; run scripts/setup_venv.sh)"
+      )
     topo = topologies.get_topology_desc(
-        topology_name=target.topology, platform="tpu", chip_config_name=target.chip_config,
-        chips_per_host_bounds=target.chips_per_host, num_slices=1, wrap=target.wrap)
+      topology_name=target.topology,
+      platform="tpu",
+      chip_config_name=target.chip_config,
+      chips_per_host_bounds=target.chips_per_host,
+      num_slices=1,
+      wrap=target.wrap,
+    )
   else:
     if importlib.util.find_spec("jax_plugins.xla_cuda12") is None:
-      raise UserError(f"--topology {target.name}: jax's CUDA plugin is not installed (expected "
-                      f"under {plugin_dir() / 'cuda'}; run scripts/setup_venv.sh)")
-    topo = topologies.get_topology_desc(topology_name="", platform="cuda",
-                                        target_config=target.gpu_target_config(),
-                                        topology=target.topology)
+      raise UserError(
+        f"--topology {target.name}: jax's CUDA plugin is not installed (expected "
+        f"under {plugin_dir() / 'cuda'}; run scripts/setup_venv.sh)"
+      )
+    topo = topologies.get_topology_desc(
+      topology_name="",
+      platform="cuda",
+      target_config=target.gpu_target_config(),
+      topology=target.topology,
+    )
   devices = list(topo.devices)
   if len(devices) != target.devices:
     raise RuntimeError(f"{target.name}: expected {target.devices} devices, got {len(devices)}")
@@ -113,11 +130,20 @@ def oom_summary(message: str) -> dict:
 def _memory(compiled) -> dict[str, int]:
   m = compiled.memory_analysis()
   get = lambda k: int(getattr(m, k, 0) or 0)
-  arg, out, alias, temp = (get("argument_size_in_bytes"), get("output_size_in_bytes"),
-                           get("alias_size_in_bytes"), get("temp_size_in_bytes"))
-  return {"argument_bytes": arg, "output_bytes": out, "alias_bytes": alias, "temp_bytes": temp,
-          "generated_code_bytes": get("generated_code_size_in_bytes"),
-          "program_peak_bytes": arg + out - alias + temp}
+  arg, out, alias, temp = (
+    get("argument_size_in_bytes"),
+    get("output_size_in_bytes"),
+    get("alias_size_in_bytes"),
+    get("temp_size_in_bytes"),
+  )
+  return {
+    "argument_bytes": arg,
+    "output_bytes": out,
+    "alias_bytes": alias,
+    "temp_bytes": temp,
+    "generated_code_bytes": get("generated_code_size_in_bytes"),
+    "program_peak_bytes": arg + out - alias + temp,
+  }
 
 
 def _xla_cost(compiled) -> dict[str, float] | None:
@@ -129,8 +155,10 @@ def _xla_cost(compiled) -> dict[str, float] | None:
     cost = cost[0] if cost else None
   if not cost:
     return None
-  return {"flops_loop_bodies_once": float(cost.get("flops", 0.0)),
-          "bytes_accessed_loop_bodies_once": float(cost.get("bytes accessed", 0.0))}
+  return {
+    "flops_loop_bodies_once": float(cost.get("flops", 0.0)),
+    "bytes_accessed_loop_bodies_once": float(cost.get("bytes accessed", 0.0)),
+  }
 
 
 def compile_program(prog, chip: targets_lib.Chip, memory_bytes: int, devices: int) -> dict:
@@ -145,11 +173,19 @@ def compile_program(prog, chip: targets_lib.Chip, memory_bytes: int, devices: in
       raise
     out = {"fits": False, "compile_s": round(time.time() - t0, 1), **oom_summary(str(e))}
     need = out.get("needed_bytes")
-    out.update(peak_bytes=int((need or 0) + prog.resident_bytes), argument_bytes=0,
-               temp_bytes=int(need or 0), output_bytes=0, alias_bytes=0,
-               device_memory_bytes=int(out.get("available_bytes") or memory_bytes),
-               flops=0.0, bytes_accessed=0.0, collective_bytes=0.0, time_lower_bound_s=0.0,
-               resident_bytes=prog.resident_bytes)
+    out.update(
+      peak_bytes=int((need or 0) + prog.resident_bytes),
+      argument_bytes=0,
+      temp_bytes=int(need or 0),
+      output_bytes=0,
+      alias_bytes=0,
+      device_memory_bytes=int(out.get("available_bytes") or memory_bytes),
+      flops=0.0,
+      bytes_accessed=0.0,
+      collective_bytes=0.0,
+      time_lower_bound_s=0.0,
+      resident_bytes=prog.resident_bytes,
+    )
     return out
   compile_s = time.time() - t0
   mem = _memory(compiled)
@@ -162,22 +198,34 @@ def compile_program(prog, chip: targets_lib.Chip, memory_bytes: int, devices: in
   memory_s = nbytes / chip.hbm_bandwidth
   expected = prog.expected_flops / devices
   out = {
-      "fits": peak <= memory_bytes, "compile_s": round(compile_s, 1),
-      **mem, "resident_bytes": prog.resident_bytes, "peak_bytes": int(peak),
-      "device_memory_bytes": int(memory_bytes),
-      "flops": flops, "bytes_accessed": nbytes,
-      "collective_bytes": total.collective_bytes,
-      "collectives": total.to_json()["collectives"],
-      "model_flops_per_device": prog.model_flops / devices,
-      # Compiled FLOPs over k x N x tokens (programs.Program.expected_flops): 1 plus the
-      # attention scores' share; far below 1 would mean work missing (a loop counted once).
-      "expected_flops": expected,
-      "flops_vs_expected": flops / expected if expected else None,
-      "compute_time_s": compute_s, "memory_time_s": memory_s,
-      "time_lower_bound_s": max(compute_s, memory_s),
-      "xla_cost_analysis": _xla_cost(compiled),
-      "loops": [{"name": l.name, "trip_count": l.trip_count, "trip_count_known": l.known,
-                 **_per_iter(l.per_iteration)} for l in an.loops],
+    "fits": peak <= memory_bytes,
+    "compile_s": round(compile_s, 1),
+    **mem,
+    "resident_bytes": prog.resident_bytes,
+    "peak_bytes": int(peak),
+    "device_memory_bytes": int(memory_bytes),
+    "flops": flops,
+    "bytes_accessed": nbytes,
+    "collective_bytes": total.collective_bytes,
+    "collectives": total.to_json()["collectives"],
+    "model_flops_per_device": prog.model_flops / devices,
+    # Compiled FLOPs over k x N x tokens (programs.Program.expected_flops): 1 plus the
+    # attention scores' share; far below 1 would mean work missing (a loop counted once).
+    "expected_flops": expected,
+    "flops_vs_expected": flops / expected if expected else None,
+    "compute_time_s": compute_s,
+    "memory_time_s": memory_s,
+    "time_lower_bound_s": max(compute_s, memory_s),
+    "xla_cost_analysis": _xla_cost(compiled),
+    "loops": [
+      {
+        "name": l.name,
+        "trip_count": l.trip_count,
+        "trip_count_known": l.known,
+        **_per_iter(l.per_iteration),
+      }
+      for l in an.loops
+    ],
   }
   decode = an.main_loop()
   if prog.name == "sampler" and decode is not None:
@@ -187,22 +235,28 @@ def compile_program(prog, chip: targets_lib.Chip, memory_bytes: int, devices: in
 
 def _per_iter(st) -> dict:
   j = st.to_json()
-  return {"flops": j["flops"], "bytes_accessed": j["bytes_accessed"],
-          "collective_bytes": j["collective_bytes"], "collectives": j["collectives"]}
+  return {
+    "flops": j["flops"],
+    "bytes_accessed": j["bytes_accessed"],
+    "collective_bytes": j["collective_bytes"],
+    "collectives": j["collectives"],
+  }
 
 
 @dataclasses.dataclass
 class Settings:
   """The run's configs (from gin at the entry point)."""
-  model: Any            # ModelConfig
-  train: Any            # TrainConfig
-  ppo: Any              # PPOConfig
-  sft: Any              # SFTConfig
-  mesh: Any             # MeshConfig
+
+  model: Any  # ModelConfig
+  train: Any  # TrainConfig
+  ppo: Any  # PPOConfig
+  sft: Any  # SFTConfig
+  mesh: Any  # MeshConfig
 
 
-def compile_run(target: targets_lib.Target, settings: Settings,
-                programs: tuple[str, ...] | None = None) -> dict:
+def compile_run(
+  target: targets_lib.Target, settings: Settings, programs: tuple[str, ...] | None = None
+) -> dict:
   """Compile the run's programs for `target`; the report as a JSON-ready dict."""
   import jax
 
@@ -212,18 +266,29 @@ def compile_run(target: targets_lib.Target, settings: Settings,
   devices = target_devices(target)
   mesh = sharding.make_mesh(settings.mesh, devices)
   rules = sharding.make_rules(settings.mesh.rules)
-  progs, shapes, resident = programs_lib.build(settings.model, settings.train, settings.ppo,
-                                               settings.sft, mesh, rules)
+  progs, shapes, resident = programs_lib.build(
+    settings.model, settings.train, settings.ppo, settings.sft, mesh, rules
+  )
   chip = target.spec
   memory = chip.hbm_bytes
   report: dict[str, Any] = {
-      "topology": target.name, "platform": target.platform, "chip": chip.name,
-      "devices": len(devices), "mesh": dict(mesh.shape),
-      "chip_spec": {"peak_flops": chip.peak_flops, "hbm_bytes": chip.hbm_bytes,
-                    "hbm_bandwidth": chip.hbm_bandwidth, "source": chip.source},
-      "shapes": dataclasses.asdict(shapes), "resident_bytes": resident,
-      "matmul_params": programs_lib.matmul_params(settings.model),
-      "jax_version": jax.__version__, "versions": _versions(target), "programs": {},
+    "topology": target.name,
+    "platform": target.platform,
+    "chip": chip.name,
+    "devices": len(devices),
+    "mesh": dict(mesh.shape),
+    "chip_spec": {
+      "peak_flops": chip.peak_flops,
+      "hbm_bytes": chip.hbm_bytes,
+      "hbm_bandwidth": chip.hbm_bandwidth,
+      "source": chip.source,
+    },
+    "shapes": dataclasses.asdict(shapes),
+    "resident_bytes": resident,
+    "matmul_params": programs_lib.matmul_params(settings.model),
+    "jax_version": jax.__version__,
+    "versions": _versions(target),
+    "programs": {},
   }
   for prog in progs:
     if programs and prog.name not in programs:
@@ -242,6 +307,7 @@ def compile_run(target: targets_lib.Target, settings: Settings,
 
 def _versions(target: targets_lib.Target) -> dict[str, str]:
   import importlib.metadata as md
+
   names = ["jax", "jaxlib", "flax", "libtpu" if target.platform == "tpu" else "jax-cuda12-plugin"]
   out = {}
   for n in names:
@@ -260,17 +326,20 @@ def misfit_line(report: dict) -> str | None:
     gib = lambda x: f"{x / 2**30:.2f} GiB"
     need = p.get("peak_bytes") or p.get("needed_bytes") or 0
     have = p.get("device_memory_bytes") or report["chip_spec"]["hbm_bytes"]
-    how = {"sampler": "fewer rollout rows (train.problems_per_iteration) or shorter "
-                      "train.max_new_tokens, or more devices along mesh.fsdp/mesh.tensor",
-           "scoring": "fewer rollout rows or shorter prompts/responses, or a larger mesh",
-           "ppo_update": "more ppo.minibatches / ppo.grad_accum, model.remat = True, shorter "
-                         "train.max_prompt_tokens/max_new_tokens, or a larger mesh "
-                         "(mesh.fsdp, mesh.tensor)",
-           "sft_step": "a smaller sft.batch_size or sft.max_len, model.remat = True, or a "
-                       "larger mesh"}.get(name, "a larger mesh")
+    how = {
+      "sampler": "fewer rollout rows (train.problems_per_iteration) or shorter "
+      "train.max_new_tokens, or more devices along mesh.fsdp/mesh.tensor",
+      "scoring": "fewer rollout rows or shorter prompts/responses, or a larger mesh",
+      "ppo_update": "more ppo.minibatches / ppo.grad_accum, model.remat = True, shorter "
+      "train.max_prompt_tokens/max_new_tokens, or a larger mesh "
+      "(mesh.fsdp, mesh.tensor)",
+      "sft_step": "a smaller sft.batch_size or sft.max_len, model.remat = True, or a larger mesh",
+    }.get(name, "a larger mesh")
     said = f" (compiler: {p['compiler_message'][:160]})" if p.get("compiler_message") else ""
-    return (f"{report['topology']}: {name} needs {gib(need)} per device, more than the "
-            f"{gib(have)} of a {report['chip']}; try {how}{said}")
+    return (
+      f"{report['topology']}: {name} needs {gib(need)} per device, more than the "
+      f"{gib(have)} of a {report['chip']}; try {how}{said}"
+    )
   return None
 
 
@@ -282,33 +351,45 @@ def table(report: dict) -> str:
   """The report for a terminal: one row per program, then the iteration's bounds."""
   spec = report["chip_spec"]
   mesh = " x ".join(f"{k}={v}" for k, v in report["mesh"].items())
-  lines = [f"{report['topology']}: {report['devices']} x {report['chip']} (mesh {mesh}); per chip "
-           f"{spec['peak_flops'] / 1e12:.0f} TFLOP/s bf16, {_gib(spec['hbm_bytes'])} GiB, "
-           f"{spec['hbm_bandwidth'] / 1e9:.0f} GB/s ({spec['source']})",
-           f"{'program':<11} {'fits':>4} {'peak GiB':>9} {'args':>7} {'temps':>7} "
-           f"{'TFLOP':>9} {'x kNT':>6} {'HBM GB':>8} {'coll. GB':>9} {'bound s':>9}"]
+  lines = [
+    f"{report['topology']}: {report['devices']} x {report['chip']} (mesh {mesh}); per chip "
+    f"{spec['peak_flops'] / 1e12:.0f} TFLOP/s bf16, {_gib(spec['hbm_bytes'])} GiB, "
+    f"{spec['hbm_bandwidth'] / 1e9:.0f} GB/s ({spec['source']})",
+    f"{'program':<11} {'fits':>4} {'peak GiB':>9} {'args':>7} {'temps':>7} "
+    f"{'TFLOP':>9} {'x kNT':>6} {'HBM GB':>8} {'coll. GB':>9} {'bound s':>9}",
+  ]
   for name, p in report["programs"].items():
     if p.get("compiler_message") and not p["fits"]:
-      lines.append(f"{name:<11} {'no':>4} {_gib(p['peak_bytes']):>9}  compiler: "
-                   f"{p['compiler_message'][:100]}")
+      lines.append(
+        f"{name:<11} {'no':>4} {_gib(p['peak_bytes']):>9}  compiler: {p['compiler_message'][:100]}"
+      )
       continue
     ratio = p.get("flops_vs_expected")
     lines.append(
-        f"{name:<11} {'yes' if p['fits'] else 'NO':>4} {_gib(p['peak_bytes']):>9} "
-        f"{_gib(p['argument_bytes']):>7} {_gib(p['temp_bytes']):>7} {p['flops'] / 1e12:>9.2f} "
-        f"{(f'{ratio:.2f}' if ratio else '-'):>6} {p['bytes_accessed'] / 1e9:>8.1f} "
-        f"{p['collective_bytes'] / 1e9:>9.2f} {p['time_lower_bound_s']:>9.3f}")
+      f"{name:<11} {'yes' if p['fits'] else 'NO':>4} {_gib(p['peak_bytes']):>9} "
+      f"{_gib(p['argument_bytes']):>7} {_gib(p['temp_bytes']):>7} {p['flops'] / 1e12:>9.2f} "
+      f"{(f'{ratio:.2f}' if ratio else '-'):>6} {p['bytes_accessed'] / 1e9:>8.1f} "
+      f"{p['collective_bytes'] / 1e9:>9.2f} {p['time_lower_bound_s']:>9.3f}"
+    )
     step = p.get("decode_step")
     if step:
-      kinds = ", ".join(f"{k} {v['operand_bytes'] / 1e6:.1f} MB" for k, v in
-                        step["collectives"].items()) or "none"
-      lines.append(f"{'':<11} decode step (x{step['steps']}): {step['flops'] / 1e9:.2f} GFLOP, "
-                   f"HBM {step['bytes_accessed'] / 1e9:.2f} GB, collectives {kinds}")
-  lines.append("per device; peak = the program's compiled peak + the state resident beside it; "
-               "x kNT = FLOPs / (k x matmul params x tokens), k = 2 forward, 6 train, 8 remat; "
-               "bound = max(FLOPs / peak, HBM bytes / bandwidth)")
+      kinds = (
+        ", ".join(f"{k} {v['operand_bytes'] / 1e6:.1f} MB" for k, v in step["collectives"].items())
+        or "none"
+      )
+      lines.append(
+        f"{'':<11} decode step (x{step['steps']}): {step['flops'] / 1e9:.2f} GFLOP, "
+        f"HBM {step['bytes_accessed'] / 1e9:.2f} GB, collectives {kinds}"
+      )
+  lines.append(
+    "per device; peak = the program's compiled peak + the state resident beside it; "
+    "x kNT = FLOPs / (k x matmul params x tokens), k = 2 forward, 6 train, 8 remat; "
+    "bound = max(FLOPs / peak, HBM bytes / bandwidth)"
+  )
   lb = report["iteration_time_lower_bound_s"]
   mfu = report.get("mfu_bound")
-  lines.append(f"iteration lower bound (sampler + scoring + update): {lb:.2f} s"
-               + (f"; MFU bound {100 * mfu:.1f}%" if mfu else ""))
+  lines.append(
+    f"iteration lower bound (sampler + scoring + update): {lb:.2f} s"
+    + (f"; MFU bound {100 * mfu:.1f}%" if mfu else "")
+  )
   return "\n".join(lines)

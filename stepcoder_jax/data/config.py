@@ -1,4 +1,5 @@
 """Light gin-configurable dataclasses (no jax import)."""
+
 import dataclasses
 
 import gin
@@ -20,6 +21,7 @@ class DatasetConfig:
       each builder looks in MANUAL_DIR/<name>/ then MANUAL_DIR/. None means
       DATA_DIR/downloads/manual.
   """
+
   name: str = "stepcoder_builtin"
   train_split: str = "train"
   eval_split: str = "test"
@@ -37,10 +39,12 @@ class PromptConfig:
       longer one gets a shorter question (`data.prompts.fit_prompt`, the same cut everywhere).
       Training pads its prompt arrays to a power-of-two bucket, but never lengthens a prompt.
   """
+
   max_tokens: int = 512
 
   def __post_init__(self):
     from stepcoder_jax.errors import UserError
+
     if self.max_tokens < 8:
       raise UserError(f"gin prompt.max_tokens: {self.max_tokens} must be >= 8")
 

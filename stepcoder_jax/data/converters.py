@@ -18,6 +18,7 @@ Normalisations (all documented here so that the judges need not know the sources
   * APPS+: key names are undocumented, so each field accepts several natural spellings
     (``APPS_PLUS_KEYS``).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,21 +29,26 @@ from stepcoder_jax.data.record import DIFFICULTIES, Problem, RecordError
 
 # Synonyms seen in code-contest datasets -> our difficulty names.
 _DIFFICULTY_ALIASES = {
-    "introductory": "introductory", "intro": "introductory", "easy": "introductory",
-    "interview": "interview", "medium": "interview",
-    "competition": "competition", "hard": "competition",
-    "unknown": "unknown", "": "unknown",
+  "introductory": "introductory",
+  "intro": "introductory",
+  "easy": "introductory",
+  "interview": "interview",
+  "medium": "interview",
+  "competition": "competition",
+  "hard": "competition",
+  "unknown": "unknown",
+  "": "unknown",
 }
 
 # APPS+ field -> accepted spellings, in order of preference.
 APPS_PLUS_KEYS = {
-    "question": ("question", "problem", "prompt", "description", "problem_description", "text"),
-    "solution": ("canonical_solution", "solution", "solutions", "code", "canonical_code"),
-    "fn_name": ("fn_name", "function_name", "entry_point", "func_name"),
-    "tests": ("input_output", "io", "tests", "test_cases"),
-    "starter_code": ("starter_code", "starter", "starter_codes"),
-    "difficulty": ("difficulty", "level"),
-    "id": ("id", "problem_id", "task_id", "idx"),
+  "question": ("question", "problem", "prompt", "description", "problem_description", "text"),
+  "solution": ("canonical_solution", "solution", "solutions", "code", "canonical_code"),
+  "fn_name": ("fn_name", "function_name", "entry_point", "func_name"),
+  "tests": ("input_output", "io", "tests", "test_cases"),
+  "starter_code": ("starter_code", "starter", "starter_codes"),
+  "difficulty": ("difficulty", "level"),
+  "id": ("id", "problem_id", "task_id", "idx"),
 }
 
 
@@ -55,8 +61,9 @@ def _difficulty(value: Any, where: str, rid: Any) -> str:
     return "unknown"
   key = str(value).strip().lower()
   if key not in _DIFFICULTY_ALIASES:
-    raise RecordError(f"{where}record {rid!r}: field 'difficulty' is {value!r}; expected one of "
-                      f"{DIFFICULTIES}")
+    raise RecordError(
+      f"{where}record {rid!r}: field 'difficulty' is {value!r}; expected one of {DIFFICULTIES}"
+    )
   return _DIFFICULTY_ALIASES[key]
 
 
@@ -68,8 +75,9 @@ def _maybe_json(value: Any, where: str, rid: Any, field: str) -> Any:
     try:
       return json.loads(value)
     except json.JSONDecodeError as e:
-      raise RecordError(f"{where}record {rid!r}: field '{field}' is not valid JSON ({e.msg})") \
-          from None
+      raise RecordError(
+        f"{where}record {rid!r}: field '{field}' is not valid JSON ({e.msg})"
+      ) from None
   return value
 
 
@@ -91,18 +99,21 @@ def _entry_from_asserts(test_code: str, code: str) -> str | None:
 
 def from_humaneval(rec: dict, where: str = "") -> Problem:
   """A HumanEval record (task_id, prompt, canonical_solution, test, entry_point)."""
-  _require(rec, ("task_id", "prompt", "canonical_solution", "test", "entry_point"), where,
-           "HumanEval")
+  _require(
+    rec, ("task_id", "prompt", "canonical_solution", "test", "entry_point"), where, "HumanEval"
+  )
   prompt = _lf(rec["prompt"])
-  return _make(where,
-               id=str(rec["task_id"]),
-               question=prompt,
-               test_kind="assert",
-               canonical_solution=prompt + _lf(rec["canonical_solution"]),
-               starter_code=prompt,
-               test_code=_lf(rec["test"]),
-               entry_point=rec["entry_point"],
-               source="humaneval")
+  return _make(
+    where,
+    id=str(rec["task_id"]),
+    question=prompt,
+    test_kind="assert",
+    canonical_solution=prompt + _lf(rec["canonical_solution"]),
+    starter_code=prompt,
+    test_code=_lf(rec["test"]),
+    entry_point=rec["entry_point"],
+    source="humaneval",
+  )
 
 
 def from_mbpp(rec: dict, where: str = "") -> Problem:
@@ -111,15 +122,17 @@ def from_mbpp(rec: dict, where: str = "") -> Problem:
   tests = [_lf(t) for t in rec["test_list"]]
   test_code = "\n".join(tests)
   question = rec["text"].strip() + "\nYour code should pass these tests:\n" + test_code
-  return _make(where,
-               id=f"mbpp/{rec['task_id']}",
-               question=question,
-               test_kind="assert",
-               canonical_solution=_lf(rec["code"]),
-               test_code=test_code,
-               test_setup_code=_lf(rec.get("test_setup_code") or ""),
-               entry_point=_entry_from_asserts(test_code, rec["code"]),
-               source="mbpp")
+  return _make(
+    where,
+    id=f"mbpp/{rec['task_id']}",
+    question=question,
+    test_kind="assert",
+    canonical_solution=_lf(rec["code"]),
+    test_code=test_code,
+    test_setup_code=_lf(rec.get("test_setup_code") or ""),
+    entry_point=_entry_from_asserts(test_code, rec["code"]),
+    source="mbpp",
+  )
 
 
 def from_apps(rec: dict, where: str = "", id_prefix: str = "apps") -> Problem:
@@ -139,17 +152,19 @@ def from_apps(rec: dict, where: str = "", id_prefix: str = "apps") -> Problem:
   k = (check or {}).get("first_passing_solution_index_in_first_10")
   k = k if isinstance(k, int) and 0 <= k < len(sols) else 0
   fn_name = io.get("fn_name")
-  return _make(where,
-               id=rid,
-               question=rec["question"],
-               test_kind="call" if fn_name else "stdio",
-               canonical_solution=_lf(sols[k]) if sols else "",
-               starter_code=_lf(rec.get("starter_code") or ""),
-               fn_name=fn_name or None,
-               inputs=list(io["inputs"]),
-               outputs=list(io["outputs"]),
-               difficulty=_difficulty(rec.get("difficulty"), where, rid),
-               source=rec.get("source") or "apps")
+  return _make(
+    where,
+    id=rid,
+    question=rec["question"],
+    test_kind="call" if fn_name else "stdio",
+    canonical_solution=_lf(sols[k]) if sols else "",
+    starter_code=_lf(rec.get("starter_code") or ""),
+    fn_name=fn_name or None,
+    inputs=list(io["inputs"]),
+    outputs=list(io["outputs"]),
+    difficulty=_difficulty(rec.get("difficulty"), where, rid),
+    source=rec.get("source") or "apps",
+  )
 
 
 def _pick(rec: dict, field: str) -> tuple[str | None, Any]:
@@ -182,14 +197,16 @@ def from_apps_plus(rec: dict, index: int, path: str) -> Problem:
       need.append("question (one of " + "/".join(APPS_PLUS_KEYS["question"]) + ")")
     if tests is None:
       need.append("tests (inputs+outputs or one of " + "/".join(APPS_PLUS_KEYS["tests"]) + ")")
-    raise RecordError(f"{where}matches no APPS+ spelling: missing {', '.join(need)}; "
-                      f"the record has keys {keys}")
+    raise RecordError(
+      f"{where}matches no APPS+ spelling: missing {', '.join(need)}; the record has keys {keys}"
+    )
   _, raw_id = _pick(rec, "id")
   rid = f"apps_plus/{raw_id if raw_id is not None else index}"
   tests = _maybe_json(tests, where, rid, tests_key or "inputs")
   if not isinstance(tests, dict) or "inputs" not in tests or "outputs" not in tests:
-    raise RecordError(f"{where}record {rid!r}: tests field has no inputs/outputs; the record has "
-                      f"keys {keys}")
+    raise RecordError(
+      f"{where}record {rid!r}: tests field has no inputs/outputs; the record has keys {keys}"
+    )
   if sol_key == "solutions" and isinstance(sol, str):  # APPS style: a JSON list in a string
     sol = _maybe_json(sol, where, rid, sol_key)
   if isinstance(sol, list):
@@ -205,17 +222,19 @@ def from_apps_plus(rec: dict, index: int, path: str) -> Problem:
   inputs, outputs = list(tests["inputs"]), list(tests["outputs"])
   if fn_name:  # a bare single argument is one argument, not an argument list
     inputs = [a if isinstance(a, list) else [a] for a in inputs]
-  return _make(where,
-               id=rid,
-               question=question,
-               test_kind="call" if fn_name else "stdio",
-               canonical_solution=_lf(sol or ""),
-               starter_code=_lf(starter or ""),
-               fn_name=fn_name,
-               inputs=inputs,
-               outputs=outputs,
-               difficulty=_difficulty(diff, where, rid),
-               source="apps_plus")
+  return _make(
+    where,
+    id=rid,
+    question=question,
+    test_kind="call" if fn_name else "stdio",
+    canonical_solution=_lf(sol or ""),
+    starter_code=_lf(starter or ""),
+    fn_name=fn_name,
+    inputs=inputs,
+    outputs=outputs,
+    difficulty=_difficulty(diff, where, rid),
+    source="apps_plus",
+  )
 
 
 def _make(where: str, **fields) -> Problem:
@@ -232,10 +251,10 @@ def from_problem(rec: dict, where: str = "") -> Problem:
 
 
 CONVERTERS: dict[str, Callable[[dict, str], Problem]] = {
-    "problem": from_problem,
-    "humaneval": from_humaneval,
-    "mbpp": from_mbpp,
-    "apps": from_apps,
+  "problem": from_problem,
+  "humaneval": from_humaneval,
+  "mbpp": from_mbpp,
+  "apps": from_apps,
 }
 
 

@@ -13,6 +13,7 @@ Errors name the file and the line (JSONL) or record index (JSON).
 ``load_problems(dataset, split)`` builds the TFDS dataset if needed and reads it back through
 ``builder.as_data_source()`` (array_record; no TensorFlow).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -67,8 +68,9 @@ def read_json_records(path: str) -> list[Any]:
           v = {**v, "id": k}
         out.append(v)
       return out
-  raise RecordError(f"{path}: expected a JSON list of records or an object of records, got "
-                    f"{type(data).__name__}")
+  raise RecordError(
+    f"{path}: expected a JSON list of records or an object of records, got {type(data).__name__}"
+  )
 
 
 def read_apps_plus(path: str) -> list[Problem]:
@@ -95,9 +97,9 @@ def read_apps_dir(root: str) -> list[Problem]:
     if not (d / "input_output.json").is_file():
       continue
     rec: dict[str, Any] = {
-        "problem_id": d.name,
-        "question": (d / "question.txt").read_text(encoding="utf-8"),
-        "input_output": (d / "input_output.json").read_text(encoding="utf-8"),
+      "problem_id": d.name,
+      "question": (d / "question.txt").read_text(encoding="utf-8"),
+      "input_output": (d / "input_output.json").read_text(encoding="utf-8"),
     }
     if d.parent.name in ("train", "test"):
       rec["split"] = d.parent.name
@@ -146,8 +148,9 @@ def default_data_dir() -> str:
   return str(cache.cache_root() / "tfds")
 
 
-def load_problems(dataset: str, split: str, data_dir: str | None = None,
-                  manual_dir: str | None = None) -> list[Problem]:
+def load_problems(
+  dataset: str, split: str, data_dir: str | None = None, manual_dir: str | None = None
+) -> list[Problem]:
   """Problems of a TFDS dataset split, building the dataset first when it is not built yet.
 
   Args:
@@ -157,8 +160,10 @@ def load_problems(dataset: str, split: str, data_dir: str | None = None,
     manual_dir: where manually downloaded files are (APPS+ data.json, APPS, HumanEval, MBPP).
   """
   from stepcoder_jax.data import builders  # heavy (tensorflow_datasets); only when used
-  return builders.read_split(dataset, split, data_dir=data_dir or default_data_dir(),
-                             manual_dir=manual_dir)
+
+  return builders.read_split(
+    dataset, split, data_dir=data_dir or default_data_dir(), manual_dir=manual_dir
+  )
 
 
 def add_dataset_arguments(parser, split: bool = True, purpose: str = "eval") -> None:
@@ -167,18 +172,27 @@ def add_dataset_arguments(parser, split: bool = True, purpose: str = "eval") -> 
   `purpose` ('eval' or 'train', as in `dataset_from_args`) names the gin split the help gives as
   the default.
   """
-  parser.add_argument("--dataset", default=None,
-                      help="TFDS dataset name (apps_plus, apps, humaneval, mbpp, "
-                           "stepcoder_builtin); default: gin dataset.name")
+  parser.add_argument(
+    "--dataset",
+    default=None,
+    help="TFDS dataset name (apps_plus, apps, humaneval, mbpp, "
+    "stepcoder_builtin); default: gin dataset.name",
+  )
   if split:
-    parser.add_argument("--split", default=None,
-                        help=f"split to read; default: gin dataset.{purpose}_split")
-  parser.add_argument("--data_dir", default=None,
-                      help="where built datasets live (default $STEPCODER_JAX_CACHE/tfds, "
-                           "$STEPCODER_JAX_CACHE defaulting to ~/.cache/stepcoder_jax)")
-  parser.add_argument("--manual_dir", default=None,
-                      help="where manually downloaded files are (looked up as DIR/<dataset>/ "
-                           "then DIR/)")
+    parser.add_argument(
+      "--split", default=None, help=f"split to read; default: gin dataset.{purpose}_split"
+    )
+  parser.add_argument(
+    "--data_dir",
+    default=None,
+    help="where built datasets live (default $STEPCODER_JAX_CACHE/tfds, "
+    "$STEPCODER_JAX_CACHE defaulting to ~/.cache/stepcoder_jax)",
+  )
+  parser.add_argument(
+    "--manual_dir",
+    default=None,
+    help="where manually downloaded files are (looked up as DIR/<dataset>/ then DIR/)",
+  )
 
 
 def dataset_from_args(args, purpose: str = "eval") -> tuple[str, str, str | None, str | None]:
@@ -189,10 +203,12 @@ def dataset_from_args(args, purpose: str = "eval") -> tuple[str, str, str | None
     purpose: 'eval' or 'train': which gin split is the default.
   """
   from stepcoder_jax.data.config import DatasetConfig
+
   cfg = DatasetConfig()
   name = getattr(args, "dataset", None) or cfg.name
-  split = (getattr(args, "split", None)
-           or (cfg.train_split if purpose == "train" else cfg.eval_split))
+  split = getattr(args, "split", None) or (
+    cfg.train_split if purpose == "train" else cfg.eval_split
+  )
   data_dir = getattr(args, "data_dir", None) or cfg.data_dir
   manual_dir = getattr(args, "manual_dir", None) or cfg.manual_dir
   return name, split, data_dir, manual_dir

@@ -34,6 +34,7 @@ Truncation: a question longer than ``max_question_tokens`` (counted with the tok
 characters / 4 without one) is cut, marked with ``"\\n..."``, logged once per problem, counted in
 ``truncation_stats()`` and flagged in ``PromptParts.truncated``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,6 +71,7 @@ class PromptParts:
     add_special_tokens: whether to let the tokenizer add BOS etc. when encoding ``text`` (False
       for chat: the template already wrote them).
   """
+
   text: str
   code_start: int
   code_prefix: str
@@ -81,13 +83,15 @@ class PromptParts:
   @property
   def head(self) -> str:
     """The prompt before the program (never part of the program)."""
-    return self.text[:self.code_start]
+    return self.text[: self.code_start]
 
 
 def truncation_stats() -> dict[str, int]:
   """Prompts built with a truncated question, and distinct problems affected, since reset."""
-  return {"truncated_prompts": _stats["truncated_prompts"],
-          "truncated_problems": len(_truncated_ids)}
+  return {
+    "truncated_prompts": _stats["truncated_prompts"],
+    "truncated_problems": len(_truncated_ids),
+  }
 
 
 def reset_truncation_stats() -> None:
@@ -107,16 +111,20 @@ def _truncate(question: str, tokenizer: Any, max_tokens: int | None) -> tuple[st
   ids = enc["input_ids"]
   if len(ids) <= max_tokens:
     return question, False
-  return question[:enc["offset_mapping"][max_tokens - 1][1]], True
+  return question[: enc["offset_mapping"][max_tokens - 1][1]], True
 
 
 def _format_note(problem: Problem) -> str:
   if problem.test_kind == "stdio":
-    return ("Use Standard Input format: read the input from standard input and print the answer "
-            "to standard output.")
+    return (
+      "Use Standard Input format: read the input from standard input and print the answer "
+      "to standard output."
+    )
   if problem.test_kind == "call":
-    return (f"Use Call-Based format: complete the function `{problem.fn_name}`; it is called with "
-            "the test arguments and must return the answer.")
+    return (
+      f"Use Call-Based format: complete the function `{problem.fn_name}`; it is called with "
+      "the test arguments and must return the answer."
+    )
   if problem.entry_point:
     return f"Write the Python function `{problem.entry_point}`."
   return "Write the Python code."
@@ -142,8 +150,13 @@ def _has_chat_template(tokenizer: Any) -> bool:
   return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
 
 
-def build_prompt(problem: Problem, tokenizer: Any = None, prefix: str = "", style: str = "plain",
-                 max_question_tokens: int | None = None) -> PromptParts:
+def build_prompt(
+  problem: Problem,
+  tokenizer: Any = None,
+  prefix: str = "",
+  style: str = "plain",
+  max_question_tokens: int | None = None,
+) -> PromptParts:
   """The prompt for ``problem``; the model continues inside its code block.
 
   Args:
@@ -177,8 +190,9 @@ def build_prompt(problem: Problem, tokenizer: Any = None, prefix: str = "", styl
       _log.warning("tokenizer has no chat template: using the plain prompt style")
     style = "plain"
   if style == "chat":
-    head = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                         add_generation_prompt=True)
+    head = tokenizer.apply_chat_template(
+      [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+    )
     if not isinstance(head, str):
       raise UserError("tokenizer.apply_chat_template(tokenize=False) did not return text")
     head += CODE_FENCE
@@ -186,9 +200,15 @@ def build_prompt(problem: Problem, tokenizer: Any = None, prefix: str = "", styl
   else:
     head = f"{user}\nANSWER:\n{CODE_FENCE}"
     add_special = True
-  return PromptParts(text=head + code, code_start=len(head), code_prefix=code,
-                     stop=STOP_STRINGS[style], truncated=truncated, style=style,
-                     add_special_tokens=add_special)
+  return PromptParts(
+    text=head + code,
+    code_start=len(head),
+    code_prefix=code,
+    stop=STOP_STRINGS[style],
+    truncated=truncated,
+    style=style,
+    add_special_tokens=add_special,
+  )
 
 
 def strip_stop(completion: str, stop: tuple[str, ...]) -> str:
@@ -211,8 +231,9 @@ def question_budget(max_prompt_tokens: int) -> int:
   return max(MIN_QUESTION_TOKENS, max_prompt_tokens * 3 // 4)
 
 
-def fit_prompt(problem: Problem, prefix: str, tokenizer, style: str, max_prompt_tokens: int
-               ) -> tuple[PromptParts, list[int], bool] | None:
+def fit_prompt(
+  problem: Problem, prefix: str, tokenizer, style: str, max_prompt_tokens: int
+) -> tuple[PromptParts, list[int], bool] | None:
   """(parts, ids, shortened) of the prompt of `problem` with `prefix`, within max_prompt_tokens.
 
   Only the question is cut (the code prefix and the code boundary are kept): first to the usual
@@ -224,15 +245,13 @@ def fit_prompt(problem: Problem, prefix: str, tokenizer, style: str, max_prompt_
   budget = question_budget(max_prompt_tokens)
   shortened = False
   while True:
-    parts = build_prompt(problem, tokenizer, prefix=prefix, style=style,
-                         max_question_tokens=budget)
+    parts = build_prompt(problem, tokenizer, prefix=prefix, style=style, max_question_tokens=budget)
     ids = encode_prompt(tokenizer, parts)
     over = len(ids) - max_prompt_tokens
     if over <= 0:
       return parts, ids, shortened
     if not parts.truncated:  # the question is whole (or lives in the code): measure it
-      budget = min(budget, len(tokenizer(problem.question, add_special_tokens=False)
-                               ["input_ids"]))
+      budget = min(budget, len(tokenizer(problem.question, add_special_tokens=False)["input_ids"]))
     if budget - over < MIN_QUESTION_TOKENS or not problem.question.strip():
       return None
     budget -= over

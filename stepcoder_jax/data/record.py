@@ -13,6 +13,7 @@ Test kinds:
                   ``test_code`` holds the asserts, ``test_setup_code`` runs before them. For
                   HumanEval, ``test_code`` defines ``check`` and ``entry_point`` names the function.
 """
+
 from __future__ import annotations
 
 import ast
@@ -59,8 +60,9 @@ class Problem:
       tree = ast.parse(self.test_code)
     except SyntaxError:
       return 1
-    if self.entry_point and any(isinstance(s, ast.FunctionDef) and s.name == "check"
-                                for s in tree.body):
+    if self.entry_point and any(
+      isinstance(s, ast.FunctionDef) and s.name == "check" for s in tree.body
+    ):
       return 1
     return max(1, sum(isinstance(s, ast.Assert) for s in tree.body))
 

@@ -4,16 +4,17 @@ Imports no JAX: it runs on the host CPUs beside the accelerator work. Names are 
 that a worker process (which imports this package) stays small: every fork of it is cheaper, and
 modules like ``subprocess`` never exist inside a sandboxed child.
 """
+
 import importlib
 
 _EXPORTS = {
-    "ExecutionConfig": "stepcoder_jax.execution.config",
-    "RewardConfig": "stepcoder_jax.execution.config",
-    "ExecResult": "stepcoder_jax.execution.job",
-    "Job": "stepcoder_jax.execution.job",
-    "ExecutionPool": "stepcoder_jax.execution.pool",
-    "OUTCOMES": "stepcoder_jax.execution.reward",
-    "reward": "stepcoder_jax.execution.reward",
+  "ExecutionConfig": "stepcoder_jax.execution.config",
+  "RewardConfig": "stepcoder_jax.execution.config",
+  "ExecResult": "stepcoder_jax.execution.job",
+  "Job": "stepcoder_jax.execution.job",
+  "ExecutionPool": "stepcoder_jax.execution.pool",
+  "OUTCOMES": "stepcoder_jax.execution.reward",
+  "reward": "stepcoder_jax.execution.reward",
 }
 
 __all__ = sorted(_EXPORTS)

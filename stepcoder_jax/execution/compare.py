@@ -12,6 +12,7 @@ harness wrote) equals the expected JSON value, where tuples and lists are alike,
 compare numerically (floats with the tolerance above), ``bool`` equals ``int`` as in Python; or,
 since APPS stores many expected values wrapped in a one-element list, it equals ``expected[0]``.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,13 @@ import math
 
 def decode(text: str):
   """JSON written by ``plain.encode`` -> plain Python values (tuples already lists)."""
+
   def untag(v):
     if isinstance(v, list):
       return [untag(x) for x in v]
     if isinstance(v, dict):
       if len(v) == 1:
-        (k, x), = v.items()
+        ((k, x),) = v.items()
         if k == "$float":
           return float(x)
         if k == "$set":
@@ -38,6 +40,7 @@ def decode(text: str):
           return x.encode("latin-1")
       return {k: untag(x) for k, x in v.items()}
     return v
+
   return untag(json.loads(text))
 
 
@@ -60,13 +63,15 @@ def values_equal(a, b, rel_tol: float = 1e-5, abs_tol: float = 1e-8, depth: int 
   if isinstance(a, num) and isinstance(b, num):
     return _num_close(a, b, rel_tol, abs_tol)
   if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-    return len(a) == len(b) and all(values_equal(x, y, rel_tol, abs_tol, depth + 1)
-                                    for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+      values_equal(x, y, rel_tol, abs_tol, depth + 1) for x, y in zip(a, b)
+    )
   if isinstance(a, dict) and isinstance(b, dict):
     if "$set" in a or "$set" in b or "$dict" in a or "$dict" in b:
       return _canon(a) == _canon(b)
-    return a.keys() == b.keys() and all(values_equal(a[k], b[k], rel_tol, abs_tol, depth + 1)
-                                        for k in a)
+    return a.keys() == b.keys() and all(
+      values_equal(a[k], b[k], rel_tol, abs_tol, depth + 1) for k in a
+    )
   if type(a) is not type(b) and not (isinstance(a, str) and isinstance(b, str)):
     return False
   return a == b

@@ -1,4 +1,5 @@
 """Light gin-configurable dataclasses (no jax import)."""
+
 import dataclasses
 from typing import Callable
 
@@ -53,6 +54,7 @@ class ExecutionConfig:
       also get HOME and TMPDIR set to their own directory and one BLAS/OpenMP thread.
     extra_env: variables set for programs and workers on top of the allowlist.
   """
+
   workers: int = 0
   timeout_s: float = 4.0
   program_timeout_s: float = 30.0
@@ -69,11 +71,40 @@ class ExecutionConfig:
   float_abs_tol: float = 1e-8
   max_error_chars: int = 500
   preload_modules: tuple = (
-      "array", "atexit", "bisect", "calendar", "cmath", "collections", "contextlib", "copy",
-      "dataclasses", "datetime", "decimal", "enum", "fileinput", "fractions", "functools",
-      "hashlib", "heapq", "io", "itertools", "json", "math", "numbers", "operator", "pprint",
-      "random", "re", "statistics", "string", "struct", "textwrap", "time",
-      "typing", "unicodedata")
+    "array",
+    "atexit",
+    "bisect",
+    "calendar",
+    "cmath",
+    "collections",
+    "contextlib",
+    "copy",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "enum",
+    "fileinput",
+    "fractions",
+    "functools",
+    "hashlib",
+    "heapq",
+    "io",
+    "itertools",
+    "json",
+    "math",
+    "numbers",
+    "operator",
+    "pprint",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "struct",
+    "textwrap",
+    "time",
+    "typing",
+    "unicodedata",
+  )
   import_on_demand: tuple = ("threading", "queue", "concurrent.futures", "numpy")
   sandbox_root: str | None = None
   mount_namespace: bool = True
@@ -98,6 +129,7 @@ class RewardConfig:
       ``reward.fn = @my_module.my_reward`` after ``import my_module`` (a function registered
       with ``gin.register`` or ``@gin.configurable``). FGO's mask does not depend on it.
   """
+
   passed: float = 1.0
   failed: float = -0.3
   runtime_error: float = -0.6

@@ -27,6 +27,7 @@ catches the interrupt. The handler is ``signal.default_int_handler`` (it raises
 KeyboardInterrupt), installed only while program code runs: a handler of ours would be reachable
 from the program (``signal.getsignal``), and with it whatever it refers to.
 """
+
 from __future__ import annotations
 
 import ast
@@ -48,8 +49,14 @@ from stepcoder_jax.execution import plain as _plain_mod
 __builtins__ = dict(vars(builtins))  # pylint: disable=redefined-builtin  # private copy
 _PRISTINE_BUILTINS = dict(vars(builtins))  # given to test code, never to the program
 
-_write, _read, _close, _dup2, _open, _lseek = os.write, os.read, os.close, os.dup2, os.open, \
-    os.lseek
+_write, _read, _close, _dup2, _open, _lseek = (
+  os.write,
+  os.read,
+  os.close,
+  os.dup2,
+  os.open,
+  os.lseek,
+)
 _exit = os._exit
 _setitimer, _set_handler, _interrupt = signal.setitimer, signal.signal, signal.default_int_handler
 _ITIMER_REAL, _SIGALRM, _SIG_IGN = signal.ITIMER_REAL, signal.SIGALRM, signal.SIG_IGN
@@ -64,9 +71,12 @@ _plain, _encode, _NotData = _plain_mod.plain, _plain_mod.encode, _plain_mod.NotD
 _instrument, _PROBE = _lines_mod.instrument, _lines_mod.PROBE
 _ModuleType = types.ModuleType
 _BaseException_str = BaseException.__str__
-_TextIOWrapper, _FileIO, _BufferedWriter, _BufferedReader = (io.TextIOWrapper, io.FileIO,
-                                                               io.BufferedWriter,
-                                                               io.BufferedReader)
+_TextIOWrapper, _FileIO, _BufferedWriter, _BufferedReader = (
+  io.TextIOWrapper,
+  io.FileIO,
+  io.BufferedWriter,
+  io.BufferedReader,
+)
 _flush = io.TextIOWrapper.flush  # unbound: an instance attribute set by the program is ignored
 _ORIG_STDOUT = sys.__stdout__
 _O_RW_NEW = os.O_RDWR | os.O_CREAT | os.O_TRUNC
@@ -78,9 +88,26 @@ MAX_PROGRAM_CHARS = 1 << 20  # a model's completion is a few KB; 1M chars parse 
 TESTS_FILE = "<tests>"
 
 # Modules whose attributes the program could patch to fool test code; restored before tests.
-_GUARDED_MODULES = ("math", "cmath", "random", "re", "string", "collections", "itertools",
-                    "functools", "heapq", "bisect", "operator", "copy", "statistics", "fractions",
-                    "decimal", "typing", "hashlib", "numpy")
+_GUARDED_MODULES = (
+  "math",
+  "cmath",
+  "random",
+  "re",
+  "string",
+  "collections",
+  "itertools",
+  "functools",
+  "heapq",
+  "bisect",
+  "operator",
+  "copy",
+  "statistics",
+  "fractions",
+  "decimal",
+  "typing",
+  "hashlib",
+  "numpy",
+)
 
 # The names APPS' testing_util puts in front of every program (no textual prefix: line numbers
 # must stay the program's own).
@@ -133,8 +160,6 @@ class _Reporter:
     while view:
       n = _write(self.fd, view)
       view = view[n:]
-
-
 
 
 def _snapshot_modules(names) -> list:
@@ -246,9 +271,16 @@ def _apps_wrap(tree: ast.Module) -> ast.Module:
   if not rest:
     rest = [ast.Pass()]
   first = rest[0]
-  fn = ast.FunctionDef(name="__apps_main__", args=ast.arguments(
-      posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
-      defaults=[]), body=rest, decorator_list=[], returns=None, type_comment=None)
+  fn = ast.FunctionDef(
+    name="__apps_main__",
+    args=ast.arguments(
+      posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[]
+    ),
+    body=rest,
+    decorator_list=[],
+    returns=None,
+    type_comment=None,
+  )
   call = ast.Expr(ast.Call(ast.Name("__apps_main__", ast.Load()), [], []))
   for node in (fn, call):
     ast.copy_location(node, first)
@@ -349,19 +381,26 @@ def _test_plan(test_code: str, test_setup_code: str, entry_point: str):
     try:
       setup = compile(test_setup_code, TESTS_FILE, "exec") if test_setup_code.strip() else None
       is_check = bool(entry_point) and any(
-          isinstance(s, ast.FunctionDef) and s.name == "check" for s in ttree.body)
+        isinstance(s, ast.FunctionDef) and s.name == "check" for s in ttree.body
+      )
       if is_check:
         codes = (compile(ttree, TESTS_FILE, "exec"),)
       else:
-        codes = tuple((compile(ast.Module(body=[st], type_ignores=[]), TESTS_FILE, "exec"),
-                       isinstance(st, ast.Assert)) for st in ttree.body)
+        codes = tuple(
+          (
+            compile(ast.Module(body=[st], type_ignores=[]), TESTS_FILE, "exec"),
+            isinstance(st, ast.Assert),
+          )
+          for st in ttree.body
+        )
     except (SyntaxError, ValueError) as e:
       return (), (), None, f"test code does not compile: {e}"
     return tuple(sorted(imports)), tuple(guarded), (is_check, setup, codes), None
 
 
-def prepare(job: dict, coverage: bool, on_demand=()) -> tuple[bytes | None, list, str | None,
-                                                              str | None, list[str]]:
+def prepare(
+  job: dict, coverage: bool, on_demand=()
+) -> tuple[bytes | None, list, str | None, str | None, list[str]]:
   """In the worker: compile the program (with probes) and its tests for the child.
 
   Returns (marshalled code, statement units, compile error, setup error, compile warnings) and
@@ -372,15 +411,21 @@ def prepare(job: dict, coverage: bool, on_demand=()) -> tuple[bytes | None, list
   them (a superset of what it imports; a mention in a comment costs only the import).
   """
   if len(job["program"]) > MAX_PROGRAM_CHARS:  # parsing it would cost the worker seconds
-    return (None, [], f"program too long ({len(job['program'])} > {MAX_PROGRAM_CHARS} chars)",
-            None, [])
+    return (
+      None,
+      [],
+      f"program too long ({len(job['program'])} > {MAX_PROGRAM_CHARS} chars)",
+      None,
+      [],
+    )
   code, units, err, warned = _compile(job["program"], job["kind"], coverage)
   if err is not None:
     return None, [], err, None, warned
   tests = None
   if job["kind"] == "assert":
-    imports, guarded, tests, err = _test_plan(job["test_code"], job.get("test_setup_code") or "",
-                                              job.get("entry_point") or "")
+    imports, guarded, tests, err = _test_plan(
+      job["test_code"], job.get("test_setup_code") or "", job.get("entry_point") or ""
+    )
     if err is not None:
       return None, units, None, err, warned
     job["test_imports"], job["guarded"] = list(imports), list(guarded)
@@ -391,8 +436,9 @@ def prepare(job: dict, coverage: bool, on_demand=()) -> tuple[bytes | None, list
 
 def job_frame(job: dict, blob: bytes) -> bytes:
   """What the child reads: 4-byte length, the job's JSON (no program text), the code."""
-  head = json.dumps({k: v for k, v in job.items() if k not in ("program", "test_code",
-                                                                 "test_setup_code")}).encode()
+  head = json.dumps(
+    {k: v for k, v in job.items() if k not in ("program", "test_code", "test_setup_code")}
+  ).encode()
   return len(head).to_bytes(4, "big") + head + blob
 
 
@@ -420,7 +466,7 @@ class Harness:
   def _new_lines(self) -> list[int]:
     """Ids of the units hit so far. The program can write anything into the list: only exact
     ints count (their truth test runs no program code), and the list is read up to n_units."""
-    hits = self.hits[:self.n_units]
+    hits = self.hits[: self.n_units]
     return [k for k, h in enumerate(hits) if type(h) is _int and h]
 
   def _trace_namespace(self, ns: dict) -> None:
@@ -458,8 +504,7 @@ class Harness:
 
   def _report_timeout(self) -> None:
     """The time limit: send the test running and the coverage reached so far, and exit."""
-    self.report.send({"e": "timeout", "i": self.current, "lines": self._new_lines()},
-                     flush=True)
+    self.report.send({"e": "timeout", "i": self.current, "lines": self._new_lines()}, flush=True)
     _exit(0)
 
   def _start(self, i: int) -> None:
@@ -471,12 +516,11 @@ class Harness:
     self._arm(rec["tm"] + self.timeout_s)
 
   def _end(self, i, status, out=None, error="", t0=0.0):
-    rec = {"e": "end", "i": i, "status": status, "lines": self._new_lines(),
-           "t": _perf() - t0}
+    rec = {"e": "end", "i": i, "status": status, "lines": self._new_lines(), "t": _perf() - t0}
     if out is not None:
       rec["out"] = out
     if error:
-      rec["error"] = error[:self.limit]
+      rec["error"] = error[: self.limit]
     # In stop-at-first-failure mode the judge must see each verdict at once to stop the rest.
     self.report.send(rec, flush=bool(self.job.get("stop_at_first_failure")))
     self.current = None
@@ -511,15 +555,20 @@ class Harness:
       data = text.encode("utf-8", "surrogatepass")
       view = memoryview(data)
       while view:
-        view = view[_write(fd, view):]
+        view = view[_write(fd, view) :]
       fds.append(fd)
     return fds
 
   def _capture(self, i):
     fd = _open(f"_out{i}", _O_RW_NEW, 0o600)
     _dup2(fd, 1)
-    out = _TextIOWrapper(_BufferedWriter(_FileIO(1, "w", closefd=False)), encoding="utf-8",
-                         errors="replace", line_buffering=False, write_through=False)
+    out = _TextIOWrapper(
+      _BufferedWriter(_FileIO(1, "w", closefd=False)),
+      encoding="utf-8",
+      errors="replace",
+      line_buffering=False,
+      write_through=False,
+    )
     sys.stdout = out
     return fd, out
 
@@ -549,8 +598,9 @@ class Harness:
       _lseek(in_fd, 0, 0)
       _dup2(in_fd, 0)
       _close(in_fd)
-      sys.stdin = _TextIOWrapper(_BufferedReader(_FileIO(0, "r", closefd=False)),
-                                 encoding="utf-8", errors="replace")
+      sys.stdin = _TextIOWrapper(
+        _BufferedReader(_FileIO(0, "r", closefd=False)), encoding="utf-8", errors="replace"
+      )
       out_fd, out = self._capture(i)
       self._start(i)
       t0 = _perf()
@@ -564,8 +614,9 @@ class Harness:
           exc = None
       text = self._collect(out_fd, out)
       if exc is not None:
-        self._end(i, "error", out=text, error=_error_text(exc, self._untrusted, self.limit)[0],
-                  t0=t0)
+        self._end(
+          i, "error", out=text, error=_error_text(exc, self._untrusted, self.limit)[0], t0=t0
+        )
       else:
         self._end(i, "ok", out=text, t0=t0)
 
@@ -723,6 +774,7 @@ def _wrap(fn):
 
   def candidate(*args, **kwargs):
     return plain(fn(*args, **kwargs))
+
   return candidate
 
 
@@ -735,6 +787,7 @@ def _wrap_class(cls):
     if type(obj) is cls:
       return obj
     return plain(obj)
+
   return construct
 
 
@@ -750,17 +803,18 @@ def read_job(job_fd: int) -> tuple[dict, bytes]:
   _close(job_fd)
   frame = b"".join(chunks)
   n = _unpack_len(frame[:4], "big")
-  job = _loads(frame[4:4 + n])
+  job = _loads(frame[4 : 4 + n])
   for name in job.get("imports", ()):
     try:
       __import__(name)
     except ImportError:
       pass
-  return job, frame[4 + n:]
+  return job, frame[4 + n :]
 
 
-def child_main(job: dict, blob: bytes, report_fd: int, nonce: str, set_trusted,
-               limit_files) -> None:
+def child_main(
+  job: dict, blob: bytes, report_fd: int, nonce: str, set_trusted, limit_files
+) -> None:
   """Entry of a sandboxed child once confined: run the job, report, exit."""
   report = _Reporter(report_fd, nonce, float(job["sent_tm"]))
   try:

@@ -1,4 +1,5 @@
 """What the pool is given (Job) and what it returns (ExecResult); see docs/CONTRACTS.md."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +14,7 @@ class Job:
   ``prefix`` is given (starter code or a CCCS prefix) and never trained on, so its lines are
   reported apart from the completion's.
   """
+
   problem: Problem
   completion: str
   prefix: str = ""
@@ -41,6 +43,7 @@ class ExecResult:
   compile, or the run stopped before the test). ``reward`` is the CodeRL value of the outcome,
   or what the gin ``reward.fn`` plug-in returned (``execution/reward.py``).
   """
+
   outcome: str
   reward: float
   tests_passed: int
@@ -72,8 +75,7 @@ def job_message(job: Job) -> dict:
   p = job.problem
   msg = {"kind": p.test_kind, "program": job.program, "n_tests": count_tests(p)}
   if p.test_kind == "assert":
-    msg.update(test_code=p.test_code, test_setup_code=p.test_setup_code,
-               entry_point=p.entry_point)
+    msg.update(test_code=p.test_code, test_setup_code=p.test_setup_code, entry_point=p.entry_point)
   else:
     msg.update(inputs=p.inputs, outputs=p.outputs, fn_name=p.fn_name)
   return msg

@@ -18,6 +18,7 @@ probe array is a list: 3.11 specializes a store into a list, not into a bytearra
 ``elif`` is an ``if`` nested in ``else``, so it gets its own probe; an ``except`` header
 counts as executed when its handler is entered; a ``while``/``for`` header when the loop starts.
 """
+
 from __future__ import annotations
 
 import ast
@@ -86,10 +87,15 @@ class _Instrumenter:
   def _probe(k: int, loc: ast.AST) -> ast.stmt:
     # Every node carries loc's position (built directly: fix_missing_locations was a third of
     # the instrumentation time).
-    pos = {"lineno": loc.lineno, "col_offset": loc.col_offset, "end_lineno": loc.end_lineno,
-           "end_col_offset": loc.end_col_offset}
-    target = ast.Subscript(ast.Name(PROBE, ast.Load(), **pos), ast.Constant(k, **pos),
-                           ast.Store(), **pos)
+    pos = {
+      "lineno": loc.lineno,
+      "col_offset": loc.col_offset,
+      "end_lineno": loc.end_lineno,
+      "end_col_offset": loc.end_col_offset,
+    }
+    target = ast.Subscript(
+      ast.Name(PROBE, ast.Load(), **pos), ast.Constant(k, **pos), ast.Store(), **pos
+    )
     return ast.Assign(targets=[target], value=ast.Constant(1, **pos), **pos)
 
   def block(self, stmts: list, parent) -> list:

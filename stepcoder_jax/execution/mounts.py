@@ -14,6 +14,7 @@ Two steps, both in mount namespaces of our own so the host never sees them:
 Both need CAP_SYS_ADMIN in the namespace: root has it; the unprivileged path has it inside the
 user namespace the worker creates first (``sandbox.own_user_namespace``).
 """
+
 from __future__ import annotations
 
 import errno
@@ -32,9 +33,14 @@ _libc = sandbox._libc  # pylint: disable=protected-access  # one libc handle per
 _OLD_ROOT = ".old-root"
 # Flags a read-only remount of a bind mount must keep (inside a user namespace the kernel locks
 # them and refuses a remount that would clear one).
-_KEEP_FLAGS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
-               (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME),
-               (os.ST_RELATIME, MS_RELATIME))
+_KEEP_FLAGS = (
+  (os.ST_NOSUID, MS_NOSUID),
+  (os.ST_NODEV, MS_NODEV),
+  (os.ST_NOEXEC, MS_NOEXEC),
+  (os.ST_NOATIME, MS_NOATIME),
+  (os.ST_NODIRATIME, MS_NODIRATIME),
+  (os.ST_RELATIME, MS_RELATIME),
+)
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 # Files the dynamic loader reads when a module loads a shared library for the first time.
 _LOADER_FILES = ("/etc/ld.so.cache",)
@@ -46,11 +52,11 @@ def _check(ret: int, what: str) -> None:
     raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int,
-           data: str | None = None) -> None:
+def _mount(
+  source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
   enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
-  _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
-         f"mount {target}")
+  _check(_libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
 
 def new_mount_namespace() -> None:
@@ -63,8 +69,13 @@ def cap_directory(path: str, max_mb: int, max_files: int) -> None:
   """Mount a tmpfs of at most ``max_mb`` MiB and ``max_files`` inodes on ``path`` (an existing
   directory), in a new mount namespace of the calling process."""
   new_mount_namespace()
-  _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
-         f"size={int(max_mb)}m,nr_inodes={int(max_files)},mode=0711")
+  _mount(
+    "tmpfs",
+    path,
+    "tmpfs",
+    MS_NOSUID | MS_NODEV,
+    f"size={int(max_mb)}m,nr_inodes={int(max_files)},mode=0711",
+  )
 
 
 def _bind_readonly(source: str, target: str) -> None:
@@ -124,8 +135,7 @@ def private_root(workdir: str) -> None:
   _check(pivot(os.fsencode(top), os.fsencode(top + "/" + _OLD_ROOT)), "pivot_root")
   try:  # from here on a failure must not leave the old root reachable: not an OSError
     os.chdir("/")
-    _check(_libc().umount2(os.fsencode("/" + _OLD_ROOT), MNT_DETACH),
-           "umount old root")
+    _check(_libc().umount2(os.fsencode("/" + _OLD_ROOT), MNT_DETACH), "umount old root")
     os.rmdir("/" + _OLD_ROOT)
     _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
   except OSError as e:

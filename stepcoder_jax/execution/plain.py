@@ -6,6 +6,7 @@ C methods, so a program's overridden ``__eq__``, ``__bool__``, ``__iter__``, ``_
 run. Anything else raises ``NotData``. The judge then compares these copies, or their JSON
 encoding (``encode``), and never an object the program made.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,13 @@ class NotData(TypeError):
 
 
 _SCALARS = {
-    type(None): lambda x: None,
-    bool: lambda x: x,
-    int: int.__index__,
-    float: float.__float__,
-    complex: complex.__complex__,
-    str: str.__str__,
-    bytes: bytes.__bytes__,
+  type(None): lambda x: None,
+  bool: lambda x: x,
+  int: int.__index__,
+  float: float.__float__,
+  complex: complex.__complex__,
+  str: str.__str__,
+  bytes: bytes.__bytes__,
 }
 _BASES = (int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
 
@@ -129,8 +130,9 @@ def dump_json(x) -> str:
   if t is list or t is tuple:
     return "[" + ",".join([dump_json(v) for v in x]) + "]"
   if t is dict:
-    return "{" + ",".join([_esc(str.__str__(k)) + ":" + dump_json(v)
-                           for k, v in dict.items(x)]) + "}"
+    return (
+      "{" + ",".join([_esc(str.__str__(k)) + ":" + dump_json(v) for k, v in dict.items(x)]) + "}"
+    )
   raise NotData(f"cannot write {t.__name__} as JSON")
 
 

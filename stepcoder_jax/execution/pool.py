@@ -10,6 +10,7 @@ dispatcher thread per worker feeds it jobs from a shared queue. A worker that di
 answering is replaced and its job retried once on the fresh worker; a second failure is reported
 as a runtime error, so a batch always completes.
 """
+
 from __future__ import annotations
 
 import collections
@@ -64,8 +65,9 @@ def _worker_env(cfg: dict) -> dict[str, str]:
   every program forked from it."""
   env = sandbox.program_env(cfg, os.environ)
   env.update({k: os.environ[k] for k in _WORKER_START_VARS if k in os.environ})
-  env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + os.environ["PYTHONPATH"]
-                                     if os.environ.get("PYTHONPATH") else "")
+  env["PYTHONPATH"] = _PKG_PARENT + (
+    os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""
+  )
   return env
 
 
@@ -75,9 +77,17 @@ class _WorkerProc:
   def __init__(self, cfg: dict, start_timeout_s: float = 120.0):
     env = _worker_env(cfg)
     self.proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from stepcoder_jax.execution.worker import main; "
-         "sys.exit(main())"], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, env=env, close_fds=True, start_new_session=True)
+      [
+        sys.executable,
+        "-c",
+        "import sys; from stepcoder_jax.execution.worker import main; sys.exit(main())",
+      ],
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      env=env,
+      close_fds=True,
+      start_new_session=True,
+    )
     self.wfd, self.rfd = self.proc.stdin.fileno(), self.proc.stdout.fileno()
     self._send(json.dumps(cfg).encode())
     self.info = json.loads(self._recv(start_timeout_s))
@@ -86,7 +96,7 @@ class _WorkerProc:
     data = memoryview(_HDR.pack(len(payload)) + payload)
     try:
       while data:
-        data = data[os.write(self.wfd, data):]
+        data = data[os.write(self.wfd, data) :]
     except OSError as e:
       raise WorkerDied(f"worker pipe closed: {e}") from None
 
@@ -213,11 +223,13 @@ class ExecutionPool:
     self._closed = False
     files = self._workers[0].info.get("files", "")
     if self.cfg.mount_namespace and files != "capped, private root":
-      log.warning("execution: no mount namespace for programs (%s): their directory is not "
-                  "capped and they can read the host's files", files)
+      log.warning(
+        "execution: no mount namespace for programs (%s): their directory is not "
+        "capped and they can read the host's files",
+        files,
+      )
     for k in range(self.num_workers):
-      t = threading.Thread(target=self._dispatch, args=(k,), daemon=True,
-                           name=f"exec-dispatch-{k}")
+      t = threading.Thread(target=self._dispatch, args=(k,), daemon=True, name=f"exec-dispatch-{k}")
       t.start()
       self._threads.append(t)
 
@@ -286,8 +298,9 @@ class ExecutionPool:
         try:
           msg = job_message(batch.jobs[i])
         except Exception as e:  # pylint: disable=broad-except
-          batch.put(i, self._result(batch.jobs[i], {"outcome": "runtime_error",
-                                                    "error": f"bad job: {e}"}))
+          batch.put(
+            i, self._result(batch.jobs[i], {"outcome": "runtime_error", "error": f"bad job: {e}"})
+          )
           continue
         entry = [batch, i, msg, 0]
         inflight.append(entry)
@@ -307,8 +320,9 @@ class ExecutionPool:
       try:
         res = self._result(batch.jobs[i], raw)
       except Exception as e:  # pylint: disable=broad-except  # a batch always completes
-        res = self._result(batch.jobs[i], {"outcome": "runtime_error",
-                                           "error": f"judge error: {e}"})
+        res = self._result(
+          batch.jobs[i], {"outcome": "runtime_error", "error": f"judge error: {e}"}
+        )
       batch.put(i, res)
 
   def _send(self, k: int, entry, inflight) -> bool:
@@ -332,8 +346,13 @@ class ExecutionPool:
     for entry in pending:
       batch, i, _, tries = entry
       if tries >= 1 or self._workers[k] is None:
-        batch.put(i, self._result(batch.jobs[i], {
-            "outcome": "runtime_error", "error": f"worker failed twice on this program: {why}"}))
+        batch.put(
+          i,
+          self._result(
+            batch.jobs[i],
+            {"outcome": "runtime_error", "error": f"worker failed twice on this program: {why}"},
+          ),
+        )
         continue
       entry[3] = tries + 1
       inflight.append(entry)
@@ -341,24 +360,27 @@ class ExecutionPool:
         self._workers[k].send(entry[2])
       except (WorkerDied, OSError) as e:
         inflight.pop()
-        batch.put(i, self._result(batch.jobs[i], {"outcome": "runtime_error",
-                                                  "error": f"worker failed: {e}"}))
+        batch.put(
+          i,
+          self._result(batch.jobs[i], {"outcome": "runtime_error", "error": f"worker failed: {e}"}),
+        )
 
   def _result(self, job: Job, raw: dict) -> ExecResult:
     outcome = raw.get("outcome", "runtime_error")
     executed, pre_exec = lines_mod.split_lines(set(raw.get("executed", ())), job.prefix)
     executable, _ = lines_mod.split_lines(set(raw.get("executable", ())), job.prefix)
     return ExecResult(
-        outcome=outcome,
-        reward=reward_of(outcome, self.reward_cfg),
-        tests_passed=int(raw.get("tests_passed", 0)),
-        tests_total=int(raw.get("tests_total") or count_tests(job.problem)),
-        executed_lines=executed,
-        executable_lines=executable,
-        prefix_executed_lines=pre_exec,
-        error=str(raw.get("error", "")),
-        duration_s=float(raw.get("duration_s", 0.0)),
-        coverage_state=str(raw.get("coverage_state", "none")),
-        warnings=[str(w) for w in raw.get("warnings", ())],
-        test_verdicts=[str(v) for v in raw.get("test_verdicts", ())]
-        or ["not_run"] * int(raw.get("tests_total") or count_tests(job.problem)))
+      outcome=outcome,
+      reward=reward_of(outcome, self.reward_cfg),
+      tests_passed=int(raw.get("tests_passed", 0)),
+      tests_total=int(raw.get("tests_total") or count_tests(job.problem)),
+      executed_lines=executed,
+      executable_lines=executable,
+      prefix_executed_lines=pre_exec,
+      error=str(raw.get("error", "")),
+      duration_s=float(raw.get("duration_s", 0.0)),
+      coverage_state=str(raw.get("coverage_state", "none")),
+      warnings=[str(w) for w in raw.get("warnings", ())],
+      test_verdicts=[str(v) for v in raw.get("test_verdicts", ())]
+      or ["not_run"] * int(raw.get("tests_total") or count_tests(job.problem)),
+    )

@@ -3,6 +3,7 @@
 The pool computes it (`ExecResult.reward`) and the rollout reads it from there, so training,
 `judge` and evaluation samples report the same value.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,6 +33,8 @@ def plugin_rewards(fn: Callable[..., float], jobs: Sequence, results: Sequence) 
     except (TypeError, ValueError):
       value = math.nan
     if isinstance(raw, bool) or not math.isfinite(value):
-      raise UserError(f"reward.fn {name}: returned {raw!r} for problem {job.problem.id!r}; "
-                      "expected a finite number")
+      raise UserError(
+        f"reward.fn {name}: returned {raw!r} for problem {job.problem.id!r}; "
+        "expected a finite number"
+      )
     res.reward = value

@@ -16,6 +16,7 @@ Layers, outermost first (each one is enough for some attacks, none for all):
 The harness turns the hook on (``set_trusted(False)``) right before it runs untrusted code and off
 while it does its own bookkeeping.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -33,27 +34,73 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-_ALWAYS_DENIED = frozenset({
-    "os.exec", "os.posix_spawn", "os.spawn", "os.system", "subprocess.Popen", "os.startfile",
-    "pty.spawn", "os.forkpty", "sys._getframe", "sys._current_frames", "sys.settrace",
-    "sys.setprofile", "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.setns",
+_ALWAYS_DENIED = frozenset(
+  {
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "os.system",
+    "subprocess.Popen",
+    "os.startfile",
+    "pty.spawn",
+    "os.forkpty",
+    "sys._getframe",
+    "sys._current_frames",
+    "sys.settrace",
+    "sys.setprofile",
+    "gc.get_objects",
+    "gc.get_referrers",
+    "gc.get_referents",
+    "os.setns",
     "os.unshare",
-})
+  }
+)
 _DENIED_PREFIXES = ("socket.", "ctypes.", "_ctypes.", "winreg.", "msvcrt.")
-_DENIED_IMPORTS = frozenset({"ctypes", "_ctypes", "_posixsubprocess", "_xxsubinterpreters",
-                             "cffi", "_cffi_backend"})
+_DENIED_IMPORTS = frozenset(
+  {"ctypes", "_ctypes", "_posixsubprocess", "_xxsubinterpreters", "cffi", "_cffi_backend"}
+)
 _FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 _PATH_EVENTS = {  # event -> indexes of path arguments that must stay inside the sandbox
-    "os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1),
-    "os.link": (0, 1), "os.symlink": (1,), "os.chmod": (0,), "os.chown": (0,),
-    "os.truncate": (0,), "os.utime": (0,), "os.chflags": (0,), "os.lchflags": (0,),
-    "os.lchmod": (0,), "os.mkfifo": (0,), "os.mknod": (0,), "os.setxattr": (0,),
-    "os.removexattr": (0,), "shutil.rmtree": (0,), "shutil.move": (0, 1),
-    "shutil.copyfile": (1,), "shutil.copytree": (1,), "shutil.chown": (0,),
+  "os.remove": (0,),
+  "os.rmdir": (0,),
+  "os.mkdir": (0,),
+  "os.rename": (0, 1),
+  "os.link": (0, 1),
+  "os.symlink": (1,),
+  "os.chmod": (0,),
+  "os.chown": (0,),
+  "os.truncate": (0,),
+  "os.utime": (0,),
+  "os.chflags": (0,),
+  "os.lchflags": (0,),
+  "os.lchmod": (0,),
+  "os.mkfifo": (0,),
+  "os.mknod": (0,),
+  "os.setxattr": (0,),
+  "os.removexattr": (0,),
+  "shutil.rmtree": (0,),
+  "shutil.move": (0, 1),
+  "shutil.copyfile": (1,),
+  "shutil.copytree": (1,),
+  "shutil.chown": (0,),
 }
-_DEV_OK = frozenset({"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/stdin",
-                     "/dev/stdout", "/dev/stderr", "/dev/fd/0", "/dev/fd/1", "/dev/fd/2",
-                     "/proc/self/fd/0", "/proc/self/fd/1", "/proc/self/fd/2"})
+_DEV_OK = frozenset(
+  {
+    "/dev/null",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/random",
+    "/dev/stdin",
+    "/dev/stdout",
+    "/dev/stderr",
+    "/dev/fd/0",
+    "/dev/fd/1",
+    "/dev/fd/2",
+    "/proc/self/fd/0",
+    "/proc/self/fd/1",
+    "/proc/self/fd/2",
+  }
+)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -69,6 +116,7 @@ def _libc():
   from their sys.modules)."""
   if not _LIBC:
     import ctypes  # pylint: disable=import-outside-toplevel
+
     _LIBC.append(ctypes.CDLL(None, use_errno=True))
   return _LIBC[0]
 
@@ -76,6 +124,7 @@ def _libc():
 def libc_errno() -> int:
   """errno of the last failed libc call made through ``_libc()``."""
   import ctypes  # pylint: disable=import-outside-toplevel
+
   return ctypes.get_errno()
 
 
@@ -86,8 +135,11 @@ def own_user_namespace() -> bool:
     uid, gid = os.getuid(), os.getgid()
     if _libc().unshare(CLONE_NEWUSER) != 0:
       return False
-    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"{uid} {uid} 1"),
-                       ("/proc/self/gid_map", f"{gid} {gid} 1")):
+    for path, text in (
+      ("/proc/self/setgroups", "deny"),
+      ("/proc/self/uid_map", f"{uid} {uid} 1"),
+      ("/proc/self/gid_map", f"{gid} {gid} 1"),
+    ):
       with open(path, "w") as f:
         f.write(text)
     return True
@@ -137,12 +189,14 @@ def die_with_parent() -> bool:
 
 def set_limits(cfg: dict) -> None:
   """Resource limits of the program's process (hard = soft, so it cannot raise them)."""
+
   def lim(which, value):
     value = int(value)
     try:
       resource.setrlimit(which, (value, value))
     except (ValueError, OSError):
       pass
+
   cpu = int(cfg["program_timeout_s"]) + 1
   lim(resource.RLIMIT_CPU, cpu)
   lim(resource.RLIMIT_AS, cfg["memory_mb"] * (1 << 20))
@@ -182,8 +236,7 @@ def install_audit_hook(sandbox_dir: str, allow_fork: bool):
   state = [True]
   root = os.path.realpath(sandbox_dir)
   me = os.getpid()
-  realpath, fsdecode, isabs, join = (os.path.realpath, os.fsdecode, os.path.isabs,
-                                     os.path.join)
+  realpath, fsdecode, isabs, join = (os.path.realpath, os.fsdecode, os.path.isabs, os.path.join)
   deny_prefixes = _DENIED_PREFIXES
   str_, int_ = str, int
   violation = SandboxViolation
@@ -208,8 +261,9 @@ def install_audit_hook(sandbox_dir: str, allow_fork: bool):
     if p in _DEV_OK:
       return True
     p = realpath(p)
-    return not (p.startswith("/proc") or p.startswith("/sys") or
-                (p.startswith("/dev") and p not in _DEV_OK))
+    return not (
+      p.startswith("/proc") or p.startswith("/sys") or (p.startswith("/dev") and p not in _DEV_OK)
+    )
 
   def hook(event, args):
     if state[0]:
@@ -222,8 +276,9 @@ def install_audit_hook(sandbox_dir: str, allow_fork: bool):
         if path > 2:
           raise violation("sandbox: opening file descriptors above 2 is not allowed")
         return
-      writes = (isinstance(mode, str_) and any(c in mode for c in "wax+")) or \
-          (isinstance(flags, int_) and flags & _WRITE_FLAGS)
+      writes = (isinstance(mode, str_) and any(c in mode for c in "wax+")) or (
+        isinstance(flags, int_) and flags & _WRITE_FLAGS
+      )
       if writes and not inside(path):
         raise violation(f"sandbox: writing outside the sandbox is not allowed: {path!r}")
       if not readable(path):
@@ -248,8 +303,7 @@ def install_audit_hook(sandbox_dir: str, allow_fork: bool):
     if event in ("os.killpg", "signal.pidfd_send_signal"):
       raise violation(f"sandbox: {event} is not allowed")
     if event in ("os.listdir", "os.scandir"):
-      if args and args[0] is not None and not isinstance(args[0], int_) and \
-          not readable(args[0]):
+      if args and args[0] is not None and not isinstance(args[0], int_) and not readable(args[0]):
         raise violation(f"sandbox: listing {args[0]!r} is not allowed")
       return
     idx = _PATH_EVENTS.get(event)

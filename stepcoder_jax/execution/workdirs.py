@@ -10,6 +10,7 @@ a pool that survives it calls ``remove_stale``.
 
 No shutil or tempfile here: the worker imports this module (see worker.py's docstring).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,7 @@ def owner_pid(name: str) -> int | None:
   """The worker pid recorded in a directory name, or None if the name is not ours."""
   if not name.startswith(PREFIX):
     return None
-  parts = name[len(PREFIX):].split("-")
+  parts = name[len(PREFIX) :].split("-")
   if len(parts) != 2 or not parts[0].isdigit() or len(parts[1]) != 16:
     return None
   return int(parts[0])

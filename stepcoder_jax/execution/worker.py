@@ -17,6 +17,7 @@ The worker imports as little as it can (no shutil/tempfile: they load compressio
 no threading: its at-fork hook runs in every child): forking and exiting cost grows with every
 page the zygote maps and every page a child writes.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -65,7 +66,7 @@ def write_frame(fd: int, payload: bytes) -> None:
 def _write_all(fd: int, data: bytes) -> None:
   view = memoryview(data)
   while view:
-    view = view[os.write(fd, view):]
+    view = view[os.write(fd, view) :]
 
 
 class _Child:
@@ -113,16 +114,20 @@ class Worker:
         pass
     exec(harness._APPS_HEADER_CODE, {})  # pylint: disable=exec-used,protected-access
     import socket  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
     # (importable in programs, so that the sandbox, not a missing file, refuses the network)
     harness.snapshot_pristine()
     # Nothing of ours stays importable or reachable by module name in a child (names fixed now:
     # scanning sys.modules in each child would touch, and copy, a page per module name).
     self.drop_modules = tuple(
-        name for name in sys.modules
-        if name.startswith(("stepcoder_jax", "ctypes", "multiprocessing")) or name in (
-            "__main__", "_ctypes", "_posixsubprocess", "subprocess"))
-    self.zygote = zygote.Zygote(self._child_setup,
-                                self._private_root if self.files == "capped" else None)
+      name
+      for name in sys.modules
+      if name.startswith(("stepcoder_jax", "ctypes", "multiprocessing"))
+      or name in ("__main__", "_ctypes", "_posixsubprocess", "subprocess")
+    )
+    self.zygote = zygote.Zygote(
+      self._child_setup, self._private_root if self.files == "capped" else None
+    )
     if self.files == "capped":
       self.files += ", " + self.zygote.prepared
 
@@ -198,8 +203,7 @@ class Worker:
       os._exit(3)
     max_out = int(cfg["max_output_bytes"])
     set_trusted = sandbox.install_audit_hook(sandbox_dir, bool(cfg.get("allow_fork")))
-    harness.child_main(job, blob, rfd, nonce, set_trusted,
-                       lambda: sandbox.limit_file_size(max_out))
+    harness.child_main(job, blob, rfd, nonce, set_trusted, lambda: sandbox.limit_file_size(max_out))
 
   def _kill(self, child: _Child) -> None:
     for fn, target in ((os.killpg, child.pid), (os.kill, child.pid)):
@@ -235,23 +239,43 @@ class Worker:
     job.setdefault("coverage", cfg["coverage"])
     job["stop_at_first_failure"] = bool(cfg.get("stop_at_first_failure"))
     blob, units, compile_error, setup_error, warned = harness.prepare(
-        job, bool(job["coverage"]), cfg.get("import_on_demand", ()))
-    warned = [w[:cfg["max_error_chars"]] for w in warned]
+      job, bool(job["coverage"]), cfg.get("import_on_demand", ())
+    )
+    warned = [w[: cfg["max_error_chars"]] for w in warned]
     if blob is None:  # nothing to run: no child is used
       _, executable = _coverage(units, ())
-      outcome, error = (("compile_error", compile_error) if compile_error is not None
-                        else ("runtime_error", setup_error))
-      return {"outcome": outcome, "tests_passed": 0, "tests_total": n, "executed": [],
-              "executable": sorted(executable), "coverage_state": "none", "warnings": warned,
-              "error": error[:cfg["max_error_chars"]], "duration_s": time.perf_counter() - t0}
+      outcome, error = (
+        ("compile_error", compile_error)
+        if compile_error is not None
+        else ("runtime_error", setup_error)
+      )
+      return {
+        "outcome": outcome,
+        "tests_passed": 0,
+        "tests_total": n,
+        "executed": [],
+        "executable": sorted(executable),
+        "coverage_state": "none",
+        "warnings": warned,
+        "error": error[: cfg["max_error_chars"]],
+        "duration_s": time.perf_counter() - t0,
+      }
     if self.child is None:
       self.prefork()
     child, self.child = self.child, None
     verdicts: list[str | None] = [None] * n
     errors: list[str] = []
     traced: set[int] = set()  # ids of the statement units that ran
-    state = {"setup_error": None, "done": False, "current": None, "bad": None, "stop": False,
-             "last_done": None, "timeout": False, "measured": False}
+    state = {
+      "setup_error": None,
+      "done": False,
+      "current": None,
+      "bad": None,
+      "stop": False,
+      "last_done": None,
+      "timeout": False,
+      "measured": False,
+    }
     rel, abs_ = cfg["float_rel_tol"], cfg["float_abs_tol"]
 
     def cover(rec: dict) -> None:
@@ -294,8 +318,9 @@ class Worker:
         state["last_tm"] = max(state["last_tm"], end_tm)
         status = rec.get("status")
         if status == "ok" and kind == "stdio":
-          status = "ok" if compare.stdio_equal(str(rec.get("out", "")), expected[i], rel, abs_) \
-              else "fail"
+          status = (
+            "ok" if compare.stdio_equal(str(rec.get("out", "")), expected[i], rel, abs_) else "fail"
+          )
         elif status == "ok" and kind == "call":
           try:
             got = compare.decode(str(rec.get("out", "null")))
@@ -324,8 +349,9 @@ class Worker:
     # The running test (or the setup before test 0) started at the latest start the child
     # reported, or when the job was sent; the child reports with at most 50 ms of delay. The
     # child's timer uses the same clock and limits.
-    job.update(timeout_s=cfg["timeout_s"], deadline_tm=deadline - mono_to_perf,
-               sent_tm=time.monotonic())
+    job.update(
+      timeout_s=cfg["timeout_s"], deadline_tm=deadline - mono_to_perf, sent_tm=time.monotonic()
+    )
     state["last_tm"] = job["sent_tm"]
     payload = harness.job_frame(job, blob)
     try:
@@ -348,7 +374,7 @@ class Worker:
           state["bad"] = "the judge's result pipe received data not written by the harness"
           break
         try:
-          on_record(json.loads(line[len(prefix):]))
+          on_record(json.loads(line[len(prefix) :]))
         except (ValueError, KeyError, TypeError, IndexError):
           state["bad"] = "malformed record on the judge's result pipe"
       if len(b) > _MAX_RECORD_BYTES:
@@ -388,8 +414,9 @@ class Worker:
         if child.pid in self.zygote.exited:
           read_available()  # whatever it wrote before exiting; descendants may hold the pipe
           break
-    if state["timeout"] or (not (state["done"] or state["stop"] or state["bad"])
-                            and time.perf_counter() >= limit()):
+    if state["timeout"] or (
+      not (state["done"] or state["stop"] or state["bad"]) and time.perf_counter() >= limit()
+    ):
       timed_out = True  # its timer fired, or it ended past its time limit, whatever ended it
     current = state["current"]
     if timed_out and current is None:
@@ -411,11 +438,18 @@ class Worker:
     passed = sum(v == "pass" for v in verdicts)
     executed, executable = _coverage(units, traced)
     measured = "measured" if job["coverage"] and state["measured"] else "none"
-    return {"outcome": outcome, "tests_passed": passed, "tests_total": n,
-            "test_verdicts": [v or "not_run" for v in verdicts],
-            "executed": sorted(executed), "executable": sorted(executable),
-            "coverage_state": measured, "warnings": warned,
-            "error": error[:cfg["max_error_chars"]], "duration_s": duration}
+    return {
+      "outcome": outcome,
+      "tests_passed": passed,
+      "tests_total": n,
+      "test_verdicts": [v or "not_run" for v in verdicts],
+      "executed": sorted(executed),
+      "executable": sorted(executable),
+      "coverage_state": measured,
+      "warnings": warned,
+      "error": error[: cfg["max_error_chars"]],
+      "duration_s": duration,
+    }
 
   def close(self) -> None:
     if self.child is not None:
@@ -442,10 +476,16 @@ def _decide(state, verdicts, errors, timed_out, current, signum, cfg) -> tuple[s
       verdicts[current] = "timeout"
       errors.insert(0, f"test {current}: CPU time limit exceeded")
     else:
-      i = current if current is not None else next(
-          (k for k, v in enumerate(verdicts) if v is None), None)
-      why = f"killed by signal {signal.Signals(signum).name}" if signum else \
-          "exited before the tests finished"
+      i = (
+        current
+        if current is not None
+        else next((k for k, v in enumerate(verdicts) if v is None), None)
+      )
+      why = (
+        f"killed by signal {signal.Signals(signum).name}"
+        if signum
+        else "exited before the tests finished"
+      )
       if i is not None:
         verdicts[i] = "error"
       errors.insert(0, f"test {i}: program {why}" if i is not None else f"program {why}")
@@ -491,9 +531,19 @@ def main() -> int:
     return 0
   worker = Worker(json.loads(first))
   worker.prefork()
-  write_frame(out_fd, json.dumps({"ready": True, "netns": worker.netns, "uid": worker.uid,
-                                  "dir": worker.workdir, "files": worker.files,
-                                  "pid": os.getpid()}).encode())
+  write_frame(
+    out_fd,
+    json.dumps(
+      {
+        "ready": True,
+        "netns": worker.netns,
+        "uid": worker.uid,
+        "dir": worker.workdir,
+        "files": worker.files,
+        "pid": os.getpid(),
+      }
+    ).encode(),
+  )
   try:
     return _serve(worker, in_fd, out_fd)
   except zygote.ZygoteDied:
@@ -514,9 +564,15 @@ def _serve(worker: Worker, in_fd: int, out_fd: int) -> int:
     except zygote.ZygoteDied:
       raise
     except Exception as e:  # pylint: disable=broad-except  # report, stay alive
-      result = {"outcome": "runtime_error", "tests_passed": 0, "tests_total":
-                int(job.get("n_tests", 0)), "executed": [], "executable": [],
-                "error": f"judge error: {type(e).__name__}: {e}", "duration_s": 0.0}
+      result = {
+        "outcome": "runtime_error",
+        "tests_passed": 0,
+        "tests_total": int(job.get("n_tests", 0)),
+        "executed": [],
+        "executable": [],
+        "error": f"judge error: {type(e).__name__}: {e}",
+        "duration_s": 0.0,
+      }
       worker.child = None
     write_frame(out_fd, json.dumps(result).encode())
     if worker.child is None:

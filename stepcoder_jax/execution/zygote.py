@@ -15,6 +15,7 @@ Protocol, on a SOCK_SEQPACKET socket pair (one message per datagram):
                     b"X<pid> <status>"    a child exited (its waitpid status)
   EOF on the socket: the zygote kills its children and exits.
 """
+
 from __future__ import annotations
 
 import gc

@@ -1,4 +1,5 @@
 """Light gin-configurable dataclasses (no jax import)."""
+
 import dataclasses
 
 import gin
@@ -35,6 +36,7 @@ class ModelConfig:
       their stacked parameters: one block to compile instead of num_layers. Decoding with a KV
       cache keeps the loop.
   """
+
   family: str = "llama"
   vocab_size: int = 32000
   hidden_size: int = 4096
@@ -71,16 +73,19 @@ class ModelConfig:
     if self.family not in FAMILIES:
       raise ValueError(f"ModelConfig.family: {self.family!r} is not one of {FAMILIES}")
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(f"ModelConfig.num_kv_heads: {self.num_kv_heads} does not divide "
-                       f"num_heads={self.num_heads}")
+      raise ValueError(
+        f"ModelConfig.num_kv_heads: {self.num_kv_heads} does not divide num_heads={self.num_heads}"
+      )
     if self.output_vocab is not None:
       ids = self.output_vocab
       if not ids or list(ids) != sorted(set(ids)) or ids[0] < 0 or ids[-1] >= self.vocab_size:
-        raise ValueError(f"ModelConfig.output_vocab: not {len(ids)} sorted distinct ids in "
-                         f"[0, {self.vocab_size})")
+        raise ValueError(
+          f"ModelConfig.output_vocab: not {len(ids)} sorted distinct ids in [0, {self.vocab_size})"
+        )
     if self.layer_types is not None and len(self.layer_types) != self.num_layers:
-      raise ValueError(f"ModelConfig.layer_types: {len(self.layer_types)} entries for "
-                       f"{self.num_layers} layers")
+      raise ValueError(
+        f"ModelConfig.layer_types: {len(self.layer_types)} entries for {self.num_layers} layers"
+      )
 
   @property
   def is_gemma(self) -> bool:
@@ -109,15 +114,34 @@ class ModelConfig:
   @classmethod
   def tiny(cls, family: str = "llama", vocab_size: int = 300, **overrides) -> "ModelConfig":
     """A few-kilobyte model of the given family, for tests and CPU smoke runs."""
-    base = dict(family=family, vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
-                num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, rms_norm_eps=1e-6,
-                max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    base = dict(
+      family=family,
+      vocab_size=vocab_size,
+      hidden_size=64,
+      intermediate_size=128,
+      num_layers=2,
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=16,
+      rms_norm_eps=1e-6,
+      max_position_embeddings=512,
+      bos_token_id=1,
+      eos_token_id=2,
+      pad_token_id=0,
+    )
     if family == "qwen2":
       base.update(attention_bias=True, tie_embeddings=True, rope_theta=1e6)
     elif family == "gemma3":
-      base.update(num_layers=3, tie_embeddings=True, hidden_act="gelu_pytorch_tanh",
-                  rope_theta=1e6, rope_local_theta=1e4, sliding_window=4,
-                  layer_types=(SLIDING, SLIDING, GLOBAL), query_pre_attn_scalar=16.0)
+      base.update(
+        num_layers=3,
+        tie_embeddings=True,
+        hidden_act="gelu_pytorch_tanh",
+        rope_theta=1e6,
+        rope_local_theta=1e4,
+        sliding_window=4,
+        layer_types=(SLIDING, SLIDING, GLOBAL),
+        query_pre_attn_scalar=16.0,
+      )
     base.update(overrides)
     return cls(**base)
 
@@ -134,6 +158,7 @@ class ModelSpec:
     written by stepcoder_jax/models/vocab_build.py: the policy samples and is scored over those ids
     only (ModelConfig.output_vocab; a documented CPU deviation, see models/output_vocab.py).
   """
+
   path: str = "tiny-llama"  # what --model takes: HF dir, Hub id, .gguf, checkpoint, preset
   dtype: str | None = None
   param_dtype: str | None = None
@@ -169,6 +194,7 @@ class SamplingConfig:
     min_prompt_bucket: prompt lengths are padded to a power of two at least this large, and the
       new-token buffer to a power of two, so the jitted sampler recompiles rarely.
   """
+
   temperature: float = 0.0
   top_p: float = 1.0
   top_k: int = 0

@@ -12,6 +12,7 @@ Family differences, all driven by the config:
           by sqrt(hidden), tanh-GELU, query_pre_attn_scalar, sliding-window local layers with their
           own RoPE base next to global layers.
 """
+
 from __future__ import annotations
 
 import flax.struct
@@ -38,6 +39,7 @@ class KVCache:
     valid: [B, S] bool, False for empty slots and padding.
     index: [] int32, the slot where the next tokens are written.
   """
+
   keys: tuple[jax.Array, ...]
   values: tuple[jax.Array, ...]
   positions: jax.Array
@@ -95,14 +97,25 @@ class Decoder(nnx.Module):
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     pdt = jnp.dtype(cfg.param_dtype)
     self.cfg = cfg
-    self.embed = layers.param(rngs, nnx.initializers.normal(0.02),
-                               (cfg.vocab_size, cfg.hidden_size), pdt, ("vocab", "embed"))
+    self.embed = layers.param(
+      rngs,
+      nnx.initializers.normal(0.02),
+      (cfg.vocab_size, cfg.hidden_size),
+      pdt,
+      ("vocab", "embed"),
+    )
     self.layers = nnx.List([Block(cfg, i, rngs) for i in range(cfg.num_layers)])
-    self.final_norm = layers.RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, gemma=cfg.is_gemma,
-                                     param_dtype=pdt, rngs=rngs)
+    self.final_norm = layers.RMSNorm(
+      cfg.hidden_size, cfg.rms_norm_eps, gemma=cfg.is_gemma, param_dtype=pdt, rngs=rngs
+    )
     if lm_head and not cfg.tie_embeddings:
-      self.lm_head = layers.param(rngs, nnx.initializers.normal(0.02),
-                                   (cfg.vocab_size, cfg.hidden_size), pdt, ("vocab", "embed"))
+      self.lm_head = layers.param(
+        rngs,
+        nnx.initializers.normal(0.02),
+        (cfg.vocab_size, cfg.hidden_size),
+        pdt,
+        ("vocab", "embed"),
+      )
 
   @property
   def dtype(self):
@@ -118,20 +131,26 @@ class Decoder(nnx.Module):
     dt = jnp.dtype(dtype) if dtype is not None else self.dtype
     shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
     return KVCache(
-        keys=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
-        values=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
-        positions=jnp.zeros((batch, max_len), jnp.int32),
-        valid=jnp.zeros((batch, max_len), bool),
-        index=jnp.zeros((), jnp.int32))
+      keys=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
+      values=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
+      positions=jnp.zeros((batch, max_len), jnp.int32),
+      valid=jnp.zeros((batch, max_len), bool),
+      index=jnp.zeros((), jnp.int32),
+    )
 
   def embed_tokens(self, tokens: jax.Array) -> jax.Array:
     x = jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)
     if self.cfg.is_gemma:  # scale in the compute dtype, as Gemma does
-      x = x * jnp.asarray(self.cfg.hidden_size ** 0.5, self.dtype)
+      x = x * jnp.asarray(self.cfg.hidden_size**0.5, self.dtype)
     return x
 
-  def __call__(self, tokens: jax.Array, positions: jax.Array, attention_mask: jax.Array,
-               cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+  def __call__(
+    self,
+    tokens: jax.Array,
+    positions: jax.Array,
+    attention_mask: jax.Array,
+    cache: KVCache | None = None,
+  ) -> tuple[jax.Array, KVCache | None]:
     """Hidden states after the final norm, and the cache with the T new tokens written.
 
     Args:
@@ -177,16 +196,22 @@ class Decoder(nnx.Module):
         new_values.append(kv[1])
     x = self.final_norm(x)
     if cache is not None:
-      cache = KVCache(keys=tuple(new_keys), values=tuple(new_values), positions=k_pos,
-                      valid=k_valid, index=write_index + t)
+      cache = KVCache(
+        keys=tuple(new_keys),
+        values=tuple(new_values),
+        positions=k_pos,
+        valid=k_valid,
+        index=write_index + t,
+      )
     return x, cache
 
   def _scan_blocks(self, x, positions, mask_local, mask_global):
     """The blocks as one `lax.scan`: their parameters stacked on a leading layer axis, and what
     differs between layers (local or global attention, RoPE frequencies) passed as data."""
     graphdef = nnx.graphdef(self.layers[0])
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs),
-                           *[nnx.state(b, nnx.Param) for b in self.layers])
+    stacked = jax.tree.map(
+      lambda *xs: jnp.stack(xs), *[nnx.state(b, nnx.Param) for b in self.layers]
+    )
     is_local = jnp.asarray([b.is_local for b in self.layers])
     inv_freq = jnp.asarray(np.array([b.attn._inv_freq for b in self.layers], np.float32))
 
@@ -209,8 +234,10 @@ class Decoder(nnx.Module):
     would disagree with the sampler; use `output_head` (and pass its ids to token_logprobs).
     """
     if self.cfg.output_vocab is not None:
-      raise ValueError("Decoder.head_weight: model.output_vocab is set; score through "
-                       "output_head() and logprobs.token_logprobs(vocab=...)")
+      raise ValueError(
+        "Decoder.head_weight: model.output_vocab is set; score through "
+        "output_head() and logprobs.token_logprobs(vocab=...)"
+      )
     return self._full_head()
 
   def _full_head(self) -> tuple[jax.Array, float | None]:
@@ -239,8 +266,9 @@ class Decoder(nnx.Module):
     Full-sequence logits of a large vocabulary belong in logprobs.token_logprobs (chunked).
     """
     w, softcap, _ = self.output_head()
-    out = jnp.einsum("...d,vd->...v", hidden, w.astype(hidden.dtype),
-                     preferred_element_type=jnp.float32)
+    out = jnp.einsum(
+      "...d,vd->...v", hidden, w.astype(hidden.dtype), preferred_element_type=jnp.float32
+    )
     if softcap:
       out = jnp.tanh(out / softcap) * softcap
     return out

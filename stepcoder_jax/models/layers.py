@@ -9,6 +9,7 @@ them is sharding.py's job (nnx.get_partition_spec + its rules).
 Kernels are stored in "math" layout ([in, ...out]), so HF's [out, in] matrices are
 transposed on import (see hf_io.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,9 @@ from stepcoder_jax.models.config import ModelConfig
 _MASK_VALUE = -1e30
 
 
-def param(rngs: nnx.Rngs | None, init: Callable, shape: tuple[int, ...], dtype,
-          axes: tuple[str, ...]) -> nnx.Param:
+def param(
+  rngs: nnx.Rngs | None, init: Callable, shape: tuple[int, ...], dtype, axes: tuple[str, ...]
+) -> nnx.Param:
   """A parameter initialised by `init`, annotated with logical axis names."""
   key = rngs.params() if rngs is not None else jax.random.key(0)
   return nnx.Param(init(key, shape, dtype), out_sharding=axes, eager_sharding=False)
@@ -135,9 +137,15 @@ class Attention(nnx.Module):
     y = jnp.einsum("btd,dhk->bthk", x, w[...].astype(self.dtype))
     return y if b is None else y + b[...].astype(self.dtype)
 
-  def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
-               kv: tuple[jax.Array, jax.Array] | None = None,
-               write_index: jax.Array | None = None, inv_freq: jax.Array | None = None):
+  def __call__(
+    self,
+    x: jax.Array,
+    positions: jax.Array,
+    mask: jax.Array,
+    kv: tuple[jax.Array, jax.Array] | None = None,
+    write_index: jax.Array | None = None,
+    inv_freq: jax.Array | None = None,
+  ):
     """Attend.
 
     Args:

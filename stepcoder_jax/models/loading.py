@@ -11,6 +11,7 @@ Accepted:
     (models/hub.py; nothing is downloaded).
   * a stepcoder_jax training directory / checkpoint (checkpoint.load_policy_for_inference).
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,10 @@ def _load_checkpoint(p: Path):
 
   load = getattr(checkpoint, "load_policy_for_inference", None)
   if load is None:  # HOOK: checkpoint.py does not offer inference loading (yet)
-    raise UserError(f"{p}: looks like a stepcoder_jax checkpoint, but this build cannot load "
-                    "checkpoints for inference (checkpoint.load_policy_for_inference missing)")
+    raise UserError(
+      f"{p}: looks like a stepcoder_jax checkpoint, but this build cannot load "
+      "checkpoints for inference (checkpoint.load_policy_for_inference missing)"
+    )
   return load(p)
 
 
@@ -66,14 +69,21 @@ def _tiny(family: str, dtype, param_dtype):
   from stepcoder_jax.models.tokenizer import tiny_tokenizer
 
   tok = tiny_tokenizer()
-  cfg = ModelConfig.tiny(family, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         dtype=dtype or "float32", param_dtype=param_dtype or "float32")
+  cfg = ModelConfig.tiny(
+    family,
+    vocab_size=len(tok),
+    bos_token_id=tok.bos_token_id,
+    eos_token_id=tok.eos_token_id,
+    pad_token_id=tok.pad_token_id,
+    dtype=dtype or "float32",
+    param_dtype=param_dtype or "float32",
+  )
   return cfg, Decoder(cfg, nnx.Rngs(0)), tok
 
 
-def load_model(path_or_name: str | os.PathLike, dtype: str | None = None,
-               param_dtype: str | None = None):
+def load_model(
+  path_or_name: str | os.PathLike, dtype: str | None = None, param_dtype: str | None = None
+):
   """Load (ModelConfig, Decoder, tokenizer) from a path or a known name.
 
   Args:
@@ -98,17 +108,23 @@ def load_model(path_or_name: str | os.PathLike, dtype: str | None = None,
   if hub.looks_like_hub_id(s):
     p = hub.resolve(s)
   if not p.exists():
-    raise UserError(f"{p}: no such file or directory (expected an HF model dir, a .gguf file, a "
-                    f"stepcoder_jax checkpoint, {gguf.BUNDLED_NAME!r} or "
-                    f"tiny-{{{','.join(FAMILIES)}}})")
+    raise UserError(
+      f"{p}: no such file or directory (expected an HF model dir, a .gguf file, a "
+      f"stepcoder_jax checkpoint, {gguf.BUNDLED_NAME!r} or "
+      f"tiny-{{{','.join(FAMILIES)}}})"
+    )
   if p.is_file():
     if p.suffix != ".gguf":
-      raise UserError(f"{p}: not a .gguf file (expected an HF model dir, a .gguf file or a "
-                      "stepcoder_jax checkpoint)")
+      raise UserError(
+        f"{p}: not a .gguf file (expected an HF model dir, a .gguf file or a "
+        "stepcoder_jax checkpoint)"
+      )
     return _load_hf_dir(gguf.hf_dir_for(p), dtype, param_dtype, fast_tokenizer=True)
   if (p / "config.json").is_file():
     return _load_hf_dir(p, dtype, param_dtype)
   if _is_checkpoint(p):
     return _load_checkpoint(p)
-  raise UserError(f"{p / 'config.json'}: missing (not a Hugging Face model directory nor a "
-                  "stepcoder_jax checkpoint)")
+  raise UserError(
+    f"{p / 'config.json'}: missing (not a Hugging Face model directory nor a "
+    "stepcoder_jax checkpoint)"
+  )

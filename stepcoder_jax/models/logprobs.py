@@ -5,6 +5,7 @@ exist only inside one step of a `lax.map`. The chunk function is rematerialised 
 so the backward pass also keeps only one chunk of logits alive instead of stacking all of them as
 scan residuals. With Gemma 3's 262k vocabulary this is the difference between fitting and not.
 """
+
 from __future__ import annotations
 
 import jax
@@ -34,9 +35,15 @@ def columns_of(targets: jax.Array, vocab: jax.Array) -> tuple[jax.Array, jax.Arr
   return col, jnp.take(vocab, col) == targets
 
 
-def token_logprobs(hidden: jax.Array, head_w: jax.Array, targets: jax.Array, *, chunk: int = 128,
-                   softcap: float | None = None, vocab: jax.Array | None = None
-                   ) -> tuple[jax.Array, jax.Array]:
+def token_logprobs(
+  hidden: jax.Array,
+  head_w: jax.Array,
+  targets: jax.Array,
+  *,
+  chunk: int = 128,
+  softcap: float | None = None,
+  vocab: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Log-probability of `targets` and the entropy of the full distribution, per position.
 
   Args:
@@ -74,8 +81,9 @@ def token_logprobs(hidden: jax.Array, head_w: jax.Array, targets: jax.Array, *, 
   return logp, ent
 
 
-def sequence_logprobs(model, tokens: jax.Array, positions: jax.Array, attention_mask: jax.Array,
-                      *, chunk: int = 128) -> tuple[jax.Array, jax.Array]:
+def sequence_logprobs(
+  model, tokens: jax.Array, positions: jax.Array, attention_mask: jax.Array, *, chunk: int = 128
+) -> tuple[jax.Array, jax.Array]:
   """Log-prob of each next token under `model` (a Decoder): entry t scores tokens[:, t + 1].
 
   The last position has no next token and gets 0 (log-prob and entropy), so the output keeps the

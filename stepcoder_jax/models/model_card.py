@@ -5,6 +5,7 @@ A card says what the model is (base model, data, method and settings), what was 
 evaluation table when one is given) and under which terms it may be used: the Gemma Terms of Use
 travel with any model derived from Gemma weights. Pure text: no jax, no torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,17 @@ def _settings_lines(settings: dict) -> list[str]:
   return [f"| `{k}` | {v} |" for k, v in settings.items()]
 
 
-def card(*, name: str, family: str, num_layers: int, vocab_size: int, dtype: str,
-         provenance: dict, results: list[tuple[str, str]] = (), gemma: bool = False) -> str:
+def card(
+  *,
+  name: str,
+  family: str,
+  num_layers: int,
+  vocab_size: int,
+  dtype: str,
+  provenance: dict,
+  results: list[tuple[str, str]] = (),
+  gemma: bool = False,
+) -> str:
   """The README.md of an exported model.
 
   Args:
@@ -65,16 +75,27 @@ def card(*, name: str, family: str, num_layers: int, vocab_size: int, dtype: str
     gemma: the weights derive from Gemma: the Gemma Terms of Use apply.
   """
   base = provenance.get("base_model") or "not recorded"
-  front = ["---", "library_name: transformers", "pipeline_tag: text-generation",
-           f"license: {'gemma' if gemma else 'other'}",
-           "tags: [code, reinforcement-learning, stepcoder, stepcoder_jax]", "---", ""]
-  text = [f"# {name}", "",
-          f"A {family} causal language model for Python code ({num_layers} layers, vocabulary "
-          f"{vocab_size}, weights stored as {dtype}), written by `stepcoder-jax export`.", "",
-          "## How it was made", "",
-          f"- **Base model**: {base}",
-          f"- **Data**: {provenance.get('data') or 'not recorded'}",
-          f"- **Method**: {provenance.get('method') or 'not recorded'}"]
+  front = [
+    "---",
+    "library_name: transformers",
+    "pipeline_tag: text-generation",
+    f"license: {'gemma' if gemma else 'other'}",
+    "tags: [code, reinforcement-learning, stepcoder, stepcoder_jax]",
+    "---",
+    "",
+  ]
+  text = [
+    f"# {name}",
+    "",
+    f"A {family} causal language model for Python code ({num_layers} layers, vocabulary "
+    f"{vocab_size}, weights stored as {dtype}), written by `stepcoder-jax export`.",
+    "",
+    "## How it was made",
+    "",
+    f"- **Base model**: {base}",
+    f"- **Data**: {provenance.get('data') or 'not recorded'}",
+    f"- **Method**: {provenance.get('method') or 'not recorded'}",
+  ]
   if provenance.get("parent"):
     text.append(f"- **Started from**: {provenance['parent']}")
   settings = provenance.get("settings") or {}
@@ -86,18 +107,32 @@ def card(*, name: str, family: str, num_layers: int, vocab_size: int, dtype: str
       text += [f"From `{src}`:", "", table, ""]
   else:
     text += ["None were given to `export` (`--results eval.json` adds a table).", ""]
-  text += ["## Use", "", "```python",
-           "from transformers import AutoModelForCausalLM, AutoTokenizer",
-           f"model = AutoModelForCausalLM.from_pretrained({name!r})",
-           f"tokenizer = AutoTokenizer.from_pretrained({name!r})", "```", "",
-           "Generated code should be run in a sandbox: it was trained to pass unit tests, not "
-           "reviewed.", "", "## Licence and terms", ""]
+  text += [
+    "## Use",
+    "",
+    "```python",
+    "from transformers import AutoModelForCausalLM, AutoTokenizer",
+    f"model = AutoModelForCausalLM.from_pretrained({name!r})",
+    f"tokenizer = AutoTokenizer.from_pretrained({name!r})",
+    "```",
+    "",
+    "Generated code should be run in a sandbox: it was trained to pass unit tests, not reviewed.",
+    "",
+    "## Licence and terms",
+    "",
+  ]
   if gemma:
-    text += ["This model is derived from Gemma weights. Gemma is provided under and subject to "
-             f"the Gemma Terms of Use ({GEMMA_TERMS_URL}); the same terms, including the use "
-             "restrictions, apply to this model and must be passed on with it.", ""]
+    text += [
+      "This model is derived from Gemma weights. Gemma is provided under and subject to "
+      f"the Gemma Terms of Use ({GEMMA_TERMS_URL}); the same terms, including the use "
+      "restrictions, apply to this model and must be passed on with it.",
+      "",
+    ]
   else:
-    text += [f"The licence of the base model ({base}) applies to these weights; check it before "
-             "redistributing them.", ""]
+    text += [
+      f"The licence of the base model ({base}) applies to these weights; check it before "
+      "redistributing them.",
+      "",
+    ]
   text += ["The training code (stepcoder_jax) is Apache-2.0.", ""]
   return "\n".join(front + text)

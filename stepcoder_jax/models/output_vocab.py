@@ -8,6 +8,7 @@ in Python code, yet every sampled token and every scored log-prob pays for its 2
 projection. Restricting the softmax to a fixed subset is a deviation from the model, so it is
 opt-in (on only in the CPU demo config).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,10 @@ def resolve(name_or_path: str) -> Path:
   shipped = VOCAB_DIR / f"{s}.npz"
   if shipped.is_file():
     return shipped
-  raise UserError(f"model.output_vocab: {s!r} is neither a file nor a shipped name "
-                  f"({', '.join(shipped_names()) or 'none shipped'})")
+  raise UserError(
+    f"model.output_vocab: {s!r} is neither a file nor a shipped name "
+    f"({', '.join(shipped_names()) or 'none shipped'})"
+  )
 
 
 def save(path: str | Path, ids: Iterable[int], vocab_size: int, source: str) -> None:
@@ -45,8 +48,9 @@ def save(path: str | Path, ids: Iterable[int], vocab_size: int, source: str) -> 
   mask = np.zeros(vocab_size, bool)
   mask[np.fromiter(ids, np.int64)] = True
   Path(path).parent.mkdir(parents=True, exist_ok=True)
-  np.savez_compressed(path, bits=np.packbits(mask), vocab_size=np.int64(vocab_size),
-                      source=np.str_(source))
+  np.savez_compressed(
+    path, bits=np.packbits(mask), vocab_size=np.int64(vocab_size), source=np.str_(source)
+  )
 
 
 def load(name_or_path: str, model_vocab_size: int) -> tuple[int, ...]:
@@ -61,9 +65,11 @@ def load(name_or_path: str, model_vocab_size: int) -> tuple[int, ...]:
   if ids.size == 0:
     raise UserError(f"model.output_vocab: {path}: holds no token ids")
   if ids[-1] >= model_vocab_size:
-    raise UserError(f"model.output_vocab: {path}: token id {int(ids[-1])} >= the model's "
-                    f"vocabulary size {model_vocab_size} (built for another tokenizer? "
-                    f"model.output_vocab = None keeps every token)")
+    raise UserError(
+      f"model.output_vocab: {path}: token id {int(ids[-1])} >= the model's "
+      f"vocabulary size {model_vocab_size} (built for another tokenizer? "
+      f"model.output_vocab = None keeps every token)"
+    )
   return tuple(int(i) for i in ids)
 
 
@@ -78,7 +84,9 @@ def apply(cfg, name_or_path: str | None, required: Iterable[int] = ()):
   ids = load(name_or_path, cfg.vocab_size)
   missing = sorted(set(int(r) for r in required) - set(ids))
   if missing:
-    raise UserError(f"model.output_vocab: {resolve(name_or_path)}: lacks the special id(s) "
-                    f"{missing} the sampler needs (rebuild it: "
-                    f"python -m stepcoder_jax.models.vocab_build)")
+    raise UserError(
+      f"model.output_vocab: {resolve(name_or_path)}: lacks the special id(s) "
+      f"{missing} the sampler needs (rebuild it: "
+      f"python -m stepcoder_jax.models.vocab_build)"
+    )
   return cfg.replace(output_vocab=ids)

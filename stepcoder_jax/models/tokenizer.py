@@ -5,6 +5,7 @@ code, so tests and tiny configs need no download. Byte-level means every string 
 offsets are exact character offsets, which FGO (tokens -> source lines) and CCCS (prefix split)
 rely on. Training is deterministic (single-threaded, fixed corpus), so ids are stable across runs.
 """
+
 from __future__ import annotations
 
 import functools
@@ -120,13 +121,21 @@ def tiny_tokenizer():
   tok.decoder = decoders.ByteLevel()
   tok.post_processor = processors.ByteLevel(trim_offsets=False)
   trainer = trainers.BpeTrainer(
-      vocab_size=TINY_VOCAB_SIZE, min_frequency=2, show_progress=False,
-      special_tokens=[PAD, BOS, EOS],
-      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    vocab_size=TINY_VOCAB_SIZE,
+    min_frequency=2,
+    show_progress=False,
+    special_tokens=[PAD, BOS, EOS],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+  )
   tok.train_from_iterator(_CORPUS.split("\n\n\n"), trainer=trainer)
   return PreTrainedTokenizerFast(
-      tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, padding_side="left",
-      clean_up_tokenization_spaces=False)
+    tokenizer_object=tok,
+    pad_token=PAD,
+    bos_token=BOS,
+    eos_token=EOS,
+    padding_side="left",
+    clean_up_tokenization_spaces=False,
+  )
 
 
 _SPECIAL_KEYS = ("bos_token", "eos_token", "pad_token", "unk_token", "mask_token")
@@ -144,8 +153,9 @@ def _fast_from_json(d: Path):
 
   conf = json.loads((d / "tokenizer_config.json").read_text())
   special = {k: conf[k] for k in _SPECIAL_KEYS if isinstance(conf.get(k), str)}
-  return PreTrainedTokenizerFast(tokenizer_file=str(d / "tokenizer.json"),
-                                 clean_up_tokenization_spaces=False, **special)
+  return PreTrainedTokenizerFast(
+    tokenizer_file=str(d / "tokenizer.json"), clean_up_tokenization_spaces=False, **special
+  )
 
 
 def load_tokenizer(path: str | os.PathLike, *, fast: bool = False):

@@ -3,6 +3,7 @@
 `ValueModel.from_policy` starts the critic from the (SFT) policy's weights, as StepCoder and most
 RLHF setups do, so the value estimates start from useful features rather than random ones.
 """
+
 from __future__ import annotations
 
 import jax
@@ -23,15 +24,21 @@ class ValueModel(nnx.Module):
     self.backbone = Decoder(cfg, rngs, lm_head=False)
     pdt = jnp.dtype(cfg.param_dtype)
     # Small init so the first value estimates are near zero and do not swamp early advantages.
-    self.value_head = layers.param(rngs, nnx.initializers.normal(1e-3), (cfg.hidden_size,), pdt,
-                                    ("embed",))
+    self.value_head = layers.param(
+      rngs, nnx.initializers.normal(1e-3), (cfg.hidden_size,), pdt, ("embed",)
+    )
     self.value_bias = layers.param(rngs, nnx.initializers.zeros, (), pdt, ())
 
-  def __call__(self, tokens: jax.Array, positions: jax.Array,
-               attention_mask: jax.Array) -> jax.Array:
+  def __call__(
+    self, tokens: jax.Array, positions: jax.Array, attention_mask: jax.Array
+  ) -> jax.Array:
     hidden, _ = self.backbone(tokens, positions, attention_mask)
-    v = jnp.einsum("btd,d->bt", hidden, self.value_head[...].astype(hidden.dtype),
-                   preferred_element_type=jnp.float32)
+    v = jnp.einsum(
+      "btd,d->bt",
+      hidden,
+      self.value_head[...].astype(hidden.dtype),
+      preferred_element_type=jnp.float32,
+    )
     return v + self.value_bias[...].astype(jnp.float32)
 
   @classmethod

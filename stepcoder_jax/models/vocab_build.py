@@ -21,6 +21,7 @@ and the chat turn markers when the tokenizer has them, and writes a packed bitma
 (`stepcoder-jax ablate` runs it over its own problem files; scripts/build_output_vocab.py is the
 same command.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,8 +89,11 @@ def file_texts(paths: Iterable[Path]) -> Iterator[str]:
 
 def stdlib_files() -> list[Path]:
   root = Path(sysconfig.get_paths()["stdlib"])
-  return sorted(p for p in root.rglob("*.py")
-                if not any(part in SKIP_DIRS for part in p.relative_to(root).parts))
+  return sorted(
+    p
+    for p in root.rglob("*.py")
+    if not any(part in SKIP_DIRS for part in p.relative_to(root).parts)
+  )
 
 
 def expand(paths: Iterable[str]) -> list[Path]:
@@ -129,6 +133,7 @@ def token_ids(tok, texts: Iterable[str]) -> np.ndarray:
 def special(tok, model_cfg) -> set[int]:
   """EOS ids and pad (sampling.special_ids, as training and evaluation take them), BOS, turns."""
   from stepcoder_jax.sampling import special_ids
+
   eos, pad = special_ids(model_cfg, tok)
   out = {*eos, pad}
   for i in (tok.bos_token_id, model_cfg.bos_token_id):
@@ -143,6 +148,7 @@ def load_tokenizer_and_config(model: str):
   """(tokenizer, ModelConfig) of a model location without loading its weights."""
   from stepcoder_jax.models import gguf, hf_io
   from stepcoder_jax.models.tokenizer import load_tokenizer
+
   d = gguf.bundled_hf_dir() if model == gguf.BUNDLED_NAME else Path(model).expanduser()
   raw = json.loads((d / "config.json").read_text())
   return load_tokenizer(d, fast=True), hf_io.config_from_hf(raw, str(d / "config.json"))
@@ -151,13 +157,17 @@ def load_tokenizer_and_config(model: str):
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("extra", nargs="*", help="more files or directories to tokenize")
-  p.add_argument("--model", default="gemma3-270m",
-                 help="HF model directory whose tokenizer is used (default: the bundled Gemma)")
+  p.add_argument(
+    "--model",
+    default="gemma3-270m",
+    help="HF model directory whose tokenizer is used (default: the bundled Gemma)",
+  )
   p.add_argument("--out", default=str(DEFAULT_OUT))
   p.add_argument("--no_stdlib", action="store_true", help="leave the standard library out")
   args = p.parse_args(argv)
 
   from stepcoder_jax.models import output_vocab
+
   tok, cfg = load_tokenizer_and_config(args.model)
   vocab_size = max(len(tok), cfg.vocab_size)
   parts = {"bundled problems": builtin_texts()}
@@ -175,12 +185,18 @@ def main(argv=None) -> int:
   ids |= special(tok, cfg)
   print(f"special ids added: {sorted(extra)}")
   out = Path(args.out)
-  output_vocab.save(out, sorted(ids), vocab_size,
-                    source=f"{args.model}: bundled problems"
-                    + ("" if args.no_stdlib else f", Python {sys.version.split()[0]} stdlib")
-                    + "".join(f", {e}" for e in args.extra))
-  print(f"{len(ids)} ids of {vocab_size} ({100 * len(ids) / vocab_size:.1f}%) -> {out} "
-        f"({out.stat().st_size} bytes)")
+  output_vocab.save(
+    out,
+    sorted(ids),
+    vocab_size,
+    source=f"{args.model}: bundled problems"
+    + ("" if args.no_stdlib else f", Python {sys.version.split()[0]} stdlib")
+    + "".join(f", {e}" for e in args.extra),
+  )
+  print(
+    f"{len(ids)} ids of {vocab_size} ({100 * len(ids) / vocab_size:.1f}%) -> {out} "
+    f"({out.stat().st_size} bytes)"
+  )
   return 0
 
 

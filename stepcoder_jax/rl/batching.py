@@ -8,6 +8,7 @@ once per bucket, not once per batch).
 Per-token convention shared with ppo.py: arrays indexed by t describe token t; a log-prob at t is
 log pi(tokens[t] | tokens[:t]), computed from the hidden state at t - 1.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,13 @@ def bucket(n: int, minimum: int = 8, maximum: int | None = None) -> int:
   return b
 
 
-def pack(prompts: list[list[int]], responses: list[list[int]], pad_id: int,
-         prompt_len: int | None = None, response_len: int | None = None) -> dict[str, np.ndarray]:
+def pack(
+  prompts: list[list[int]],
+  responses: list[list[int]],
+  pad_id: int,
+  prompt_len: int | None = None,
+  response_len: int | None = None,
+) -> dict[str, np.ndarray]:
   """Pack into int32 arrays tokens/positions/attention_mask/response_mask, each [B, P + R]."""
   if len(prompts) != len(responses):
     raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -41,21 +47,21 @@ def pack(prompts: list[list[int]], responses: list[list[int]], pad_id: int,
   resp = np.zeros((b, p_len + r_len), np.int32)
   for i, (p, r) in enumerate(zip(prompts, responses)):
     r = r[:r_len]
-    tokens[i, p_len - len(p):p_len] = p
-    attn[i, p_len - len(p):p_len] = 1
-    tokens[i, p_len:p_len + len(r)] = r
-    attn[i, p_len:p_len + len(r)] = 1
-    resp[i, p_len:p_len + len(r)] = 1
+    tokens[i, p_len - len(p) : p_len] = p
+    attn[i, p_len - len(p) : p_len] = 1
+    tokens[i, p_len : p_len + len(r)] = r
+    attn[i, p_len : p_len + len(r)] = 1
+    resp[i, p_len : p_len + len(r)] = 1
   positions = np.maximum(np.cumsum(attn, axis=1) - 1, 0).astype(np.int32)
-  return {"tokens": tokens, "positions": positions, "attention_mask": attn,
-          "response_mask": resp}
+  return {"tokens": tokens, "positions": positions, "attention_mask": attn, "response_mask": resp}
 
 
-def place_response_values(values: list[np.ndarray], batch_len: int, prompt_len: int,
-                          dtype=np.float32) -> np.ndarray:
+def place_response_values(
+  values: list[np.ndarray], batch_len: int, prompt_len: int, dtype=np.float32
+) -> np.ndarray:
   """Scatter per-response-token values (e.g. FGO masks) into [B, L] at the response columns."""
   out = np.zeros((len(values), batch_len), dtype)
   for i, v in enumerate(values):
-    v = np.asarray(v)[:batch_len - prompt_len]
-    out[i, prompt_len:prompt_len + len(v)] = v
+    v = np.asarray(v)[: batch_len - prompt_len]
+    out[i, prompt_len : prompt_len + len(v)] = v
   return out

@@ -58,6 +58,7 @@ as the execution contract expects.
 The per-problem state (stage, attempts, passes on the current stage) is plain data and serializes
 to versioned JSON exactly, for checkpoints.
 """
+
 from __future__ import annotations
 
 import ast
@@ -77,9 +78,10 @@ def _nodes(*names: str) -> tuple[type, ...]:
 
 # cccs.statements -> the ast node kinds counted as conditional statements (module docstring).
 STATEMENT_KINDS: dict[str, tuple[type, ...]] = {
-    "if": _nodes("If"),
-    "branching": _nodes("If", "For", "AsyncFor", "While", "Try", "TryStar", "Match", "With",
-                        "AsyncWith"),
+  "if": _nodes("If"),
+  "branching": _nodes(
+    "If", "For", "AsyncFor", "While", "Try", "TryStar", "Match", "With", "AsyncWith"
+  ),
 }
 
 # 2: stages in training order and the statement set in the state (1 counted down to s* = 0).
@@ -144,6 +146,7 @@ class Plan:
     stage_starts: for each stage in training order, the char offset where the given prefix ends
       and the policy starts writing (a line start); the last one is 0: s* = 0.
   """
+
   statements: tuple[tuple[int, int], ...]
   stage_starts: tuple[int, ...]
 
@@ -170,7 +173,7 @@ def plan(solution: str, statements: str = "if", given: str = "") -> Plan:
 
 def prefix_at(solution: str, p: Plan, stage: int) -> str:
   """The prompt prefix of `stage` (training order): the solution up to that stage's start."""
-  return solution[:p.stage_starts[stage]]
+  return solution[: p.stage_starts[stage]]
 
 
 # ----------------------------------------------------------------------------- the curriculum
@@ -180,6 +183,7 @@ def prefix_at(solution: str, p: Plan, stage: int) -> str:
 class StageState:
   """Curriculum state of one problem: its stage in training order and the verdicts on it
   (`retreats`: how often the adaptive schedule moved it back; absent in older checkpoints)."""
+
   stage: int
   num_stages: int
   attempts: int = 0
@@ -208,8 +212,9 @@ class Curriculum:
   def _plan(self, problem: Problem) -> Plan:
     p = self._plans.get(problem.id)
     if p is None:
-      p = self._plans[problem.id] = plan(problem.canonical_solution, self.cfg.statements,
-                                         problem.starter_code)
+      p = self._plans[problem.id] = plan(
+        problem.canonical_solution, self.cfg.statements, problem.starter_code
+      )
     return p
 
   def statements(self, problem: Problem) -> tuple[tuple[int, int], ...]:
@@ -222,9 +227,11 @@ class Curriculum:
     if st is None:
       st = self.states[problem.id] = StageState(stage=0, num_stages=n)
     elif st.num_stages != n:
-      raise UserError(f"cccs state: problem {problem.id!r} has {st.num_stages} stage(s) in the "
-                      f"checkpoint but {n} under this config (cccs.enabled or cccs.statements "
-                      "changed since it was written)")
+      raise UserError(
+        f"cccs state: problem {problem.id!r} has {st.num_stages} stage(s) in the "
+        f"checkpoint but {n} under this config (cccs.enabled or cccs.statements "
+        "changed since it was written)"
+      )
     return st
 
   def stage(self, problem: Problem) -> int:
@@ -281,8 +288,13 @@ class Curriculum:
     for ok in verdicts:
       moved = max(moved, int(self.record(problem_id, stage, ok)))
     st = self.states[problem_id]
-    if (self.cfg.schedule == "adaptive" and verdicts and not any(verdicts)
-        and st.stage == stage and stage > 0):
+    if (
+      self.cfg.schedule == "adaptive"
+      and verdicts
+      and not any(verdicts)
+      and st.stage == stage
+      and stage > 0
+    ):
       st.stage -= 1
       st.attempts = st.passes = 0
       st.retreats += 1
@@ -306,24 +318,31 @@ class Curriculum:
     return dict(sorted(h.items()))
 
   def to_json(self) -> str:
-    return json.dumps({
+    return json.dumps(
+      {
         "version": STATE_VERSION,
         "enabled": self.cfg.enabled,
         "statements": self.cfg.statements,
         "schedule": self.cfg.schedule,
         "problems": {k: dataclasses.asdict(v) for k, v in sorted(self.states.items())},
-    }, sort_keys=True)
+      },
+      sort_keys=True,
+    )
 
   @classmethod
   def from_json(cls, text: str, cfg: CCCSConfig) -> "Curriculum":
     d = json.loads(text)
     cur = cls(cfg)
     if d.get("version") != STATE_VERSION:
-      raise UserError(f"cccs state: version {d.get('version')!r}, expected {STATE_VERSION} (a "
-                      "checkpoint from before stages were counted in training order)")
+      raise UserError(
+        f"cccs state: version {d.get('version')!r}, expected {STATE_VERSION} (a "
+        "checkpoint from before stages were counted in training order)"
+      )
     if d.get("statements") != cur.cfg.statements:
-      raise UserError(f"cccs state: written with cccs.statements={d.get('statements')!r}, this "
-                      f"run has {cur.cfg.statements!r}")
+      raise UserError(
+        f"cccs state: written with cccs.statements={d.get('statements')!r}, this "
+        f"run has {cur.cfg.statements!r}"
+      )
     cur.states = {k: StageState(**v) for k, v in d["problems"].items()}
     return cur
 

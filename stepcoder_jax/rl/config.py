@@ -1,4 +1,5 @@
 """Light gin-configurable dataclasses (no jax import)."""
+
 import dataclasses
 
 import gin
@@ -22,6 +23,7 @@ class CCCSConfig:
       failed there, so each problem is trained where it has some signal; in the spirit of
       BREAD's and SEELE's per-problem partial-solution hints).
   """
+
   enabled: bool = True
   rho: float = 0.5
   min_attempts: int = 4
@@ -30,6 +32,7 @@ class CCCSConfig:
 
   def __post_init__(self):
     from stepcoder_jax.errors import UserError
+
     if not 0.0 <= self.rho < 1.0:
       raise UserError(f"gin cccs.rho: {self.rho} is not in [0, 1) (a pass rate must exceed it)")
     if self.min_attempts < 1:
@@ -48,6 +51,7 @@ class FGOConfig:
   Attributes:
     enabled: False gives a mask of ones (the same compiled PPO step, for ablations).
   """
+
   enabled: bool = True
 
 
@@ -115,6 +119,7 @@ class PPOConfig:
       iteration on further problems; their groups with signal take the dropped groups' rows
       (veRL's `max_num_gen_batches`). 0: drop only.
   """
+
   gamma: float = 1.0
   lam: float = 0.95
   clip_eps: float = 0.2
@@ -122,8 +127,8 @@ class PPOConfig:
   value_coef: float = 0.5
   kl_coef: float = 0.05
   adaptive_kl: bool = False
-  kl_target: float = 6.0          # adaptive_kl: the KL (nats per response) aimed at
-  kl_horizon: float = 10000.0     # adaptive_kl: sequences over which kl_coef adapts
+  kl_target: float = 6.0  # adaptive_kl: the KL (nats per response) aimed at
+  kl_horizon: float = 10000.0  # adaptive_kl: sequences over which kl_coef adapts
   entropy_coef: float = 0.0
   whiten_advantages: bool = True
   whiten_min_std: float = 0.1
@@ -208,20 +213,21 @@ class PPOConfig:
 @dataclasses.dataclass
 class TrainConfig:
   """One StepCoder run: rollouts of `problems_per_iteration` x `samples_per_problem` per step."""
+
   work_dir: str = "runs/stepcoder"  # outputs, checkpoints; a rerun resumes from them
-  seed: int = 0                   # problem order, sampling and initialization
-  num_iterations: int = 20        # PPO iterations (one rollout + update each)
+  seed: int = 0  # problem order, sampling and initialization
+  num_iterations: int = 20  # PPO iterations (one rollout + update each)
   problems_per_iteration: int = 8  # problems drawn per iteration
-  samples_per_problem: int = 1    # samples per problem (a group, for GRPO/RLOO)
-  max_prompt_tokens: int | None = None  # None: prompt.max_tokens (prompts <= it; arrays padded
-                                        # to a power-of-two bucket)
-  max_new_tokens: int = 128       # longest response sampled
-  temperature: float = 1.0        # must stay 1 (PPO scores the unmodified policy)
-  top_p: float = 1.0              # must stay 1
-  top_k: int = 0                  # must stay 0
-  prompt_style: str = "plain"       # "plain" | "chat"
-  eval_every: int = 0               # evaluate every N iterations and at the end (0: never)
-  logprob_chunk: int = 128          # sequence chunk for log-probs (never [B, T, V] f32)
+  samples_per_problem: int = 1  # samples per problem (a group, for GRPO/RLOO)
+  # None: prompt.max_tokens (prompts <= it; arrays padded to a power-of-two bucket)
+  max_prompt_tokens: int | None = None
+  max_new_tokens: int = 128  # longest response sampled
+  temperature: float = 1.0  # must stay 1 (PPO scores the unmodified policy)
+  top_p: float = 1.0  # must stay 1
+  top_k: int = 0  # must stay 0
+  prompt_style: str = "plain"  # "plain" | "chat"
+  eval_every: int = 0  # evaluate every N iterations and at the end (0: never)
+  logprob_chunk: int = 128  # sequence chunk for log-probs (never [B, T, V] f32)
   # Old log-probs from the sampler (its log-prob of each drawn token) instead of a scoring forward
   # of the policy; exact at the only training settings (temperature 1, no top-k/top-p). False
   # keeps the separate forward (for comparison).
@@ -229,6 +235,7 @@ class TrainConfig:
 
   def __post_init__(self):
     from stepcoder_jax.data.config import prompt_limit
+
     self.max_prompt_tokens = prompt_limit(self.max_prompt_tokens)
 
   def check_sampling(self) -> None:
@@ -240,9 +247,15 @@ class TrainConfig:
     the trainer (not in __post_init__, where gin would add lines to the one-line error).
     """
     from stepcoder_jax.errors import UserError
-    for name, value, plain in (("temperature", self.temperature, 1.0), ("top_p", self.top_p, 1.0),
-                               ("top_k", self.top_k, 0)):
+
+    for name, value, plain in (
+      ("temperature", self.temperature, 1.0),
+      ("top_p", self.top_p, 1.0),
+      ("top_k", self.top_k, 0),
+    ):
       if value != plain:
-        raise UserError(f"gin train.{name}: {value!r} is not supported (training samples at "
-                        f"train.{name} = {plain!r}: PPO scores log-probs under the unmodified "
-                        f"policy; use eval.{name} for evaluation)")
+        raise UserError(
+          f"gin train.{name}: {value!r} is not supported (training samples at "
+          f"train.{name} = {plain!r}: PPO scores log-probs under the unmodified "
+          f"policy; use eval.{name} for evaluation)"
+        )

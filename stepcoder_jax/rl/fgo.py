@@ -32,6 +32,7 @@ Line numbers follow the execution contract: 1-based, in the completion's own coo
 holds the completion's first character). Token offsets are character (start, end) offsets into
 the completion, as given by a fast tokenizer's offset mapping.
 """
+
 from __future__ import annotations
 
 from typing import Collection, Iterable, Sequence
@@ -44,8 +45,10 @@ from stepcoder_jax.errors import UserError
 def check_config(enabled: bool, coverage: bool) -> None:
   """FGO needs line coverage: with `execution.coverage` off every mask would silently be ones."""
   if enabled and not coverage:
-    raise UserError("gin fgo.enabled = True needs execution.coverage = True (FGO masks the lines "
-                    "no test executed); set fgo.enabled = False for plain PPO")
+    raise UserError(
+      "gin fgo.enabled = True needs execution.coverage = True (FGO masks the lines "
+      "no test executed); set fgo.enabled = False for plain PPO"
+    )
 
 
 def code_lines(completion: str) -> set[int]:
@@ -58,13 +61,15 @@ def code_lines(completion: str) -> set[int]:
   return out
 
 
-def token_mask(completion: str,
-               token_offsets: Sequence[tuple[int, int]] | np.ndarray,
-               executed_lines: Iterable[int] | None,
-               executable_lines: Iterable[int] | None,
-               outcome: str,
-               enabled: bool = True,
-               coverage_measured: bool | None = None) -> np.ndarray:
+def token_mask(
+  completion: str,
+  token_offsets: Sequence[tuple[int, int]] | np.ndarray,
+  executed_lines: Iterable[int] | None,
+  executable_lines: Iterable[int] | None,
+  outcome: str,
+  enabled: bool = True,
+  coverage_measured: bool | None = None,
+) -> np.ndarray:
   """Per-token FGO mask of one completion (see the module docstring for the rules).
 
   Args:

@@ -43,6 +43,7 @@ left to train on leaves the policy untouched too (Adam's momentum would otherwis
 `fgo_mask` is an ordinary array operand: FGO off is the same compiled function with a mask of
 ones (the rollout builds it with `fgo.token_mask(..., enabled=False)`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,6 +57,7 @@ import optax
 from flax import nnx
 
 from stepcoder_jax.rl.config import PPOConfig
+
 
 @flax.struct.dataclass
 class Batch:
@@ -74,6 +76,7 @@ class Batch:
     values: [B, T] float32 rollout values (GAE only).
     group: [B] int32 prompt id of each row in [0, B) (critic-free only).
   """
+
   tokens: jax.Array
   positions: jax.Array
   attention_mask: jax.Array
@@ -88,18 +91,30 @@ class Batch:
   @classmethod
   def of(cls, arrays: Mapping[str, Any]) -> "Batch":
     """A Batch from named arrays, each cast to its dtype (absent optional fields: None)."""
-    return cls(**{k: None if arrays.get(k) is None else jnp.asarray(arrays[k], BATCH_DTYPES[k])
-                  for k in BATCH_DTYPES})
+    return cls(
+      **{
+        k: None if arrays.get(k) is None else jnp.asarray(arrays[k], BATCH_DTYPES[k])
+        for k in BATCH_DTYPES
+      }
+    )
 
   def replace_fields(self, **arrays) -> "Batch":
     """A copy with some arrays replaced, cast like `of`."""
     return self.replace(**{k: jnp.asarray(v, BATCH_DTYPES[k]) for k, v in arrays.items()})
 
 
-BATCH_DTYPES = {"tokens": jnp.int32, "positions": jnp.int32, "attention_mask": jnp.int32,
-                "response_mask": jnp.float32, "fgo_mask": jnp.float32,
-                "old_logprobs": jnp.float32, "ref_logprobs": jnp.float32,
-                "rewards": jnp.float32, "values": jnp.float32, "group": jnp.int32}
+BATCH_DTYPES = {
+  "tokens": jnp.int32,
+  "positions": jnp.int32,
+  "attention_mask": jnp.int32,
+  "response_mask": jnp.float32,
+  "fgo_mask": jnp.float32,
+  "old_logprobs": jnp.float32,
+  "ref_logprobs": jnp.float32,
+  "rewards": jnp.float32,
+  "values": jnp.float32,
+  "group": jnp.int32,
+}
 ROW_FIELDS = ("rewards", "group")  # [B]; every other field is [B, T]
 
 
@@ -126,8 +141,9 @@ def masked_var(x: jax.Array, mask: jax.Array) -> jax.Array:
   return masked_mean(jnp.square(x - mean), mask)
 
 
-def masked_whiten(x: jax.Array, mask: jax.Array, eps: float = 1e-8,
-                  min_std: float = 0.0) -> jax.Array:
+def masked_whiten(
+  x: jax.Array, mask: jax.Array, eps: float = 1e-8, min_std: float = 0.0
+) -> jax.Array:
   """(x - mean) / max(std, min_std) over the masked entries; unmasked entries become 0.
 
   `min_std` > 0 keeps a batch whose programs all earned the same reward (advantages that differ
@@ -138,15 +154,21 @@ def masked_whiten(x: jax.Array, mask: jax.Array, eps: float = 1e-8,
   return jnp.where(mask > 0, (x - mean) / jnp.maximum(std, min_std), 0.0)
 
 
-def kl_penalized_rewards(rewards: jax.Array, old_logprobs: jax.Array, ref_logprobs: jax.Array,
-                         response_mask: jax.Array, kl_coef: jax.Array | float) -> jax.Array:
+def kl_penalized_rewards(
+  rewards: jax.Array,
+  old_logprobs: jax.Array,
+  ref_logprobs: jax.Array,
+  response_mask: jax.Array,
+  kl_coef: jax.Array | float,
+) -> jax.Array:
   """Per-token rewards: the outcome reward minus kl_coef * (log pi_old - log pi_ref)."""
   kl = jnp.where(response_mask > 0, old_logprobs - ref_logprobs, 0.0)
   return rewards - kl_coef * kl
 
 
-def gae(rewards: jax.Array, values: jax.Array, mask: jax.Array, gamma: float,
-        lam: float) -> tuple[jax.Array, jax.Array]:
+def gae(
+  rewards: jax.Array, values: jax.Array, mask: jax.Array, gamma: float, lam: float
+) -> tuple[jax.Array, jax.Array]:
   """Generalized advantage estimation along the last axis, over the tokens with mask > 0.
 
   The response is the contiguous run of masked tokens; the episode ends after its last token
@@ -181,8 +203,9 @@ def _group_sums(x: jax.Array, group: jax.Array) -> tuple[jax.Array, jax.Array]:
   return count[group], total[group]
 
 
-def grpo_advantages(rewards: jax.Array, group: jax.Array, scale_std: bool = True,
-                    min_std: float = 0.1) -> jax.Array:
+def grpo_advantages(
+  rewards: jax.Array, group: jax.Array, scale_std: bool = True, min_std: float = 0.1
+) -> jax.Array:
   """GRPO: (r - group mean) / max(group std, min_std); [B] -> [B].
 
   The std is the population std of the group (a group of one has std 0 and advantage 0).
@@ -261,8 +284,14 @@ def kl_to_ref_k3(logprobs: jax.Array, ref_logprobs: jax.Array, mask: jax.Array) 
   return jnp.where(mask > 0, jnp.exp(d) - d - 1.0, 0.0)
 
 
-def policy_loss_terms(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array,
-                      mask: jax.Array, clip_eps: float, clip_eps_high: float | None = None):
+def policy_loss_terms(
+  logprobs: jax.Array,
+  old_logprobs: jax.Array,
+  advantages: jax.Array,
+  mask: jax.Array,
+  clip_eps: float,
+  clip_eps_high: float | None = None,
+):
   """Per-token clipped surrogate loss, clip indicator and approximate KL (zero where mask = 0).
 
   PPO's -min(r A, clip(r, 1 - eps, 1 + eps_high) A) written out so the boundary is explicit: a
@@ -277,17 +306,27 @@ def policy_loss_terms(logprobs: jax.Array, old_logprobs: jax.Array, advantages: 
   log_ratio = jnp.where(keep, logprobs - old_logprobs, 0.0)
   ratio = jnp.exp(log_ratio)
   clipped = ((advantages > 0) & (ratio > 1.0 + high)) | (
-      (advantages < 0) & (ratio < 1.0 - clip_eps))
+    (advantages < 0) & (ratio < 1.0 - clip_eps)
+  )
   bound = jnp.where(advantages > 0, 1.0 + high, 1.0 - clip_eps)
   loss = -advantages * jnp.where(clipped, bound, ratio)
   approx_kl = (ratio - 1.0) - log_ratio  # k3 estimator of KL(old || new), >= 0
   zero = jnp.zeros_like(loss)
-  return (jnp.where(keep, loss, zero), jnp.where(keep & clipped, 1.0, zero),
-          jnp.where(keep, approx_kl, zero))
+  return (
+    jnp.where(keep, loss, zero),
+    jnp.where(keep & clipped, 1.0, zero),
+    jnp.where(keep, approx_kl, zero),
+  )
 
 
-def token_policy_objective(logprobs: jax.Array, entropy: jax.Array, mb: Mapping[str, jax.Array],
-                           denom: jax.Array, cfg: PPOConfig, kl_coef: jax.Array | float):
+def token_policy_objective(
+  logprobs: jax.Array,
+  entropy: jax.Array,
+  mb: Mapping[str, jax.Array],
+  denom: jax.Array,
+  cfg: PPOConfig,
+  kl_coef: jax.Array | float,
+):
   """The step's policy objective from per-token log-probs and entropies: (total, metrics).
 
   Sums over `mb["loss_mask"]` (response x FGO) and divides by `denom`, the minibatch's number of
@@ -298,21 +337,27 @@ def token_policy_objective(logprobs: jax.Array, entropy: jax.Array, mb: Mapping[
   m = mb["loss_mask"]
   w = mb.get("token_weight")
   weigh = (lambda x: x) if w is None else (lambda x: x * w)
-  loss, clipped, kl = policy_loss_terms(logprobs, mb["old_logprobs"], mb["advantages"], m,
-                                        cfg.clip_eps, cfg.clip_high)
+  loss, clipped, kl = policy_loss_terms(
+    logprobs, mb["old_logprobs"], mb["advantages"], m, cfg.clip_eps, cfg.clip_high
+  )
   ent_sum = jnp.sum(weigh(jnp.where(m > 0, entropy, 0.0)))
   pg = jnp.sum(weigh(loss)) / denom
   total = pg - cfg.entropy_coef * ent_sum / denom
-  met = {"policy_loss": pg, "clip_frac": jnp.sum(clipped) / denom,
-         "approx_kl": jnp.sum(kl) / denom, "entropy": ent_sum / denom}
+  met = {
+    "policy_loss": pg,
+    "clip_frac": jnp.sum(clipped) / denom,
+    "approx_kl": jnp.sum(kl) / denom,
+    "entropy": ent_sum / denom,
+  }
   if cfg.kl_loss:
     met["kl_loss"] = jnp.sum(weigh(kl_to_ref_k3(logprobs, mb["ref_logprobs"], m))) / denom
     total = total + kl_coef * met["kl_loss"]
   return total, met
 
 
-def value_loss_terms(values: jax.Array, old_values: jax.Array, returns: jax.Array,
-                     mask: jax.Array, value_clip: float):
+def value_loss_terms(
+  values: jax.Array, old_values: jax.Array, returns: jax.Array, mask: jax.Array, value_clip: float
+):
   """Per-token 0.5 * max((v - R)^2, (v_clipped - R)^2) and its clip indicator."""
   keep = mask > 0
   l1 = jnp.square(values - returns)
@@ -336,8 +381,9 @@ def explained_variance(values: jax.Array, returns: jax.Array, mask: jax.Array) -
   return 1.0 - masked_var(returns - values, mask) / jnp.maximum(var_r, 1e-8)
 
 
-def adaptive_kl_coef(kl_coef: jax.Array, kl: jax.Array, n_steps: int | jax.Array, target: float,
-                     horizon: float) -> jax.Array:
+def adaptive_kl_coef(
+  kl_coef: jax.Array, kl: jax.Array, n_steps: int | jax.Array, target: float, horizon: float
+) -> jax.Array:
   """Ziegler et al. (2019) proportional controller: move kl_coef so the KL tracks the target."""
   err = jnp.clip(kl / target - 1.0, -0.2, 0.2)
   return kl_coef * (1.0 + err * n_steps / horizon)
@@ -359,8 +405,16 @@ def _shift_right(x: jax.Array) -> jax.Array:
   return jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
 
 
-def policy_logprobs(model, tokens, positions, attention_mask, *, chunk: int,
-                    with_entropy: bool = True, response_start: int | None = None):
+def policy_logprobs(
+  model,
+  tokens,
+  positions,
+  attention_mask,
+  *,
+  chunk: int,
+  with_entropy: bool = True,
+  response_start: int | None = None,
+):
   """Per-token log pi(tokens[t] | tokens[:t]) (and entropy of that distribution), [B, T] f32.
 
   Goes through the chunked `logprobs.token_logprobs`, so no [B, T, V] logits exist at once.
@@ -373,11 +427,13 @@ def policy_logprobs(model, tokens, positions, attention_mask, *, chunk: int,
   stays exact; a target outside it (never a sampled token) scores OUTSIDE_VOCAB_LOGP.
   """
   from stepcoder_jax.models import logprobs as lp  # the models' chunked log-softmax
+
   hidden, _ = model(tokens, positions, attention_mask)
   w, softcap, vocab = model.output_head()
   s = 1 if response_start is None else max(1, int(response_start))
-  logp, ent = lp.token_logprobs(hidden[:, s - 1:-1], w, tokens[:, s:], chunk=chunk,
-                                softcap=softcap, vocab=vocab)
+  logp, ent = lp.token_logprobs(
+    hidden[:, s - 1 : -1], w, tokens[:, s:], chunk=chunk, softcap=softcap, vocab=vocab
+  )
   logp = jnp.pad(logp, ((0, 0), (s, 0)))
   ent = jnp.pad(ent, ((0, 0), (s, 0)))
   return (logp, ent) if with_entropy else logp
@@ -405,6 +461,7 @@ class TrainState:
     step: number of ppo_steps taken.
     kl_coef: the current KL penalty coefficient (adapted when ppo.adaptive_kl).
   """
+
   policy: Any
   value: Any
   policy_rest: Any
@@ -433,15 +490,24 @@ def make_optimizer(peak_lr: float, max_grad_norm: float, cfg: PPOConfig):
   parts = []
   if max_grad_norm > 0:
     parts.append(optax.clip_by_global_norm(max_grad_norm))
-  parts.append(optax.adamw(lr_schedule(peak_lr, cfg), b1=cfg.adam_b1, b2=cfg.adam_b2,
-                           eps=cfg.adam_eps, weight_decay=cfg.weight_decay))
+  parts.append(
+    optax.adamw(
+      lr_schedule(peak_lr, cfg),
+      b1=cfg.adam_b1,
+      b2=cfg.adam_b2,
+      eps=cfg.adam_eps,
+      weight_decay=cfg.weight_decay,
+    )
+  )
   return optax.chain(*parts)
 
 
 def make_optimizers(cfg: PPOConfig):
   """(policy_tx, value_tx): built the same way by `init_train_state` and `make_ppo_step`."""
-  return (make_optimizer(cfg.policy_lr, cfg.max_grad_norm, cfg),
-          make_optimizer(cfg.value_lr, cfg.value_max_grad_norm, cfg))
+  return (
+    make_optimizer(cfg.policy_lr, cfg.max_grad_norm, cfg),
+    make_optimizer(cfg.value_lr, cfg.value_max_grad_norm, cfg),
+  )
 
 
 def trainable(cfg: PPOConfig):
@@ -453,8 +519,7 @@ def trainable(cfg: PPOConfig):
   return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("embed")))
 
 
-def init_train_state(policy_model: nnx.Module, value_model: nnx.Module | None,
-                     cfg: PPOConfig):
+def init_train_state(policy_model: nnx.Module, value_model: nnx.Module | None, cfg: PPOConfig):
   """Split the models into graph definitions and a TrainState.
 
   `value_model` is None exactly when `cfg.critic_free` (then the value graphdef and the value
@@ -464,17 +529,25 @@ def init_train_state(policy_model: nnx.Module, value_model: nnx.Module | None,
     (policy_graphdef, value_graphdef, state).
   """
   if cfg.critic_free != (value_model is None):
-    raise ValueError(f"ppo.advantage={cfg.advantage!r} "
-                     f"{'takes no' if cfg.critic_free else 'needs a'} value model")
+    raise ValueError(
+      f"ppo.advantage={cfg.advantage!r} {'takes no' if cfg.critic_free else 'needs a'} value model"
+    )
   pgd, pparams, prest = nnx.split(policy_model, trainable(cfg), ...)
   ptx, vtx = make_optimizers(cfg)
   vgd = vparams = vrest = vopt = None
   if value_model is not None:
     vgd, vparams, vrest = nnx.split(value_model, trainable(cfg), ...)
     vopt = vtx.init(vparams)
-  state = TrainState(policy=pparams, value=vparams, policy_rest=prest, value_rest=vrest,
-                     policy_opt=ptx.init(pparams), value_opt=vopt,
-                     step=jnp.zeros((), jnp.int32), kl_coef=jnp.asarray(cfg.kl_coef, jnp.float32))
+  state = TrainState(
+    policy=pparams,
+    value=vparams,
+    policy_rest=prest,
+    value_rest=vrest,
+    policy_opt=ptx.init(pparams),
+    value_opt=vopt,
+    step=jnp.zeros((), jnp.int32),
+    kl_coef=jnp.asarray(cfg.kl_coef, jnp.float32),
+  )
   return pgd, vgd, state
 
 
@@ -490,8 +563,10 @@ def check_batch(batch: Batch, cfg: PPOConfig) -> None:
   b = batch.tokens.shape[0]
   per = cfg.minibatches * cfg.grad_accum
   if b % per:
-    raise ValueError(f"ppo batch: {b} rows are not divisible by ppo.minibatches x ppo.grad_accum"
-                     f" = {cfg.minibatches} x {cfg.grad_accum}")
+    raise ValueError(
+      f"ppo batch: {b} rows are not divisible by ppo.minibatches x ppo.grad_accum"
+      f" = {cfg.minibatches} x {cfg.grad_accum}"
+    )
   for k in keys:
     x = getattr(batch, k)
     if x.shape[0] != b or (k not in ROW_FIELDS and x.shape != batch.tokens.shape):
@@ -505,10 +580,16 @@ def check_batch(batch: Batch, cfg: PPOConfig) -> None:
         raise ValueError(f"ppo batch: group ids must be in [0, {b}), got [{g.min()}, {g.max()}]")
 
 
-def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
-                  in_shardings: Any = None, out_shardings: Any = None,
-                  donate: bool = True, response_start: int | None = None
-                  ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+def make_ppo_step(
+  policy_graphdef,
+  value_graphdef,
+  cfg: PPOConfig,
+  *,
+  in_shardings: Any = None,
+  out_shardings: Any = None,
+  donate: bool = True,
+  response_start: int | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """Build the jitted `ppo_step(state, batch) -> (state, metrics)`.
 
   Args:
@@ -529,8 +610,14 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
 
   def policy_objective(params, rest, mb, denom, kl_coef):
     model = nnx.merge(policy_graphdef, params, rest)
-    logp, ent = policy_logprobs(model, mb["tokens"], mb["positions"], mb["attention_mask"],
-                                chunk=cfg.logprob_chunk, response_start=response_start)
+    logp, ent = policy_logprobs(
+      model,
+      mb["tokens"],
+      mb["positions"],
+      mb["attention_mask"],
+      chunk=cfg.logprob_chunk,
+      response_start=response_start,
+    )
     return token_policy_objective(logp, ent, mb, denom, cfg, kl_coef)
 
   def value_objective(params, rest, mb, denom):
@@ -583,11 +670,16 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
 
     met0 = {k: jnp.zeros((), jnp.float32) for k in metric_keys}
     (pg, vg, met), _ = scan(
-        micro, (zeros(pparams), zeros(vparams), met0),
-        jax.tree.map(lambda x: split(x, cfg.grad_accum), mb))
+      micro,
+      (zeros(pparams), zeros(vparams), met0),
+      jax.tree.map(lambda x: split(x, cfg.grad_accum), mb),
+    )
     met["policy_grad_norm"] = optax.tree.norm(pg)
-    met["grad_clipped"] = (met["policy_grad_norm"] > cfg.max_grad_norm).astype(jnp.float32) \
-        if cfg.max_grad_norm > 0 else jnp.zeros((), jnp.float32)
+    met["grad_clipped"] = (
+      (met["policy_grad_norm"] > cfg.max_grad_norm).astype(jnp.float32)
+      if cfg.max_grad_norm > 0
+      else jnp.zeros((), jnp.float32)
+    )
     pu, popt_new = ptx.update(pg, popt, pparams)
     pnew = optax.apply_updates(pparams, pu)
     if gate_policy:
@@ -608,8 +700,9 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
       adv = group_advantages(seq, batch.group, cfg)
       return adv[:, None] * resp, None, None
     old_v = batch.values
-    adv, ret = gae(kl_penalized_rewards(rewards, old_lp, ref_lp, resp, kl), old_v, resp,
-                   cfg.gamma, cfg.lam)
+    adv, ret = gae(
+      kl_penalized_rewards(rewards, old_lp, ref_lp, resp, kl), old_v, resp, cfg.gamma, cfg.lam
+    )
     if cfg.whiten_advantages:
       adv = masked_whiten(adv, resp, min_std=cfg.whiten_min_std)
     return adv, ret, old_v
@@ -634,9 +727,15 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
     if cfg.filter_groups:  # dynamic sampling: groups without signal leave the update
       train_resp = resp * signal[:, None].astype(resp.dtype)
       train_mask = loss_mask * signal[:, None].astype(resp.dtype)
-    data = {"tokens": batch.tokens, "positions": batch.positions,
-            "attention_mask": batch.attention_mask, "response_mask": train_resp,
-            "loss_mask": train_mask, "old_logprobs": old_lp, "advantages": adv}
+    data = {
+      "tokens": batch.tokens,
+      "positions": batch.positions,
+      "attention_mask": batch.attention_mask,
+      "response_mask": train_resp,
+      "loss_mask": train_mask,
+      "old_logprobs": old_lp,
+      "advantages": adv,
+    }
     if cfg.kl_loss:
       data["ref_logprobs"] = ref_lp
     if not critic_free:
@@ -652,8 +751,14 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
         d = data
       return scan(step_update, carry, jax.tree.map(lambda x: split(x, cfg.minibatches), d))
 
-    carry = (state.policy, state.value, state.policy_opt, state.value_opt, state.policy_rest,
-             state.value_rest)
+    carry = (
+      state.policy,
+      state.value,
+      state.policy_opt,
+      state.value_opt,
+      state.policy_rest,
+      state.value_rest,
+    )
     carry, met = scan(epoch, carry, jax.random.split(key, cfg.epochs))
     met = jax.tree.map(jnp.mean, met)  # over epochs x minibatches
     met["loss"] = met["policy_loss"] - cfg.entropy_coef * met["entropy"]
@@ -668,7 +773,8 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
     if cfg.adaptive_kl:
       kl_coef = adaptive_kl_coef(kl_coef, ref_kl, b, cfg.kl_target, cfg.kl_horizon)
     updates = state.step * cfg.epochs * cfg.minibatches
-    met.update({
+    met.update(
+      {
         "mean_reward": jnp.mean(jnp.sum(rewards, axis=1)),
         "ref_kl": ref_kl,
         "kl_coef": state.kl_coef,
@@ -678,21 +784,30 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
         "policy_lr": lr_schedule(cfg.policy_lr, cfg)(updates),
         "signal_fraction": signal_fraction(signal, units),
         "rows_trained": jnp.sum(jnp.sum(train_resp, axis=1) > 0),
-    })
+      }
+    )
     if cfg.filter_groups:
       met["groups_dropped"] = jnp.sum(units & ~signal)
     if cfg.critic_warmup > 0:
       met["policy_frozen"] = (state.step < cfg.critic_warmup).astype(jnp.float32)
     if not critic_free:
-      met.update({
+      met.update(
+        {
           "explained_variance": explained_variance(old_v, ret, resp),
           "return_mean": masked_mean(ret, resp),
           "value_mean": masked_mean(old_v, resp),
           "value_lr": lr_schedule(cfg.value_lr, cfg)(updates),
-      })
+        }
+      )
     pparams, vparams, popt, vopt, _, _ = carry
-    new = state.replace(policy=pparams, value=vparams, policy_opt=popt, value_opt=vopt,
-                        step=state.step + 1, kl_coef=jnp.asarray(kl_coef, jnp.float32))
+    new = state.replace(
+      policy=pparams,
+      value=vparams,
+      policy_opt=popt,
+      value_opt=vopt,
+      step=state.step + 1,
+      kl_coef=jnp.asarray(kl_coef, jnp.float32),
+    )
     return new, met
 
   jit_kwargs: dict[str, Any] = {"donate_argnums": (0,) if donate else ()}
@@ -710,4 +825,3 @@ def make_ppo_step(policy_graphdef, value_graphdef, cfg: PPOConfig, *,
 
   checked.jitted = jitted  # for .lower(), cost analysis and cache inspection
   return checked
-

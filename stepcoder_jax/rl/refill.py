@@ -11,6 +11,7 @@ Every generated row counts for the curriculum and the rollout metrics (`concat_r
 rollout's rows, then each refill's), only the merged batch is trained on. The further problems are
 drawn from (seed, iteration, round) alone, so a resumed run repeats them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,9 @@ def group_slots(rows: RowResults) -> tuple[list[list[int]], list[list[int]]]:
   return signal, flat
 
 
-def further_problems(problems: Sequence[Problem], used: set[str], n: int, seed: int,
-                     iteration: int, round_: int) -> list[Problem]:
+def further_problems(
+  problems: Sequence[Problem], used: set[str], n: int, seed: int, iteration: int, round_: int
+) -> list[Problem]:
   """Up to `n` problems not in `used`, drawn from (seed, iteration, round) alone."""
   rest = [p for p in problems if p.id not in used]
   rng = np.random.default_rng([seed, iteration, 1000 + round_])
@@ -52,17 +54,21 @@ def concat_rows(parts: Sequence[RowResults]) -> RowResults:
   """The rows of several rollouts as one RowResults, in order (for recording and metrics)."""
   if len(parts) == 1:
     return parts[0]
-  cat = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
-         for f in dataclasses.fields(RowResults) if f.name not in ("items", "report", "times")}
-  report = PromptReport(skipped=[q for p in parts for q in p.report.skipped],
-                        shortened=sum(p.report.shortened for p in parts),
-                        stages_passed_over=sum(p.report.stages_passed_over for p in parts))
+  cat = {
+    f.name: np.concatenate([getattr(p, f.name) for p in parts])
+    for f in dataclasses.fields(RowResults)
+    if f.name not in ("items", "report", "times")
+  }
+  report = PromptReport(
+    skipped=[q for p in parts for q in p.report.skipped],
+    shortened=sum(p.report.shortened for p in parts),
+    stages_passed_over=sum(p.report.stages_passed_over for p in parts),
+  )
   times: dict[str, float] = {}
   for p in parts:
     for k, v in p.times.items():
       times[k] = times.get(k, 0.0) + v
-  return RowResults(items=[it for p in parts for it in p.items], report=report, times=times,
-                    **cat)
+  return RowResults(items=[it for p in parts for it in p.items], report=report, times=times, **cat)
 
 
 def _take_rows(a: ppo.Batch, b: ppo.Batch, idx: jax.Array) -> ppo.Batch:
@@ -79,13 +85,23 @@ def _take_fn(rollout):
   fn = _TAKES.get(id(rollout))
   if fn is None:
     fn = _TAKES[id(rollout)] = jax.jit(
-        _take_rows, out_shardings=rollout.placement.batch_shardings(rollout.ppo_cfg))
+      _take_rows, out_shardings=rollout.placement.batch_shardings(rollout.ppo_cfg)
+    )
   return fn
 
 
-def refill(rollout, state: ppo.TrainState, batch: ppo.Batch, rows: RowResults,
-           problems: Sequence[Problem], drawn: Sequence[Problem], *, rounds: int, seed: int,
-           iteration: int) -> tuple[ppo.Batch, RowResults, dict[str, int]]:
+def refill(
+  rollout,
+  state: ppo.TrainState,
+  batch: ppo.Batch,
+  rows: RowResults,
+  problems: Sequence[Problem],
+  drawn: Sequence[Problem],
+  *,
+  rounds: int,
+  seed: int,
+  iteration: int,
+) -> tuple[ppo.Batch, RowResults, dict[str, int]]:
   """Replace the rows of `batch`'s groups without signal by groups with signal from up to
   `rounds` further rollouts (`drawn`: this iteration's problems; `problems`: the training pool).
 

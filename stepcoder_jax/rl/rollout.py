@@ -23,6 +23,7 @@ dispatch is asynchronous, so the tests run while the accelerator computes.
 The host helpers below (make_items, fill_responses, jobs, pack, rewards_and_masks) are plain
 Python/numpy, so each step is testable without a model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,16 +51,17 @@ _log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Item:
   """One sampled program: its prompt, tokens, text and (once judged) result."""
+
   problem: Problem
   stage: int
   prompt: prompts_lib.PromptParts
   prompt_ids: list[int]
   response_ids: list[int] = dataclasses.field(default_factory=list)
-  completion: str = ""                      # the text judged: response cut at a stop string
+  completion: str = ""  # the text judged: response cut at a stop string
   offsets: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # per response token
-  finish: str = ""                          # completion.EOS | STOP | LENGTH (truncated)
-  result: Any = None                        # execution.ExecResult
-  padding: bool = False                     # a row only there to keep the batch divisible
+  finish: str = ""  # completion.EOS | STOP | LENGTH (truncated)
+  result: Any = None  # execution.ExecResult
+  padding: bool = False  # a row only there to keep the batch divisible
 
 
 @dataclasses.dataclass
@@ -72,13 +74,19 @@ class PromptReport:
     stages_passed_over: CCCS stages passed over because their prefix left no room for the
       question (the problem moves to its next, shorter-prefix stage).
   """
+
   skipped: list[Problem] = dataclasses.field(default_factory=list)
   shortened: int = 0
   stages_passed_over: int = 0
 
 
-def make_items(problems: Sequence[Problem], curriculum: Curriculum | None, tokenizer,
-               style: str, max_prompt_tokens: int) -> tuple[list[Item], PromptReport]:
+def make_items(
+  problems: Sequence[Problem],
+  curriculum: Curriculum | None,
+  tokenizer,
+  style: str,
+  max_prompt_tokens: int,
+) -> tuple[list[Item], PromptReport]:
   """Prompts for `problems` (a problem repeated once per sample) at their current CCCS stage.
 
   A prompt over `max_prompt_tokens` gets a shorter question; when its stage prefix leaves too little
@@ -99,14 +107,23 @@ def make_items(problems: Sequence[Problem], curriculum: Curriculum | None, token
     stage = curriculum.stage(p) if curriculum is not None else 0
     items.append(Item(problem=p, stage=stage, prompt=parts, prompt_ids=list(ids)))
   if report.skipped:
-    _log.warning("%d problem(s) have no prompt within %d tokens, left out: %s",
-                 len(report.skipped), max_prompt_tokens,
-                 ", ".join(q.id for q in report.skipped[:5]))
+    _log.warning(
+      "%d problem(s) have no prompt within %d tokens, left out: %s",
+      len(report.skipped),
+      max_prompt_tokens,
+      ", ".join(q.id for q in report.skipped[:5]),
+    )
   return items, report
 
 
-def _fit_at_stage(problem: Problem, curriculum: Curriculum | None, tokenizer, style: str,
-                  max_prompt_tokens: int, report: PromptReport):
+def _fit_at_stage(
+  problem: Problem,
+  curriculum: Curriculum | None,
+  tokenizer,
+  style: str,
+  max_prompt_tokens: int,
+  report: PromptReport,
+):
   """`prompts.fit_prompt` at the problem's stage, passing over stages that cannot fit."""
   while True:
     prefix = curriculum.prefix(problem) if curriculum is not None else ""
@@ -124,29 +141,46 @@ def pad_items(items: list[Item], multiple: int) -> list[Item]:
   """
   need = -len(items) % multiple
   sources = [items[k * len(items) // need] for k in range(need)]
-  return items + [Item(problem=it.problem, stage=it.stage, prompt=it.prompt,
-                       prompt_ids=list(it.prompt_ids), padding=True) for it in sources]
+  return items + [
+    Item(
+      problem=it.problem,
+      stage=it.stage,
+      prompt=it.prompt,
+      prompt_ids=list(it.prompt_ids),
+      padding=True,
+    )
+    for it in sources
+  ]
 
 
-def fill_responses(items: list[Item], responses: Sequence[Sequence[int]], tokenizer,
-                   eos_ids: Sequence[int]) -> None:
+def fill_responses(
+  items: list[Item], responses: Sequence[Sequence[int]], tokenizer, eos_ids: Sequence[int]
+) -> None:
   """Cut each sampled response the one way evaluation and `generate` cut theirs."""
   for it, r in zip(items, responses):
-    c = completion.cut(tokenizer, r, it.prompt.stop, eos_ids, context=it.prompt.text,
-                       lead=it.prompt_ids[-1])
+    c = completion.cut(
+      tokenizer, r, it.prompt.stop, eos_ids, context=it.prompt.text, lead=it.prompt_ids[-1]
+    )
     it.response_ids, it.completion, it.offsets, it.finish = c.ids, c.text, c.offsets, c.finish
 
 
 def jobs(items: Sequence[Item]):
   from stepcoder_jax.execution.job import Job  # host-only import; no jax
-  return [Job(problem=it.problem, completion=it.completion, prefix=it.prompt.code_prefix)
-          for it in items]
+
+  return [
+    Job(problem=it.problem, completion=it.completion, prefix=it.prompt.code_prefix) for it in items
+  ]
 
 
 def pack(items: Sequence[Item], pad_id: int, prompt_len: int, response_len: int):
   """Token arrays of the batch (see batching.py for the layout)."""
-  return batching.pack([it.prompt_ids for it in items], [it.response_ids for it in items],
-                       pad_id=pad_id, prompt_len=prompt_len, response_len=response_len)
+  return batching.pack(
+    [it.prompt_ids for it in items],
+    [it.response_ids for it in items],
+    pad_id=pad_id,
+    prompt_len=prompt_len,
+    response_len=response_len,
+  )
 
 
 def coverage_measured(result) -> bool:
@@ -156,16 +190,24 @@ def coverage_measured(result) -> bool:
   return state == "measured" if state is not None else result.outcome != "compile_error"
 
 
-def rewards_and_masks(items: Sequence[Item], batch: dict[str, np.ndarray], prompt_len: int,
-                      fgo_enabled: bool) -> dict[str, np.ndarray]:
+def rewards_and_masks(
+  items: Sequence[Item], batch: dict[str, np.ndarray], prompt_len: int, fgo_enabled: bool
+) -> dict[str, np.ndarray]:
   """Scalar rewards [B] and FGO masks [B, L] from the judged items."""
   rewards = np.array([it.result.reward for it in items], np.float32)
-  masks = [fgo.token_mask(it.completion, it.offsets, it.result.executed_lines,
-                          it.result.executable_lines, it.result.outcome, enabled=fgo_enabled,
-                          coverage_measured=coverage_measured(it.result))
-           for it in items]
-  fgo_mask = batching.place_response_values(masks, batch["tokens"].shape[1], prompt_len,
-                                            np.float32)
+  masks = [
+    fgo.token_mask(
+      it.completion,
+      it.offsets,
+      it.result.executed_lines,
+      it.result.executable_lines,
+      it.result.outcome,
+      enabled=fgo_enabled,
+      coverage_measured=coverage_measured(it.result),
+    )
+    for it in items
+  ]
+  fgo_mask = batching.place_response_values(masks, batch["tokens"].shape[1], prompt_len, np.float32)
   return {"rewards": rewards, "fgo_mask": fgo_mask * batch["response_mask"]}
 
 
@@ -195,8 +237,11 @@ def record_verdicts(curriculum: Curriculum, items: Sequence[Item], passed) -> No
 def weightless_rows(items: Sequence[Item], mask_truncated: bool) -> list[int]:
   """Rows given no loss weight: padding, and with `ppo.mask_truncated` the completions that
   `max_new_tokens` cut short."""
-  return [i for i, it in enumerate(items)
-          if it.padding or (mask_truncated and it.finish == completion.LENGTH)]
+  return [
+    i
+    for i, it in enumerate(items)
+    if it.padding or (mask_truncated and it.finish == completion.LENGTH)
+  ]
 
 
 # ----------------------------------------------------------------------------- row results
@@ -216,6 +261,7 @@ class RowResults:
     report: how the prompts were fitted into max_prompt_tokens.
     times: seconds spent sampling and waiting for the pool.
   """
+
   items: list[Item]
   rewards: np.ndarray
   outcomes: np.ndarray
@@ -245,42 +291,71 @@ class RowResults:
     """Rollout metrics over the real rows (padding rows left out)."""
     real = self.real
     n = max(1, int(real.sum()))
-    out = {"reward_mean": float(np.mean(self.rewards[real].astype(np.float64)))
-                          if real.any() else 0.0,
-           "pass_rate": int(np.sum(self.passed[real])) / n,
-           "response_tokens_mean": float(np.mean(self.response_len[real])) if real.any() else 0.0}
+    out = {
+      "reward_mean": float(np.mean(self.rewards[real].astype(np.float64))) if real.any() else 0.0,
+      "pass_rate": int(np.sum(self.passed[real])) / n,
+      "response_tokens_mean": float(np.mean(self.response_len[real])) if real.any() else 0.0,
+    }
     for k, o in enumerate(OUTCOMES):
       out[f"outcome/{o}"] = int(np.sum(self.outcomes[real] == k)) / n
-    out["fgo_mask_density"] = float(self.fgo_tokens[real].sum()
-                                    / max(1.0, float(self.response_tokens[real].sum())))
-    out.update({"prompts_skipped": len(self.report.skipped),
-                "truncated_rate": float(self.truncated[real].mean()) if real.any() else 0.0,
-                "prompts_shortened": self.report.shortened,
-                "cccs/stages_passed_over": self.report.stages_passed_over})
+    out["fgo_mask_density"] = float(
+      self.fgo_tokens[real].sum() / max(1.0, float(self.response_tokens[real].sum()))
+    )
+    out.update(
+      {
+        "prompts_skipped": len(self.report.skipped),
+        "truncated_rate": float(self.truncated[real].mean()) if real.any() else 0.0,
+        "prompts_shortened": self.report.shortened,
+        "cccs/stages_passed_over": self.report.stages_passed_over,
+      }
+    )
     out.update({f"time/{k}": v for k, v in self.times.items()})
     return out
 
 
-def exchange_results(items: list[Item], mine: Sequence[Item], fgo_mask: np.ndarray,
-                     response_mask: np.ndarray, lo: int, hi: int,
-                     report: PromptReport | None = None) -> RowResults:
+def exchange_results(
+  items: list[Item],
+  mine: Sequence[Item],
+  fgo_mask: np.ndarray,
+  response_mask: np.ndarray,
+  lo: int,
+  hi: int,
+  report: PromptReport | None = None,
+) -> RowResults:
   """All-gather the judgements of this process's judged rows `mine` (global rows [lo, hi) of
   `items`), so every process holds every row's verdict."""
   n = len(items)
-  floats = np.stack([np.asarray([it.result.reward for it in mine], np.float32),
-                     np.asarray(fgo_mask, np.float32).sum(axis=1),
-                     np.asarray(response_mask, np.float32).sum(axis=1)], axis=1)
-  ints = np.stack([np.asarray([OUTCOMES.index(it.result.outcome)
-                               if it.result.outcome in OUTCOMES else -1 for it in mine],
-                              np.int32),
-                   np.asarray([len(it.response_ids) for it in mine], np.int32),
-                   np.asarray([it.finish == completion.LENGTH for it in mine], np.int32)],
-                  axis=1)
+  floats = np.stack(
+    [
+      np.asarray([it.result.reward for it in mine], np.float32),
+      np.asarray(fgo_mask, np.float32).sum(axis=1),
+      np.asarray(response_mask, np.float32).sum(axis=1),
+    ],
+    axis=1,
+  )
+  ints = np.stack(
+    [
+      np.asarray(
+        [OUTCOMES.index(it.result.outcome) if it.result.outcome in OUTCOMES else -1 for it in mine],
+        np.int32,
+      ),
+      np.asarray([len(it.response_ids) for it in mine], np.int32),
+      np.asarray([it.finish == completion.LENGTH for it in mine], np.int32),
+    ],
+    axis=1,
+  )
   f = spmd.gather_rows(floats, lo, hi, n)
   i = spmd.gather_rows(ints, lo, hi, n)
-  return RowResults(items=items, rewards=f[:, 0], outcomes=i[:, 0], response_len=i[:, 1],
-                    fgo_tokens=f[:, 1], response_tokens=f[:, 2], truncated=i[:, 2] > 0,
-                    report=report or PromptReport())
+  return RowResults(
+    items=items,
+    rewards=f[:, 0],
+    outcomes=i[:, 0],
+    response_len=i[:, 1],
+    fgo_tokens=f[:, 1],
+    response_tokens=f[:, 2],
+    truncated=i[:, 2] > 0,
+    report=report or PromptReport(),
+  )
 
 
 # ----------------------------------------------------------------------------- device functions
@@ -297,8 +372,9 @@ def place_sampled(sampled_logprobs: jax.Array, response_start: int, length: int)
   return jax.numpy.pad(lp, ((0, 0), (response_start, length - response_start - n)))
 
 
-def make_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placement,
-                 response_start: int | None = None):
+def make_forward(
+  policy_gd, value_gd, chunk: int, placement: spmd.Placement, response_start: int | None = None
+):
   """`forward(state, ref_params, tokens, positions, attention_mask, response_mask,
   sampled_logprobs=None) -> dict` with old_logprobs, ref_logprobs (and values unless `value_gd`
   is None, critic-free), zero outside the response; global [B, T] arrays sharded by rows.
@@ -312,19 +388,40 @@ def make_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placement,
   forward's by float rounding only (tests/test_sampler_logprobs.py measures it).
   """
 
-  def scores(state: ppo.TrainState, ref_params, tokens, positions, attention_mask,
-             response_mask, sampled_logprobs=None):
+  def scores(
+    state: ppo.TrainState,
+    ref_params,
+    tokens,
+    positions,
+    attention_mask,
+    response_mask,
+    sampled_logprobs=None,
+  ):
     ref = nnx.merge(policy_gd, ref_params, state.policy_rest)
     if sampled_logprobs is None:
       pol = nnx.merge(policy_gd, state.policy, state.policy_rest)
-      old = ppo.policy_logprobs(pol, tokens, positions, attention_mask, chunk=chunk,
-                                with_entropy=False, response_start=response_start)
+      old = ppo.policy_logprobs(
+        pol,
+        tokens,
+        positions,
+        attention_mask,
+        chunk=chunk,
+        with_entropy=False,
+        response_start=response_start,
+      )
     elif response_start is None:
       raise ValueError("make_forward: sampler log-probs need the response_start column")
     else:
       old = place_sampled(sampled_logprobs, response_start, tokens.shape[1])
-    refl = ppo.policy_logprobs(ref, tokens, positions, attention_mask, chunk=chunk,
-                               with_entropy=False, response_start=response_start)
+    refl = ppo.policy_logprobs(
+      ref,
+      tokens,
+      positions,
+      attention_mask,
+      chunk=chunk,
+      with_entropy=False,
+      response_start=response_start,
+    )
     out = {"old_logprobs": old * response_mask, "ref_logprobs": refl * response_mask}
     if value_gd is not None:
       val = nnx.merge(value_gd, state.value, state.value_rest)
@@ -336,12 +433,14 @@ def make_forward(policy_gd, value_gd, chunk: int, placement: spmd.Placement,
   scored = jax.jit(scores, in_shardings=shardings, out_shardings=b2)
   from_sampler = jax.jit(scores, in_shardings=shardings + (b2,), out_shardings=b2)
 
-  def forward(state, ref_params, tokens, positions, attention_mask, response_mask,
-              sampled_logprobs=None):
+  def forward(
+    state, ref_params, tokens, positions, attention_mask, response_mask, sampled_logprobs=None
+  ):
     if sampled_logprobs is None:
       return scored(state, ref_params, tokens, positions, attention_mask, response_mask)
-    return from_sampler(state, ref_params, tokens, positions, attention_mask, response_mask,
-                        sampled_logprobs)
+    return from_sampler(
+      state, ref_params, tokens, positions, attention_mask, response_mask, sampled_logprobs
+    )
 
   forward.jitted = {"scored": scored, "from_sampler": from_sampler}
   return forward
@@ -356,12 +455,14 @@ class Sampled:
     logprobs: [B, N] float32 global array (all rows, sharded like the batch): the log-prob of
       each drawn token under the policy that drew it, 0 after a row's end.
   """
+
   ids: list[list[int]]
   logprobs: jax.Array
 
 
-def make_sampler(policy_gd, max_new_tokens: int, eos_ids, pad_id: int, prompt_len: int,
-                 placement: spmd.Placement):
+def make_sampler(
+  policy_gd, max_new_tokens: int, eos_ids, pad_id: int, prompt_len: int, placement: spmd.Placement
+):
   """`sample(state, prompt_ids, rng) -> Sampled` with the current policy params.
 
   Training samples from the plain policy (temperature 1, no top-k/top-p: the distribution PPO
@@ -381,11 +482,16 @@ def make_sampler(policy_gd, max_new_tokens: int, eos_ids, pad_id: int, prompt_le
     return sampling.sample_fn(gd, scfg, eos_ids, pad_id)(st, tokens, mask, rng, n, temp, p)
 
   b2, rep = placement.batch(2), placement.replicated
-  jitted = jax.jit(run, in_shardings=(placement.state.policy, placement.state.policy_rest, b2,
-                                      b2, rep, rep, rep, rep),
-                   out_shardings=placement.batch(1))  # a prefix: every output is [B, ...]
-  settings = (np.asarray(max_new_tokens, np.int32), np.asarray(1.0, np.float32),
-              np.asarray(1.0, np.float32))
+  jitted = jax.jit(
+    run,
+    in_shardings=(placement.state.policy, placement.state.policy_rest, b2, b2, rep, rep, rep, rep),
+    out_shardings=placement.batch(1),
+  )  # a prefix: every output is [B, ...]
+  settings = (
+    np.asarray(max_new_tokens, np.int32),
+    np.asarray(1.0, np.float32),
+    np.asarray(1.0, np.float32),
+  )
   # The settings are jit operands, made into arrays at the first call only: building the
   # sampler touches no device, so it can be lowered for a topology that is not here (compile/).
   knobs: list = []
@@ -397,12 +503,15 @@ def make_sampler(policy_gd, max_new_tokens: int, eos_ids, pad_id: int, prompt_le
     n = placement.global_rows(len(prompt_ids))
     lo, hi = placement.rows(n)
     g = spmd.from_local_rows({"tokens": tokens, "mask": mask}, placement, n)
-    out = jitted(state.policy, state.policy_rest, g["tokens"], g["mask"],
-                 spmd.to_global(rng, rep), *knobs)
+    out = jitted(
+      state.policy, state.policy_rest, g["tokens"], g["mask"], spmd.to_global(rng, rep), *knobs
+    )
     toks = spmd.local_rows(out.tokens, lo, hi)
     lens = spmd.local_rows(out.lengths, lo, hi)
-    return Sampled(ids=[[int(t) for t in toks[i, :int(lens[i])]] for i in range(len(prompt_ids))],
-                   logprobs=out.logprobs)
+    return Sampled(
+      ids=[[int(t) for t in toks[i, : int(lens[i])]] for i in range(len(prompt_ids))],
+      logprobs=out.logprobs,
+    )
 
   sample.jitted = jitted
   sample.settings = settings  # (max_new_tokens, temperature, top_p): the knob operands' values
@@ -428,9 +537,22 @@ class Rollout:
       every process calls it); default: the policy (`make_sampler`).
   """
 
-  def __init__(self, policy_gd, value_gd, placement: spmd.Placement, ref_params, tokenizer,
-               eos_ids, pad_id: int, curriculum: Curriculum, pool, cfg: TrainConfig,
-               ppo_cfg: PPOConfig, fgo_cfg: FGOConfig, sampler=None):
+  def __init__(
+    self,
+    policy_gd,
+    value_gd,
+    placement: spmd.Placement,
+    ref_params,
+    tokenizer,
+    eos_ids,
+    pad_id: int,
+    curriculum: Curriculum,
+    pool,
+    cfg: TrainConfig,
+    ppo_cfg: PPOConfig,
+    fgo_cfg: FGOConfig,
+    sampler=None,
+  ):
     self.placement, self.ref_params = placement, ref_params
     self.tok, self.eos_ids, self.pad_id = tokenizer, tuple(eos_ids), pad_id
     self.curriculum, self.pool = curriculum, pool
@@ -439,26 +561,33 @@ class Rollout:
     # are padded to a power-of-two bucket (compile reuse), which never lengthens a prompt.
     self.prompt_len = batching.bucket(cfg.max_prompt_tokens)
     self.response_len = batching.bucket(cfg.max_new_tokens)
-    self.forward = make_forward(policy_gd, value_gd, cfg.logprob_chunk, placement,
-                                response_start=self.prompt_len)
-    self.sampler = sampler or make_sampler(policy_gd, cfg.max_new_tokens, self.eos_ids,
-                                           pad_id, self.prompt_len, placement)
+    self.forward = make_forward(
+      policy_gd, value_gd, cfg.logprob_chunk, placement, response_start=self.prompt_len
+    )
+    self.sampler = sampler or make_sampler(
+      policy_gd, cfg.max_new_tokens, self.eos_ids, pad_id, self.prompt_len, placement
+    )
     # Padding keeps the global batch divisible by the minibatch split and the batch devices.
-    self.row_multiple = math.lcm(max(1, ppo_cfg.minibatches * ppo_cfg.grad_accum),
-                                 placement.row_divisor)
+    self.row_multiple = math.lcm(
+      max(1, ppo_cfg.minibatches * ppo_cfg.grad_accum), placement.row_divisor
+    )
 
   def items(self, problems: Sequence[Problem]) -> tuple[list[Item], PromptReport]:
     """The global rows: each problem samples_per_problem times at its stage, padded."""
     rows = [p for p in problems for _ in range(self.cfg.samples_per_problem)]
-    items, report = make_items(rows, self.curriculum, self.tok, self.cfg.prompt_style,
-                               self.cfg.max_prompt_tokens)
+    items, report = make_items(
+      rows, self.curriculum, self.tok, self.cfg.prompt_style, self.cfg.max_prompt_tokens
+    )
     if not items:
-      raise UserError(f"train: every prompt of this iteration is longer than "
-                      f"prompt.max_tokens={self.cfg.max_prompt_tokens}")
+      raise UserError(
+        f"train: every prompt of this iteration is longer than "
+        f"prompt.max_tokens={self.cfg.max_prompt_tokens}"
+      )
     return pad_items(items, self.row_multiple), report
 
-  def collect(self, state: ppo.TrainState, problems: Sequence[Problem], rng: jax.Array
-              ) -> tuple[ppo.Batch, RowResults]:
+  def collect(
+    self, state: ppo.TrainState, problems: Sequence[Problem], rng: jax.Array
+  ) -> tuple[ppo.Batch, RowResults]:
     """Sample, judge and score one rollout of `problems` with the policy in `state`."""
     t0 = time.time()
     items, report = self.items(problems)
@@ -478,8 +607,15 @@ class Rollout:
     arrays["response_mask"] = arrays["response_mask"].astype(np.float32)
     arrays["response_mask"][weightless_rows(mine, self.ppo_cfg.mask_truncated)] = 0  # no weight
     dev = spmd.from_local_rows(arrays, self.placement, n)
-    scored = self.forward(state, self.ref_params, dev["tokens"], dev["positions"],
-                          dev["attention_mask"], dev["response_mask"], sampled_lp)
+    scored = self.forward(
+      state,
+      self.ref_params,
+      dev["tokens"],
+      dev["positions"],
+      dev["attention_mask"],
+      dev["response_mask"],
+      sampled_lp,
+    )
     # (dispatched asynchronously: the device computes while the pool judges)
     for item, res in zip(mine, future.result()):
       item.result = res
@@ -489,7 +625,6 @@ class Rollout:
     if self.ppo_cfg.critic_free:
       judged["group"] = group_ids(items)[lo:hi]
     batch = ppo.Batch(**dev, **scored, **spmd.from_local_rows(judged, self.placement, n))
-    rows = exchange_results(items, mine, rm["fgo_mask"], arrays["response_mask"], lo, hi,
-                            report)
+    rows = exchange_results(items, mine, rm["fgo_mask"], arrays["response_mask"], lo, hi, report)
     rows.times = {"sample_s": t_sample - t0, "judge_wait_s": t_judge - t_sample}
     return batch, rows

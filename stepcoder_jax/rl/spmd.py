@@ -10,6 +10,7 @@ block of global rows that its devices hold along the batch axes, and the few per
 curriculum and the metrics need are all-gathered so that every host applies the same updates in
 the same order (rl/rollout.py does that exchange with `gather_rows`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,6 +25,7 @@ from stepcoder_jax import sharding
 from stepcoder_jax.rl import ppo
 from stepcoder_jax.rl.config import PPOConfig
 
+
 @dataclasses.dataclass
 class Placement:
   """Shardings of one run on its mesh.
@@ -35,6 +37,7 @@ class Placement:
       their parameter, counters replicated).
     ref: shardings of the frozen reference policy's parameters (same rules as the policy).
   """
+
   mesh: Mesh
   rules: Mapping[str, Any]
   state: Any
@@ -53,8 +56,9 @@ class Placement:
     not read: None). Rewards and group are [B], the rest [B, T]. Rows are split over devices
     and processes freely, groups included: the step's group statistics are reductions over the
     global arrays."""
-    return ppo.Batch(**{k: self.batch(1 if k in ppo.ROW_FIELDS else 2)
-                        for k in ppo.batch_fields(cfg)})
+    return ppo.Batch(
+      **{k: self.batch(1 if k in ppo.ROW_FIELDS else 2) for k in ppo.batch_fields(cfg)}
+    )
 
   @property
   def row_divisor(self) -> int:
@@ -69,8 +73,10 @@ class Placement:
     lo, hi = spans[0][0], max(s[1] for s in spans)
     covered = sum(b - a for a, b in spans)
     if covered != hi - lo:  # unusual device orders could interleave processes along the rows
-      raise ValueError(f"process {jax.process_index()} holds non-contiguous rows {spans} of "
-                       f"{n}; order the mesh devices by process")
+      raise ValueError(
+        f"process {jax.process_index()} holds non-contiguous rows {spans} of "
+        f"{n}; order the mesh devices by process"
+      )
     return lo, hi
 
   def global_rows(self, n_local: int) -> int:
@@ -85,9 +91,14 @@ def _span(s: slice, n: int) -> tuple[int, int]:
   return start, stop
 
 
-def make_placement(state: ppo.TrainState, mesh: Mesh, rules: Mapping[str, Any], *,
-                   value_rules: Mapping[str, Any] | None = None,
-                   ref_rules: Mapping[str, Any] | None = None) -> Placement:
+def make_placement(
+  state: ppo.TrainState,
+  mesh: Mesh,
+  rules: Mapping[str, Any],
+  *,
+  value_rules: Mapping[str, Any] | None = None,
+  ref_rules: Mapping[str, Any] | None = None,
+) -> Placement:
   """Shardings for a TrainState (concrete or abstract) from the models' logical-axis metadata.
 
   The value model and the frozen reference policy may use their own rules (default: `rules`),
@@ -103,11 +114,15 @@ def make_placement(state: ppo.TrainState, mesh: Mesh, rules: Mapping[str, Any], 
     val_rest = sharding.state_shardings(state.value_rest, mesh, vrules)
     val_opt = sharding.opt_state_shardings(state.value_opt, state.value, val, mesh)
   st = ppo.TrainState(
-      policy=pol, value=val,
-      policy_rest=sharding.state_shardings(state.policy_rest, mesh, rules), value_rest=val_rest,
-      policy_opt=sharding.opt_state_shardings(state.policy_opt, state.policy, pol, mesh),
-      value_opt=val_opt,
-      step=rep, kl_coef=rep)
+    policy=pol,
+    value=val,
+    policy_rest=sharding.state_shardings(state.policy_rest, mesh, rules),
+    value_rest=val_rest,
+    policy_opt=sharding.opt_state_shardings(state.policy_opt, state.policy, pol, mesh),
+    value_opt=val_opt,
+    step=rep,
+    kl_coef=rep,
+  )
   ref = pol if ref_rules is None else sharding.state_shardings(state.policy, mesh, ref_rules)
   return Placement(mesh=mesh, rules=dict(rules), state=st, ref=ref)
 
@@ -115,20 +130,24 @@ def make_placement(state: ppo.TrainState, mesh: Mesh, rules: Mapping[str, Any], 
 def to_global(tree: Any, shardings: Any) -> Any:
   """Global arrays from values that are identical on every process (e.g. weights every host
   initialised or loaded the same way); each device receives only its own slice."""
+
   def one(x, s):
     host = np.asarray(jax.device_get(x))
     return jax.make_array_from_callback(host.shape, s, lambda index: host[index])
+
   return jax.tree.map(one, tree, shardings)
 
 
-def from_local_rows(local: Mapping[str, np.ndarray], placement: Placement,
-                    n: int) -> dict[str, jax.Array]:
+def from_local_rows(
+  local: Mapping[str, np.ndarray], placement: Placement, n: int
+) -> dict[str, jax.Array]:
   """Global [n, ...] arrays from this process's rows (see `Placement.rows`)."""
   out = {}
   for key, x in local.items():
     x = np.asarray(x)
-    out[key] = jax.make_array_from_process_local_data(placement.batch(x.ndim), x,
-                                                      (n,) + x.shape[1:])
+    out[key] = jax.make_array_from_process_local_data(
+      placement.batch(x.ndim), x, (n,) + x.shape[1:]
+    )
   return out
 
 
@@ -159,7 +178,7 @@ def gather_rows(local: np.ndarray, lo: int, hi: int, n: int) -> np.ndarray:
   spans = np.asarray(multihost_utils.process_allgather(np.asarray([lo, hi], np.int32)))
   out = np.zeros((n,) + local.shape[1:], local.dtype)
   for p in reversed(range(blocks.shape[0])):
-    out[spans[p, 0]:spans[p, 1]] = blocks[p]
+    out[spans[p, 0] : spans[p, 1]] = blocks[p]
   return out
 
 
@@ -168,4 +187,5 @@ def host_copy(tree: Any) -> Any:
   if jax.process_count() == 1:
     return jax.device_get(tree)
   from jax.experimental import multihost_utils
+
   return multihost_utils.process_allgather(tree, tiled=True)

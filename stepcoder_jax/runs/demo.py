@@ -16,6 +16,7 @@ Layout of the work directory:
                           `export --model` take)
   report.md, report.json, pass_at_1.png
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,11 +48,13 @@ def budget_line() -> str:
   the demo is sized for 30 minutes on 2 cores, which is too short to show an improvement."""
   sft, train = SFTConfig(), TrainConfig()
   rollouts = train.num_iterations * train.problems_per_iteration * train.samples_per_problem
-  return (f"budget: SFT {sft.steps} steps of {sft.batch_size} examples; StepCoder "
-          f"{train.num_iterations} PPO iterations x {train.problems_per_iteration} problems x "
-          f"{train.samples_per_problem} samples = {rollouts} rollouts. A smoke-sized run of the "
-          f"pipeline, not a measurement of what StepCoder gains: longer runs (the paper's "
-          f"ablation, `stepcoder-jax ablate`) are measured in {ABLATION_RESULTS}")
+  return (
+    f"budget: SFT {sft.steps} steps of {sft.batch_size} examples; StepCoder "
+    f"{train.num_iterations} PPO iterations x {train.problems_per_iteration} problems x "
+    f"{train.samples_per_problem} samples = {rollouts} rollouts. A smoke-sized run of the "
+    f"pipeline, not a measurement of what StepCoder gains: longer runs (the paper's "
+    f"ablation, `stepcoder-jax ablate`) are measured in {ABLATION_RESULTS}"
+  )
 
 
 def eval_dir(work: Path, stage: str) -> Path:
@@ -75,17 +78,19 @@ def stage_values(work: Path) -> dict[str, dict]:
 def comparison_table(per_model: dict[str, dict]) -> str:
   """Markdown: one row per stage (mean [95% CI] in %), then one per paired difference of a stage
   and the stage before it (percentage points, '*' when the interval excludes 0)."""
-  counts = {m: max((len(v[m]) for v in per_model.values() if m in v), default=0)
-            for m in MEASURES}
-  lines = ["| | " + " | ".join(f"{m} (n = {counts[m]})" for m in MEASURES) + " |",
-           "|---|" + "---:|" * len(MEASURES)]
+  counts = {m: max((len(v[m]) for v in per_model.values() if m in v), default=0) for m in MEASURES}
+  lines = [
+    "| | " + " | ".join(f"{m} (n = {counts[m]})" for m in MEASURES) + " |",
+    "|---|" + "---:|" * len(MEASURES),
+  ]
   for stage, values in per_model.items():
-    cells = [stats.mean_ci([v for v, _ in values[m].values()]).text(100, 1)
-             if m in values else "n/a" for m in MEASURES]
+    cells = [
+      stats.mean_ci([v for v, _ in values[m].values()]).text(100, 1) if m in values else "n/a"
+      for m in MEASURES
+    ]
     lines.append(f"| {LABELS.get(stage, stage)} | " + " | ".join(cells) + " |")
   for stage, before in DIFFS:
-    cells = [measures.diff_cell(measures.paired(m, per_model, stage, before))
-             for m in MEASURES]
+    cells = [measures.diff_cell(measures.paired(m, per_model, stage, before)) for m in MEASURES]
     lines.append(f"| {LABELS[stage]} - {LABELS[before]} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -94,11 +99,9 @@ def diff_sentences(per_model: dict[str, dict]) -> list[str]:
   """One generated line per paired difference: which intervals exclude 0 and which do not."""
   out = []
   for stage, before in DIFFS:
-    parts = measures.evidence(
-        [(m, measures.paired(m, per_model, stage, before)) for m in MEASURES])
+    parts = measures.evidence([(m, measures.paired(m, per_model, stage, before)) for m in MEASURES])
     name = f"{LABELS[stage]} - {LABELS[before]}"
-    out.append(f"- **{name}**: " + (measures.clauses(parts) if parts else
-                                    "no paired evaluation."))
+    out.append(f"- **{name}**: " + (measures.clauses(parts) if parts else "no paired evaluation."))
   return out
 
 
@@ -121,35 +124,75 @@ def write_report(work: Path, model: str | None, sft_dir: Path) -> tuple[str, lis
   per_model = stage_values(work)
   table = comparison_table(per_model)
   labelled = {LABELS[s]: v for s, v in per_model.items()}
-  plots = [p for p in (ablation_plots.plot_heldout(labelled, work / "pass_at_1.png",
-                                                   "test split: before and after"),
-                       work / "stepcoder" / "training_curves.png") if p and p.is_file()]
+  plots = [
+    p
+    for p in (
+      ablation_plots.plot_heldout(labelled, work / "pass_at_1.png", "test split: before and after"),
+      work / "stepcoder" / "training_curves.png",
+    )
+    if p and p.is_file()
+  ]
   final = final_model_dir(work)
   text = [
-      "# StepCoder demo: the bundled test split before and after", "",
-      "Greedy decoding. Per stage: mean over problems with a 95% percentile bootstrap interval "
-      f"({stats.RESAMPLES} resamples over problems, seed {stats.SEED}), in %; differences are "
-      "paired (the same resampled problems for both stages), in percentage points, '*' when the "
-      "interval excludes 0. The subtask completes each problem from its last CCCS start point "
-      "(problems without one are left out).", "", table, "",
-      "## What the numbers show", "", *diff_sentences(per_model), "",
-      "## Budget", "", budget_line() + ".", ""]
+    "# StepCoder demo: the bundled test split before and after",
+    "",
+    "Greedy decoding. Per stage: mean over problems with a 95% percentile bootstrap interval "
+    f"({stats.RESAMPLES} resamples over problems, seed {stats.SEED}), in %; differences are "
+    "paired (the same resampled problems for both stages), in percentage points, '*' when the "
+    "interval excludes 0. The subtask completes each problem from its last CCCS start point "
+    "(problems without one are left out).",
+    "",
+    table,
+    "",
+    "## What the numbers show",
+    "",
+    *diff_sentences(per_model),
+    "",
+    "## Budget",
+    "",
+    budget_line() + ".",
+    "",
+  ]
   for m in MEASURES:
     text += [f"## {m} by difficulty", "", measures.model_table(m, per_model), ""]
-  text += ["## Files", "", f"- base model: {model or ModelSpec().path}",
-           f"- SFT model: `{sft_dir}`", f"- final StepCoder model (HF directory): `{final}`",
-           f"- training run: `{work / 'stepcoder'}`",
-           *[f"- plot: `{p}`" for p in plots], ""]
+  text += [
+    "## Files",
+    "",
+    f"- base model: {model or ModelSpec().path}",
+    f"- SFT model: `{sft_dir}`",
+    f"- final StepCoder model (HF directory): `{final}`",
+    f"- training run: `{work / 'stepcoder'}`",
+    *[f"- plot: `{p}`" for p in plots],
+    "",
+  ]
   (work / "report.md").write_text("\n".join(text), encoding="utf-8")
   results, counts = pass_at_1_by_difficulty(per_model)
-  estimates = {s: {m: dataclasses.asdict(stats.mean_ci([v for v, _ in vals[m].values()]))
-                   for m in vals} for s, vals in per_model.items()}
-  diffs = {f"{s}-{b}": {m: dataclasses.asdict(d) for m in MEASURES
-                        if (d := measures.paired(m, per_model, s, b)) is not None}
-           for s, b in DIFFS}
-  (work / "report.json").write_text(json.dumps(
-      {"pass@1": results, "problems": counts, "measures": estimates, "differences": diffs,
-       "final_model": str(final), "plots": [str(p) for p in plots]}, indent=1), encoding="utf-8")
+  estimates = {
+    s: {m: dataclasses.asdict(stats.mean_ci([v for v, _ in vals[m].values()])) for m in vals}
+    for s, vals in per_model.items()
+  }
+  diffs = {
+    f"{s}-{b}": {
+      m: dataclasses.asdict(d)
+      for m in MEASURES
+      if (d := measures.paired(m, per_model, s, b)) is not None
+    }
+    for s, b in DIFFS
+  }
+  (work / "report.json").write_text(
+    json.dumps(
+      {
+        "pass@1": results,
+        "problems": counts,
+        "measures": estimates,
+        "differences": diffs,
+        "final_model": str(final),
+        "plots": [str(p) for p in plots],
+      },
+      indent=1,
+    ),
+    encoding="utf-8",
+  )
   return table, plots
 
 
@@ -177,10 +220,21 @@ def run_demo(work_dir: str, model: str | None = None) -> str:
       _log.info("%s: evaluation done earlier, reused (%s)", stage, out)
       return
     t0 = time.time()
-    rep = eval_run.evaluate(decoder, tokenizer, test_problems, ecfg, pool, out_dir=out,
-                            name="eval", progress=True)
-    eval_run.evaluate(decoder, tokenizer, test_problems, ecfg, pool, out_dir=out,
-                      name="eval_subtask", progress=True, subtask=True, statements=statements)
+    rep = eval_run.evaluate(
+      decoder, tokenizer, test_problems, ecfg, pool, out_dir=out, name="eval", progress=True
+    )
+    eval_run.evaluate(
+      decoder,
+      tokenizer,
+      test_problems,
+      ecfg,
+      pool,
+      out_dir=out,
+      name="eval_subtask",
+      progress=True,
+      subtask=True,
+      statements=statements,
+    )
     stages.write_done(out, {"stage": stage, "wall_s": time.time() - t0})
     _log.info("%s: greedy pass@1 %s", stage, rep.greedy_pass_at_1())
 
@@ -192,10 +246,12 @@ def run_demo(work_dir: str, model: str | None = None) -> str:
     if sft_finished:  # an earlier run finished SFT: reuse it
       models = pipeline.load_policy(str(sft_dir))
     else:
-      sft_lib.run_sft(models.policy, models.tokenizer, train_problems, SFTConfig(), sft_dir,
-                      statements=statements)
-      sft_lib.write_provenance(sft_dir, model, "stepcoder_builtin split train",
-                               len(train_problems), SFTConfig())
+      sft_lib.run_sft(
+        models.policy, models.tokenizer, train_problems, SFTConfig(), sft_dir, statements=statements
+      )
+      sft_lib.write_provenance(
+        sft_dir, model, "stepcoder_builtin split train", len(train_problems), SFTConfig()
+      )
     evaluate("sft", models.policy, models.tokenizer)
     if not (done("stepcoder") and (final / "config.json").is_file()):
       tcfg = dataclasses.replace(TrainConfig(), work_dir=str(work / "stepcoder"))
@@ -203,10 +259,23 @@ def run_demo(work_dir: str, model: str | None = None) -> str:
       pipeline.run_trainer(trainer)  # resumes from the last checkpoint
       policy = trainer.policy_model()
       sft_lib.save(policy, models.tokenizer, final)
-      model_card.write_provenance(final, **final_policy.provenance(
-          trainer, str(sft_dir), f"stepcoder_builtin split train ({len(train_problems)} problems)"))
+      model_card.write_provenance(
+        final,
+        **final_policy.provenance(
+          trainer, str(sft_dir), f"stepcoder_builtin split train ({len(train_problems)} problems)"
+        ),
+      )
       evaluate("stepcoder", policy, models.tokenizer)
 
   table, plots = write_report(work, model, sft_dir)
-  return "\n".join([table, "", budget_line(), f"report: {work / 'report.md'}",
-                    *[f"plot: {p}" for p in plots], f"final model (HF directory): {final}", ""])
+  return "\n".join(
+    [
+      table,
+      "",
+      budget_line(),
+      f"report: {work / 'report.md'}",
+      *[f"plot: {p}" for p in plots],
+      f"final model (HF directory): {final}",
+      "",
+    ]
+  )

@@ -15,6 +15,7 @@ File `<out>/<name>.journal.jsonl`: line 1 is {"fingerprint": hex}; then one line
 {"phase": "temperature" | "greedy", "batch": b, "completions": {row id: text}}. A line cut by
 the kill is dropped when the journal is reopened. The file is deleted once the report is written.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,12 @@ def model_digest(model) -> list[list[float]]:
 
   @jax.jit
   def stats(xs):
-    return jnp.stack([jnp.stack([jnp.sum(x.astype(jnp.float32)),
-                                 jnp.sum(jnp.square(x.astype(jnp.float32)))]) for x in xs])
+    return jnp.stack(
+      [
+        jnp.stack([jnp.sum(x.astype(jnp.float32)), jnp.sum(jnp.square(x.astype(jnp.float32)))])
+        for x in xs
+      ]
+    )
 
   return jax.device_get(stats(leaves)).tolist()
 
@@ -48,9 +53,17 @@ def fingerprint(model, settings: dict[str, Any], rows: Sequence[tuple[int, Seque
   """Hex digest of what decides the samples: the model, `settings` (JSON-able: the EvalConfig,
   the mode) and the (row id, prompt ids) of every row to sample."""
   h = hashlib.sha256()
-  h.update(json.dumps({"model_config": repr(getattr(model, "cfg", None)),
-                       "params": model_digest(model), "settings": settings},
-                      sort_keys=True, default=str).encode())
+  h.update(
+    json.dumps(
+      {
+        "model_config": repr(getattr(model, "cfg", None)),
+        "params": model_digest(model),
+        "settings": settings,
+      },
+      sort_keys=True,
+      default=str,
+    ).encode()
+  )
   for row_id, ids in rows:
     h.update(json.dumps([row_id, list(ids)]).encode())
   return h.hexdigest()
@@ -65,8 +78,9 @@ class Journal:
     self._done: dict[tuple[str, int], dict[int, str]] = self._load()
     self.resumed = len(self._done)
     if self.resumed:
-      _log.info("eval: resuming from %s: %d sampler batch(es) already done", self.path,
-                self.resumed)
+      _log.info(
+        "eval: resuming from %s: %d sampler batch(es) already done", self.path, self.resumed
+      )
     # Rewrite the kept lines (dropping one cut by a kill), then append to that clean file.
     self.path.parent.mkdir(parents=True, exist_ok=True)
     tmp = self.path.with_name(self.path.name + ".tmp")
@@ -86,8 +100,9 @@ class Journal:
     except json.JSONDecodeError:
       head = {}
     if head.get("fingerprint") != self.fingerprint:
-      _log.warning("eval: %s belongs to another model or other settings; sampling afresh",
-                   self.path)
+      _log.warning(
+        "eval: %s belongs to another model or other settings; sampling afresh", self.path
+      )
       return {}
     done = {}
     for text in lines[1:]:
@@ -116,5 +131,9 @@ class Journal:
 
 
 def _line(phase: str, batch: int, texts: dict[int, str]) -> str:
-  return json.dumps({"phase": phase, "batch": batch,
-                     "completions": {str(k): v for k, v in texts.items()}}) + "\n"
+  return (
+    json.dumps(
+      {"phase": phase, "batch": batch, "completions": {str(k): v for k, v in texts.items()}}
+    )
+    + "\n"
+  )

@@ -48,6 +48,7 @@ The `<name>.json` layout, for pairing models problem by problem:
 In the subtask output `tests_share` is the subtask completion's share, and an excluded problem
 has n = c = 0 and nulls.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,6 +85,7 @@ class EvalReport:
       outcome, reward, tests_passed, tests_total, error).
     settings: the EvalConfig used and the effective n and ks.
   """
+
   table: dict[str, dict]
   problems: list[eval_lib.ProblemResult]
   samples: list[dict]
@@ -127,15 +129,23 @@ def sampled_texts(tokenizer, res, rows: Sequence[Row], eos_ids: Sequence[int]) -
   `completion.cut` exactly as training cuts its rollouts, so a sample is judged alike in both."""
   out = {}
   for i, (row_id, prompt_ids, parts) in enumerate(rows):
-    toks = res.tokens[i, :int(res.lengths[i])]
-    out[row_id] = completion.cut(tokenizer, toks, parts.stop, eos_ids, context=parts.text,
-                                 lead=prompt_ids[-1]).text
+    toks = res.tokens[i, : int(res.lengths[i])]
+    out[row_id] = completion.cut(
+      tokenizer, toks, parts.stop, eos_ids, context=parts.text, lead=prompt_ids[-1]
+    ).text
   return out
 
 
-def _sample(model, tokenizer, rows: list[Row], cfg: EvalConfig, temperature: float,
-            seed: int, journal: eval_journal.Journal | None = None,
-            phase: str = "temperature") -> Iterator[dict[int, str]]:
+def _sample(
+  model,
+  tokenizer,
+  rows: list[Row],
+  cfg: EvalConfig,
+  temperature: float,
+  seed: int,
+  journal: eval_journal.Journal | None = None,
+  phase: str = "temperature",
+) -> Iterator[dict[int, str]]:
   """Completion texts of (row id, prompt ids, prompt) rows, one dict per sampler batch.
 
   Batches have a fixed size (the last one padded by repetition) and share one prompt bucket, so
@@ -152,10 +162,13 @@ def _sample(model, tokenizer, rows: list[Row], cfg: EvalConfig, temperature: flo
     return
   eos, pad = sampling.special_ids(model.cfg, tokenizer)
   longest = max(len(ids) for _, ids, _ in rows)
-  scfg = SamplingConfig(temperature=temperature, top_p=cfg.top_p if temperature > 0 else 1.0,
-                        top_k=cfg.top_k if temperature > 0 else 0,
-                        max_new_tokens=cfg.max_new_tokens,
-                        min_prompt_bucket=sampling.bucket(longest, 16))
+  scfg = SamplingConfig(
+    temperature=temperature,
+    top_p=cfg.top_p if temperature > 0 else 1.0,
+    top_k=cfg.top_k if temperature > 0 else 0,
+    max_new_tokens=cfg.max_new_tokens,
+    min_prompt_bucket=sampling.bucket(longest, 16),
+  )
   bs = max(1, min(cfg.batch_size, len(rows)))
   key = jax.random.key(seed)
   batches = range(0, len(rows), bs)
@@ -164,7 +177,7 @@ def _sample(model, tokenizer, rows: list[Row], cfg: EvalConfig, temperature: flo
     if done is not None:
       yield done
       continue
-    chunk = rows[start:start + bs]
+    chunk = rows[start : start + bs]
     ids = [r[1] for r in chunk] + [chunk[0][1]] * (bs - len(chunk))
     res = sampling.generate_ids(model, ids, scfg, jax.random.fold_in(key, b), eos, pad)
     texts = sampled_texts(tokenizer, res, chunk, eos)
@@ -174,8 +187,9 @@ def _sample(model, tokenizer, rows: list[Row], cfg: EvalConfig, temperature: flo
     yield texts
 
 
-def problem_prompts(problems: Sequence[Problem], tokenizer, cfg: EvalConfig
-                    ) -> list[tuple[prompts_lib.PromptParts, list[int]] | None]:
+def problem_prompts(
+  problems: Sequence[Problem], tokenizer, cfg: EvalConfig
+) -> list[tuple[prompts_lib.PromptParts, list[int]] | None]:
   """The s* = 0 prompt (question + starter code) of each problem and its ids, fitted into
   `cfg.max_prompt_tokens` as training fits it (`prompts.fit_prompt`); None when it cannot fit
   (its samples then count as failures)."""
@@ -198,8 +212,9 @@ def subtask_prefix(problem: Problem, statements: str) -> str | None:
   return cur.prefix_at(problem, 0)
 
 
-def subtask_prompts(problems: Sequence[Problem], tokenizer, cfg: EvalConfig, statements: str
-                    ) -> tuple[list[tuple[prompts_lib.PromptParts, list[int]] | None], set[int]]:
+def subtask_prompts(
+  problems: Sequence[Problem], tokenizer, cfg: EvalConfig, statements: str
+) -> tuple[list[tuple[prompts_lib.PromptParts, list[int]] | None], set[int]]:
   """(prompt per problem as `problem_prompts` gives it, indexes of problems without a
   curriculum). The prompt is the trainer's own (`prompts.fit_prompt`) at the subtask's stage, so
   the question is shortened exactly as in training; None also when it cannot fit."""
@@ -217,14 +232,26 @@ def subtask_prompts(problems: Sequence[Problem], tokenizer, cfg: EvalConfig, sta
 
 def tests_share(rows: Sequence[dict]) -> float:
   """Mean share of unit tests passed over judged sample rows (0 for a problem without tests)."""
-  return sum(r["tests_passed"] / r["tests_total"] if r["tests_total"] else 0.0
-             for r in rows) / max(1, len(rows))
+  return sum(r["tests_passed"] / r["tests_total"] if r["tests_total"] else 0.0 for r in rows) / max(
+    1, len(rows)
+  )
 
 
-def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, pool, *,
-             out_dir: str | Path | None = None, name: str = "eval",
-             completion_fn: CompletionFn | None = None, progress: bool = False,
-             subtask: bool = False, statements: str = "if", resume: bool = False) -> EvalReport:
+def evaluate(
+  model,
+  tokenizer,
+  problems: Sequence[Problem],
+  cfg: EvalConfig,
+  pool,
+  *,
+  out_dir: str | Path | None = None,
+  name: str = "eval",
+  completion_fn: CompletionFn | None = None,
+  progress: bool = False,
+  subtask: bool = False,
+  statements: str = "if",
+  resume: bool = False,
+) -> EvalReport:
   """pass@k (n samples), greedy pass@1 and tests passed of `model` on `problems`, by difficulty.
 
   Args:
@@ -248,14 +275,18 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
 
   problems = list(problems)
   if cfg.max_problems > 0:
-    problems = problems[:cfg.max_problems]
+    problems = problems[: cfg.max_problems]
   excluded: set[int] = set()
   if subtask:
     cfg = dataclasses.replace(cfg, temperature=0.0, num_samples=1, ks=(1,))
     fits, excluded = subtask_prompts(problems, tokenizer, cfg, statements)
     if excluded:
-      _log.info("eval: %d of %d problems have no CCCS subtask (%s statements), excluded",
-                len(excluded), len(problems), statements)
+      _log.info(
+        "eval: %d of %d problems have no CCCS subtask (%s statements), excluded",
+        len(excluded),
+        len(problems),
+        statements,
+      )
   else:
     fits = problem_prompts(problems, tokenizer, cfg)
   n, ks, extra_greedy = effective_samples(cfg)
@@ -264,31 +295,53 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
   prompt_ids = [f[1] if f else None for f in fits]
   too_long = {i for i, f in enumerate(fits) if f is None and i not in excluded}
   if too_long:
-    _log.warning("eval: %d prompt(s) longer than %d tokens count as failures: %s", len(too_long),
-                 cfg.max_prompt_tokens, ", ".join(problems[i].id for i in sorted(too_long)[:5]))
+    _log.warning(
+      "eval: %d prompt(s) longer than %d tokens count as failures: %s",
+      len(too_long),
+      cfg.max_prompt_tokens,
+      ", ".join(problems[i].id for i in sorted(too_long)[:5]),
+    )
 
   # Row id = problem index * per_problem + sample index (sample n is the extra greedy one).
   journal = None
   sampled = [i for i in range(len(problems)) if fits[i] is not None]
   if completion_fn is not None:
-    chunks: Iterable[dict[int, str]] = [{
-        i * per_problem + s: prompts_lib.strip_stop(completion_fn(problems[i], prompts[i], s),
-                                                    prompts[i].stop)
-        for i in sampled for s in range(per_problem)}]
+    chunks: Iterable[dict[int, str]] = [
+      {
+        i * per_problem + s: prompts_lib.strip_stop(
+          completion_fn(problems[i], prompts[i], s), prompts[i].stop
+        )
+        for i in sampled
+        for s in range(per_problem)
+      }
+    ]
   else:
-    temp_rows = [(i * per_problem + s, prompt_ids[i], prompts[i])
-                 for i in sampled for s in range(n)]
-    greedy_rows = [(i * per_problem + n, prompt_ids[i], prompts[i])
-                   for i in sampled] if extra_greedy else []
+    temp_rows = [
+      (i * per_problem + s, prompt_ids[i], prompts[i]) for i in sampled for s in range(n)
+    ]
+    greedy_rows = (
+      [(i * per_problem + n, prompt_ids[i], prompts[i]) for i in sampled] if extra_greedy else []
+    )
     if resume and out_dir is not None:
       key = eval_journal.fingerprint(
-          model, {"config": dataclasses.asdict(cfg), "subtask": subtask, "statements": statements},
-          [(r[0], r[1]) for r in temp_rows + greedy_rows])
+        model,
+        {"config": dataclasses.asdict(cfg), "subtask": subtask, "statements": statements},
+        [(r[0], r[1]) for r in temp_rows + greedy_rows],
+      )
       journal = eval_journal.Journal(Path(out_dir) / f"{name}.journal.jsonl", key)
     chunks = itertools.chain(
-        _sample(model, tokenizer, temp_rows, cfg, max(cfg.temperature, 0.0), cfg.seed, journal,
-                "temperature"),
-        _sample(model, tokenizer, greedy_rows, cfg, 0.0, cfg.seed, journal, "greedy"))
+      _sample(
+        model,
+        tokenizer,
+        temp_rows,
+        cfg,
+        max(cfg.temperature, 0.0),
+        cfg.seed,
+        journal,
+        "temperature",
+      ),
+      _sample(model, tokenizer, greedy_rows, cfg, 0.0, cfg.seed, journal, "greedy"),
+    )
 
   # Judge each chunk as soon as it is sampled: the pool works while the sampler runs.
   completions: dict[int, str] = {}
@@ -297,8 +350,14 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
     for chunk in chunks:
       ids = sorted(chunk)
       completions.update(chunk)
-      jobs = [Job(problem=problems[r // per_problem], completion=chunk[r],
-                  prefix=prompts[r // per_problem].code_prefix) for r in ids]
+      jobs = [
+        Job(
+          problem=problems[r // per_problem],
+          completion=chunk[r],
+          prefix=prompts[r // per_problem].code_prefix,
+        )
+        for r in ids
+      ]
       if jobs:
         pending.append((ids, pool.submit(jobs)))
     verdicts = {}
@@ -320,28 +379,51 @@ def evaluate(model, tokenizer, problems: Sequence[Problem], cfg: EvalConfig, poo
     for s in range(per_problem):
       r = i * per_problem + s
       v = verdicts.get(r)
-      row = {"problem_id": p.id, "difficulty": p.difficulty, "sample": s,
-             "greedy": s == n or cfg.temperature <= 0.0, "completion": completions.get(r, ""),
-             "outcome": v.outcome if v is not None else PROMPT_TOO_LONG,
-             "reward": v.reward if v is not None else None,
-             "tests_passed": v.tests_passed if v is not None else 0,
-             "tests_total": v.tests_total if v is not None else p.num_tests,
-             "error": v.error if v is not None else ""}
+      row = {
+        "problem_id": p.id,
+        "difficulty": p.difficulty,
+        "sample": s,
+        "greedy": s == n or cfg.temperature <= 0.0,
+        "completion": completions.get(r, ""),
+        "outcome": v.outcome if v is not None else PROMPT_TOO_LONG,
+        "reward": v.reward if v is not None else None,
+        "tests_passed": v.tests_passed if v is not None else 0,
+        "tests_total": v.tests_total if v is not None else p.num_tests,
+        "error": v.error if v is not None else "",
+      }
       samples.append(row)
       rows.append(row)
       passed.append(row["outcome"] == "passed")
     greedy = passed[n] if extra_greedy else (passed[0] if cfg.temperature <= 0.0 else None)
     share_rows = rows[n:] if extra_greedy else rows[:1] if cfg.temperature <= 0.0 else rows
-    results.append(eval_lib.ProblemResult(problem_id=p.id, difficulty=p.difficulty, n=n,
-                                          c=sum(passed[:n]), greedy_passed=greedy,
-                                          tests_share=tests_share(share_rows)))
+    results.append(
+      eval_lib.ProblemResult(
+        problem_id=p.id,
+        difficulty=p.difficulty,
+        n=n,
+        c=sum(passed[:n]),
+        greedy_passed=greedy,
+        tests_share=tests_share(share_rows),
+      )
+    )
   table = eval_lib.aggregate([r for r in results if r.n > 0], ks)
-  settings = {"config": dataclasses.asdict(cfg), "n": n, "ks": list(ks),
-              "extra_greedy_sample": extra_greedy, "problems": len(problems),
-              "prompt_too_long": len(too_long), "mode": "subtask" if subtask else "problem"}
+  settings = {
+    "config": dataclasses.asdict(cfg),
+    "n": n,
+    "ks": list(ks),
+    "extra_greedy_sample": extra_greedy,
+    "problems": len(problems),
+    "prompt_too_long": len(too_long),
+    "mode": "subtask" if subtask else "problem",
+  }
   if subtask:
-    settings.update({"statements": statements, "subtask_excluded": len(excluded),
-                     "subtask_excluded_ids": [problems[i].id for i in sorted(excluded)]})
+    settings.update(
+      {
+        "statements": statements,
+        "subtask_excluded": len(excluded),
+        "subtask_excluded_ids": [problems[i].id for i in sorted(excluded)],
+      }
+    )
   report = EvalReport(table=table, problems=results, samples=samples, settings=settings)
   if out_dir is not None:
     write_report(report, out_dir, name)
@@ -358,12 +440,19 @@ def write_report(report: EvalReport, out_dir: str | Path, name: str = "eval") ->
   title = f"pass@k by difficulty (n = {n}, temperature {report.settings['config']['temperature']})"
   subtask = report.settings.get("mode") == "subtask"
   if subtask:
-    title = (f"the last-start-point subtask, greedy ({report.settings['subtask_excluded']} "
-             "problem(s) without a curriculum excluded)")
+    title = (
+      f"the last-start-point subtask, greedy ({report.settings['subtask_excluded']} "
+      "problem(s) without a curriculum excluded)"
+    )
   md, js = eval_lib.write_tables(
-      report.table, out / name, title=title,
-      extra={"settings": report.settings,
-             "problems": [problem_record(r, subtask) for r in report.problems]})
+    report.table,
+    out / name,
+    title=title,
+    extra={
+      "settings": report.settings,
+      "problems": [problem_record(r, subtask) for r in report.problems],
+    },
+  )
   sp = out / f"{name}_samples.jsonl"
   with open(sp, "w", encoding="utf-8") as f:
     for row in report.samples:

@@ -4,6 +4,7 @@
 `generate` take it as it is; the provenance (models/model_card.py) lets `export` write a model
 card saying what the model was made from and how.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,11 @@ def save(trainer, tokenizer, parent: str | None = None, data: str | None = None)
   from stepcoder_jax.runs import sft
 
   if jax.process_count() > 1:
-    _log.info("multi-host run: export the final checkpoint with "
-              "`stepcoder-jax export --model %s --out DIR`", trainer.cfg.work_dir)
+    _log.info(
+      "multi-host run: export the final checkpoint with "
+      "`stepcoder-jax export --model %s --out DIR`",
+      trainer.cfg.work_dir,
+    )
     return None
   out = sft.save(trainer.policy_model(), tokenizer, final_model_dir(trainer.cfg.work_dir))
   model_card.write_provenance(out, **provenance(trainer, parent, data))
@@ -42,17 +46,29 @@ def provenance(trainer, parent: str | None, data: str | None) -> dict:
   """The model card's account of an RL run: where it started, on what, with which settings."""
   t, p = trainer.cfg, trainer.ppo_cfg
   cccs, fgo_on = trainer.cccs_cfg.enabled, FGOConfig().enabled
-  name = (("PPO" if p.advantage == "gae" else p.advantage.upper())
-          + (" + CCCS" if cccs else "") + (" + FGO" if fgo_on else ""))
+  name = (
+    ("PPO" if p.advantage == "gae" else p.advantage.upper())
+    + (" + CCCS" if cccs else "")
+    + (" + FGO" if fgo_on else "")
+  )
   if name == "PPO + CCCS + FGO":
     name = "StepCoder (PPO + CCCS + FGO)"
   base = model_card.read_provenance(parent).get("base_model") if parent else None
-  return {"base_model": base or parent, "parent": parent if base else None, "data": data,
-          "method": f"{name} on unit-test rewards (stepcoder_jax train), "
-                    f"{trainer.iteration} iteration{'' if trainer.iteration == 1 else 's'}",
-          "settings": {"train.num_iterations": t.num_iterations,
-                       "train.problems_per_iteration": t.problems_per_iteration,
-                       "train.samples_per_problem": t.samples_per_problem,
-                       "train.max_new_tokens": t.max_new_tokens,
-                       "ppo.advantage": p.advantage, "ppo.policy_lr": p.policy_lr,
-                       "ppo.kl_coef": p.kl_coef, "cccs.enabled": cccs, "fgo.enabled": fgo_on}}
+  return {
+    "base_model": base or parent,
+    "parent": parent if base else None,
+    "data": data,
+    "method": f"{name} on unit-test rewards (stepcoder_jax train), "
+    f"{trainer.iteration} iteration{'' if trainer.iteration == 1 else 's'}",
+    "settings": {
+      "train.num_iterations": t.num_iterations,
+      "train.problems_per_iteration": t.problems_per_iteration,
+      "train.samples_per_problem": t.samples_per_problem,
+      "train.max_new_tokens": t.max_new_tokens,
+      "ppo.advantage": p.advantage,
+      "ppo.policy_lr": p.policy_lr,
+      "ppo.kl_coef": p.kl_coef,
+      "cccs.enabled": cccs,
+      "fgo.enabled": fgo_on,
+    },
+  }

@@ -6,6 +6,7 @@ Multi-host: `train` first joins jax.distributed (`sharding.distributed_init`, fr
 same model and problems and opens its own execution pool for its own rollout rows; only process 0
 writes files other than checkpoints (orbax writes its shards from every process).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,57 +33,94 @@ def load_policy(path: str | None = None, spec: ModelSpec | None = None):
   from stepcoder_jax.runs.trainer import Models
 
   spec = spec or ModelSpec()
-  cfg, decoder, tok = loading.load_model(path or spec.path, dtype=spec.dtype,
-                                         param_dtype=spec.param_dtype)
+  cfg, decoder, tok = loading.load_model(
+    path or spec.path, dtype=spec.dtype, param_dtype=spec.param_dtype
+  )
   if tok is None:
     from stepcoder_jax.errors import UserError
+
     raise UserError(f"{path or spec.path}: no tokenizer files next to the model")
   flags = {k: True for k in ("remat", "scan_layers") if getattr(spec, k) and not getattr(cfg, k)}
   if flags or spec.output_vocab is not None:
     from stepcoder_jax.models import output_vocab
     from stepcoder_jax.sampling import special_ids
+
     cfg = dataclasses.replace(cfg, **flags)
     cfg = output_vocab.apply(cfg, spec.output_vocab, required=special_ids(cfg, tok)[0])
     decoder.cfg = cfg
   return Models(cfg=cfg, policy=decoder, tokenizer=tok)
 
 
-def load_split(split: str, dataset: str | None = None, data_dir: str | None = None,
-               manual_dir: str | None = None, dc: DatasetConfig | None = None) -> list[Problem]:
+def load_split(
+  split: str,
+  dataset: str | None = None,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+  dc: DatasetConfig | None = None,
+) -> list[Problem]:
   from stepcoder_jax.data import load
 
   dc = dc or DatasetConfig()
-  return load.load_problems(dataset or dc.name, split, data_dir=data_dir or dc.data_dir,
-                            manual_dir=manual_dir or dc.manual_dir)
+  return load.load_problems(
+    dataset or dc.name,
+    split,
+    data_dir=data_dir or dc.data_dir,
+    manual_dir=manual_dir or dc.manual_dir,
+  )
 
 
 def open_pool(cfg: ExecutionConfig | None = None):
   """A started ExecutionPool from gin's `execution` config (use as a context manager)."""
   from stepcoder_jax.execution import ExecutionPool
+
   pool = ExecutionPool(cfg or ExecutionConfig())
   pool.start()
   return pool
 
 
-def make_trainer(cfg: TrainConfig, models, problems: list[Problem], pool,
-                 eval_problems: list[Problem] | None = None,
-                 allow_changed_settings: bool = False):
+def make_trainer(
+  cfg: TrainConfig,
+  models,
+  problems: list[Problem],
+  pool,
+  eval_problems: list[Problem] | None = None,
+  allow_changed_settings: bool = False,
+):
   """A Trainer from gin's ppo/cccs/fgo/mesh/checkpoint/eval configs (gin is read here, at the
   entry point, and nowhere below). Its run records the operative config (one segment per
   resume: runs/train_settings.py)."""
   from stepcoder_jax.runs.trainer import Trainer
 
-  return Trainer(models, problems, cfg=cfg, ppo_cfg=PPOConfig(), cccs_cfg=CCCSConfig(),
-                 fgo_cfg=FGOConfig(), mesh_cfg=MeshConfig(), ckpt_cfg=CheckpointConfig(),
-                 pool=pool, eval_cfg=EvalConfig(), eval_problems=eval_problems,
-                 allow_changed_settings=allow_changed_settings)
+  return Trainer(
+    models,
+    problems,
+    cfg=cfg,
+    ppo_cfg=PPOConfig(),
+    cccs_cfg=CCCSConfig(),
+    fgo_cfg=FGOConfig(),
+    mesh_cfg=MeshConfig(),
+    ckpt_cfg=CheckpointConfig(),
+    pool=pool,
+    eval_cfg=EvalConfig(),
+    eval_problems=eval_problems,
+    allow_changed_settings=allow_changed_settings,
+  )
 
 
 # What a reader of a run needs on one page: reward and pass rate (all rows, and the rows at
 # s* = 0), how far the curriculum got (problems at s* = 0), the KL to the reference policy,
 # entropy, FGO mask density, response length and the share of responses cut by max_new_tokens.
-CURVES = ("reward_mean", "pass_rate", "pass_rate_final", "cccs/final", "ppo/ref_kl",
-          "ppo/entropy", "fgo_mask_density", "response_tokens_mean", "truncated_rate")
+CURVES = (
+  "reward_mean",
+  "pass_rate",
+  "pass_rate_final",
+  "cccs/final",
+  "ppo/ref_kl",
+  "ppo/entropy",
+  "fgo_mask_density",
+  "response_tokens_mean",
+  "truncated_rate",
+)
 
 
 def run_trainer(trainer) -> list[dict]:
@@ -97,16 +135,28 @@ def run_trainer(trainer) -> list[dict]:
   if jax.process_index() == 0 and jsonl.exists():
     # ppo/ref_kl (to the SFT reference), not ppo/approx_kl: with one epoch of one minibatch the
     # new/old ratio is 1 at the only update, so approx_kl is zero by construction.
-    metrics_lib.plot_curves(jsonl, work / "training_curves.png", CURVES,
-                            title=f"training curves of {work.name} (per iteration)")
+    metrics_lib.plot_curves(
+      jsonl,
+      work / "training_curves.png",
+      CURVES,
+      title=f"training curves of {work.name} (per iteration)",
+    )
   return history
 
 
-def train(cfg: TrainConfig | None = None, *, model: str | None = None,
-          models=None, problems: list[Problem] | None = None, dataset: str | None = None,
-          data_dir: str | None = None, manual_dir: str | None = None, pool=None,
-          data_source: str | None = None,
-          allow_changed_settings: bool = False) -> list[dict]:
+def train(
+  cfg: TrainConfig | None = None,
+  *,
+  model: str | None = None,
+  models=None,
+  problems: list[Problem] | None = None,
+  dataset: str | None = None,
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+  pool=None,
+  data_source: str | None = None,
+  allow_changed_settings: bool = False,
+) -> list[dict]:
   """Run (or resume) StepCoder training; returns the per-iteration metrics (the same on every
   process; those of the end-of-run evaluation only on process 0). The final policy goes to
   <work_dir>/model with its provenance (`data_source` describes the problems given). A resume
@@ -122,21 +172,27 @@ def train(cfg: TrainConfig | None = None, *, model: str | None = None,
   exec_cfg = pool.cfg if pool is not None else ExecutionConfig()
   fgo.check_config(FGOConfig().enabled, exec_cfg.coverage)
   dc = DatasetConfig()
-  problems = problems if problems is not None else load_split(
-      dc.train_split, dataset, data_dir, manual_dir, dc)
-  eval_problems = load_split(EvalConfig().split or dc.eval_split, dataset, data_dir, manual_dir,
-                             dc) if cfg.eval_every else None
+  problems = (
+    problems
+    if problems is not None
+    else load_split(dc.train_split, dataset, data_dir, manual_dir, dc)
+  )
+  eval_problems = (
+    load_split(EvalConfig().split or dc.eval_split, dataset, data_dir, manual_dir, dc)
+    if cfg.eval_every
+    else None
+  )
   models = models or load_policy(model)
   own_pool = pool is None
   pool = pool or open_pool()
   try:
     trainer = make_trainer(cfg, models, problems, pool, eval_problems, allow_changed_settings)
     history = run_trainer(trainer)
-    data = data_source or (f"{dataset or dc.name} split {dc.train_split}"
-                           f" ({len(problems)} problems)")
+    data = data_source or (
+      f"{dataset or dc.name} split {dc.train_split} ({len(problems)} problems)"
+    )
     final_policy.save(trainer, models.tokenizer, parent=model or ModelSpec().path, data=data)
     return history
   finally:
     if own_pool:
       pool.close()
-

@@ -32,6 +32,7 @@ checkpoints are deleted once the run has finished.
 saving) is plain host code. Shapes are fixed for the whole run (buckets over all examples), so the
 step compiles once.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,13 +60,19 @@ from stepcoder_jax.runs.config import SFTConfig
 _log = logging.getLogger(__name__)
 
 CLOSING_FENCE = "```"
-SKIP_REASONS = ("no_solution", "prompt_too_long", "prefix_mismatch", "too_long",
-                "outside_output_vocab")
+SKIP_REASONS = (
+  "no_solution",
+  "prompt_too_long",
+  "prefix_mismatch",
+  "too_long",
+  "outside_output_vocab",
+)
 
 
 @dataclasses.dataclass
 class SFTExample:
   """One (prompt, target) pair in token ids; the target is the only thing trained on."""
+
   problem_id: str
   prompt_ids: list[int]
   target_ids: list[int]
@@ -80,7 +87,7 @@ def target_text(solution: str, code_prefix: str) -> str | None:
   """
   if not solution.strip() or not solution.startswith(code_prefix):
     return None
-  rest = solution[len(code_prefix):]
+  rest = solution[len(code_prefix) :]
   return rest + (CLOSING_FENCE if rest.endswith("\n") else "\n" + CLOSING_FENCE)
 
 
@@ -92,12 +99,16 @@ def stage_prefixes(problem: Problem, statements: str | None) -> list[str]:
   return [cur.prefix_at(problem, k) for k in range(cur.register(problem).num_stages)]
 
 
-def build_examples(problems: Sequence[Problem], tokenizer, *, style: str = "plain",
-                   max_len: int = 512,
-                   max_prompt_tokens: int | None = None,
-                   statements: str | None = None,
-                   output_vocab: Collection[int] | None = None
-                   ) -> tuple[list[SFTExample], dict[str, list[str]]]:
+def build_examples(
+  problems: Sequence[Problem],
+  tokenizer,
+  *,
+  style: str = "plain",
+  max_len: int = 512,
+  max_prompt_tokens: int | None = None,
+  statements: str | None = None,
+  output_vocab: Collection[int] | None = None,
+) -> tuple[list[SFTExample], dict[str, list[str]]]:
   """SFT examples of `problems` and the ids skipped, by reason.
 
   `statements` ('if' or 'branching', as `cccs.statements`) adds an example per CCCS stage before
@@ -148,10 +159,16 @@ def build_examples(problems: Sequence[Problem], tokenizer, *, style: str = "plai
   return examples, skipped
 
 
-def pack_examples(examples: Sequence[SFTExample], pad_id: int, prompt_len: int,
-                  response_len: int) -> dict[str, np.ndarray]:
-  return batching.pack([e.prompt_ids for e in examples], [e.target_ids for e in examples],
-                       pad_id=pad_id, prompt_len=prompt_len, response_len=response_len)
+def pack_examples(
+  examples: Sequence[SFTExample], pad_id: int, prompt_len: int, response_len: int
+) -> dict[str, np.ndarray]:
+  return batching.pack(
+    [e.prompt_ids for e in examples],
+    [e.target_ids for e in examples],
+    pad_id=pad_id,
+    prompt_len=prompt_len,
+    response_len=response_len,
+  )
 
 
 def example_shapes(examples: Sequence[SFTExample], multiple: int = 16) -> tuple[int, int]:
@@ -160,17 +177,22 @@ def example_shapes(examples: Sequence[SFTExample], multiple: int = 16) -> tuple[
   Shapes are fixed for the whole run (one compile), so they need not be powers of two; the
   tighter fit matters on CPU, where every padded column costs a full forward and backward.
   """
+
   def up(n: int) -> int:
     return -(-max(1, n) // multiple) * multiple
-  return (up(max(len(e.prompt_ids) for e in examples)),
-          up(max(len(e.target_ids) for e in examples)))
+
+  return (
+    up(max(len(e.prompt_ids) for e in examples)),
+    up(max(len(e.target_ids) for e in examples)),
+  )
 
 
 # ----------------------------------------------------------------------------- device side
 
 
-def nll(model, batch: dict[str, jax.Array], chunk: int,
-        prompt_len: int | None = None) -> tuple[jax.Array, jax.Array]:
+def nll(
+  model, batch: dict[str, jax.Array], chunk: int, prompt_len: int | None = None
+) -> tuple[jax.Array, jax.Array]:
   """(mean NLL per target token, target token count) of a packed batch under `model`.
 
   `prompt_len` (static): the prompt bucket, where every row's target starts; the output
@@ -180,8 +202,15 @@ def nll(model, batch: dict[str, jax.Array], chunk: int,
   # scores: SFT then fits the distribution RL starts from, and the output projection costs
   # |subset| / V of the full one (Gemma 3: 13%; most of a 270M model's FLOPs are that projection).
   # build_examples drops the examples whose targets leave the subset.
-  logp = policy_logprobs(model, batch["tokens"], batch["positions"], batch["attention_mask"],
-                         chunk=chunk, with_entropy=False, response_start=prompt_len)
+  logp = policy_logprobs(
+    model,
+    batch["tokens"],
+    batch["positions"],
+    batch["attention_mask"],
+    chunk=chunk,
+    with_entropy=False,
+    response_start=prompt_len,
+  )
   mask = batch["response_mask"].astype(jnp.float32)
   count = jnp.sum(mask)
   return -jnp.sum(logp * mask) / jnp.maximum(count, 1.0), count
@@ -192,8 +221,8 @@ def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
   sched = optax.constant_schedule(cfg.learning_rate)
   if cfg.warmup_steps > 0:
     sched = optax.join_schedules(
-        [optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps), sched],
-        [cfg.warmup_steps])
+      [optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps), sched], [cfg.warmup_steps]
+    )
   parts = [optax.clip_by_global_norm(cfg.max_grad_norm)] if cfg.max_grad_norm > 0 else []
   parts.append(optax.adamw(sched, weight_decay=cfg.weight_decay))
   return optax.chain(*parts)
@@ -203,10 +232,11 @@ def make_optimizer(cfg: SFTConfig) -> optax.GradientTransformation:
 class SFTShardings:
   """Where SFT's arrays live on the mesh: the PPO step's mesh and logical-axis rules
   (`sft_shardings`), so a model that trains under PPO on a slice also fine-tunes there."""
+
   params: Any
   opt_state: Any
   rest: Any
-  batch: Any          # one sharding for every [B, T] batch array (rows over the batch axes)
+  batch: Any  # one sharding for every [B, T] batch array (rows over the batch axes)
   replicated: Any
 
 
@@ -215,17 +245,25 @@ def sft_shardings(mesh, rules, params, opt_state, rest) -> SFTShardings:
   state's (`spmd.make_placement`): parameters by their axes, Adam moments like their
   parameter, batch rows split over the batch mesh axes."""
   from stepcoder_jax import sharding
+
   p_sh = sharding.state_shardings(params, mesh, rules)
-  return SFTShardings(params=p_sh,
-                      opt_state=sharding.opt_state_shardings(opt_state, params, p_sh, mesh),
-                      rest=sharding.state_shardings(rest, mesh, rules),
-                      batch=sharding.batch_sharding(mesh, rules, 2),
-                      replicated=sharding.replicated(mesh))
+  return SFTShardings(
+    params=p_sh,
+    opt_state=sharding.opt_state_shardings(opt_state, params, p_sh, mesh),
+    rest=sharding.state_shardings(rest, mesh, rules),
+    batch=sharding.batch_sharding(mesh, rules, 2),
+    replicated=sharding.replicated(mesh),
+  )
 
 
-def make_sft_step(graphdef, rest, tx: optax.GradientTransformation, chunk: int,
-                  prompt_len: int | None = None, shardings: SFTShardings | None = None
-                  ) -> Callable[[Any, Any, dict], tuple[Any, Any, dict]]:
+def make_sft_step(
+  graphdef,
+  rest,
+  tx: optax.GradientTransformation,
+  chunk: int,
+  prompt_len: int | None = None,
+  shardings: SFTShardings | None = None,
+) -> Callable[[Any, Any, dict], tuple[Any, Any, dict]]:
   """The jitted pure `sft_step(params, opt_state, batch) -> (params, opt_state, metrics)`.
 
   `shardings`: the state's and the batch's placement (`sft_shardings`); None lets jit follow
@@ -240,14 +278,19 @@ def make_sft_step(graphdef, rest, tx: optax.GradientTransformation, chunk: int,
     (loss, count), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, batch)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return params, opt_state, {"loss": loss, "target_tokens": count,
-                               "grad_norm": optax.tree.norm(grads)}
+    return (
+      params,
+      opt_state,
+      {"loss": loss, "target_tokens": count, "grad_norm": optax.tree.norm(grads)},
+    )
 
   kw = {}
   if shardings is not None:
     s = shardings
-    kw = {"in_shardings": (s.params, s.opt_state, s.rest, s.batch),
-          "out_shardings": (s.params, s.opt_state, s.replicated)}
+    kw = {
+      "in_shardings": (s.params, s.opt_state, s.rest, s.batch),
+      "out_shardings": (s.params, s.opt_state, s.replicated),
+    }
   jitted = jax.jit(step, donate_argnums=(0, 1), **kw)
 
   def sft_step(params, opt_state, batch):
@@ -259,8 +302,9 @@ def make_sft_step(graphdef, rest, tx: optax.GradientTransformation, chunk: int,
 
 def make_eval_nll(graphdef, rest, chunk: int, prompt_len: int | None = None):
   """Jitted `(params, batch) -> mean NLL` (no update), for before/after measurements."""
-  return jax.jit(lambda params, batch: nll(nnx.merge(graphdef, params, rest), batch, chunk,
-                                           prompt_len)[0])
+  return jax.jit(
+    lambda params, batch: nll(nnx.merge(graphdef, params, rest), batch, chunk, prompt_len)[0]
+  )
 
 
 # ----------------------------------------------------------------------------- host loop
@@ -274,12 +318,18 @@ def batch_order(n_examples: int, batch_size: int, steps: int, seed: int) -> np.n
   return np.concatenate(epochs)[:need].reshape(steps, batch_size)
 
 
-def dataset_nll(eval_fn, params, examples: Sequence[SFTExample], pad_id: int,
-                shapes: tuple[int, int], batch_size: int) -> float:
+def dataset_nll(
+  eval_fn,
+  params,
+  examples: Sequence[SFTExample],
+  pad_id: int,
+  shapes: tuple[int, int],
+  batch_size: int,
+) -> float:
   """Token-weighted mean NLL of the targets of `examples` (padding rows repeat example 0)."""
   total, count = 0.0, 0
   for i in range(0, len(examples), batch_size):
-    chunk = list(examples[i:i + batch_size])
+    chunk = list(examples[i : i + batch_size])
     real = len(chunk)
     chunk += [chunk[0]] * (batch_size - real)  # fixed shape; the extra rows are dropped below
     b = pack_examples(chunk, pad_id, *shapes)
@@ -290,10 +340,18 @@ def dataset_nll(eval_fn, params, examples: Sequence[SFTExample], pad_id: int,
   return total / max(count, 1)
 
 
-def run_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
-            out_dir: str | Path | None, *, progress: bool = True, statements: str = "if",
-            val_problems: Sequence[Problem] | None = None,
-            mesh_cfg: MeshConfig | None = None) -> Any:
+def run_sft(
+  model,
+  tokenizer,
+  problems: Sequence[Problem],
+  cfg: SFTConfig,
+  out_dir: str | Path | None,
+  *,
+  progress: bool = True,
+  statements: str = "if",
+  val_problems: Sequence[Problem] | None = None,
+  mesh_cfg: MeshConfig | None = None,
+) -> Any:
   """Fine-tune `model` (a Decoder, updated in place) on the canonical solutions of `problems`.
 
   With `cfg.cccs_stages`, also on every CCCS stage prefix under gin's `cccs.statements` (the same
@@ -307,8 +365,17 @@ def run_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   Returns:
     the model (the same object, with the trained parameters).
   """
-  return train_sft(model, tokenizer, problems, cfg, out_dir, progress=progress,
-                   statements=statements, val_problems=val_problems, mesh_cfg=mesh_cfg)[0]
+  return train_sft(
+    model,
+    tokenizer,
+    problems,
+    cfg,
+    out_dir,
+    progress=progress,
+    statements=statements,
+    val_problems=val_problems,
+    mesh_cfg=mesh_cfg,
+  )[0]
 
 
 class EarlyStop:
@@ -320,10 +387,10 @@ class EarlyStop:
 
   def __init__(self, patience: int, min_delta: float):
     self.patience, self.min_delta = patience, min_delta
-    self.history: list[dict] = []   # {"step", "val_nll"} per evaluation
+    self.history: list[dict] = []  # {"step", "val_nll"} per evaluation
     self.best_step: int | None = None
     self.best: float | None = None
-    self.bad = 0                    # evaluations since the last improvement
+    self.bad = 0  # evaluations since the last improvement
 
   def update(self, step: int, val_nll: float) -> bool:
     """Record one evaluation; True when it is the new best."""
@@ -340,8 +407,12 @@ class EarlyStop:
 
   def to_json(self) -> dict:
     """The state a resumed run needs (patience and min_delta come from its config)."""
-    return {"history": self.history, "best_step": self.best_step, "best": self.best,
-            "bad": self.bad}
+    return {
+      "history": self.history,
+      "best_step": self.best_step,
+      "best": self.best,
+      "bad": self.bad,
+    }
 
   def load_json(self, d: dict) -> None:
     self.history = [dict(h) for h in d["history"]]
@@ -351,22 +422,27 @@ class EarlyStop:
 def check_batch_split(batch_size: int, mesh, rules) -> None:
   """UserError (one line) when SFT's batch rows do not split over the batch mesh axes."""
   from stepcoder_jax import sharding
+
   div = sharding.batch_divisor(mesh, rules)
   if batch_size % div:
-    raise UserError(f"sft.batch_size: {batch_size} rows do not split over the {div} devices "
-                    f"of the batch mesh axes {sharding.batch_axes(mesh, rules)} of mesh "
-                    f"{sharding.describe(mesh)}")
+    raise UserError(
+      f"sft.batch_size: {batch_size} rows do not split over the {div} devices "
+      f"of the batch mesh axes {sharding.batch_axes(mesh, rules)} of mesh "
+      f"{sharding.describe(mesh)}"
+    )
 
 
 @dataclasses.dataclass
 class _Placed:
-  arrays: tuple            # (params, opt_state, rest) on their shardings
+  arrays: tuple  # (params, opt_state, rest) on their shardings
   shardings: SFTShardings
 
 
-def _place(mesh_cfg: MeshConfig | None, devices, cfg: SFTConfig, params, opt_state,
-           rest) -> _Placed:
+def _place(
+  mesh_cfg: MeshConfig | None, devices, cfg: SFTConfig, params, opt_state, rest
+) -> _Placed:
   from stepcoder_jax import sharding
+
   mesh_cfg = mesh_cfg or MeshConfig()
   mesh = sharding.make_mesh(mesh_cfg, devices)
   rules = sharding.make_rules(mesh_cfg.rules)
@@ -381,19 +457,30 @@ def check_config(cfg: SFTConfig) -> None:
   if cfg.steps < 1 or cfg.batch_size < 1:
     raise UserError(f"sft: steps ({cfg.steps}) and batch_size ({cfg.batch_size}) must be >= 1")
   if cfg.eval_every < 1 or cfg.patience < 0 or cfg.min_delta < 0:
-    raise UserError(f"sft: eval_every ({cfg.eval_every}) must be >= 1, patience ({cfg.patience})"
-                    f" and min_delta ({cfg.min_delta}) >= 0")
+    raise UserError(
+      f"sft: eval_every ({cfg.eval_every}) must be >= 1, patience ({cfg.patience})"
+      f" and min_delta ({cfg.min_delta}) >= 0"
+    )
   if cfg.save_every is not None and cfg.save_every < 0:
-    raise UserError(f"sft: save_every ({cfg.save_every}) must be >= 0 (0: no checkpoints) or "
-                    "None (every eval_every steps)")
+    raise UserError(
+      f"sft: save_every ({cfg.save_every}) must be >= 0 (0: no checkpoints) or "
+      "None (every eval_every steps)"
+    )
 
 
-def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
-              out_dir: str | Path | None, *, progress: bool = True,
-              statements: str = "if",
-              val_problems: Sequence[Problem] | None = None,
-              mesh_cfg: MeshConfig | None = None,
-              devices: Sequence[jax.Device] | None = None) -> tuple[Any, dict]:
+def train_sft(
+  model,
+  tokenizer,
+  problems: Sequence[Problem],
+  cfg: SFTConfig,
+  out_dir: str | Path | None,
+  *,
+  progress: bool = True,
+  statements: str = "if",
+  val_problems: Sequence[Problem] | None = None,
+  mesh_cfg: MeshConfig | None = None,
+  devices: Sequence[jax.Device] | None = None,
+) -> tuple[Any, dict]:
   """`run_sft`, also returning its summary (example count, NLL before/after, skipped ids).
 
   `statements`: the curriculum's `cccs.statements`, so the stage examples match its prompts.
@@ -409,18 +496,28 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   stage_rule = statements if cfg.cccs_stages else None
 
   def examples_of(ps: Sequence[Problem], what: str) -> tuple[list[SFTExample], dict]:
-    out, skipped = build_examples(ps, tokenizer, style=cfg.prompt_style, max_len=cfg.max_len,
-                                  max_prompt_tokens=cfg.max_prompt_tokens,
-                                  statements=stage_rule, output_vocab=model.cfg.output_vocab)
+    out, skipped = build_examples(
+      ps,
+      tokenizer,
+      style=cfg.prompt_style,
+      max_len=cfg.max_len,
+      max_prompt_tokens=cfg.max_prompt_tokens,
+      statements=stage_rule,
+      output_vocab=model.cfg.output_vocab,
+    )
     if not out:
-      raise UserError(f"sft: none of the {len(ps)} {what} gives an example "
-                      f"(skipped: { {k: len(v) for k, v in skipped.items()} })")
+      raise UserError(
+        f"sft: none of the {len(ps)} {what} gives an example "
+        f"(skipped: { {k: len(v) for k, v in skipped.items()} })"
+      )
     return out, skipped
 
   examples, skipped = examples_of(problems, "problems")
-  val_examples = (examples_of(val_problems, "validation problems")[0]
-                  if val_problems is not None else [])
+  val_examples = (
+    examples_of(val_problems, "validation problems")[0] if val_problems is not None else []
+  )
   from stepcoder_jax.sampling import special_ids
+
   _, pad_id = special_ids(model.cfg, tokenizer)
   shapes = example_shapes(examples)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -430,13 +527,14 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   # over the batch axes. One device is a (1, 1, 1) mesh: the same program as unsharded.
   placed = _place(mesh_cfg, devices, cfg, params, opt_state, rest)
   params, opt_state, rest = placed.arrays
-  step_fn = make_sft_step(graphdef, rest, tx, cfg.logprob_chunk, prompt_len=shapes[0],
-                          shardings=placed.shardings)
+  step_fn = make_sft_step(
+    graphdef, rest, tx, cfg.logprob_chunk, prompt_len=shapes[0], shardings=placed.shardings
+  )
   eval_fn = make_eval_nll(graphdef, rest, cfg.logprob_chunk, prompt_len=shapes[0])
   order = batch_order(len(examples), cfg.batch_size, cfg.steps, cfg.seed)
   # A fixed subset (the first examples) measures the fit before and after; it costs forward
   # passes only, but over a whole large split that would rival the training itself.
-  held = examples[:max(0, cfg.nll_examples)]
+  held = examples[: max(0, cfg.nll_examples)]
 
   def measure() -> float | None:
     return dataset_nll(eval_fn, params, held, pad_id, shapes, cfg.batch_size) if held else None
@@ -458,8 +556,11 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
   save_every = cfg.eval_every if cfg.save_every is None else cfg.save_every
   if out_dir is not None and save_every > 0:
     from stepcoder_jax.runs import sft_checkpoint
-    ckpts = sft_checkpoint.SFTCheckpoints(out_dir, sft_checkpoint.fingerprint(
-        cfg, model.cfg, examples, val_examples, shapes, stage_rule))
+
+    ckpts = sft_checkpoint.SFTCheckpoints(
+      out_dir,
+      sft_checkpoint.fingerprint(cfg, model.cfg, examples, val_examples, shapes, stage_rule),
+    )
     resumed = ckpts.restore(params, opt_state)
   if resumed is None:
     initial = measure()
@@ -469,28 +570,45 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
     steps_run, losses = host["step"], host["losses"]
     initial, initial_val = host["initial_nll"], host["initial_val_nll"]
     stopper.load_json(host["early_stop"])
-    best_params = _resumed_best(model, tokenizer, cfg, graphdef, params, rest, out_dir,
-                                stopper, steps_run)
+    best_params = _resumed_best(
+      model, tokenizer, cfg, graphdef, params, rest, out_dir, stopper, steps_run
+    )
     _log.info("sft: resuming from step %d (%s)", steps_run, ckpts.directory)
-  _log.info("sft: %d examples (%d validation), up to %d steps of %d, shapes prompt %d + target "
-            "%d, initial NLL %s, validation %s", len(examples), len(val_examples), cfg.steps,
-            cfg.batch_size, *shapes, initial, initial_val)
+  _log.info(
+    "sft: %d examples (%d validation), up to %d steps of %d, shapes prompt %d + target "
+    "%d, initial NLL %s, validation %s",
+    len(examples),
+    len(val_examples),
+    cfg.steps,
+    cfg.batch_size,
+    *shapes,
+    initial,
+    initial_val,
+  )
 
   writer = bar = None
   if out_dir is not None:
     from stepcoder_jax.metrics import MetricsWriter
+
     writer = MetricsWriter(out_dir, resumed_at=None if resumed is None else steps_run)
     if initial_val is not None and resumed is None:
       writer.write(0, {"val_nll": initial_val}, prefix="sft/")
   if progress:
     from stepcoder_jax.metrics import ProgressBar
+
     bar = ProgressBar(cfg.steps, initial=steps_run, desc="sft", keys=("loss",))
 
   def host_state() -> dict:
-    return {"step": steps_run, "losses": losses, "initial_nll": initial,
-            "initial_val_nll": initial_val, "early_stop": stopper.to_json()}
+    return {
+      "step": steps_run,
+      "losses": losses,
+      "initial_nll": initial,
+      "initial_val_nll": initial_val,
+      "early_stop": stopper.to_json(),
+    }
 
   from stepcoder_jax import preemption
+
   stop = preemption.StopOnSignal(enabled=ckpts is not None).install()  # nowhere to save: no stop
   if out_dir is not None:
     preemption.clear_marker(out_dir)
@@ -516,9 +634,14 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
           best_params = jax.device_get(params)
         if stopper.should_stop:
           stop_reason = "patience"
-          _log.info("sft: validation NLL has not improved for %d evaluations; stopping at step "
-                    "%d (best %.4f at step %d)", cfg.patience, steps_run, stopper.best,
-                    stopper.best_step)
+          _log.info(
+            "sft: validation NLL has not improved for %d evaluations; stopping at step "
+            "%d (best %.4f at step %d)",
+            cfg.patience,
+            steps_run,
+            stopper.best,
+            stopper.best_step,
+          )
           break
       if last:
         break
@@ -529,8 +652,12 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
         with stop.saving():
           ckpts.save(steps_run, params, opt_state, host_state())
       if improved and out_dir is not None:
-        save(nnx.merge(graphdef, params, rest), tokenizer, out_dir,
-             _best_summary(cfg, stopper, steps_run))
+        save(
+          nnx.merge(graphdef, params, rest),
+          tokenizer,
+          out_dir,
+          _best_summary(cfg, stopper, steps_run),
+        )
       if stopping:
         if writer is not None:
           writer.close()
@@ -551,15 +678,29 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
     nnx.update(model, params)
   final = measure()
   _log.info("sft: NLL of the targets %s -> %s", initial, final)
-  summary = {"examples": len(examples), "steps": cfg.steps, "steps_run": steps_run,
-             "stop_reason": stop_reason, "nll_examples": len(held),
-             "initial_nll": initial, "final_nll": final,
-             "last_loss": losses[-1] if losses else None, "skipped": dict(skipped),
-             "config": dataclasses.asdict(cfg), "finished": True}
+  summary = {
+    "examples": len(examples),
+    "steps": cfg.steps,
+    "steps_run": steps_run,
+    "stop_reason": stop_reason,
+    "nll_examples": len(held),
+    "initial_nll": initial,
+    "final_nll": final,
+    "last_loss": losses[-1] if losses else None,
+    "skipped": dict(skipped),
+    "config": dataclasses.asdict(cfg),
+    "finished": True,
+  }
   if validate is not None:
-    summary.update({"val_examples": len(val_examples), "initial_val_nll": initial_val,
-                    "best_step": stopper.best_step, "best_val_nll": stopper.best,
-                    "val_nll": stopper.history})
+    summary.update(
+      {
+        "val_examples": len(val_examples),
+        "initial_val_nll": initial_val,
+        "best_step": stopper.best_step,
+        "best_val_nll": stopper.best,
+        "val_nll": stopper.history,
+      }
+    )
   if writer is not None:
     if held:
       writer.write(steps_run, {"initial_nll": initial, "final_nll": final}, prefix="sft/")
@@ -573,12 +714,27 @@ def train_sft(model, tokenizer, problems: Sequence[Problem], cfg: SFTConfig,
 
 def _best_summary(cfg: SFTConfig, stopper: "EarlyStop", steps_run: int) -> dict:
   """The summary next to the best model of an unfinished run (`finished: false`)."""
-  return {"steps_run": steps_run, "best_step": stopper.best_step, "best_val_nll": stopper.best,
-          "val_nll": stopper.history, "config": dataclasses.asdict(cfg), "finished": False}
+  return {
+    "steps_run": steps_run,
+    "best_step": stopper.best_step,
+    "best_val_nll": stopper.best,
+    "val_nll": stopper.history,
+    "config": dataclasses.asdict(cfg),
+    "finished": False,
+  }
 
 
-def _resumed_best(model, tokenizer, cfg: SFTConfig, graphdef, params, rest,
-                  out_dir: str | Path, stopper: "EarlyStop", step: int) -> Any:
+def _resumed_best(
+  model,
+  tokenizer,
+  cfg: SFTConfig,
+  graphdef,
+  params,
+  rest,
+  out_dir: str | Path,
+  stopper: "EarlyStop",
+  step: int,
+) -> Any:
   """The host copy of the best parameters of a run resumed at `step` (None before any eval).
 
   The loop saves a checkpoint before it writes a new best model to `out_dir`, so: when the best
@@ -599,13 +755,15 @@ def _resumed_best(model, tokenizer, cfg: SFTConfig, graphdef, params, rest,
     on_disk = None
   if stopper.best_step == step:
     if on_disk != step:
-      save(nnx.merge(graphdef, params, rest), tokenizer, out_dir,
-           _best_summary(cfg, stopper, step))
+      save(nnx.merge(graphdef, params, rest), tokenizer, out_dir, _best_summary(cfg, stopper, step))
     return jax.device_get(params)
   if on_disk != stopper.best_step:
     from stepcoder_jax.checkpoint import checkpoint_dir
-    raise UserError(f"sft: {out_dir} holds the model of step {on_disk}, its checkpoint's best is "
-                    f"step {stopper.best_step}; delete {checkpoint_dir(out_dir)} to start over")
+
+    raise UserError(
+      f"sft: {out_dir} holds the model of step {on_disk}, its checkpoint's best is "
+      f"step {stopper.best_step}; delete {checkpoint_dir(out_dir)} to start over"
+    )
   best = nnx.state(hf_io.decoder_from_tensors(model.cfg, Path(out_dir)), nnx.Param)
   return jax.device_get(best)
 
@@ -629,12 +787,17 @@ def write_provenance(out: Path, model: str | None, data: str, n_problems: int, c
 
   base = model or ModelSpec().path
   model_card.write_provenance(
-      out, base_model=model_card.read_provenance(base).get("base_model") or base,
-      data=f"{data} ({n_problems} problems)",
-      method="supervised fine-tuning on the reference solutions and their CCCS stage prefixes "
-             "(stepcoder_jax sft)",
-      settings={"sft.steps": cfg.steps, "sft.batch_size": cfg.batch_size,
-                "sft.learning_rate": cfg.learning_rate})
+    out,
+    base_model=model_card.read_provenance(base).get("base_model") or base,
+    data=f"{data} ({n_problems} problems)",
+    method="supervised fine-tuning on the reference solutions and their CCCS stage prefixes "
+    "(stepcoder_jax sft)",
+    settings={
+      "sft.steps": cfg.steps,
+      "sft.batch_size": cfg.batch_size,
+      "sft.learning_rate": cfg.learning_rate,
+    },
+  )
 
 
 def save(model, tokenizer, out_dir: str | Path, summary: dict | None = None) -> Path:
@@ -642,6 +805,7 @@ def save(model, tokenizer, out_dir: str | Path, summary: dict | None = None) -> 
   import json
 
   from stepcoder_jax.models import hf_io
+
   out = hf_io.export(model.cfg, model, tokenizer, out_dir)
   if summary is not None:
     (Path(out) / "sft_summary.json").write_text(json.dumps(summary, indent=1) + "\n")

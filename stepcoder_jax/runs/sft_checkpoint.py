@@ -12,6 +12,7 @@ shape the trajectory, the example count and a hash of their tokens, the shapes, 
 must match, otherwise resuming would silently mix two runs. The fields in `MAY_CHANGE` do not
 change the trajectory of the steps already taken and may differ.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,25 +42,37 @@ def _digest(obj: Any) -> str:
   return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def fingerprint(cfg, model_cfg, examples: Sequence, val_examples: Sequence,
-                shapes: tuple[int, int], statements: str | None) -> dict:
+def fingerprint(
+  cfg,
+  model_cfg,
+  examples: Sequence,
+  val_examples: Sequence,
+  shapes: tuple[int, int],
+  statements: str | None,
+) -> dict:
   """What must be equal between the run that saved a checkpoint and the one resuming it."""
   fp = {f"sft.{k}": v for k, v in dataclasses.asdict(cfg).items() if k not in MAY_CHANGE}
-  fp.update({
-      "examples": len(examples), "val_examples": len(val_examples),
+  fp.update(
+    {
+      "examples": len(examples),
+      "val_examples": len(val_examples),
       "example_tokens": _digest([(e.prompt_ids, e.target_ids) for e in examples]),
       "val_example_tokens": _digest([(e.prompt_ids, e.target_ids) for e in val_examples]),
-      "shapes": list(shapes), "cccs.statements": statements,
+      "shapes": list(shapes),
+      "cccs.statements": statements,
       "model_config": _digest(dataclasses.asdict(model_cfg)),
-  })
+    }
+  )
   return json.loads(json.dumps(fp, default=str))  # as it reads back from the checkpoint
 
 
 def check_fingerprint(saved: dict, now: dict, directory: Path) -> None:
   """A one-line UserError naming the first field that differs."""
   for key in differences(saved, now)[:1]:
-    raise UserError(f"sft: {directory} was saved by a run with {key}={saved.get(key)!r}, this "
-                    f"run has {now.get(key)!r}; use a new --out or delete {directory}")
+    raise UserError(
+      f"sft: {directory} was saved by a run with {key}={saved.get(key)!r}, this "
+      f"run has {now.get(key)!r}; use a new --out or delete {directory}"
+    )
 
 
 class SFTCheckpoints:
@@ -84,8 +97,9 @@ class SFTCheckpoints:
     if step is None:
       return None
     try:
-      check_fingerprint(self._ckpt.read_meta(step).get("fingerprint", {}), self.fingerprint,
-                        self.directory)
+      check_fingerprint(
+        self._ckpt.read_meta(step).get("fingerprint", {}), self.fingerprint, self.directory
+      )
     except UserError:
       self.close()
       raise
@@ -96,8 +110,12 @@ class SFTCheckpoints:
 
   def save(self, step: int, params, opt_state, host: dict) -> None:
     leaves = jax.tree.leaves(opt_state)
-    self._ckpt.save(step, {"params": params, "opt": _numbered(leaves)},
-                    meta={"fingerprint": self.fingerprint, "host": host}, force=True)
+    self._ckpt.save(
+      step,
+      {"params": params, "opt": _numbered(leaves)},
+      meta={"fingerprint": self.fingerprint, "host": host},
+      force=True,
+    )
 
   def close(self) -> None:
     self._ckpt.close()

@@ -17,6 +17,7 @@ settings on purpose (`train --allow_changed_settings`). Compared:
 Not compared: logging, checkpoint cadence (`checkpoint.*`), evaluation (`eval.*`), the mesh
 (`mesh.*`), and the execution pool's limits (`execution.*`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,21 +28,37 @@ from typing import Any, Sequence
 
 from stepcoder_jax.errors import UserError
 
-MAY_CHANGE = ("train.work_dir", "train.num_iterations", "train.eval_every",
-              "train.logprob_chunk", "ppo.logprob_chunk", "model.remat", "model.scan_layers")
+MAY_CHANGE = (
+  "train.work_dir",
+  "train.num_iterations",
+  "train.eval_every",
+  "train.logprob_chunk",
+  "ppo.logprob_chunk",
+  "model.remat",
+  "model.scan_layers",
+)
 FLAG = "--allow_changed_settings"
 
 
 def _fields(scope: str, cfg: Any) -> dict[str, Any]:
-  return {f"{scope}.{k}": v for k, v in dataclasses.asdict(cfg).items()
-          if f"{scope}.{k}" not in MAY_CHANGE}
+  return {
+    f"{scope}.{k}": v
+    for k, v in dataclasses.asdict(cfg).items()
+    if f"{scope}.{k}" not in MAY_CHANGE
+  }
 
 
 def fingerprint(*, train, ppo, cccs, fgo, model, problems: Sequence, reward=None) -> dict:
   """binding -> value of every compared setting (see the module docstring), as JSON reads it."""
   fp: dict[str, Any] = {}
-  for scope, cfg in (("train", train), ("ppo", ppo), ("cccs", cccs), ("fgo", fgo),
-                     ("model", model), ("reward", reward)):
+  for scope, cfg in (
+    ("train", train),
+    ("ppo", ppo),
+    ("cccs", cccs),
+    ("fgo", fgo),
+    ("model", model),
+    ("reward", reward),
+  ):
     if cfg is not None:
       fp.update(_fields(scope, cfg))
   ids = sorted(str(p.id) for p in problems)
@@ -66,9 +83,11 @@ def check(saved: dict | None, now: dict, directory: Path | str, allow: bool) -> 
     return []
   diff = differences(saved, now)
   if diff and not allow:
-    raise UserError(f"train: {directory} was saved by a run with other settings "
-                    f"({describe(saved, now, diff)}); rerun with the same settings, use a new "
-                    f"--work_dir, or pass {FLAG} to continue with the new ones")
+    raise UserError(
+      f"train: {directory} was saved by a run with other settings "
+      f"({describe(saved, now, diff)}); rerun with the same settings, use a new "
+      f"--work_dir, or pass {FLAG} to continue with the new ones"
+    )
   return diff
 
 
@@ -76,8 +95,9 @@ OPERATIVE = "operative_config.gin"
 _SEGMENT = "# ---- resumed at iteration "
 
 
-def record_operative(work_dir: Path | str, text: str, iteration: int | None,
-                     changed: Sequence[str] = ()) -> None:
+def record_operative(
+  work_dir: Path | str, text: str, iteration: int | None, changed: Sequence[str] = ()
+) -> None:
   """Record the operative gin config of this segment of a run in <work_dir>/operative_config.gin.
 
   A fresh run (`iteration` None) writes the file. A resumed segment whose config differs from the

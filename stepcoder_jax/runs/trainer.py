@@ -15,6 +15,7 @@ the same everywhere.
 
 Gin stays at the entry points (pipeline.py, commands/): the Trainer receives config objects.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,6 +48,7 @@ _log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Models:
   """The policy (trained; its starting weights are the frozen reference) and the tokenizer."""
+
   cfg: Any
   policy: nnx.Module
   tokenizer: Any
@@ -61,13 +63,22 @@ def choose_problems(problems: list[Problem], n: int, seed: int, iteration: int) 
   return [problems[i] for i in idx]
 
 
-def make_sharded_ppo_step(policy_gd, value_gd, ppo_cfg: PPOConfig, placement: spmd.Placement,
-                          response_start: int | None = None):
+def make_sharded_ppo_step(
+  policy_gd,
+  value_gd,
+  ppo_cfg: PPOConfig,
+  placement: spmd.Placement,
+  response_start: int | None = None,
+):
   """ppo_step jitted with the state's and the batch's shardings (metrics replicated)."""
-  return ppo.make_ppo_step(policy_gd, value_gd, ppo_cfg,
-                           in_shardings=(placement.state, placement.batch_shardings(ppo_cfg)),
-                           out_shardings=(placement.state, placement.replicated),
-                           response_start=response_start)
+  return ppo.make_ppo_step(
+    policy_gd,
+    value_gd,
+    ppo_cfg,
+    in_shardings=(placement.state, placement.batch_shardings(ppo_cfg)),
+    out_shardings=(placement.state, placement.replicated),
+    response_start=response_start,
+  )
 
 
 def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
@@ -76,12 +87,16 @@ def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
   rows = cfg.problems_per_iteration * cfg.samples_per_problem
   per = ppo_cfg.minibatches * ppo_cfg.grad_accum
   if rows % per:
-    raise UserError(f"train: problems_per_iteration x samples_per_problem = {rows} rows is not "
-                    f"divisible by ppo.minibatches x ppo.grad_accum = {per}")
+    raise UserError(
+      f"train: problems_per_iteration x samples_per_problem = {rows} rows is not "
+      f"divisible by ppo.minibatches x ppo.grad_accum = {per}"
+    )
   _check_ppo_options(cfg, ppo_cfg)
   if ppo_cfg.critic_free and cfg.samples_per_problem < 2:
-    raise UserError(f"train.samples_per_problem: {cfg.samples_per_problem} leaves ppo.advantage="
-                    f"{ppo_cfg.advantage!r} no group to compare a sample with; set it >= 2")
+    raise UserError(
+      f"train.samples_per_problem: {cfg.samples_per_problem} leaves ppo.advantage="
+      f"{ppo_cfg.advantage!r} no group to compare a sample with; set it >= 2"
+    )
   if cfg.max_new_tokens < 1 or cfg.max_prompt_tokens < 8:
     raise UserError("train: max_new_tokens must be >= 1 and max_prompt_tokens >= 8")
 
@@ -89,11 +104,15 @@ def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
 def _check_ppo_options(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
   """The PPO options that only some estimators have (rl/config.py)."""
   if ppo_cfg.filter_groups and not ppo_cfg.critic_free:
-    raise UserError("gin ppo.filter_groups: True needs a group estimator (ppo.advantage 'grpo' "
-                    "or 'rloo'); 'gae' has no groups to filter")
+    raise UserError(
+      "gin ppo.filter_groups: True needs a group estimator (ppo.advantage 'grpo' "
+      "or 'rloo'); 'gae' has no groups to filter"
+    )
   if ppo_cfg.filter_groups and cfg.samples_per_problem < 2:
-    raise UserError(f"gin ppo.filter_groups: True needs train.samples_per_problem >= 2 (it is "
-                    f"{cfg.samples_per_problem}: a group of one never carries signal)")
+    raise UserError(
+      f"gin ppo.filter_groups: True needs train.samples_per_problem >= 2 (it is "
+      f"{cfg.samples_per_problem}: a group of one never carries signal)"
+    )
   if ppo_cfg.max_refill_rounds and not ppo_cfg.filter_groups:
     raise UserError("gin ppo.max_refill_rounds: refills need ppo.filter_groups = True")
   if ppo_cfg.critic_warmup and ppo_cfg.critic_free:
@@ -104,10 +123,12 @@ def _check_rows(cfg: TrainConfig, placement: spmd.Placement) -> None:
   rows = cfg.problems_per_iteration * cfg.samples_per_problem
   div = placement.row_divisor
   if rows % div:
-    raise UserError(f"train: problems_per_iteration x samples_per_problem = {rows} rollout rows "
-                    f"are not divisible by {div} (devices along the batch mesh axes "
-                    f"{sharding.batch_axes(placement.mesh, placement.rules)} of mesh "
-                    f"{sharding.describe(placement.mesh)}, and {jax.process_count()} processes)")
+    raise UserError(
+      f"train: problems_per_iteration x samples_per_problem = {rows} rollout rows "
+      f"are not divisible by {div} (devices along the batch mesh axes "
+      f"{sharding.batch_axes(placement.mesh, placement.rules)} of mesh "
+      f"{sharding.describe(placement.mesh)}, and {jax.process_count()} processes)"
+    )
 
 
 class Trainer:
@@ -124,13 +145,25 @@ class Trainer:
   topology without devices.
   """
 
-  def __init__(self, models: Models, problems: list[Problem], *, cfg: TrainConfig,
-               ppo_cfg: PPOConfig, cccs_cfg: CCCSConfig, fgo_cfg: FGOConfig,
-               mesh_cfg: MeshConfig, ckpt_cfg: CheckpointConfig, pool,
-               eval_cfg: EvalConfig | None = None, eval_problems: list[Problem] | None = None,
-               sampler=None, curriculum: Curriculum | None = None,
-               allow_changed_settings: bool = False,
-               devices: list[jax.Device] | None = None):
+  def __init__(
+    self,
+    models: Models,
+    problems: list[Problem],
+    *,
+    cfg: TrainConfig,
+    ppo_cfg: PPOConfig,
+    cccs_cfg: CCCSConfig,
+    fgo_cfg: FGOConfig,
+    mesh_cfg: MeshConfig,
+    ckpt_cfg: CheckpointConfig,
+    pool,
+    eval_cfg: EvalConfig | None = None,
+    eval_problems: list[Problem] | None = None,
+    sampler=None,
+    curriculum: Curriculum | None = None,
+    allow_changed_settings: bool = False,
+    devices: list[jax.Device] | None = None,
+  ):
     from stepcoder_jax.models.value import ValueModel
     from stepcoder_jax.sampling import special_ids
 
@@ -146,8 +179,14 @@ class Trainer:
     self.models, self.problems, self.pool = models, problems, pool
     self.eval_problems = eval_problems or []
     self.settings = train_settings.fingerprint(
-        train=cfg, ppo=ppo_cfg, cccs=cccs_cfg, fgo=fgo_cfg, model=models.cfg, problems=problems,
-        reward=getattr(pool, "reward_cfg", None))
+      train=cfg,
+      ppo=ppo_cfg,
+      cccs=cccs_cfg,
+      fgo=fgo_cfg,
+      model=models.cfg,
+      problems=problems,
+      reward=getattr(pool, "reward_cfg", None),
+    )
     self.allow_changed_settings = allow_changed_settings
     self.changed_settings: list[str] = []  # set by a resume with allow_changed_settings
     self.work_dir = Path(cfg.work_dir)
@@ -168,12 +207,25 @@ class Trainer:
     _log.info("mesh %s on %d process(es)", sharding.describe(self.mesh), jax.process_count())
     self.iteration = 0
     eos_ids, pad_id = special_ids(models.cfg, models.tokenizer)
-    self.rollout = Rollout(self.policy_gd, value_gd, self.placement, ref_params,
-                           models.tokenizer, eos_ids, pad_id, curriculum, pool, cfg, ppo_cfg,
-                           fgo_cfg, sampler=sampler)
+    self.rollout = Rollout(
+      self.policy_gd,
+      value_gd,
+      self.placement,
+      ref_params,
+      models.tokenizer,
+      eos_ids,
+      pad_id,
+      curriculum,
+      pool,
+      cfg,
+      ppo_cfg,
+      fgo_cfg,
+      sampler=sampler,
+    )
     self.prompt_len = self.rollout.prompt_len
-    self.ppo_step = make_sharded_ppo_step(self.policy_gd, value_gd, ppo_cfg, self.placement,
-                                          response_start=self.prompt_len)
+    self.ppo_step = make_sharded_ppo_step(
+      self.policy_gd, value_gd, ppo_cfg, self.placement, response_start=self.prompt_len
+    )
 
   @property
   def curriculum(self) -> Curriculum:
@@ -195,27 +247,34 @@ class Trainer:
     return trees
 
   def save(self, ckpt: ckpt_lib.Checkpointer) -> None:
-    meta = {"iteration": self.iteration, "curriculum": self.curriculum.to_json(),
-            "seed": self.cfg.seed, "ppo_step": int(self.state.step),
-            "kl_coef": float(self.state.kl_coef), "gin": gin.operative_config_str(),
-            "settings": self.settings}
+    meta = {
+      "iteration": self.iteration,
+      "curriculum": self.curriculum.to_json(),
+      "seed": self.cfg.seed,
+      "ppo_step": int(self.state.step),
+      "kl_coef": float(self.state.kl_coef),
+      "gin": gin.operative_config_str(),
+      "settings": self.settings,
+    }
     ckpt.save(self.iteration, self._trees(), meta=meta, force=True)
 
   def maybe_restore(self, ckpt: ckpt_lib.Checkpointer) -> bool:
     if ckpt.latest_step() is None:
       return False
     saved = ckpt.read_meta().get("settings")
-    self.changed_settings = train_settings.check(saved, self.settings, ckpt.directory,
-                                                 self.allow_changed_settings)
+    self.changed_settings = train_settings.check(
+      saved, self.settings, ckpt.directory, self.allow_changed_settings
+    )
     trees, meta = ckpt.restore(None, targets=self._trees())  # onto this run's shardings
-    trees["policy"], trees["policy_rest"] = nnx.split_state(trees["policy"],
-                                                            ppo.trainable(self.ppo_cfg), ...)
+    trees["policy"], trees["policy_rest"] = nnx.split_state(
+      trees["policy"], ppo.trainable(self.ppo_cfg), ...
+    )
     rep = self.placement.replicated
     # A kl_coef changed on purpose restarts the (adaptive) coefficient at the new value.
-    kl_coef = (self.ppo_cfg.kl_coef if "ppo.kl_coef" in self.changed_settings
-               else meta["kl_coef"])
-    step, kl = spmd.to_global((np.asarray(meta["ppo_step"], np.int32),
-                               np.asarray(kl_coef, np.float32)), (rep, rep))
+    kl_coef = self.ppo_cfg.kl_coef if "ppo.kl_coef" in self.changed_settings else meta["kl_coef"]
+    step, kl = spmd.to_global(
+      (np.asarray(meta["ppo_step"], np.int32), np.asarray(kl_coef, np.float32)), (rep, rep)
+    )
     self.state = self.state.replace(**trees, step=step, kl_coef=kl)
     curriculum = type(self.curriculum).from_json(meta["curriculum"], self.cccs_cfg)
     curriculum.register_all(self.problems)
@@ -223,8 +282,11 @@ class Trainer:
     self.iteration = int(meta["iteration"])
     _log.info("resumed from %s at iteration %d", ckpt.directory, self.iteration)
     if self.changed_settings:
-      _log.warning("continuing with changed settings (%s): %s", train_settings.FLAG,
-                   train_settings.describe(saved, self.settings, self.changed_settings))
+      _log.warning(
+        "continuing with changed settings (%s): %s",
+        train_settings.FLAG,
+        train_settings.describe(saved, self.settings, self.changed_settings),
+      )
     return True
 
   # ---------------------------------------------------------------- one iteration
@@ -232,30 +294,47 @@ class Trainer:
   def iterate(self) -> dict[str, float]:
     """One StepCoder iteration; returns its metrics (the same on every process)."""
     t0, it = time.time(), self.iteration
-    problems = choose_problems(self.problems, self.cfg.problems_per_iteration, self.cfg.seed,
-                               it)
+    problems = choose_problems(self.problems, self.cfg.problems_per_iteration, self.cfg.seed, it)
     rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed), it)
     batch, rows = self.rollout.collect(self.state, problems, rng)
     refilled = {}
     if self.ppo_cfg.max_refill_rounds:  # dynamic sampling: groups with signal for dropped ones
-      batch, rows, refilled = refill.refill(self.rollout, self.state, batch, rows, self.problems,
-                                            problems, rounds=self.ppo_cfg.max_refill_rounds,
-                                            seed=self.cfg.seed, iteration=it)
+      batch, rows, refilled = refill.refill(
+        self.rollout,
+        self.state,
+        batch,
+        rows,
+        self.problems,
+        problems,
+        rounds=self.ppo_cfg.max_refill_rounds,
+        seed=self.cfg.seed,
+        iteration=it,
+      )
     self.state, step_metrics = self.ppo_step(self.state, batch)
     # Rows at s* = 0 (the whole problem; all rows without CCCS), read before the verdicts move
     # the curriculum: their pass rate is comparable across arms, the stage-mixed one is not.
-    final = np.array([not it.padding and it.stage == self.curriculum.register(it.problem).num_stages
-                      - 1 for it in rows.items], bool)
+    final = np.array(
+      [
+        not it.padding and it.stage == self.curriculum.register(it.problem).num_stages - 1
+        for it in rows.items
+      ],
+      bool,
+    )
     ignored = rows.record(self.curriculum)  # every row, in global row order, on every process
     self.iteration += 1
-    out = {**rows.metrics(), **refilled, "rows_final": int(final.sum()),
-           **{f"ppo/{k}": float(v) for k, v in jax.device_get(step_metrics).items()},
-           "cccs/ignored_verdicts": ignored,
-           **{f"cccs/{k}": count for k, count in self.curriculum.histogram().items()}}
+    out = {
+      **rows.metrics(),
+      **refilled,
+      "rows_final": int(final.sum()),
+      **{f"ppo/{k}": float(v) for k, v in jax.device_get(step_metrics).items()},
+      "cccs/ignored_verdicts": ignored,
+      **{f"cccs/{k}": count for k, count in self.curriculum.histogram().items()},
+    }
     if final.any():  # absent, not NaN, when every row was at an earlier stage
       out["pass_rate_final"] = float(rows.passed[final].mean())
-    out["cccs/written_share"] = float(np.mean([self.curriculum.written_share(p)
-                                               for p in self.problems]))
+    out["cccs/written_share"] = float(
+      np.mean([self.curriculum.written_share(p) for p in self.problems])
+    )
     out["time/iteration_s"] = time.time() - t0
     return out
 
@@ -274,9 +353,15 @@ class Trainer:
         return None
       dev = jax.local_devices()[0]
       model = nnx.merge(self.policy_gd, jax.device_put(params, dev), jax.device_put(rest, dev))
-    return eval_run.evaluate(model, self.models.tokenizer, self.eval_problems, self.eval_cfg,
-                             self.pool,
-                             out_dir=self.work_dir / "eval", name=name)
+    return eval_run.evaluate(
+      model,
+      self.models.tokenizer,
+      self.eval_problems,
+      self.eval_cfg,
+      self.pool,
+      out_dir=self.work_dir / "eval",
+      name=name,
+    )
 
   # ---------------------------------------------------------------- the loop
 
@@ -291,21 +376,32 @@ class Trainer:
       resumed = self.maybe_restore(ckpt)
       preemption.clear_marker(self.work_dir)
       if jax.process_index() == 0:  # each segment of a resumed run keeps its own settings
-        train_settings.record_operative(self.work_dir, gin.operative_config_str(),
-                                        self.iteration if resumed else None,
-                                        self.changed_settings)
-      with metrics_lib.MetricsWriter(self.work_dir,
-                                     resumed_at=self.iteration if resumed else None) as writer, \
-           metrics_lib.ProgressBar(cfg.num_iterations, initial=self.iteration,
-                                   desc="stepcoder") as bar:
+        train_settings.record_operative(
+          self.work_dir,
+          gin.operative_config_str(),
+          self.iteration if resumed else None,
+          self.changed_settings,
+        )
+      with (
+        metrics_lib.MetricsWriter(
+          self.work_dir, resumed_at=self.iteration if resumed else None
+        ) as writer,
+        metrics_lib.ProgressBar(
+          cfg.num_iterations, initial=self.iteration, desc="stepcoder"
+        ) as bar,
+      ):
         while self.iteration < cfg.num_iterations:
           m = self.iterate()
           # Agreed by every process, after the iteration's work and before its metrics row (a
           # signal seen after the row counts for the next iteration). The last iteration
           # finishes normally; a stop skips the evaluation due now.
           stopping = stop.should_stop() and self.iteration < cfg.num_iterations
-          if (not stopping and cfg.eval_every and self.eval_problems and
-              (self.iteration % cfg.eval_every == 0 or self.iteration == cfg.num_iterations)):
+          if (
+            not stopping
+            and cfg.eval_every
+            and self.eval_problems
+            and (self.iteration % cfg.eval_every == 0 or self.iteration == cfg.num_iterations)
+          ):
             rep = self.evaluate(f"step{self.iteration}")
             if rep is not None:
               m.update({f"eval/{k}": v for k, v in rep.metrics().items()})

@@ -5,6 +5,7 @@ Builders (one module each): ``apps_plus``, ``apps``, ``humaneval``, ``mbpp``,
 ``builder.as_data_source()``, so TensorFlow is not needed. Importing this package imports
 tensorflow_datasets (about half a second), so light code imports it lazily.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,11 +22,11 @@ from stepcoder_jax.errors import UserError
 
 # dataset name -> (module, class)
 BUILDERS = {
-    "apps_plus": ("stepcoder_jax.data.builders.apps_plus", "AppsPlus"),
-    "apps": ("stepcoder_jax.data.builders.apps", "Apps"),
-    "humaneval": ("stepcoder_jax.data.builders.humaneval", "Humaneval"),
-    "mbpp": ("stepcoder_jax.data.builders.mbpp", "Mbpp"),
-    "stepcoder_builtin": ("stepcoder_jax.data.builders.stepcoder_builtin", "StepcoderBuiltin"),
+  "apps_plus": ("stepcoder_jax.data.builders.apps_plus", "AppsPlus"),
+  "apps": ("stepcoder_jax.data.builders.apps", "Apps"),
+  "humaneval": ("stepcoder_jax.data.builders.humaneval", "Humaneval"),
+  "mbpp": ("stepcoder_jax.data.builders.mbpp", "Mbpp"),
+  "stepcoder_builtin": ("stepcoder_jax.data.builders.stepcoder_builtin", "StepcoderBuiltin"),
 }
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,13 @@ def _lock_path(builder) -> str:
   return os.fspath(builder.data_path).rstrip(os.sep) + ".lock"
 
 
-def prepare(name: str, data_dir: str, manual_dir: str | None = None, force: bool = False,
-            progress: bool = False):
+def prepare(
+  name: str,
+  data_dir: str,
+  manual_dir: str | None = None,
+  force: bool = False,
+  progress: bool = False,
+):
   """Build dataset ``name`` under ``data_dir`` (no-op when built, unless ``force``); the builder.
 
   Safe with many processes on one machine or on a shared file system: the build runs under an
@@ -98,8 +104,11 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None, force: bool
   if _is_prepared(builder) and not force and _is_current(builder):
     return builder
   remote = "://" in data_dir
-  lock = contextlib.nullcontext() if remote else cache.exclusive(
-      _lock_path(builder), what=f"building dataset {name!r}")
+  lock = (
+    contextlib.nullcontext()
+    if remote
+    else cache.exclusive(_lock_path(builder), what=f"building dataset {name!r}")
+  )
   with lock:
     builder = get_builder(name, data_dir)  # what the lock holder before us left
     if _is_prepared(builder) and (force or not _is_current(builder)):
@@ -115,8 +124,10 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None, force: bool
 
 def _build(builder, name: str, data_dir: str, manual_dir: str | None, progress: bool) -> None:
   import tensorflow_datasets as tfds
-  manual = os.path.expanduser(manual_dir) if manual_dir else os.path.join(
-      data_dir, "downloads", "manual")
+
+  manual = (
+    os.path.expanduser(manual_dir) if manual_dir else os.path.join(data_dir, "downloads", "manual")
+  )
   if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
     builder.find_sources(manual)  # a clear UserError before TFDS starts
   log.info("building dataset %s in %s", name, builder.data_path)
@@ -124,16 +135,16 @@ def _build(builder, name: str, data_dir: str, manual_dir: str | None, progress: 
   try:
     # TFDS prints its progress lines on stdout; keep stdout for command results (judge JSON).
     with contextlib.redirect_stdout(sys.stderr):
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=manual))
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
   except Exception:
     if not _is_prepared(get_builder(name, data_dir)):
       raise
     log.info("dataset %s was finished by another process; reading theirs", name)
 
 
-def read_split(name: str, split: str, data_dir: str, manual_dir: str | None = None
-               ) -> list[Problem]:
+def read_split(
+  name: str, split: str, data_dir: str, manual_dir: str | None = None
+) -> list[Problem]:
   """Problems of ``split`` of dataset ``name``, building the dataset first when needed."""
   builder = prepare(name, data_dir, manual_dir)
   splits = sorted(builder.info.splits.keys())

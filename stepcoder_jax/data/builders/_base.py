@@ -10,6 +10,7 @@ Manual files: a builder looks for its source files in ``MANUAL_DIR/<name>/`` and
 ``humaneval/``, ``mbpp/``, ``apps/`` below it). When ``manual_dir`` is not given it defaults to
 ``DATA_DIR/downloads/manual``.
 """
+
 from __future__ import annotations
 
 import abc
@@ -39,16 +40,18 @@ class ProblemBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=(self.__class__.__doc__ or "").strip(),
-        features=tfds.features.FeaturesDict({
-            "id": tfds.features.Text(),
-            "test_kind": tfds.features.Text(),
-            "difficulty": tfds.features.Text(),
-            "record": tfds.features.Text(),  # Problem.to_json()
-        }),
-        disable_shuffling=True,  # keep file order: splits and ids stay reproducible
-        metadata=self.extra_metadata(),
+      builder=self,
+      description=(self.__class__.__doc__ or "").strip(),
+      features=tfds.features.FeaturesDict(
+        {
+          "id": tfds.features.Text(),
+          "test_kind": tfds.features.Text(),
+          "difficulty": tfds.features.Text(),
+          "record": tfds.features.Text(),  # Problem.to_json()
+        }
+      ),
+      disable_shuffling=True,  # keep file order: splits and ids stay reproducible
+      metadata=self.extra_metadata(),
     )
 
   def extra_metadata(self) -> tfds.core.MetadataDict | None:
@@ -57,8 +60,10 @@ class ProblemBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
 
   def _generate_examples(self, problems: list[Problem]) -> Iterator[tuple[int, dict]]:
     for i, p in enumerate(problems):
-      yield i, {"id": p.id, "test_kind": p.test_kind, "difficulty": p.difficulty,
-                "record": p.to_json()}
+      yield (
+        i,
+        {"id": p.id, "test_kind": p.test_kind, "difficulty": p.difficulty, "record": p.to_json()},
+      )
 
   @classmethod
   def source_dirs(cls, manual_dir: str) -> list[Path]:
@@ -76,8 +81,9 @@ class ProblemBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         return found
     dirs = " or ".join(str(d) for d in cls.source_dirs(manual_dir))
     raise MissingSourceError(
-        f"dataset {cls.name!r}: no {' / '.join(cls.SOURCE_PATTERNS)} found in {dirs}. "
-        f"{cls.SOURCE_HELP} Put it in {cls.source_dirs(manual_dir)[0]} (or pass --manual_dir).")
+      f"dataset {cls.name!r}: no {' / '.join(cls.SOURCE_PATTERNS)} found in {dirs}. "
+      f"{cls.SOURCE_HELP} Put it in {cls.source_dirs(manual_dir)[0]} (or pass --manual_dir)."
+    )
 
   def _sources(self, dl_manager) -> list[Path]:
     # dl_manager._manual_dir is what DownloadConfig(manual_dir=...) gave; the public property

@@ -10,6 +10,7 @@ Splits: a record's ``split`` field (or, for folders, the parent folder name; for
 that have problems are created. Problems without tests (some APPS test folders lack
 input_output.json) are skipped.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,8 +50,10 @@ class Apps(ProblemBuilder):
   """APPS: competitive-programming problems (stdin/stdout and call-based), by difficulty."""
 
   SOURCE_PATTERNS = ("*.jsonl", "*.jsonl.gz", "train", "test", "APPS")
-  SOURCE_HELP = ("Get APPS from https://github.com/hendrycks/apps (the APPS.tar.gz folder tree) "
-                 "or a JSONL export of it (e.g. codeparrot/apps train.jsonl/test.jsonl).")
+  SOURCE_HELP = (
+    "Get APPS from https://github.com/hendrycks/apps (the APPS.tar.gz folder tree) "
+    "or a JSONL export of it (e.g. codeparrot/apps train.jsonl/test.jsonl)."
+  )
   MANUAL_DOWNLOAD_INSTRUCTIONS = SOURCE_HELP + " Place it in MANUAL_DIR/apps/."
 
   def _split_generators(self, dl_manager):

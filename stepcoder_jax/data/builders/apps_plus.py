@@ -11,6 +11,7 @@ file order, positions 0, 10, 20, ... of that level go to ``test`` and the rest t
 test split is ceil(n_level / 10) problems per level (707 of 7,413 for the release above) and has the
 same difficulty mix as the whole set.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -37,12 +38,12 @@ class AppsPlus(ProblemBuilder):
   """APPS+: APPS refined for RL from unit tests (StepCoder); stdio and call-based problems."""
 
   SOURCE_PATTERNS = ("data.json", "data.jsonl")
-  SOURCE_HELP = ("Download data.json of APPS+ (link in the README of "
-                 "https://github.com/Ablustrund/APPS_Plus).")
+  SOURCE_HELP = (
+    "Download data.json of APPS+ (link in the README of https://github.com/Ablustrund/APPS_Plus)."
+  )
   MANUAL_DOWNLOAD_INSTRUCTIONS = SOURCE_HELP + " Place it in MANUAL_DIR/apps_plus/data.json."
 
   def _split_generators(self, dl_manager):
     path = self._sources(dl_manager)[0]
     problems = load.read_apps_plus(str(path))
-    return {name: self._generate_examples(ps)
-            for name, ps in split_by_difficulty(problems).items()}
+    return {name: self._generate_examples(ps) for name, ps in split_by_difficulty(problems).items()}

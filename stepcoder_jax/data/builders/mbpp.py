@@ -3,6 +3,7 @@
 prompt 1-10 (few-shot examples), test 11-510, validation 511-600, train 601-974
 (Austin et al. 2021, section 2.1).
 """
+
 from __future__ import annotations
 
 from stepcoder_jax.data import load
@@ -24,8 +25,7 @@ class Mbpp(ProblemBuilder):
   """MBPP (Mostly Basic Python Problems): a task text, a reference function and three asserts."""
 
   SOURCE_PATTERNS = ("mbpp.jsonl",)
-  SOURCE_HELP = ("Download mbpp/mbpp.jsonl from https://github.com/google-research/"
-                 "google-research.")
+  SOURCE_HELP = "Download mbpp/mbpp.jsonl from https://github.com/google-research/google-research."
   MANUAL_DOWNLOAD_INSTRUCTIONS = SOURCE_HELP + " Place it in MANUAL_DIR/mbpp/."
 
   def _split_generators(self, dl_manager):

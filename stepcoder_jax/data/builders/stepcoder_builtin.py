@@ -13,6 +13,7 @@ files' content hash is kept in the dataset's metadata (``metadata.json``); `buil
 rebuilds a dataset whose hash is not the package's, so editing the bundled set never reuses a
 stale build.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,5 +79,8 @@ class StepcoderBuiltin(ProblemBuilder):
     return self.info.metadata.get("content_hash") == content_hash()
 
   def _split_generators(self, dl_manager):
-    return {name: self._generate_examples(ps)
-            for name, ps in split_by_suffix(read_builtin(), TEST_MODULUS).items() if ps}
+    return {
+      name: self._generate_examples(ps)
+      for name, ps in split_by_suffix(read_builtin(), TEST_MODULUS).items()
+      if ps
+    }
