@@ -12,12 +12,19 @@ transformers or jax, which read them at import.
 from __future__ import annotations
 
 import os
+import signal
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+# A suite started in the background of a non-interactive shell (`cmd &`, nohup, some CI runners)
+# inherits SIGINT ignored, and so would every process it starts: the Ctrl-C tests would then test
+# nothing. Catching it here gives this process Python's handler and its children the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
 RUN_CACHE_VAR = "STEPCODER_JAX_TEST_CACHE"
 

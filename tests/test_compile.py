@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = [
   "--gin_file",
   "experiments/tiny_cpu.gin",
-  "--gin.train.max_prompt_tokens=16",
+  "--gin.prompt.max_tokens=16",
   "--gin.train.max_new_tokens=8",
   "--gin.sft.max_len=32",
   "--gin.sft.batch_size=8",

@@ -148,6 +148,13 @@ def read_split(
   """Problems of ``split`` of dataset ``name``, building the dataset first when needed."""
   builder = prepare(name, data_dir, manual_dir)
   splits = sorted(builder.info.splits.keys())
+  if not splits and _is_prepared(builder):
+    # Seen once on a 2-process pod building into an empty cache: a builder made while another
+    # process finished the build read no splits although dataset_info.json is there. A builder
+    # made now reads the finished files.
+    log.info("dataset %s: re-reading %s after a concurrent build", name, builder.data_path)
+    builder = get_builder(name, data_dir)
+    splits = sorted(builder.info.splits.keys())
   if split not in splits:
     raise UserError(f"dataset {name!r} has no split {split!r}; it has {splits}")
   source = builder.as_data_source(split=split)
