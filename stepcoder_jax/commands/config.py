@@ -111,9 +111,14 @@ def configurables() -> list[tuple[str, type]]:
 
 
 def settings(cls, name: str) -> list[Setting]:
+  """The fields of `cls` that gin can bind under `name` (a denylisted field is set from another
+  setting, so listing it would advertise a binding gin refuses), with their defaults."""
   docs = _attribute_docs(cls)
+  denied = set(gin.config._REGISTRY.get_match(name).denylist or ())  # pylint: disable=protected-access
   out = []
   for f in dataclasses.fields(cls):
+    if f.name in denied:
+      continue
     if f.default is not dataclasses.MISSING:
       default = f.default
     elif f.default_factory is not dataclasses.MISSING:
