@@ -638,13 +638,12 @@ def test_arms_differ_only_in_cccs_fgo_and_advantage(finished):
 
 @pytest.mark.slow
 def test_second_run_skips_every_stage_and_a_deleted_marker_reruns_only_its_stage(finished):
-  out, mbpp, _, first_wall = finished
+  out, mbpp, _, _ = finished
   before = _done_mtimes(out)
-  stdout, wall = _ablate(out, mbpp)
+  stdout, _ = _ablate(out, mbpp)
   assert "running" not in stdout
   assert stdout.count("done earlier, skipped") == len(before) - 1  # every stage but data
-  assert _done_mtimes(out) == before
-  assert wall < first_wall / 4
+  assert _done_mtimes(out) == before  # skipped: no stage wrote its marker again (no timing check)
 
   (out / "evals" / "ppo" / "sampled" / "DONE.json").unlink()
   stdout, _ = _ablate(out, mbpp)

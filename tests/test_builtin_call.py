@@ -118,7 +118,7 @@ def test_canonical_solutions_pass_all_tests(raw_records):
     input=json.dumps(raw_records),
     capture_output=True,
     text=True,
-    timeout=60,
+    timeout=900,
   )
   assert proc.returncode == 0, proc.stderr
   failures = json.loads(proc.stdout)
@@ -134,7 +134,7 @@ def test_runner_catches_a_wrong_expected_output(raw_records):
     input=json.dumps(bad),
     capture_output=True,
     text=True,
-    timeout=30,
+    timeout=900,
   )
   failures = json.loads(proc.stdout)
   assert [f[:2] for f in failures] == [[bad[1]["id"], 0]]

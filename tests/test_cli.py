@@ -144,6 +144,6 @@ def test_ctrl_c_is_one_line_and_exit_130():
     "config.run = lambda args: os.kill(os.getpid(), signal.SIGINT) or signal.pause()\n"
     "sys.exit(cli.main(['config']))\n"
   )
-  p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+  p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
   _one_error_line(p, 130, "stepcoder-jax config: interrupted (Ctrl-C)")
   assert len(p.stderr.strip().splitlines()) == 1

@@ -61,7 +61,7 @@ def test_unquoted_gin_string_gets_a_quoting_hint():
     [sys.executable, "-m", "stepcoder_jax", "config", "--gin.model.path=gemma3-270m"],
     capture_output=True,
     text=True,
-    timeout=60,
+    timeout=900,
   )
   assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
   assert "--gin.model.path=\"'gemma3-270m'\"" in p.stderr and "ast.Name" not in p.stderr

@@ -46,7 +46,7 @@ def test_tensorflow_is_not_installed_nor_imported(tmp_path):
     f" manual_dir={_manual(tmp_path, 'apps_plus', 'apps_plus_call.json', 'data.json')!r})\n"
     "print(len(ps), 'tensorflow' in sys.modules)\n"
   )
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "TF_PRESENT" not in out.stdout
   assert out.stdout.strip().splitlines()[-1] == "1 False"
@@ -193,7 +193,7 @@ def test_bundled_set_reads_by_name_with_the_documented_decoder(tmp_path):
     "assert 'stepcoder_jax.data.builders' not in sys.modules\n"
   )
   p = subprocess.run(
-    [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=900
   )
   assert p.returncode == 0, p.stderr[-2000:]
   test_ids = [

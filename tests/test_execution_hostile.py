@@ -374,7 +374,7 @@ def _unprivileged_python_runs() -> bool:
       _as_nobody([sys.executable, "-c", spawn], scratch),
       cwd="/",
       capture_output=True,
-      timeout=60,
+      timeout=900,
       check=False,
     )
   return r.returncode == 0
@@ -402,7 +402,7 @@ def test_unprivileged_pool_judges_and_confines():
       _as_nobody([sys.executable, "-c", _UNPRIVILEGED_CHECK, tests_dir, token], scratch),
       capture_output=True,
       text=True,
-      timeout=300,
+      timeout=900,
       check=True,
       cwd="/",
       env=dict(os.environ, HOME=home, MY_SECRET_TOKEN="hunter2"),

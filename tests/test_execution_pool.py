@@ -72,7 +72,7 @@ def test_results_in_input_order_and_async(pool):
   ]
   jobs = [job(p, f"def f():\n  return {k if k % 3 else -1}\n") for k, p in enumerate(probs)]
   fut = pool.submit(jobs)
-  res = fut.result(timeout=60)
+  res = fut.result(timeout=900)
   assert [r.passed for r in res] == [k % 3 != 0 for k in range(12)]
   assert pool.run([]) == []
 
@@ -193,11 +193,13 @@ def test_killing_a_worker_leaves_no_program_running():
     fut = p.submit([job(SQUARE, "import time\ndef f(x):\n  time.sleep(60)\n")])
     w = p.worker_pids[0]
     (zygote,) = _children(w)
-    time.sleep(0.5)  # the program is asleep in the zygote's one child
-    programs = _children(zygote)
+    # Wait for the program to be forked (a hang guard, not a timing check).
+    deadline = time.monotonic() + 600
+    while not (programs := _children(zygote)) and time.monotonic() < deadline:
+      time.sleep(0.02)
     assert programs
     os.kill(w, 9)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 600
     while (
       any(os.path.exists(f"/proc/{x}") and _state(x) != "Z" for x in programs + [zygote])
       and time.monotonic() < deadline
@@ -283,4 +285,4 @@ def test_execution_package_imports_no_jax():
     "stepcoder_jax.commands.judge\n"
     "assert not [m for m in sys.modules if m == 'jax' or m.startswith('jax.')]\n"
   )
-  subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+  subprocess.run([sys.executable, "-c", code], check=True, timeout=900)

@@ -98,7 +98,7 @@ def test_generate_sampling_flags_and_stop(tiny_dir, capsys):
 
 def _run(*argv):
   return subprocess.run(
-    [sys.executable, "-m", "stepcoder_jax", *argv], capture_output=True, text=True, timeout=300
+    [sys.executable, "-m", "stepcoder_jax", *argv], capture_output=True, text=True, timeout=900
   )
 
 

@@ -50,7 +50,7 @@ def test_hub_id_not_in_the_cache_says_how_to_download_it(tmp_path):
     env=env,
     capture_output=True,
     text=True,
-    timeout=120,
+    timeout=900,
   )
   assert p.returncode == 2
   assert p.stderr.strip().count("\n") == 0, p.stderr

@@ -180,7 +180,7 @@ def test_module_entry_point(tmp_path):
     ],
     capture_output=True,
     text=True,
-    timeout=120,
+    timeout=900,
   )
   assert proc.returncode == 0, proc.stderr
   assert [r["outcome"] for r in _lines(out)] == ["passed", "passed"]

@@ -20,7 +20,7 @@ def _sh(script, *args, env=None, check=True):
     capture_output=True,
     text=True,
     env=dict(os.environ, **(env or {})),
-    timeout=120,
+    timeout=900,
   )
   if check:
     assert out.returncode == 0, out.stderr

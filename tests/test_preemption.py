@@ -280,7 +280,7 @@ atomicity.on_commit_callback = killed  # the commit: rename (local) or commit fi
 c.save(2, {{"policy": {{"w": np.arange(4.0) + 1}}}}, force=True)
 """
   p = subprocess.run(
-    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=900
   )
   assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
   left = sorted(x.name for x in tmp_path.iterdir())
@@ -332,12 +332,12 @@ time.sleep(0.2)  # a second signal, were one sent, would arrive meanwhile
   try:
     import time
 
-    deadline = time.time() + 60
+    deadline = time.time() + 1800  # a hang guard, not a timing check
     while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
       assert p.poll() is None and time.time() < deadline, p.communicate()
       time.sleep(0.02)
     p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=60)
+    out, err = p.communicate(timeout=1800)
   finally:
     if p.poll() is None:
       p.kill()

@@ -274,7 +274,7 @@ print(json.dumps({{"n": len(a), "one_device": all(len(x.devices()) == 1 for x in
 """
   t1 = time.time()
   p = subprocess.run(
-    [py, "-c", code], cwd=ROOT, env=base, capture_output=True, text=True, timeout=300
+    [py, "-c", code], cwd=ROOT, env=base, capture_output=True, text=True, timeout=900
   )
   assert p.returncode == 0, p.stderr[-3000:]
   r = json.loads(p.stdout.strip().splitlines()[-1])
@@ -306,7 +306,7 @@ def test_rows_split_and_gathered_across_processes(tmp_path):
     env=env,
     capture_output=True,
     text=True,
-    timeout=300,
+    timeout=900,
   )
   logs = "".join(
     (tmp_path / f"proc_{i}.log").read_text()

@@ -64,13 +64,14 @@ def _kill_after_checkpoint(argv: list[str], out: Path) -> int:
     text=True,
   )
   try:
-    deadline = time.time() + 120
+    # A hang guard, not a timing check: far above any loaded machine's time for a few steps.
+    deadline = time.time() + 1800
     while not any(s >= KILL_AT for s in _saved_steps(out)):
       assert proc.poll() is None, f"ended before a checkpoint: {proc.stderr.read()[-2000:]}"
-      assert time.time() < deadline
+      assert time.time() < deadline, "no checkpoint after 30 min: the run hangs"
       time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert proc.wait(timeout=900) == -signal.SIGKILL
   finally:
     if proc.poll() is None:
       proc.kill()
