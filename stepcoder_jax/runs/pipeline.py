@@ -139,7 +139,9 @@ def run_trainer(trainer) -> list[dict]:
       jsonl,
       work / "training_curves.png",
       CURVES,
-      title=f"training curves of {work.name} (per iteration)",
+      smooth=5,
+      title=f"training curves of {work.name}",
+      x_label="iteration",
     )
   return history
 
