@@ -235,6 +235,24 @@ def _pyplot():
   return plt
 
 
+# The curves of `train`'s training_curves.png, what a reader of a run needs on one page: reward
+# and pass rate (all rows, and the rows at s* = 0), how far the curriculum got (problems at
+# s* = 0), the KL to the reference policy, entropy, FGO mask density, response length and the
+# share of responses cut by max_new_tokens. ppo/ref_kl (to the SFT reference), not
+# ppo/approx_kl: with one epoch of one minibatch the new/old ratio is 1 at the only update, so
+# approx_kl is zero by construction.
+TRAIN_CURVES = (
+  "reward_mean",
+  "pass_rate",
+  "pass_rate_final",
+  "cccs/final",
+  "ppo/ref_kl",
+  "ppo/entropy",
+  "fgo_mask_density",
+  "response_tokens_mean",
+  "truncated_rate",
+)
+
 # What a curve of `train` shows: (panel title, y-axis label with the unit). A key not listed
 # is shown as it is.
 CURVE_LABELS = {

@@ -516,26 +516,28 @@ def test_every_figure_draws_each_model_in_its_one_colour(tmp_path):
   from matplotlib.colors import to_rgba
 
   ev = tmp_path / "evals"
-  for model in ("base", "sft", "ppo", "cccs"):
+  for model in ("base", "sft", "stepcoder", "fgo"):
     _fake_eval(ev / model / "greedy", [True, False, False])
     _fake_sampled(ev / model / "sampled", [1, 0, 2])
   _fake_sampled(ev / "sft_t0.4" / "sampled", [0, 0, 1])
-  for arm in ("ppo", "cccs"):
+  for arm in ("stepcoder", "fgo"):
     (tmp_path / "metrics").mkdir(exist_ok=True)
     (tmp_path / "metrics" / f"{arm}.jsonl").write_text(
       "\n".join(json.dumps({"step": i, "reward_mean": i / 8}) for i in range(1, 9))
     )
-  arms = ["ppo", "cccs"]
+  arms = ["stepcoder", "fgo"]  # not in the default colour cycle's order
   per_model = {m: ablation_measures.measure_values(ev, m) for m in ("base", "sft", *arms)}
 
   heldout = ablation_plots.heldout_figure(per_model, "t", (0.8, 4)).axes[0]
   drawn = [
     {t.get_text(): p.get_facecolor() for t, p in zip(heldout.get_xticklabels(), heldout.patches)}
   ]
-  for fig in (
-    ablation_plots.training_figure(tmp_path, arms),
-    ablation_plots.sharpening_figure(ev, (0.4,), 0.8, arms),
-  ):
+  training = ablation_plots.training_figure(tmp_path, arms)
+  lines = training.axes[0].lines  # per arm: its raw values, then their moving average
+  assert [to_rgba(line.get_color()) for line in lines] == [
+    to_rgba(ablation_plots.colour(a)) for a in arms for _ in (0, 1)
+  ]
+  for fig in (training, ablation_plots.sharpening_figure(ev, (0.4,), 0.8, arms)):
     legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
     drawn.append(
       {

@@ -20,6 +20,7 @@ from stepcoder_jax.ablation import control as ablation_control
 from stepcoder_jax.ablation.measures import measure_values
 from stepcoder_jax.metrics import (
   CURVE_LABELS,
+  TRAIN_CURVES,
   _pyplot,
   draw_smoothed,
   read_jsonl,
@@ -53,20 +54,9 @@ def colour(model: str) -> str:
   return _SPARE_COLOURS[zlib.crc32(key.encode()) % len(_SPARE_COLOURS)]
 
 
-# The training curves: metrics.jsonl keys, in panel order; a panel no arm logged is left out.
-# 'cccs/mean_stage' is derived here from the per-stage histogram (cccs/stage_K counts).
-CURVES = (
-  "reward_mean",
-  "pass_rate",
-  "pass_rate_final",
-  "cccs/mean_stage",
-  "cccs/final",
-  "ppo/ref_kl",
-  "ppo/entropy",
-  "fgo_mask_density",
-  "response_tokens_mean",
-  "truncated_rate",
-)
+# The training curves: train's own, with the mean CCCS stage after the pass rates (derived here
+# from the per-stage histogram, the cccs/stage_K counts); a panel no arm logged is left out.
+CURVES = (*TRAIN_CURVES[:3], "cccs/mean_stage", *TRAIN_CURVES[3:])
 # (panel title, y-axis label with the unit) per key: train's own labels, and the derived key.
 CURVE_AXES = {
   **CURVE_LABELS,
