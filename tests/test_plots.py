@@ -50,7 +50,9 @@ def test_heldout_panels_have_their_own_unit_and_count_and_draw_zero_and_missing(
   assert by_measure["greedy pass@1"] == "greedy pass@1, % of 4 problems"
   assert by_measure["pass@1 (n samples)"].startswith("sampled pass@1 at T = 0.8, 4 samples each")
   assert "% of a problem's tests (mean of 4 problems)" in by_measure["tests share"]
-  assert by_measure["subtask pass rate"] == "subtask pass rate, % of 3 problems"
+  assert (
+    by_measure["subtask pass rate"] == "subtask pass rate, % of 3 problems with a CCCS start point"
+  )
   assert by_measure["RL-pool pass@1"] == "greedy pass@1, % of 2 RL-pool problems"
 
   greedy, rl_pool = panels[0], panels[4]

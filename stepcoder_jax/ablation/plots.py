@@ -78,7 +78,7 @@ MEASURE_AXES = {
   ),
   "subtask pass rate": (
     "subtask from the last CCCS start point, greedy (held out)",
-    "subtask pass rate, % of {n} problems",
+    "subtask pass rate, % of {n} problems with a CCCS start point",
   ),
   "RL-pool pass@1": (
     "RL pool: the training problems, not held out (greedy, s* = 0)",
