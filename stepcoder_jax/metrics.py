@@ -235,11 +235,29 @@ def _pyplot():
   return plt
 
 
-# What a curve of `train` shows, for its panel title: (what, unit). Keys not listed are shown
-# as they are.
+# The curves of `train`'s training_curves.png, what a reader of a run needs on one page: reward
+# and pass rate (all rows, and the rows at s* = 0), how far the curriculum got (problems at
+# s* = 0), the KL to the reference policy, entropy, FGO mask density, response length and the
+# share of responses cut by max_new_tokens. ppo/ref_kl (to the SFT reference), not
+# ppo/approx_kl: with one epoch of one minibatch the new/old ratio is 1 at the only update, so
+# approx_kl is zero by construction.
+TRAIN_CURVES = (
+  "reward_mean",
+  "pass_rate",
+  "pass_rate_final",
+  "cccs/final",
+  "ppo/ref_kl",
+  "ppo/entropy",
+  "fgo_mask_density",
+  "response_tokens_mean",
+  "truncated_rate",
+)
+
+# What a curve of `train` shows: (panel title, y-axis label with the unit). A key not listed
+# is shown as it is.
 CURVE_LABELS = {
   "reward_mean": ("mean reward of the rollouts", "reward"),
-  "pass_rate": ("rollouts passing every test", "share of rollouts"),
+  "pass_rate": ("rollouts passing every test (at their CCCS stage)", "share of rollouts"),
   "pass_rate_final": ("rollouts passing, whole problems (s* = 0) only", "share of rollouts"),
   "cccs/final": ("problems whose CCCS curriculum reached s* = 0", "problems"),
   "ppo/ref_kl": ("KL to the reference (SFT) policy", "nats per response"),
@@ -247,47 +265,92 @@ CURVE_LABELS = {
   "fgo_mask_density": ("response tokens kept by FGO's mask", "share of tokens"),
   "response_tokens_mean": ("response length", "tokens"),
   "truncated_rate": ("responses cut at max_new_tokens", "share of rollouts"),
+  "ppo/kl_coef": ("KL penalty coefficient", "coefficient"),
+  "ppo/approx_kl": ("KL between the policy before and after the update", "nats per token"),
+  "ppo/clip_frac": ("tokens whose policy ratio was clipped", "share of tokens"),
+  "ppo/policy_loss": ("policy loss", "loss"),
+  "ppo/value_loss": ("value loss", "squared error"),
+  "ppo/explained_variance": ("returns explained by the value model", "explained variance"),
+  "ppo/policy_lr": ("policy learning rate", "learning rate"),
+  "time/iteration_s": ("wall time of an iteration", "seconds"),
 }
 
 
-def plot_curves(
+def draw_smoothed(ax, steps: np.ndarray, vals: np.ndarray, window: int, color: str) -> None:
+  """One curve on `ax`: with at least `window` (> 1) points, the raw values faint and their moving
+  average over `window` points on top (from the window-th point on); else the raw values, with
+  markers when there are few."""
+  if window > 1 and len(vals) >= window:
+    ax.plot(steps, vals, color=color, alpha=0.3, linewidth=0.8)
+    vals = np.convolve(vals, np.ones(window) / window, mode="valid")
+    steps = steps[window - 1 :]
+  ax.plot(steps, vals, color=color, linewidth=1.6, marker="." if len(vals) < 30 else None)
+
+
+def smoothing_handles(window: int, x_label: str, color: str) -> list:
+  """Legend entries that say what draw_smoothed drew: the faint raw line and the moving average."""
+  from matplotlib.lines import Line2D
+
+  return [
+    Line2D([], [], color=color, alpha=0.3, linewidth=0.8, label=f"raw, per {x_label}"),
+    Line2D([], [], color=color, linewidth=1.6, label=f"moving average over {window} {x_label}s"),
+  ]
+
+
+def save_figure(fig, png: str | Path) -> Path:
+  """Writes `fig` to `png` (its folder made) and closes it."""
+  out = Path(png)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=100)
+  _pyplot().close(fig)
+  return out
+
+
+def curves_figure(
   jsonl_path: str | Path,
-  out_png: str | Path,
   keys: Iterable[str],
   *,
   smooth: int = 1,
   title: str | None = None,
-) -> Path:
-  """One panel per key of `metrics.jsonl` against step, titled from CURVE_LABELS; with `smooth`
-  > 1, a moving average over that many points over the raw values drawn faint."""
+  x_label: str = "step",
+):
+  """One panel per key of `metrics.jsonl` against step, titled and labelled from CURVE_LABELS;
+  with `smooth` > 1, a moving average over that many points over the raw values drawn faint (the
+  figure's legend says so)."""
   rows = read_jsonl(jsonl_path)
   keys = list(keys)
   if not keys:
     raise ValueError("plot_curves: no keys")
-  plt = _pyplot()
-  fig, axes = plt.subplots(len(keys), 1, figsize=(6, 2.4 * len(keys)), squeeze=False, sharex=True)
+  fig, axes = _pyplot().subplots(
+    len(keys),
+    1,
+    figsize=(6, 2.4 * len(keys) + 0.8),
+    squeeze=False,
+    sharex=True,
+    layout="constrained",
+  )
+  smoothed = False
   for ax, key in zip(axes[:, 0], keys):
     pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
     if pts:
       steps, vals = map(np.asarray, zip(*pts))
-      if smooth > 1 and len(vals) >= smooth:
-        ax.plot(steps, vals, color="C0", alpha=0.3, linewidth=1)  # the raw values, faint
-        kernel = np.ones(smooth) / smooth
-        vals = np.convolve(vals, kernel, mode="valid")
-        steps = steps[smooth - 1 :]
-      ax.plot(steps, vals, color="C0", marker="." if len(vals) < 30 else None)
+      draw_smoothed(ax, steps, vals, smooth, "C0")
+      smoothed |= 1 < smooth <= len(vals)
     else:
       ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     what, unit = CURVE_LABELS.get(key, (key, ""))
     ax.set_title(f"{what} ({key})" if what != key else key, fontsize=9, loc="left")
-    ax.set_ylabel(unit)
+    ax.set_ylabel(unit or key, fontsize=8)
     ax.grid(alpha=0.3)
-  axes[-1, 0].set_xlabel("step")
+  axes[-1, 0].set_xlabel(x_label)
+  if smoothed:
+    handles = smoothing_handles(smooth, x_label, "C0")
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8)
   if title:
     fig.suptitle(title)
-  fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()) if title else None)
-  out = Path(out_png)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, dpi=100)
-  plt.close(fig)
-  return out
+  return fig
+
+
+def plot_curves(jsonl_path: str | Path, out_png: str | Path, keys: Iterable[str], **kw) -> Path:
+  """curves_figure (its keyword arguments: smooth, title, x_label) written to `out_png`."""
+  return save_figure(curves_figure(jsonl_path, keys, **kw), out_png)

@@ -18,6 +18,7 @@ from stepcoder_jax.ablation import data as ablation_data
 from stepcoder_jax.ablation import fingerprint as ablation_fingerprint
 from stepcoder_jax.ablation import measures as ablation_measures
 from stepcoder_jax.ablation import plan as ablation_plan
+from stepcoder_jax.ablation import plots as ablation_plots
 from stepcoder_jax.ablation import report as ablation_report
 from stepcoder_jax.ablation import run as ablation_run
 from stepcoder_jax.ablation import tune as ablation_tune
@@ -498,7 +499,7 @@ def test_sharpening_section_sets_each_arm_against_sft_at_every_temperature(tmp_p
   assert row.startswith("| 0.4 | 50.0 [") and "+0.0 [" in row and "*" not in row
   assert "Not evaluated yet: T = 0.6." in text
   assert "- **ppo**: not ahead of SFT (interval includes 0) at T = 0.4:" in text
-  png = ablation_control.plot(ev, (0.4,), 0.8, ["ppo"], tmp_path / "sharpening.png")
+  png = ablation_plots.plot_sharpening(ev, (0.4,), 0.8, ["ppo"], tmp_path / "sharpening.png")
   assert png is not None and png.stat().st_size > 1000
   # Ahead at every temperature once SFT at 0.4 passes nothing either.
   _fake_sampled(ev / "sft_t0.4" / "sampled", [0] * 10)
@@ -507,6 +508,49 @@ def test_sharpening_section_sets_each_arm_against_sft_at_every_temperature(tmp_p
   _fake_sampled(ev / "ppo" / "sampled", [0] * 10)  # no better than SFT at its own temperature
   text = "\n".join(ablation_control.section(ev, (0.4,), 0.8, ["ppo"]))
   assert "- **ppo**: not ahead of SFT even at its own temperature 0.8 (nor at T = 0, 0.4)." in text
+
+
+def test_every_figure_draws_each_model_in_its_one_colour(tmp_path):
+  """heldout, training curves and sharpening control: an arm has the same colour in all three
+  (ablation_plots.colour), and no two models share one."""
+  from matplotlib.colors import to_rgba
+
+  ev = tmp_path / "evals"
+  for model in ("base", "sft", "stepcoder", "fgo"):
+    _fake_eval(ev / model / "greedy", [True, False, False])
+    _fake_sampled(ev / model / "sampled", [1, 0, 2])
+  _fake_sampled(ev / "sft_t0.4" / "sampled", [0, 0, 1])
+  for arm in ("stepcoder", "fgo"):
+    (tmp_path / "metrics").mkdir(exist_ok=True)
+    (tmp_path / "metrics" / f"{arm}.jsonl").write_text(
+      "\n".join(json.dumps({"step": i, "reward_mean": i / 8}) for i in range(1, 9))
+    )
+  arms = ["stepcoder", "fgo"]  # not in the default colour cycle's order
+  per_model = {m: ablation_measures.measure_values(ev, m) for m in ("base", "sft", *arms)}
+
+  heldout = ablation_plots.heldout_figure(per_model, "t", (0.8, 4)).axes[0]
+  drawn = [
+    {t.get_text(): p.get_facecolor() for t, p in zip(heldout.get_xticklabels(), heldout.patches)}
+  ]
+  training = ablation_plots.training_figure(tmp_path, arms)
+  lines = training.axes[0].lines  # per arm: its raw values, then their moving average
+  assert [to_rgba(line.get_color()) for line in lines] == [
+    to_rgba(ablation_plots.colour(a)) for a in arms for _ in (0, 1)
+  ]
+  for fig in (training, ablation_plots.sharpening_figure(ev, (0.4,), 0.8, arms)):
+    legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
+    drawn.append(
+      {
+        t.get_text().split(",")[0].replace("SFT", "sft"): to_rgba(h.get_color())
+        for t, h in zip(legend.get_texts(), legend.legend_handles)
+        if not t.get_text().startswith(("raw", "moving"))
+      }
+    )
+  want = {m: to_rgba(ablation_plots.colour(m)) for m in ("base", "sft", *arms)}
+  assert len(set(want.values())) == len(want)
+  assert drawn[0] == want
+  assert drawn[1] == {a: want[a] for a in arms}
+  assert drawn[2] == {m: want[m] for m in ("sft", *arms)}
 
 
 def test_tune_section_shows_each_point_beside_sft_with_paired_differences(tmp_path):

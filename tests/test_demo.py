@@ -112,6 +112,7 @@ def test_table_has_intervals_and_identical_stages_differ_by_exactly_zero(tmp_pat
   assert data["pass@1"]["stepcoder"] == {"all": 0.75, "introductory": 1.0, "interview": 0.5}
   assert str(demo.final_model_dir(tmp_path)) in report
   assert (tmp_path / "pass_at_1.png").stat().st_size > 1000
+  assert "![pass at 1](pass_at_1.png)" in report  # embedded, by a link relative to the report
   assert "## Budget" in report and demo.budget_line() in report
 
 

@@ -75,14 +75,36 @@ def test_plots(tmp_path):
   path = tmp_path / "m.jsonl"
   path.write_text(
     "\n".join(
-      json.dumps({"step": i, "reward": -1 + 0.1 * i, "pass_rate": i / 20}) for i in range(20)
+      json.dumps({"step": i, "reward_mean": -1 + 0.1 * i, "my/key": i / 20}) for i in range(20)
     )
   )
-  png = metrics.plot_curves(path, tmp_path / "curves.png", ["reward", "pass_rate"], smooth=3)
+  png = metrics.plot_curves(path, tmp_path / "curves.png", ["reward_mean", "my/key"], smooth=3)
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   import matplotlib.image as mpimg
 
   assert mpimg.imread(png).shape[0] > 200  # two panels
+
+
+def test_curves_are_labelled_with_what_they_show_and_say_how_they_are_smoothed(tmp_path):
+  path = tmp_path / "m.jsonl"
+  path.write_text(
+    "\n".join(json.dumps({"step": i, "ppo/kl_coef": 0.05, "my/key": i}) for i in range(9))
+  )
+  fig = metrics.curves_figure(
+    path, ["ppo/kl_coef", "my/key"], smooth=3, title="run x", x_label="iteration"
+  )
+  known, unknown = fig.axes
+  assert known.get_title("left") == "KL penalty coefficient (ppo/kl_coef)"
+  assert known.get_ylabel() == metrics.CURVE_LABELS["ppo/kl_coef"][1]
+  assert unknown.get_title("left") == unknown.get_ylabel() == "my/key"  # no label known: the key
+  assert unknown.get_xlabel() == "iteration" and fig.get_suptitle() == "run x"
+  assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+    "raw, per iteration",
+    "moving average over 3 iterations",
+  ]
+  assert len(known.lines) == 2 and len(known.lines[1].get_xdata()) == 9 - 2  # raw + smoothed
+  unsmoothed = metrics.curves_figure(path, ["my/key"])
+  assert not unsmoothed.legends and len(unsmoothed.axes[0].lines) == 1
 
 
 def test_a_resumed_writer_drops_the_killed_runs_later_steps(tmp_path):

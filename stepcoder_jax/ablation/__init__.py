@@ -5,10 +5,10 @@ Modules, bottom first: each imports only modules listed before it, so imports ru
   data         the train / validation / held-out / RL-pool problem files
   fingerprint  what a finished stage depends on
   stages       a subprocess stage, its DONE.json marker, running one
-  control      the sharpening control: its evaluations' names, its report section and plot
+  control      the sharpening control: its evaluations' names and its report section
   tune         `--tune`: tune points on validation, their layout and report section
   plan         Settings -> the ordered list of stages
-  plots        the report's figures
+  plots        the report's figures (the control's too), one colour per model in all of them
   report       report.md from whatever stages have finished
   run          the driver: data stage, every stage not done, the report
   signal       the reward-signal measurement's summary (issue 28: `ablate --arm_dir signal`)

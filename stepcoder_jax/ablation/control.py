@@ -6,7 +6,8 @@ even if it has learned nothing else, so an arm's sampled pass@1 (T = eval.temper
 above SFT's at that temperature could be sharpening alone. This control evaluates SFT on the
 same held-out problems with the same n and seed at each temperature of `--control_temperatures`
 (fixed before looking), and the report sets every arm's sampled pass@1 against SFT's at each
-temperature, greedy decoding (T = 0, SFT's greedy evaluation) and T = 0.8 included.
+temperature, greedy decoding (T = 0, SFT's greedy evaluation) and T = 0.8 included. Its figure:
+ablation/plots.py (plot_sharpening).
 
 Reading it: SFT's best temperature is picked on the held-out set, which favours SFT. An arm
 whose interval against every temperature excludes 0 gained more than sharpening; an arm that
@@ -16,8 +17,6 @@ does not beat SFT at some temperature showed no gain beyond what sharpening SFT 
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
 
 from stepcoder_jax import stats
 from stepcoder_jax.ablation.measures import diff_cell, measure_values, paired_values
@@ -129,57 +128,3 @@ def verdicts(
         f"({', '.join(f'{t:g}' for t in points)})."
       )
   return out
-
-
-def plot(
-  evals_dir: Path,
-  temperatures: tuple[float, ...],
-  eval_temperature: float,
-  arms: list[str],
-  png: Path,
-) -> Path | None:
-  """SFT's pass@1 against temperature (95% intervals), each arm's sampled pass@1 at its
-  temperature beside it; None without the control or with fewer than two points."""
-  from stepcoder_jax.metrics import _pyplot
-
-  points = curve(evals_dir, temperatures, eval_temperature) if temperatures else {}
-  if len(points) < 2:
-    return None
-  plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(6, 3.6))
-
-  ests = [stats.mean_ci([v for v, _ in p.values()]) for p in points.values()]
-  ts = np.array(list(points))
-  ax.errorbar(
-    ts,
-    [100 * e.value for e in ests],
-    capsize=3,
-    marker="o",
-    color="black",
-    label="SFT",
-    yerr=np.array([[100 * (e.value - e.low), 100 * (e.high - e.value)] for e in ests]).T,
-  )
-  for i, arm in enumerate(arms):
-    v = measure_values(evals_dir, arm).get(SAMPLED)
-    if v:  # beside T = eval_temperature, offset so that SFT's point there stays visible
-      e = stats.mean_ci([x for x, _ in v.values()])
-      ax.errorbar(
-        eval_temperature + 0.04 * (i + 1),
-        100 * e.value,
-        capsize=3,
-        marker="s",
-        linestyle="none",
-        label=arm,
-        yerr=[[100 * (e.value - e.low)], [100 * (e.high - e.value)]],
-      )
-  ax.set_xlabel("sampling temperature (0 = greedy)")
-  ax.set_ylabel("held-out pass@1, % (95% CI)")
-  ax.set_title("sharpening control: SFT across temperatures, arms at their own")
-  ax.set_ylim(bottom=0)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  png.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(png, dpi=100)
-  plt.close(fig)
-  return png

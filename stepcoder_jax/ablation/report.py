@@ -296,6 +296,37 @@ def sft_vs_base(per_model: dict[str, dict]) -> list[str]:
   ]
 
 
+# Each figure's alt text and the line under its image in the report.
+PLOT_CAPTIONS = {
+  "heldout.png": (
+    "held-out measures per model",
+    "every measure of the tables above, one panel each: bars are the means over problems, "
+    "whiskers their 95% intervals.",
+  ),
+  "training_curves.png": (
+    "training curves per arm",
+    "each arm's training log (`metrics/<arm>.jsonl`), one panel per quantity: the raw value "
+    "of every iteration faint, a moving average on top.",
+  ),
+  "sharpening.png": (
+    "sharpening control",
+    "SFT's sampled pass@1 as its temperature falls, beside each arm's at its own temperature "
+    "(the table of the sharpening section).",
+  ),
+}
+
+
+def plot_links(out: Path, plots: list[Path]) -> list[str]:
+  """The figures embedded in report.md (relative links, so the report reads where it is copied),
+  each with one line on what it shows."""
+  lines = []
+  for p in plots:
+    rel = p.relative_to(out).as_posix()
+    alt, caption = PLOT_CAPTIONS.get(p.name, (p.stem, ""))
+    lines += [f"![{alt}]({rel})", "", f"`{rel}`: {caption}".rstrip(": "), ""]
+  return lines
+
+
 def write_report(s, stages) -> Path:
   """report.md, metrics/<arm>.jsonl and plots/*.png from the finished stages of ablation `s`."""
   from stepcoder_jax.runs.config import EvalConfig
@@ -306,16 +337,9 @@ def write_report(s, stages) -> Path:
   per_model = {m: measure_values(out / "evals", m) for m in models}
   copy_metrics(out, arms)
   temperature = EvalConfig().temperature
-  plots = ablation_plots.write_plots(out, per_model, arms)
-  plots += [
-    p
-    for p in [
-      ablation_control.plot(
-        out / "evals", s.controls, temperature, arms, out / "plots" / "sharpening.png"
-      )
-    ]
-    if p
-  ]
+  plots = ablation_plots.write_plots(
+    out, per_model, arms, sampled=(temperature, s.eval_n), controls=s.controls
+  )
   data = (
     json.loads((out / "data" / "DONE.json").read_text()).get("counts", {})
     if (out / "data" / "DONE.json").is_file()
@@ -371,8 +395,7 @@ def write_report(s, stages) -> Path:
     "",
     "## Plots",
     "",
-    *[f"- `{p.relative_to(out)}`" for p in plots],
-    "",
+    *plot_links(out, plots),
     "## Run",
     "",
     f"- command: `{s.command_line}`",

@@ -156,6 +156,10 @@ def write_report(work: Path, model: str | None, sft_dir: Path) -> tuple[str, lis
   for m in MEASURES:
     text += [f"## {m} by difficulty", "", measures.model_table(m, per_model), ""]
   text += [
+    "## Plots",
+    "",
+    # Relative links: the figures show wherever the run directory is opened or copied.
+    *[f"![{p.stem.replace('_', ' ')}]({p.relative_to(work).as_posix()})\n" for p in plots],
     "## Files",
     "",
     f"- base model: {model or ModelSpec().path}",

@@ -107,22 +107,6 @@ def make_trainer(
   )
 
 
-# What a reader of a run needs on one page: reward and pass rate (all rows, and the rows at
-# s* = 0), how far the curriculum got (problems at s* = 0), the KL to the reference policy,
-# entropy, FGO mask density, response length and the share of responses cut by max_new_tokens.
-CURVES = (
-  "reward_mean",
-  "pass_rate",
-  "pass_rate_final",
-  "cccs/final",
-  "ppo/ref_kl",
-  "ppo/entropy",
-  "fgo_mask_density",
-  "response_tokens_mean",
-  "truncated_rate",
-)
-
-
 def run_trainer(trainer) -> list[dict]:
   """Train to the configured iteration count, then plot the curves of the run."""
   import jax
@@ -133,13 +117,13 @@ def run_trainer(trainer) -> list[dict]:
   work = Path(trainer.cfg.work_dir)
   jsonl = work / "metrics.jsonl"
   if jax.process_index() == 0 and jsonl.exists():
-    # ppo/ref_kl (to the SFT reference), not ppo/approx_kl: with one epoch of one minibatch the
-    # new/old ratio is 1 at the only update, so approx_kl is zero by construction.
     metrics_lib.plot_curves(
       jsonl,
       work / "training_curves.png",
-      CURVES,
-      title=f"training curves of {work.name} (per iteration)",
+      metrics_lib.TRAIN_CURVES,
+      smooth=5,
+      title=f"training curves of {work.name}",
+      x_label="iteration",
     )
   return history
 
