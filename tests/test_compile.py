@@ -217,3 +217,20 @@ def test_hlo_accounting_matches_xla_on_a_loop_free_program():
   assert not a.loops
   assert a.total.bytes == pytest.approx(xla["bytes accessed"], rel=0.01)
   assert 0.85 * xla["flops"] < a.total.flops <= xla["flops"]
+
+
+@pytest.mark.parametrize("remat,suggested", [(False, True), (True, False), (None, True)])
+def test_misfit_advice_suggests_remat_only_where_it_is_off(remat, suggested):
+  from stepcoder_jax.compile import report as report_lib
+
+  r = {
+    "topology": "v5e-16",
+    "chip": "TPU v5e",
+    "chip_spec": {"hbm_bytes": 16 * 2**30},
+    "programs": {"ppo_update": {"fits": False, "peak_bytes": 20 * 2**30}},
+  }
+  if remat is not None:  # None: a report written before the field existed
+    r["remat"] = remat
+  line = report_lib.misfit_line(r)
+  assert line.startswith("v5e-16: ppo_update needs 20.00 GiB per device"), line
+  assert ("model.remat = True" in line) == suggested, line

@@ -286,6 +286,7 @@ def compile_run(
     "shapes": dataclasses.asdict(shapes),
     "resident_bytes": resident,
     "matmul_params": programs_lib.matmul_params(settings.model),
+    "remat": settings.model.remat,
     "jax_version": jax.__version__,
     "versions": _versions(target),
     "programs": {},
@@ -326,14 +327,16 @@ def misfit_line(report: dict) -> str | None:
     gib = lambda x: f"{x / 2**30:.2f} GiB"
     need = p.get("peak_bytes") or p.get("needed_bytes") or 0
     have = p.get("device_memory_bytes") or report["chip_spec"]["hbm_bytes"]
+    # Suggest rematerialization only to a run that does not use it already.
+    remat = "" if report.get("remat") not in (None, False, "none") else "model.remat = True, "
     how = {
       "sampler": "fewer rollout rows (train.problems_per_iteration) or shorter "
       "train.max_new_tokens, or more devices along mesh.fsdp/mesh.tensor",
       "scoring": "fewer rollout rows or shorter prompts/responses, or a larger mesh",
-      "ppo_update": "more ppo.minibatches / ppo.grad_accum, model.remat = True, shorter "
+      "ppo_update": f"more ppo.minibatches / ppo.grad_accum, {remat}shorter "
       "train.max_prompt_tokens/max_new_tokens, or a larger mesh "
       "(mesh.fsdp, mesh.tensor)",
-      "sft_step": "a smaller sft.batch_size or sft.max_len, model.remat = True, or a larger mesh",
+      "sft_step": f"a smaller sft.batch_size or sft.max_len, {remat}or a larger mesh",
     }.get(name, "a larger mesh")
     said = f" (compiler: {p['compiler_message'][:160]})" if p.get("compiler_message") else ""
     return (
