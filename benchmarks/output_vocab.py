@@ -1,4 +1,4 @@
-"""Greedy decoding with a restricted output vocabulary against the full one (issue 12's lever).
+"""Greedy decoding with a restricted output vocabulary against the full one (a speed lever).
 
 `model.output_vocab` restricts the policy's softmax to a fixed subset of token ids (the shipped
 `gemma3_code`: 34,034 of Gemma's 262,144). That is a deviation from the model, so its cost has to

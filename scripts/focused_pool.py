@@ -1,4 +1,4 @@
-"""Selection and report of scripts/focused_pool.sh (the focused-pool diagnostic of issue 13).
+"""Selection and report of scripts/focused_pool.sh (a diagnostic beside the ablation).
 
 focused_pool.py select EVAL_JSON POOL_JSONL OUT_JSONL   the pool: problems SFT solved >= once
 focused_pool.py report OUT_DIR                          SFT vs the trained arm, paired

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Diagnostic (issue 13): can the StepCoder arm raise the pass rate of its OWN training problems
+# Diagnostic of the ablation: can the StepCoder arm raise the pass rate of its OWN training problems
 # when they carry reward signal? The ablation's pool of 32 gave 1-10 passing rollouts of 320 per
 # arm. Here the pool is the RL-pool problems that SFT solves at least once in 8 samples (seed 0);
 # the arm trains on them alone with the ablation's StepCoder settings and budget (320 rollouts),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reward-signal measurement (issue 28, docs/results/signal/README.md): GRPO with 4 samples per
+# The reward-signal measurement (docs/results/signal/README.md): GRPO with 4 samples per
 # problem, arms no CCCS / CCCS paper / CCCS adaptive / adaptive + dynamic sampling, two seeds each,
 # on the ablation's protocol (data, SFT, held-out and training-pool evaluations). It is
 # `stepcoder-jax ablate` with the arms of configs/signal/, so it resumes like the ablation: each

@@ -11,5 +11,5 @@ Modules, bottom first: each imports only modules listed before it, so imports ru
   plots        the report's figures (the control's too), one colour per model in all of them
   report       report.md from whatever stages have finished
   run          the driver: data stage, every stage not done, the report
-  signal       the reward-signal measurement's summary (issue 28: `ablate --arm_dir signal`)
+  signal       the reward-signal measurement's summary (`ablate --arm_dir signal`)
 """

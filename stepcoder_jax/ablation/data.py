@@ -1,6 +1,6 @@
 """The ablation's data stage: train / validation / held-out problem files, written once.
 
-Splits (issue 13's protocol):
+Splits (the ablation's protocol):
   * train: the bundled train split + MBPP train (task ids 601-974);
   * validation: MBPP validation (511-600), used only by SFT's early stopping. Without MBPP, every
     10th bundled train problem in id order is held back instead (a fixed 10%, out of train);

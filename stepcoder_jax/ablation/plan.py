@@ -54,7 +54,7 @@ class Settings:
   tune: tuple = ()  # ablation_tune.TunePoint's: run the tuning plan instead of arms
   tune_arm: str = "stepcoder"  # the arm whose gin every tune point starts from
   controls: tuple[float, ...] = ()  # temperatures of the sharpening control (ablation_control)
-  arm_dir: str = "ablations"  # arms are configs/<arm_dir>/<arm>.gin (configs/signal: issue 28)
+  arm_dir: str = "ablations"  # arms are configs/<arm_dir>/<arm>.gin (configs/signal: reward signal)
 
 
 def model_dir(s: Settings, model: str) -> str | None:

@@ -1,4 +1,4 @@
-"""The reward-signal measurement's summary (issue 28; scripts/signal.sh, docs/results/signal/).
+"""The reward-signal measurement's summary (scripts/signal.sh, docs/results/signal/).
 
 The measurement is `ablate --arm_dir signal` with runs named `<arm>_s<seed>`; this writes
 `<out>/signal.md` from whatever has finished:
