@@ -25,7 +25,7 @@ def main():
   reports = {p.stem: json.loads(p.read_text()) for p in HERE.glob("*.json")}
   names = [n for n in ORDER if n in reports] + sorted(set(reports) - set(ORDER))
   commit = subprocess.run(
-    ["git", "log", "-1", "--format=%h", "--", "stepcoder_jax/compile"],
+    ["git", "log", "-1", "--format=%h", "--", ":/stepcoder_jax/compile"],
     capture_output=True,
     text=True,
     cwd=HERE,
