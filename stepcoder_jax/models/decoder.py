@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from stepcoder_jax.models import layers
-from stepcoder_jax.models.config import ModelConfig
+from stepcoder_jax.models.config import ModelConfig, remat_policy
 
 
 # Logical axis names of a KVCache's keys/values, for sharding.py (positions/valid: batch, length).
@@ -87,7 +87,16 @@ def _run_block(block: Block, x, positions, mask, kv, write_index):
   return block(x, positions, mask, kv, write_index)
 
 
-_run_block_remat = nnx.remat(_run_block)
+# What each remat policy saves (models/config.py REMAT_POLICIES): 'full' saves nothing inside the
+# block; 'dots' saves the outputs of matmuls without batch dimensions (the q/k/v/o projections
+# and the MLP), so the backward recomputes only norms, RoPE, attention and activations.
+_CHECKPOINT_POLICIES = {
+  "full": None,
+  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+_run_block_remat = {
+  name: nnx.remat(_run_block, policy=policy) for name, policy in _CHECKPOINT_POLICIES.items()
+}
 
 
 class Decoder(nnx.Module):
@@ -121,9 +130,11 @@ class Decoder(nnx.Module):
   def dtype(self):
     return jnp.dtype(self.cfg.dtype)
 
-  def set_remat(self, remat: bool) -> None:
-    """Turn block rematerialisation on/off after loading (e.g. from `ModelSpec.remat`)."""
-    self.cfg = self.cfg.replace(remat=bool(remat))
+  def set_remat(self, remat: bool | str) -> None:
+    """Set the block remat policy after loading (e.g. from `ModelSpec.remat`): a policy name,
+    or True / False ('full' / 'none')."""
+    remat_policy(remat)
+    self.cfg = self.cfg.replace(remat=remat)
 
   def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
     """An empty cache for `batch` rows of up to `max_len` tokens (prompt + generated)."""
@@ -185,7 +196,8 @@ class Decoder(nnx.Module):
     if cfg.scan_layers and cache is None:
       return self.final_norm(self._scan_blocks(x, positions, mask_local, mask_global)), None
     # Remat only helps a backward pass; the cached decode path (sampling) never differentiates.
-    run = _run_block_remat if (cfg.remat and cache is None) else _run_block
+    policy = remat_policy(cfg.remat)
+    run = _run_block_remat[policy] if (policy != "none" and cache is None) else _run_block
     new_keys, new_values = [], []
     for i, block in enumerate(self.layers):
       mask = mask_local if block.is_local else mask_global
@@ -222,8 +234,9 @@ class Decoder(nnx.Module):
       h, _ = block(h, positions, mask, None, None, freqs)
       return h, None
 
-    if self.cfg.remat:
-      body = jax.checkpoint(body)
+    policy = remat_policy(self.cfg.remat)
+    if policy != "none":
+      body = jax.checkpoint(body, policy=_CHECKPOINT_POLICIES[policy])
     x, _ = jax.lax.scan(body, x, (stacked, is_local, inv_freq))
     return x
 
