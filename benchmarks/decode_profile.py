@@ -1,7 +1,7 @@
 """Where a decode step of the sampler goes: the whole sampler at two lengths (the slope is one
 decode step, the rest the prefill), then the pieces of one step jitted alone, then the compiled
 sampler's decode loop read for copies of KV-cache buffers (each is a full read and write of a
-[rows, slots, kv_heads, head_dim] buffer on every step).
+layer's key or value buffer on every step).
 
   python benchmarks/decode_profile.py                       # Gemma 3 270M, 16 rows, 256 + 32
   python benchmarks/decode_profile.py --model tiny-gemma3 --rows 4 --prompt 64
@@ -28,17 +28,37 @@ def _best(f, *a, reps: int = 3) -> float:
   return best
 
 
-def loop_copies(hlo: str, cache_shape: str) -> dict[str, int]:
-  """Copies of buffers of `cache_shape` (e.g. 'f32[16,288,1,256]') per computation of `hlo`."""
-  out: dict[str, int] = {}
-  name = "?"
+def _computations(hlo: str) -> dict[str, list[str]]:
+  comps: dict[str, list[str]] = {}
+  name = None
   for line in hlo.splitlines():
-    m = re.match(r"^(ENTRY\s+)?%?([\w.\-]+)\s+\(.*\)\s+->.*\{\s*$", line)
+    m = re.match(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s+\(.*\)\s+->.*\{\s*$", line)
     if m:
-      name = ("ENTRY " if m.group(1) else "") + m.group(2)
-    elif " copy(" in line and f"{cache_shape}{{" in line:
-      out[name] = out.get(name, 0) + 1
-  return out
+      name = m.group(1)
+      comps[name] = []
+    elif name is not None:
+      comps[name].append(line)
+  return comps
+
+
+def loop_copies(hlo: str, shape: str) -> int:
+  """Copies of `shape` buffers (e.g. 'f32[16,288,1,256]') made inside the decode loop: the
+  largest while body and everything it calls (fusions included)."""
+  comps = _computations(hlo)
+  bodies = [
+    b for lines in comps.values() for ln in lines for b in re.findall(r"body=%?([\w.\-]+)", ln)
+  ]
+  if not bodies:
+    return 0
+  seen, todo = set(), [max(bodies, key=lambda b: len(comps.get(b, [])))]
+  while todo:
+    c = todo.pop()
+    if c in seen or c not in comps:
+      continue
+    seen.add(c)
+    for ln in comps[c]:
+      todo += re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", ln)
+  return sum(" copy(" in ln and f"{shape}{{" in ln for c in seen for ln in comps[c])
 
 
 def main(argv=None) -> None:
@@ -117,9 +137,11 @@ def main(argv=None) -> None:
   knobs = (jnp.int32(n), jnp.float32(1.0), jnp.float32(1.0))
   hlo = run.lower(state, tokens, mask, key, *knobs).compile().as_text()
   dt = "f32" if cfg.dtype == "float32" else "bf16"
-  shape = f"{dt}[{b},{slots},{cfg.num_kv_heads},{cfg.head_dim}]"
-  copies = loop_copies(hlo, shape)
-  print(f"  copies of {shape} cache buffers per computation: {copies or 'none'}")
+  # Keys are [B, Hkv, Dh, S], values [B, S, Hkv, Dh]; a copy (or transpose) into either shape is
+  # a full pass over a layer's cache buffer.
+  for dims in sorted({cache.keys[0].shape, cache.values[0].shape}):
+    shape = f"{dt}[{','.join(map(str, dims))}]"
+    print(f"  copies into {shape} (cache-sized) per decode step: {loop_copies(hlo, shape)}")
 
 
 if __name__ == "__main__":

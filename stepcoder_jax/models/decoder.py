@@ -25,7 +25,9 @@ from stepcoder_jax.models import layers
 from stepcoder_jax.models.config import ModelConfig, remat_policy
 
 
-# Logical axis names of a KVCache's keys/values, for sharding.py (positions/valid: batch, length).
+# Logical axis names of a KVCache's keys and values, for sharding.py (positions/valid: batch,
+# length).
+KV_CACHE_KEY_AXES = ("batch", "kv_heads", "head_dim", "length")
 KV_CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")
 
 
@@ -34,7 +36,8 @@ class KVCache:
   """Keys/values of every layer plus the bookkeeping attention needs.
 
   Attributes:
-    keys, values: per layer [B, S, Hkv, Dh].
+    keys: per layer [B, Hkv, Dh, S] (slots minor, the layout the q.k product reads).
+    values: per layer [B, S, Hkv, Dh].
     positions: [B, S] int32 RoPE position of each slot (for the sliding window).
     valid: [B, S] bool, False for empty slots and padding.
     index: [] int32, the slot where the next tokens are written.
@@ -141,8 +144,9 @@ class Decoder(nnx.Module):
     cfg = self.cfg
     dt = jnp.dtype(dtype) if dtype is not None else self.dtype
     shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    key_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)  # slots minor: see Attention
     return KVCache(
-      keys=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
+      keys=tuple(jnp.zeros(key_shape, dt) for _ in range(cfg.num_layers)),
       values=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
       positions=jnp.zeros((batch, max_len), jnp.int32),
       valid=jnp.zeros((batch, max_len), bool),
