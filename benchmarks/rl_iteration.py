@@ -37,7 +37,16 @@ Levers of ours, on by default (each printed with the results; flags turn them of
   output vocabulary   `model.output_vocab = 'gemma3_code'` from cpu_demo_gemma.gin: sampling and
                       scoring over 34,034 of Gemma's 262,144 ids, a documented deviation
                       (--no_output_vocab; never with --tiny, whose tokenizer is another).
+  remat               `model.remat` (cpu_demo_gemma: 'full'); --remat full|none|dots sets it.
   TRL keeps the full vocabulary and its own scoring.
+
+The machine's limits, measured in the same run after the sides (benchmarks/limits.py): fp32
+`jnp.dot` throughput (2048^3, 4096^3 and the update's MLP shape [rows x T, D] x [D, F]) and memory
+bandwidth (a 1 GiB sum, NumPy and XLA). For each side of ours, each bucket's fraction of its bound:
+update and scoring = analytic matmul FLOPs / best dot throughput / warm seconds; generation = per
+phase (prefill, each decode step) the larger of FLOPs / throughput and bytes / bandwidth, summed,
+over warm seconds. FLOPs are counted from the model's shapes, not XLA's cost_analysis (which
+counts a loop body once).
 
 The last line is `speedup vs TRL: N.NNx` (TRL's warm seconds per iteration over ours, GRPO).
 """
@@ -45,6 +54,7 @@ The last line is `speedup vs TRL: N.NNx` (TRL's warm seconds per iteration over 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -131,6 +141,8 @@ def lever_bindings(args) -> list[str]:
     b.append("train.sampler_logprobs = False")
   if args.no_output_vocab or args.tiny:
     b.append("model.output_vocab = None")
+  if args.remat:
+    b.append(f"model.remat = '{args.remat}'")
   return b
 
 
@@ -139,7 +151,8 @@ def levers(args) -> str:
   return (
     f"levers of ours: sampler log-probs {on(args.no_sampler_logprobs)}, output vocabulary "
     f"{on(args.no_output_vocab or args.tiny)}"
-    f"{' (gemma3_code)' if not (args.no_output_vocab or args.tiny) else ''}"
+    f"{' (gemma3_code)' if not (args.no_output_vocab or args.tiny) else ''}, remat "
+    f"{args.remat or 'as the experiment config sets it'}"
   )
 
 
@@ -180,6 +193,7 @@ def run_ours(args, arm: str) -> dict:
             "tokens": m.get("response_tokens_mean", 0.0) * rows,
             "reward_mean": m.get("reward_mean"),
             "rows": rows,
+            "decode_steps": clock.get("decode_steps", 0),
           }
         )
         print(
@@ -189,13 +203,51 @@ def run_ours(args, arm: str) -> dict:
         )
     finally:
       pool.close()
+    work = _work_of(trainer)
   return {
     "side": f"ours_{arm}",
     "load_s": load_s,
     "iterations": iters,
     "peak_rss_gb": _peak_rss_gb(),
     "jax": jax.__version__,
+    "work": work,
   }
+
+
+def _work_of(trainer) -> dict:
+  """The analytic work of one iteration's buckets (benchmarks/limits.py) and the update's
+  matmul shape, for the fractions of the machine's bounds."""
+  import limits
+
+  cfg, ppo_cfg = trainer.models.cfg, trainer.ppo_cfg
+  s = limits.Shapes.of(cfg)
+  rows = trainer.cfg.problems_per_iteration * trainer.cfg.samples_per_problem
+  p, r = trainer.rollout.prompt_len, trainer.rollout.response_len
+  models = 1 if ppo_cfg.critic_free else 2
+  remat = remat_name(cfg.remat)
+  gen = limits.generation_work(s, rows, p, r, 1)
+  return {
+    "remat": remat,
+    "update_flops": limits.update_flops(
+      s, rows, p, r, remat=remat, models=models, epochs=ppo_cfg.epochs
+    ),
+    "scoring_flops": limits.scoring_flops(
+      s,
+      rows,
+      p,
+      r,
+      policy_forwards=1 if trainer.cfg.sampler_logprobs else 2,
+      value_forwards=models - 1,
+    ),
+    "prefill": dataclasses.asdict(gen[0]),
+    "decode_step": dataclasses.asdict(gen[1]),
+    "dot_shape": [rows * (p + r), cfg.hidden_size, cfg.intermediate_size],
+  }
+
+
+def remat_name(remat) -> str:
+  """A ModelConfig.remat value as a policy name (True and False are 'full' and 'none')."""
+  return {True: "full", False: "none"}.get(remat, remat) if isinstance(remat, bool) else remat
 
 
 def _instrument_ours(trainer, pool) -> dict:
@@ -229,6 +281,15 @@ def _instrument_ours(trainer, pool) -> dict:
     return fut
 
   pool.submit = submit_timed
+  sample = holder.sampler
+
+  def sample_counted(state, prompt_ids, rng):
+    out = sample(state, prompt_ids, rng)
+    ids = getattr(out, "ids", out)  # the decode loop runs until the longest row ends
+    clock["decode_steps"] = max((len(i) for i in ids), default=0)
+    return out
+
+  holder.sampler = sample_counted
   return clock
 
 
@@ -407,9 +468,28 @@ def _tiny_dir(path: str) -> str:
   return _tiny_llama_dir(path)
 
 
+def run_limits(args) -> dict:
+  """This machine's fp32 matmul throughput and memory bandwidth, measured now (limits.py)."""
+  import limits
+
+  sq = (256, 512) if args.tiny else (2048, 4096)
+  shapes = [(n, n, n) for n in sq]
+  if args.dot_shape:
+    shapes.append(tuple(int(x) for x in args.dot_shape.split(",")))
+  return {
+    "side": "limits",
+    "matmul_flops_s": limits.measure_matmul(shapes),
+    "bandwidth_bytes_s": limits.measure_bandwidth((64 if args.tiny else 1024) << 20),
+  }
+
+
 def _side(args) -> int:
   _set_threads()
-  r = run_trl(args) if args.side == "trl" else run_ours(args, args.side)
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  if args.side == "limits":
+    r = run_limits(args)
+  else:
+    r = run_trl(args) if args.side == "trl" else run_ours(args, args.side)
   with open(args.out, "w") as f:
     json.dump(r, f)
   return 0
@@ -435,6 +515,71 @@ def _line(name: str, r: dict) -> str:
   )
 
 
+def _run_side(args, side: str, tmp: str, hf_dir: str | None, extra=()) -> dict:
+  """One side in its own subprocess; its JSON result, with the process's wall time."""
+  out = os.path.join(tmp, f"{side}.json")
+  cmd = [sys.executable, os.path.abspath(__file__), "--side", side, "--out", out]
+  for k in ("iterations", "prompts", "group", "max_new_tokens"):
+    cmd += [f"--{k}", str(getattr(args, k))]
+  cmd += ["--remat", args.remat] if args.remat else []
+  cmd += ["--tiny", "--hf_dir", hf_dir] if args.tiny else []
+  for b in args.bind:
+    cmd += ["--bind", b]
+  cmd += [f for f in ("--no_sampler_logprobs", "--no_output_vocab") if getattr(args, f[2:])]
+  t = time.perf_counter()
+  subprocess.run(cmd + list(extra), check=True)
+  with open(out) as f:
+    r = json.load(f)
+  r["process_s"] = time.perf_counter() - t
+  return r
+
+
+def bucket_fractions(r: dict, lim: dict) -> dict:
+  """Per bucket of a side of ours: the bound (s) at this machine's limits and the fraction of
+  it reached in the warm iterations (limits.py). Throughput: the best measured dot; bandwidth:
+  the faster measured sum (the stricter bounds)."""
+  import limits
+
+  flops_s = max(lim["matmul_flops_s"].values())
+  bytes_s = max(lim["bandwidth_bytes_s"].values())
+  w = r["work"]
+  steps = _warm_mean(r, "decode_steps")
+  pre, step = limits.Work(**w["prefill"]), limits.Work(**w["decode_step"])
+  gen_bound = pre.bound_s(flops_s, bytes_s) + steps * step.bound_s(flops_s, bytes_s)
+  bounds = {
+    "update": w["update_flops"] / flops_s,
+    "scoring": w["scoring_flops"] / flops_s,
+    "generation": gen_bound,
+  }
+  out = {}
+  for k, b in bounds.items():
+    out[k] = {"bound_s": b, "fraction": limits.fraction(b, _warm_mean(r, f"{k}_s"))}
+  out["generation"].update(
+    decode_steps=steps,
+    flops=pre.flops + steps * step.flops,
+    bytes=pre.bytes + steps * step.bytes,
+  )
+  return out
+
+
+def _limits_line(lim: dict) -> str:
+  dots = ", ".join(f"{k} {v / 1e9:.1f}" for k, v in lim["matmul_flops_s"].items())
+  bw = ", ".join(f"{k} {v / 1e9:.1f}" for k, v in lim["bandwidth_bytes_s"].items())
+  return f"limits: fp32 jnp.dot GFLOP/s [m x k x n]: {dots}; bandwidth GB/s: {bw}"
+
+
+def _fractions_line(name: str, r: dict) -> str:
+  f, w = r["fractions"], r["work"]
+  g = f["generation"]
+  return (
+    f"{name:10s} fraction of bound (analytic FLOPs, remat {w['remat']}): update "
+    f"{f['update']['fraction']:.2f} ({w['update_flops'] / 1e9:.4g} GFLOP) | scoring "
+    f"{f['scoring']['fraction']:.2f} ({w['scoring_flops'] / 1e9:.4g} GFLOP) | generation "
+    f"{g['fraction']:.2f} (bound {g['bound_s']:.1f} s: {g['flops'] / 1e9:.4g} GFLOP, "
+    f"{g['bytes'] / 1e9:.3g} GB, {g['decode_steps']:.0f} steps)"
+  )
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--tiny", action="store_true", help="a tiny random Llama (smoke test)")
@@ -454,7 +599,14 @@ def main(argv=None) -> int:
     action="store_true",
     help="ours: the full vocabulary (model.output_vocab = None)",
   )
+  p.add_argument(
+    "--remat",
+    choices=("full", "none", "dots"),
+    default=None,
+    help="ours: model.remat policy (default: the experiment config's; cpu_demo_gemma: full)",
+  )
   p.add_argument("--json", default=None, help="also write the results here")
+  p.add_argument("--dot_shape", default=None, help=argparse.SUPPRESS)
   p.add_argument("--side", default=None, help=argparse.SUPPRESS)
   p.add_argument("--out", default=None, help=argparse.SUPPRESS)
   p.add_argument("--hf_dir", default=None, help=argparse.SUPPRESS)
@@ -475,33 +627,17 @@ def main(argv=None) -> int:
   with tempfile.TemporaryDirectory() as tmp:
     hf_dir = _tiny_dir(os.path.join(tmp, "tiny")) if args.tiny else None
     for side in [s.strip() for s in args.sides.split(",") if s.strip()]:
-      out = os.path.join(tmp, f"{side}.json")
-      cmd = [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--side",
-        side,
-        "--out",
-        out,
-        "--iterations",
-        str(args.iterations),
-        "--prompts",
-        str(args.prompts),
-        "--group",
-        str(args.group),
-        "--max_new_tokens",
-        str(args.max_new_tokens),
-      ]
-      cmd += ["--tiny", "--hf_dir", hf_dir] if args.tiny else []
-      for b in args.bind:
-        cmd += ["--bind", b]
-      cmd += [f for f in ("--no_sampler_logprobs", "--no_output_vocab") if getattr(args, f[2:])]
-      t = time.perf_counter()
-      subprocess.run(cmd, check=True)
-      with open(out) as f:
-        results[side] = json.load(f)
-      results[side]["process_s"] = time.perf_counter() - t
+      results[side] = _run_side(args, side, tmp, hf_dir)
       print(_line(side, results[side]), flush=True)
+    ours = [k for k, r in results.items() if "work" in r]
+    if ours:  # the limits last, in the same run: the update's shape comes from ours
+      shape = results[ours[0]]["work"]["dot_shape"]
+      lim = _run_side(args, "limits", tmp, hf_dir, ["--dot_shape", ",".join(map(str, shape))])
+      results["limits"] = lim
+      print(_limits_line(lim), flush=True)
+      for k in ours:
+        results[k]["fractions"] = bucket_fractions(results[k], lim)
+        print(_fractions_line(k, results[k]), flush=True)
   machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
   print(f"load average at end: {machine['loadavg_end']}; warm iterations: 2..{args.iterations}")
   if args.json:

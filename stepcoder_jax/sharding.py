@@ -401,13 +401,18 @@ def tree_shardings_by_axes(
 
 
 def kv_cache_axes(path: tuple, leaf: Any) -> tuple | None:
-  """Default logical axes of KV-cache leaves: [batch, length, kv_heads, head_dim] (4-D), with an
-  optional leading layer axis (5-D); per-row positions/lengths are [batch]."""
+  """Default logical axes of KV-cache leaves (models/decoder.py KVCache): keys [batch, kv_heads,
+  head_dim, length], values [batch, length, kv_heads, head_dim] (4-D), with an optional leading
+  layer axis (5-D); per-row positions/lengths are [batch]."""
   nd = np.ndim(leaf)
-  if nd == 5:
-    return (None, "batch", "length", "kv_heads", "head_dim")
-  if nd == 4:
-    return ("batch", "length", "kv_heads", "head_dim")
+  if nd in (4, 5):
+    keys = bool(path) and str(path[0]) == "keys"
+    axes = (
+      ("batch", "kv_heads", "head_dim", "length")
+      if keys
+      else ("batch", "length", "kv_heads", "head_dim")
+    )
+    return (None,) * (nd - 4) + axes
   if nd in (1, 2) and "index" not in str(path[-1] if path else ""):
     return ("batch",) + (None,) * (nd - 1)
   return None

@@ -3,6 +3,7 @@ README; this only guards the scripts: ppo_step.py broke unnoticed when the batch
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,12 @@ def test_output_vocab_benchmark_with_every_id_changes_nothing(tmp_path):
   assert "full-vocabulary greedy tokens outside the subset: 0 (in 0 prompts)" in out
   gap = float(out.split("over agreeing prefixes: max ")[1].split(",")[0])
   assert gap < 1e-5
+
+
+def test_decode_profile_runs_tiny_and_reads_the_decode_loop():
+  out = _run(
+    "benchmarks/decode_profile.py",
+    *("--model", "tiny-gemma3", "--rows", "2", "--prompt", "16", "--new", "4"),
+  )
+  assert "one decode step" in out and "draw + log-softmax over 384" in out  # its tokenizer
+  assert re.search(r"copies into f32\[2,2,16,20\] \(cache-sized\) per decode step: \d+", out)

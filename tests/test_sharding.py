@@ -112,11 +112,11 @@ def test_params_really_split(eight_device_results):
   # tensor=8: heads (4) and vocab (300) do not divide, so they stay whole; mlp (128) splits.
   assert r[(1, 1, 8)]["shard_shapes"]["q_proj"] == [64, 4, 16]
   assert r[(1, 1, 8)]["shard_shapes"]["gate_proj"] == [64, 16]
-  # KV cache [batch 8, length 16, kv_heads 2, head_dim 16]: batch over data x fsdp, heads over
-  # tensor when it divides them.
-  assert r[(2, 2, 2)]["cache_keys_shard"] == [2, 16, 1, 16]
-  assert r[(2, 4, 1)]["cache_keys_shard"] == [1, 16, 2, 16]
-  assert r[(1, 1, 8)]["cache_keys_shard"] == [8, 16, 2, 16]
+  # KV cache keys [batch 8, kv_heads 2, head_dim 16, length 16]: batch over data x fsdp, heads
+  # over tensor when it divides them.
+  assert r[(2, 2, 2)]["cache_keys_shard"] == [2, 1, 16, 16]
+  assert r[(2, 4, 1)]["cache_keys_shard"] == [1, 2, 16, 16]
+  assert r[(1, 1, 8)]["cache_keys_shard"] == [8, 2, 16, 16]
   assert r[(2, 2, 2)]["cache_valid_shard"] == [2, 16]
   for row in r.values():
     assert row["opt_mu_sharding_matches_param"]

@@ -57,7 +57,9 @@ def model_config(
       f"{path}: no config.json there; pass --model_config CONFIG_JSON (bundled "
       f"architectures, by directory name: {known})"
     )
-  flags = {k: True for k in ("remat", "scan_layers") if getattr(spec, k)}
+  flags = {"scan_layers": True} if spec.scan_layers else {}
+  if spec.remat_override is not None:
+    flags["remat"] = spec.remat
   cfg = dataclasses.replace(cfg, **flags)
   if spec.output_vocab is not None:
     from stepcoder_jax.models import output_vocab

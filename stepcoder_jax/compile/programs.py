@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from stepcoder_jax import sharding
-from stepcoder_jax.models.config import ModelConfig
+from stepcoder_jax.models.config import ModelConfig, remat_policy
 from stepcoder_jax.rl import batching, ppo, spmd
 from stepcoder_jax.rl.config import PPOConfig, TrainConfig
 from stepcoder_jax.runs.config import SFTConfig
@@ -180,7 +180,8 @@ def build(
   opt_and_value = device_bytes(
     (a_state.policy_opt, a_state.value, a_state.value_rest, a_state.value_opt)
   )
-  remat = 2 if model_cfg.remat else 0  # a rematerialized forward inside the backward
+  # a rematerialized forward inside the backward ('dots' recomputes no matmul)
+  remat = 2 if remat_policy(model_cfg.remat) == "full" else 0
   programs = []
 
   # SFT: its own stage, before RL (nothing else resident).

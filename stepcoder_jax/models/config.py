@@ -10,6 +10,23 @@ import gin
 # argument of jitted functions.
 
 FAMILIES = ("llama", "qwen2", "gemma3")
+# What a block keeps for the backward pass: 'none' keeps every activation; 'full' keeps only the
+# block's input and recomputes its forward; 'dots' keeps the matmul outputs (projections and MLP,
+# not attention's batched products) and recomputes only the element-wise work between them.
+REMAT_POLICIES = ("none", "full", "dots")
+
+
+def remat_policy(value: bool | str | None) -> str:
+  """A `remat` setting as a policy name; True and False (the older values) mean 'full', 'none'."""
+  if value is True:
+    return "full"
+  if value is False or value is None:
+    return "none"
+  if value in REMAT_POLICIES:
+    return value
+  raise ValueError(f"remat: {value!r} is not a bool or one of {REMAT_POLICIES}")
+
+
 SLIDING = "sliding_attention"
 GLOBAL = "full_attention"
 
@@ -27,7 +44,9 @@ class ModelConfig:
     query_pre_attn_scalar: Gemma's attention scale is this ** -0.5 (else head_dim ** -0.5).
     attention_bias: bias on q, k, v projections; attention_out_bias: bias on o_proj.
     dtype: compute dtype name ('float32' | 'bfloat16'); param_dtype: storage dtype name.
-    remat: rematerialize each block in the backward pass (nnx.remat).
+    remat: what each block keeps for the backward pass: a REMAT_POLICIES name, or True ('full':
+      rematerialize the block) / False ('none'). Kept as given (a checkpoint's config digest
+      stays the same); read it through `remat_policy`. Changes memory and time, not results.
     output_vocab: None (every token), or the sorted token ids the policy may emit: the output
       projection, the sampler and every scored log-prob use this subset alone (a softmax over it),
       so sampling and scoring agree exactly. A CPU speed lever (Gemma's 262k tokens are mostly
@@ -65,11 +84,12 @@ class ModelConfig:
   pad_token_id: int | None = None
   dtype: str = "float32"
   param_dtype: str = "float32"
-  remat: bool = False
+  remat: bool | str = False
   scan_layers: bool = False
   output_vocab: tuple[int, ...] | None = None
 
   def __post_init__(self):
+    remat_policy(self.remat)  # raises on an unknown policy
     if self.family not in FAMILIES:
       raise ValueError(f"ModelConfig.family: {self.family!r} is not one of {FAMILIES}")
     if self.num_heads % self.num_kv_heads:
@@ -152,7 +172,9 @@ class ModelSpec:
   """Which model to use: a path (HF dir, GGUF file, checkpoint) or a preset name like 'tiny-llama'.
 
   dtype / param_dtype: compute and storage dtypes ('float32' | 'bfloat16'); None keeps the
-  checkpoint's. remat: rematerialize blocks in the backward pass (saves memory in PPO/SFT).
+  checkpoint's. remat: what blocks keep for the backward pass (PPO/SFT): 'full' (True) recomputes
+  each block's forward, 'dots' keeps the matmul outputs and recomputes the rest, 'none' keeps
+  everything; memory against time, the same results. False leaves the checkpoint's setting.
   scan_layers: run full forward passes as a scan over the blocks (ModelConfig.scan_layers).
   output_vocab: None (every token), a shipped vocabulary name ('gemma3_code') or an .npz path
     written by stepcoder_jax/models/vocab_build.py: the policy samples and is scored over those ids
@@ -162,9 +184,22 @@ class ModelSpec:
   path: str = "tiny-llama"  # what --model takes: HF dir, Hub id, .gguf, checkpoint, preset
   dtype: str | None = None
   param_dtype: str | None = None
-  remat: bool = False
+  remat: bool | str = False
   scan_layers: bool = False
   output_vocab: str | None = None
+
+  def __post_init__(self):
+    if not isinstance(self.remat, bool) and self.remat not in REMAT_POLICIES:
+      from stepcoder_jax.errors import UserError
+
+      raise UserError(
+        f"gin model.remat: {self.remat!r} is not True, False or one of {REMAT_POLICIES}"
+      )
+
+  @property
+  def remat_override(self) -> str | None:
+    """The policy this spec sets on a loaded model, or None to keep the model's own (False)."""
+    return None if self.remat is False else remat_policy(self.remat)
 
   @property
   def preset_family(self) -> str | None:

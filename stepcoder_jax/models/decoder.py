@@ -22,10 +22,12 @@ import numpy as np
 from flax import nnx
 
 from stepcoder_jax.models import layers
-from stepcoder_jax.models.config import ModelConfig
+from stepcoder_jax.models.config import ModelConfig, remat_policy
 
 
-# Logical axis names of a KVCache's keys/values, for sharding.py (positions/valid: batch, length).
+# Logical axis names of a KVCache's keys and values, for sharding.py (positions/valid: batch,
+# length).
+KV_CACHE_KEY_AXES = ("batch", "kv_heads", "head_dim", "length")
 KV_CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")
 
 
@@ -34,7 +36,8 @@ class KVCache:
   """Keys/values of every layer plus the bookkeeping attention needs.
 
   Attributes:
-    keys, values: per layer [B, S, Hkv, Dh].
+    keys: per layer [B, Hkv, Dh, S] (slots minor, the layout the q.k product reads).
+    values: per layer [B, S, Hkv, Dh].
     positions: [B, S] int32 RoPE position of each slot (for the sliding window).
     valid: [B, S] bool, False for empty slots and padding.
     index: [] int32, the slot where the next tokens are written.
@@ -87,7 +90,16 @@ def _run_block(block: Block, x, positions, mask, kv, write_index):
   return block(x, positions, mask, kv, write_index)
 
 
-_run_block_remat = nnx.remat(_run_block)
+# What each remat policy saves (models/config.py REMAT_POLICIES): 'full' saves nothing inside the
+# block; 'dots' saves the outputs of matmuls without batch dimensions (the q/k/v/o projections
+# and the MLP), so the backward recomputes only norms, RoPE, attention and activations.
+_CHECKPOINT_POLICIES = {
+  "full": None,
+  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+_run_block_remat = {
+  name: nnx.remat(_run_block, policy=policy) for name, policy in _CHECKPOINT_POLICIES.items()
+}
 
 
 class Decoder(nnx.Module):
@@ -121,17 +133,20 @@ class Decoder(nnx.Module):
   def dtype(self):
     return jnp.dtype(self.cfg.dtype)
 
-  def set_remat(self, remat: bool) -> None:
-    """Turn block rematerialisation on/off after loading (e.g. from `ModelSpec.remat`)."""
-    self.cfg = self.cfg.replace(remat=bool(remat))
+  def set_remat(self, remat: bool | str) -> None:
+    """Set the block remat policy after loading (e.g. from `ModelSpec.remat`): a policy name,
+    or True / False ('full' / 'none')."""
+    remat_policy(remat)
+    self.cfg = self.cfg.replace(remat=remat)
 
   def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
     """An empty cache for `batch` rows of up to `max_len` tokens (prompt + generated)."""
     cfg = self.cfg
     dt = jnp.dtype(dtype) if dtype is not None else self.dtype
     shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    key_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)  # slots minor: see Attention
     return KVCache(
-      keys=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
+      keys=tuple(jnp.zeros(key_shape, dt) for _ in range(cfg.num_layers)),
       values=tuple(jnp.zeros(shape, dt) for _ in range(cfg.num_layers)),
       positions=jnp.zeros((batch, max_len), jnp.int32),
       valid=jnp.zeros((batch, max_len), bool),
@@ -185,7 +200,8 @@ class Decoder(nnx.Module):
     if cfg.scan_layers and cache is None:
       return self.final_norm(self._scan_blocks(x, positions, mask_local, mask_global)), None
     # Remat only helps a backward pass; the cached decode path (sampling) never differentiates.
-    run = _run_block_remat if (cfg.remat and cache is None) else _run_block
+    policy = remat_policy(cfg.remat)
+    run = _run_block_remat[policy] if (policy != "none" and cache is None) else _run_block
     new_keys, new_values = [], []
     for i, block in enumerate(self.layers):
       mask = mask_local if block.is_local else mask_global
@@ -222,8 +238,9 @@ class Decoder(nnx.Module):
       h, _ = block(h, positions, mask, None, None, freqs)
       return h, None
 
-    if self.cfg.remat:
-      body = jax.checkpoint(body)
+    policy = remat_policy(self.cfg.remat)
+    if policy != "none":
+      body = jax.checkpoint(body, policy=_CHECKPOINT_POLICIES[policy])
     x, _ = jax.lax.scan(body, x, (stacked, is_local, inv_freq))
     return x
 

@@ -152,7 +152,7 @@ class Attention(nnx.Module):
       x: [B, T, D] normalised input.
       positions: [B, T] int32 RoPE positions.
       mask: [B, T, S] bool, True where query t may see key slot s (S = T without a cache).
-      kv: this layer's cache (keys, values), each [B, S, Hkv, Dh], or None.
+      kv: this layer's cache (keys [B, Hkv, Dh, S], values [B, S, Hkv, Dh]), or None.
       write_index: slot where the T new keys are written when kv is given.
       inv_freq: [Dh/2] RoPE frequencies overriding this layer's own (a scan over layers passes
         each layer's as data).
@@ -170,16 +170,21 @@ class Attention(nnx.Module):
       inv_freq = np.asarray(self._inv_freq, np.float32)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
+    k_spec = "bskd"
     if kv is not None:
+      # The cache keeps keys as [B, Hkv, Dh, S], the layout XLA:CPU's q.k product reads: a decode
+      # step then neither transposes nor copies them. (Keys as [B, S, Hkv, Dh] cost every decode
+      # step a transpose and, with one KV head, four copies of each layer's key buffer.)
       ck, cv = kv
-      ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, write_index, 0, 0))
+      kt = jnp.transpose(k, (0, 2, 3, 1)).astype(ck.dtype)
+      ck = jax.lax.dynamic_update_slice(ck, kt, (0, 0, 0, write_index))
       cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, write_index, 0, 0))
       kv = (ck, cv)
-      k, v = ck.astype(self.dtype), cv.astype(self.dtype)
+      k_spec, k, v = "bkds", ck.astype(self.dtype), cv.astype(self.dtype)
     b, t, h, hd = q.shape
-    kvh = k.shape[2]
+    kvh = v.shape[2]
     q = q.reshape(b, t, kvh, h // kvh, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum(f"btkgd,{k_spec}->bkgts", q, k, preferred_element_type=jnp.float32)
     scores = scores * self.scale
     if cfg.attn_logit_softcap:
       scores = jnp.tanh(scores / cfg.attn_logit_softcap) * cfg.attn_logit_softcap

@@ -17,7 +17,7 @@ from stepcoder_jax.config import CheckpointConfig, MeshConfig
 from stepcoder_jax.data.config import DatasetConfig
 from stepcoder_jax.data.record import Problem
 from stepcoder_jax.execution.config import ExecutionConfig
-from stepcoder_jax.models.config import ModelSpec
+from stepcoder_jax.models.config import ModelSpec, remat_policy
 from stepcoder_jax.rl import fgo
 from stepcoder_jax.rl.config import CCCSConfig, FGOConfig, PPOConfig, TrainConfig
 from stepcoder_jax.runs import final_policy
@@ -40,7 +40,9 @@ def load_policy(path: str | None = None, spec: ModelSpec | None = None):
     from stepcoder_jax.errors import UserError
 
     raise UserError(f"{path or spec.path}: no tokenizer files next to the model")
-  flags = {k: True for k in ("remat", "scan_layers") if getattr(spec, k) and not getattr(cfg, k)}
+  flags = {"scan_layers": True} if spec.scan_layers and not cfg.scan_layers else {}
+  if spec.remat_override is not None and spec.remat_override != remat_policy(cfg.remat):
+    flags["remat"] = spec.remat  # as given: True stays True (a checkpoint's config digest)
   if flags or spec.output_vocab is not None:
     from stepcoder_jax.models import output_vocab
     from stepcoder_jax.sampling import special_ids
