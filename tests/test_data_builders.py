@@ -260,3 +260,17 @@ def test_problems_from_args_file_flag_dataset_flag_and_gin(tmp_path):
     assert [p.id for p in load.problems_from_args(args, purpose="train")] == ["apps_plus/c3"]
   finally:
     gin.clear_config()
+
+
+def test_building_leaves_no_temporary_directory(tmp_path, monkeypatch):
+  """TFDS made an empty directory in $TMPDIR for every builder of an unprepared dataset (a look
+  into its public bucket); ours are never there, so nothing is left behind."""
+  import tempfile
+
+  from stepcoder_jax.data.builders import read_split
+
+  tmp = tmp_path / "tmpdir"
+  tmp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+  assert read_split("stepcoder_builtin", "train", str(tmp_path / "data"))
+  assert list(tmp.iterdir()) == []

@@ -28,6 +28,18 @@ class MissingSourceError(UserError):
   """A manual-download file is not where the builder looks for it."""
 
 
+class _LocalDatasetInfo(tfds.core.DatasetInfo):
+  """DatasetInfo of a dataset that exists only where it is built.
+
+  TFDS looks up an unprepared dataset's info in its public GCS bucket, and makes a temporary
+  directory for it even when GCS is off, which it never removes: one empty directory in $TMPDIR
+  per builder made before the dataset is prepared. Ours are never in that bucket.
+  """
+
+  def initialize_from_bucket(self) -> None:
+    return None
+
+
 class ProblemBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   """Base of our builders; subclasses define ``_split_generators`` (returning Problem lists)."""
 
@@ -39,7 +51,7 @@ class ProblemBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
   SOURCE_HELP: str = ""
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+    return _LocalDatasetInfo(
       builder=self,
       description=(self.__class__.__doc__ or "").strip(),
       features=tfds.features.FeaturesDict(
