@@ -379,3 +379,21 @@ def test_refill_puts_groups_with_signal_into_the_rows_of_dropped_ones():
   assert len(every.items) == 8  # every generated row is recorded and counted
   asked = [q for r in served.asked for q in r]
   assert len(asked) == 2 and not {"p0", "p1"} & set(asked) and len(set(asked)) == 2
+
+
+def test_signal_plan_runs_training_and_probes_before_the_held_out_evaluations(tmp_path):
+  """The signal measurement's stages are the ablation's, reordered: its main result (training
+  metrics and the pool probes) comes before the held-out evaluations, seed 0's arms first."""
+  from stepcoder_jax.ablation import plan as ablation_plan
+
+  arms = ("nocccs_s0", "adaptive_s0", "nocccs_s1")
+  s = ablation_plan.Settings(out=tmp_path, arms=arms, arm_dir="signal")
+  names = [st.name for st in ablation_plan.plan(s)]
+  evals = [f"eval_{m}_{k}" for m in ("base", "sft", *arms) for k in ("greedy", "sampled", "probe")]
+  steps = [f"{k}_{a}" for a in arms for k in ("train", "export")]
+  assert sorted(names) == sorted(["sft", *evals, *steps])  # the ablation's stages, no others
+  heldout = [i for i, n in enumerate(names) if n.endswith(("_greedy", "_sampled"))]
+  judged = [i for i, n in enumerate(names) if n.startswith(("train_", "export_")) or "probe" in n]
+  assert names[0] == "sft" and max(i for i in judged if "base" not in names[i]) < min(heldout)
+  trains = [n for n in names if n.startswith("train_")]
+  assert trains == [f"train_{a}" for a in arms]

@@ -211,7 +211,8 @@ def tune_plan(s: Settings) -> list[Stage]:
 
 
 def plan(s: Settings) -> list[Stage]:
-  """Every subprocess stage in order: SFT, base and SFT evals, then each arm."""
+  """Every subprocess stage in order: SFT, base and SFT evals, then each arm (the signal
+  measurement: `signal_order`)."""
   data = s.out / "data"
   sft = Stage(
     "sft",
@@ -231,6 +232,8 @@ def plan(s: Settings) -> list[Stage]:
   stages = [vocab_stage(s)] if s.vocab_from is not None else []
   if s.tune:
     return stages + [sft, *tune_plan(s)]
+  if s.arm_dir == "signal":
+    return stages + [sft, *signal_order(s)]
   stages += [sft, *eval_stages(s, "base"), *eval_stages(s, "sft")]
   for t in s.controls:  # SFT sampled at lower temperatures (ablation/control.py)
     stages += eval_stages(
@@ -239,6 +242,26 @@ def plan(s: Settings) -> list[Stage]:
   for arm in s.arms:
     stages += arm_stages(s, arm)
   return stages
+
+
+def signal_order(s: Settings) -> list[Stage]:
+  """The signal measurement's stages after SFT, what it is judged on first: the SFT probe of the
+  training pool, then per arm training, export and its probe (signal fraction, pass rate,
+  curriculum progress and the pool's before/after), and only then the held-out evaluations
+  (about half the machine time), so a run cut short by a session still has its main result.
+  The stages are the ablation's; only their order differs."""
+  kinds = tuple(k for k in EVAL_KINDS if k != "probe")
+  first = [*eval_stages(s, "sft", kinds=("probe",))]
+  for arm in s.arms:
+    d = s.out / "arms" / arm
+    first += [
+      *train_stages(s, arm, arm, d / "train", d / "model"),
+      *eval_stages(s, arm, kinds=("probe",)),
+    ]
+  last = [*eval_stages(s, "base"), *eval_stages(s, "sft", kinds=kinds)]
+  for arm in s.arms:
+    last += eval_stages(s, arm, kinds=kinds)
+  return first + last
 
 
 def check_settings(s: Settings) -> None:
