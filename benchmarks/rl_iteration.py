@@ -38,6 +38,8 @@ Levers of ours, on by default (each printed with the results; flags turn them of
                       scoring over 34,034 of Gemma's 262,144 ids, a documented deviation
                       (--no_output_vocab; never with --tiny, whose tokenizer is another).
   remat               `model.remat` (cpu_demo_gemma: 'full'); --remat full|none|dots sets it.
+  group prefill       `train.prefill_per_group`: the sampler prefills one row per problem and
+                      its samples share the cache (--no_prefill_per_group).
   TRL keeps the full vocabulary and its own scoring.
 
 The machine's limits, measured in the same run after the sides (benchmarks/limits.py): fp32
@@ -143,6 +145,8 @@ def lever_bindings(args) -> list[str]:
     b.append("model.output_vocab = None")
   if args.remat:
     b.append(f"model.remat = '{args.remat}'")
+  if args.no_prefill_per_group:
+    b.append("train.prefill_per_group = False")
   return b
 
 
@@ -152,7 +156,8 @@ def levers(args) -> str:
     f"levers of ours: sampler log-probs {on(args.no_sampler_logprobs)}, output vocabulary "
     f"{on(args.no_output_vocab or args.tiny)}"
     f"{' (gemma3_code)' if not (args.no_output_vocab or args.tiny) else ''}, remat "
-    f"{args.remat or 'as the experiment config sets it'}"
+    f"{args.remat or 'as the experiment config sets it'}, prefill once per group "
+    f"{on(args.no_prefill_per_group)}"
   )
 
 
@@ -226,6 +231,8 @@ def _work_of(trainer) -> dict:
   models = 1 if ppo_cfg.critic_free else 2
   remat = remat_name(cfg.remat)
   gen = limits.generation_work(s, rows, p, r, 1)
+  if trainer.cfg.prefill_per_group:  # the prefill runs on one row per problem
+    gen[0] = limits.generation_work(s, trainer.cfg.problems_per_iteration, p, r, 0)[0]
   return {
     "remat": remat,
     "update_flops": limits.update_flops(
@@ -525,7 +532,8 @@ def _run_side(args, side: str, tmp: str, hf_dir: str | None, extra=()) -> dict:
   cmd += ["--tiny", "--hf_dir", hf_dir] if args.tiny else []
   for b in args.bind:
     cmd += ["--bind", b]
-  cmd += [f for f in ("--no_sampler_logprobs", "--no_output_vocab") if getattr(args, f[2:])]
+  offs = ("--no_sampler_logprobs", "--no_output_vocab", "--no_prefill_per_group")
+  cmd += [f for f in offs if getattr(args, f[2:])]
   t = time.perf_counter()
   subprocess.run(cmd + list(extra), check=True)
   with open(out) as f:
@@ -598,6 +606,11 @@ def main(argv=None) -> int:
     "--no_output_vocab",
     action="store_true",
     help="ours: the full vocabulary (model.output_vocab = None)",
+  )
+  p.add_argument(
+    "--no_prefill_per_group",
+    action="store_true",
+    help="ours: prefill every row, not one per problem (train.prefill_per_group off)",
   )
   p.add_argument(
     "--remat",

@@ -164,12 +164,21 @@ def make_sampler(
 
 
 def sample_fn(
-  graphdef, cfg: SamplingConfig | _Static, eos_ids: tuple[int, ...] = (), pad_id: int = 0
+  graphdef,
+  cfg: SamplingConfig | _Static,
+  eos_ids: tuple[int, ...] = (),
+  pad_id: int = 0,
+  group: int = 1,
 ):
   """The un-jitted pure sampler, for callers that jit it themselves (e.g. with shardings).
 
   Returns `run(state, tokens, mask, rng, max_new_tokens, temperature, top_p) -> SampleOutput`;
   the last three are scalar arrays (int32, float32, float32). Prefer `make_sampler` otherwise.
+
+  `group` (static): the rows come in runs of `group` identical prompts (a GRPO group: one
+  problem, several samples), so the prefill runs on the first row of each run only and its cache
+  and last logits are repeated; the draws are the same, the prefill's cost is 1/group. The
+  caller checks the runs (`prompt_group`); B must be a multiple of it.
   """
   if isinstance(cfg, SamplingConfig):
     cfg = _Static.of(cfg)
@@ -193,9 +202,15 @@ def sample_fn(
     mask = mask.astype(bool)
     tokens = tokens.astype(jnp.int32)
     max_new = jnp.minimum(max_new_tokens, n_buf)
-    cache = model.init_cache(b, p + n_buf)
-    hidden, cache = model(tokens, left_pad_positions(mask), mask, cache)
+    if b % group:
+      raise ValueError(f"sampler: batch {b} is not a multiple of the prompt group {group}")
+    first_tokens, first_mask = tokens[::group], mask[::group]
+    cache = model.init_cache(b // group, p + n_buf)
+    hidden, cache = model(first_tokens, left_pad_positions(first_mask), first_mask, cache)
     logits = model.logits(hidden[:, -1])  # left padding: the last column is the last real token
+    if group > 1:  # every row of a run continues from its run's prefill
+      per_row = lambda x: jnp.repeat(x, group, axis=0) if x.ndim else x
+      cache, logits = jax.tree.map(per_row, cache), per_row(logits)
     eos = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
     ones = jnp.ones((b, 1), bool)
 
@@ -239,6 +254,16 @@ def sample_fn(
 
 # ------------------------------------------------------------------------------------------------
 # Host side
+
+
+def prompt_group(prompt_ids: Sequence[Sequence[int]], size: int) -> int:
+  """`size` when the rows come in consecutive runs of `size` identical prompts (the samples of
+  one problem), else 1: the `group` a sampler may prefill once per run."""
+  n = len(prompt_ids)
+  if size <= 1 or n % size:
+    return 1
+  same = all(list(prompt_ids[i]) == list(prompt_ids[i - i % size]) for i in range(n))
+  return size if same else 1
 
 
 def pad_prompts(

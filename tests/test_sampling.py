@@ -226,3 +226,35 @@ def test_tiny_preset_loads_and_generates():
   assert cfg.vocab_size == len(tok) and cfg.family == "qwen2"
   out = sampling.generate_text(decoder, tok, ["x"], SamplingConfig(max_new_tokens=3), eos_ids=())
   assert len(out[0].token_ids) == 3 and out[0].finish_reason == "length"
+
+
+def test_prompt_group_finds_runs_of_identical_prompts():
+  a, b = [1, 2, 3], [4, 5]
+  assert sampling.prompt_group([a, a, b, b], 2) == 2
+  assert sampling.prompt_group([a, a, b, b], 4) == 1  # the run of 4 holds two prompts
+  assert sampling.prompt_group([a, b, a, b], 2) == 1  # samples not consecutive
+  assert sampling.prompt_group([a, a, a], 2) == 1  # not a multiple
+  assert sampling.prompt_group([a, a], 1) == 1
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_prefill_once_per_group_draws_what_every_row_prefilled_draws(tiny, temperature):
+  """`group`: the prefill of one row per run of identical prompts, repeated, gives the same
+  tokens and log-probs as prefilling every row (greedy, and sampled with one key)."""
+  _, cfg, decoder, tok = tiny
+  ids = [p for p in _ids(tok) for _ in range(2)]  # 3 prompts x 2 samples, consecutive
+  tokens, mask = sampling.pad_prompts(ids, tok.pad_token_id)
+  sc = SamplingConfig(max_new_tokens=12, temperature=temperature, top_p=1.0, top_k=0)
+  gd, state = nnx.split(decoder)
+  args = (jax.random.key(7), np.int32(12), np.float32(max(temperature, 1.0)), np.float32(1.0))
+  outs = [
+    jax.jit(sampling.sample_fn(gd, sc, cfg.eos_ids, tok.pad_token_id, group))(
+      state, tokens, mask, *args
+    )
+    for group in (1, 2)
+  ]
+  np.testing.assert_array_equal(outs[1].tokens, outs[0].tokens)
+  np.testing.assert_array_equal(outs[1].lengths, outs[0].lengths)
+  np.testing.assert_allclose(outs[1].logprobs, outs[0].logprobs, rtol=1e-5, atol=1e-6)
+  if temperature > 0:  # the two samples of a prompt are different draws
+    assert not np.array_equal(outs[0].tokens[0], outs[0].tokens[1])

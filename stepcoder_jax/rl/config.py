@@ -232,6 +232,10 @@ class TrainConfig:
   # of the policy; exact at the only training settings (temperature 1, no top-k/top-p). False
   # keeps the separate forward (for comparison).
   sampler_logprobs: bool = True
+  # The sampler's prefill once per problem, its cache shared by the problem's samples (a GRPO
+  # group has samples_per_problem rows with one prompt); the draws are unchanged. False: every row
+  # prefilled (for comparison).
+  prefill_per_group: bool = True
 
   def __post_init__(self):
     from stepcoder_jax.data.config import prompt_limit

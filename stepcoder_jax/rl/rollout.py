@@ -27,6 +27,7 @@ Python/numpy, so each step is testable without a model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -461,7 +462,13 @@ class Sampled:
 
 
 def make_sampler(
-  policy_gd, max_new_tokens: int, eos_ids, pad_id: int, prompt_len: int, placement: spmd.Placement
+  policy_gd,
+  max_new_tokens: int,
+  eos_ids,
+  pad_id: int,
+  prompt_len: int,
+  placement: spmd.Placement,
+  group_size: int = 1,
 ):
   """`sample(state, prompt_ids, rng) -> Sampled` with the current policy params.
 
@@ -469,7 +476,12 @@ def make_sampler(
   scores; `TrainConfig.check_sampling`). `prompt_ids` are this process's rows
   (`placement.rows`); the sampler runs on the global batch (every process calls it), so
   FSDP/tensor-sharded parameters work across hosts. Prompts are left-padded to the fixed
-  `prompt_len` bucket, so the sampler compiles once.
+  `prompt_len` bucket, so the sampler compiles once (twice with `group_size`).
+
+  `group_size` (`train.prefill_per_group`: the samples per problem): when the rows come in runs
+  of that many identical prompts, the prefill runs once per run (`sampling.sample_fn`'s group).
+  Only in a single process, where every row is in view (each process would otherwise have to
+  agree on the check before the collective call).
   """
   from stepcoder_jax import sampling
   from stepcoder_jax.models.config import SamplingConfig
@@ -477,16 +489,22 @@ def make_sampler(
   scfg = SamplingConfig(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens)
   eos_ids = tuple(int(e) for e in eos_ids)
 
-  def run(params, rest, tokens, mask, rng, n, temp, p):
+  def run(params, rest, tokens, mask, rng, n, temp, p, group=1):
     gd, st = nnx.split(nnx.merge(policy_gd, params, rest))
-    return sampling.sample_fn(gd, scfg, eos_ids, pad_id)(st, tokens, mask, rng, n, temp, p)
+    fn = sampling.sample_fn(gd, scfg, eos_ids, pad_id, group)
+    return fn(st, tokens, mask, rng, n, temp, p)
 
   b2, rep = placement.batch(2), placement.replicated
-  jitted = jax.jit(
-    run,
-    in_shardings=(placement.state.policy, placement.state.policy_rest, b2, b2, rep, rep, rep, rep),
-    out_shardings=placement.batch(1),
-  )  # a prefix: every output is [B, ...]
+  by_group = {
+    g: jax.jit(
+      functools.partial(run, group=g),
+      in_shardings=(placement.state.policy, placement.state.policy_rest, b2, b2) + (rep,) * 4,
+      out_shardings=placement.batch(1),
+    )  # a prefix: every output is [B, ...]
+    for g in {1, max(1, group_size)}
+  }
+  jitted = by_group[1]
+  shared_prefill = group_size > 1 and jax.process_count() == 1
   settings = (
     np.asarray(max_new_tokens, np.int32),
     np.asarray(1.0, np.float32),
@@ -503,7 +521,10 @@ def make_sampler(
     n = placement.global_rows(len(prompt_ids))
     lo, hi = placement.rows(n)
     g = spmd.from_local_rows({"tokens": tokens, "mask": mask}, placement, n)
-    out = jitted(
+    group = 1
+    if shared_prefill and n == len(prompt_ids):
+      group = sampling.prompt_group(prompt_ids, group_size)
+    out = by_group[group](
       state.policy, state.policy_rest, g["tokens"], g["mask"], spmd.to_global(rng, rep), *knobs
     )
     toks = spmd.local_rows(out.tokens, lo, hi)
@@ -565,7 +586,13 @@ class Rollout:
       policy_gd, value_gd, cfg.logprob_chunk, placement, response_start=self.prompt_len
     )
     self.sampler = sampler or make_sampler(
-      policy_gd, cfg.max_new_tokens, self.eos_ids, pad_id, self.prompt_len, placement
+      policy_gd,
+      cfg.max_new_tokens,
+      self.eos_ids,
+      pad_id,
+      self.prompt_len,
+      placement,
+      group_size=cfg.samples_per_problem if cfg.prefill_per_group else 1,
     )
     # Padding keeps the global batch divisible by the minibatch split and the batch devices.
     self.row_multiple = math.lcm(

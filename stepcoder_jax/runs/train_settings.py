@@ -10,7 +10,8 @@ settings on purpose (`train --allow_changed_settings`). Compared:
 * `ppo.*`, `cccs.*`, `fgo.*` and `reward.*` (the reward per outcome);
 * `model.*`: the policy's architecture and dtypes (ModelConfig);
 * except, in any scope, the knobs that change how a forward pass is computed, not what it
-  computes (`logprob_chunk`, `model.remat`, `model.scan_layers`): a resume on a machine with less
+  computes (`logprob_chunk`, `train.prefill_per_group`, `model.remat`,
+  `model.scan_layers`): a resume on a machine with less
   memory may need them;
 * `problems`: how many training problems and a hash of their ids.
 
@@ -33,6 +34,7 @@ MAY_CHANGE = (
   "train.num_iterations",
   "train.eval_every",
   "train.logprob_chunk",
+  "train.prefill_per_group",
   "ppo.logprob_chunk",
   "model.remat",
   "model.scan_layers",
