@@ -267,12 +267,19 @@ def prompt_group(prompt_ids: Sequence[Sequence[int]], size: int) -> int:
 
 
 def pad_prompts(
-  prompt_ids: Sequence[Sequence[int]], pad_id: int, min_bucket: int = 16
+  prompt_ids: Sequence[Sequence[int]],
+  pad_id: int,
+  min_bucket: int = 16,
+  length: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Left-pad token lists to a power-of-two length: (tokens [B, P] int32, mask [B, P] bool)."""
+  """Left-pad token lists to a power-of-two length (or exactly `length`, when given): (tokens
+  [B, P] int32, mask [B, P] bool)."""
   if not prompt_ids or any(len(r) == 0 for r in prompt_ids):
     raise ValueError("pad_prompts: every prompt needs at least one token")
-  p = bucket(max(len(r) for r in prompt_ids), min_bucket)
+  longest = max(len(r) for r in prompt_ids)
+  if length is not None and length < longest:
+    raise ValueError(f"pad_prompts: a prompt of {longest} tokens does not fit length {length}")
+  p = length if length is not None else bucket(longest, min_bucket)
   tokens = np.full((len(prompt_ids), p), pad_id, np.int32)
   mask = np.zeros((len(prompt_ids), p), bool)
   for i, row in enumerate(prompt_ids):

@@ -107,7 +107,7 @@ def test_dead_branch_tokens_get_no_fgo_weight_in_the_batch(rollout_batch):
   batch, forced, tok, trainer, _, metrics = rollout_batch
   assert metrics["outcome/failed"] == 0 and metrics["pass_rate"] == 1.0  # judged for real
   assert metrics["truncated_rate"] == 0.0  # the fence ended every response
-  p = trainer.prompt_len
+  p = batch["tokens"].shape[1] - trainer.rollout.response_len  # the batch's prompt columns
   dead, n_resp = _dead_token_columns(forced, tok, p)
   assert len(dead) >= 3  # indentation, `return`, `-x` at least
   for row in range(batch["tokens"].shape[0]):
@@ -137,7 +137,7 @@ def test_dead_branch_tokens_get_zero_policy_gradient_through_ppo_loss(rollout_ba
 
   # gradient with respect to the per-token log-probs (and entropies) the policy produces
   g_lp, g_ent = jax.grad(objective, argnums=(0, 1))(f32("old_logprobs") + 0.05, jnp.ones_like(resp))
-  p = trainer.prompt_len
+  p = batch["tokens"].shape[1] - trainer.rollout.response_len  # the batch's prompt columns
   dead, n_resp = _dead_token_columns(forced, tok, p)
   live = [c for c in range(p, p + n_resp) if c not in dead]
   g_lp, g_ent, adv = np.asarray(g_lp), np.asarray(g_ent), np.asarray(adv)

@@ -356,7 +356,8 @@ class _Served:
     self.ppo_cfg = dataclasses.replace(GRPO, filter_groups=True, max_refill_rounds=2)
     self.rounds, self.asked = list(rounds), []
 
-  def collect(self, state, problems, rng):
+  def collect(self, state, problems, rng, fixed_columns=False):
+    assert fixed_columns  # merged rounds must share the prompt columns
     self.asked.append([p.id for p in problems])
     rewards = self.rounds.pop(0)
     marker = 100 * (len(self.asked))

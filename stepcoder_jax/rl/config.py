@@ -236,6 +236,11 @@ class TrainConfig:
   # group has samples_per_problem rows with one prompt); the draws are unchanged. False: every row
   # prefilled (for comparison).
   prefill_per_group: bool = True
+  # Each batch's prompt columns: its longest prompt rounded up to a multiple of this (at most the
+  # max_prompt_tokens bucket), so short prompts are not padded to the limit (the sampler, scoring
+  # and the update all scale with it; one compile per distinct width). 0: always the limit's
+  # bucket (one compile). Dynamic sampling's merged rounds use the limit's bucket.
+  prompt_bucket: int = 64
 
   def __post_init__(self):
     from stepcoder_jax.data.config import prompt_limit

@@ -57,8 +57,10 @@ def concat_rows(parts: Sequence[RowResults]) -> RowResults:
   cat = {
     f.name: np.concatenate([getattr(p, f.name) for p in parts])
     for f in dataclasses.fields(RowResults)
-    if f.name not in ("items", "report", "times")
+    if f.name not in ("items", "report", "times", "prompt_len")
   }
+  if len({p.prompt_len for p in parts}) != 1:
+    raise ValueError("concat_rows: rollouts with different prompt columns cannot be merged")
   report = PromptReport(
     skipped=[q for p in parts for q in p.report.skipped],
     shortened=sum(p.report.shortened for p in parts),
@@ -68,7 +70,13 @@ def concat_rows(parts: Sequence[RowResults]) -> RowResults:
   for p in parts:
     for k, v in p.times.items():
       times[k] = times.get(k, 0.0) + v
-  return RowResults(items=[it for p in parts for it in p.items], report=report, times=times, **cat)
+  return RowResults(
+    items=[it for p in parts for it in p.items],
+    report=report,
+    times=times,
+    prompt_len=parts[0].prompt_len,
+    **cat,
+  )
 
 
 def _take_rows(a: ppo.Batch, b: ppo.Batch, idx: jax.Array) -> ppo.Batch:
@@ -122,7 +130,7 @@ def refill(
       break
     used.update(p.id for p in extra)
     rng = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), iteration), 1000 + r)
-    more, more_rows = rollout.collect(state, extra, rng)
+    more, more_rows = rollout.collect(state, extra, rng, fixed_columns=True)
     parts.append(more_rows)
     stats["refill/rounds"] += 1
     stats["refill/rows_generated"] += int(more_rows.real.sum())

@@ -31,7 +31,7 @@ import functools
 import logging
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -261,6 +261,7 @@ class RowResults:
     truncated: [n] bool, the response was cut by max_new_tokens.
     report: how the prompts were fitted into max_prompt_tokens.
     times: seconds spent sampling and waiting for the pool.
+    prompt_len: the packed batch's prompt columns (`Rollout.prompt_columns`).
   """
 
   items: list[Item]
@@ -272,6 +273,7 @@ class RowResults:
   truncated: np.ndarray
   report: PromptReport
   times: dict[str, float] = dataclasses.field(default_factory=dict)
+  prompt_len: int = 0  # the batch's prompt columns (where every response begins)
 
   @property
   def passed(self) -> np.ndarray:
@@ -478,6 +480,9 @@ def make_sampler(
   FSDP/tensor-sharded parameters work across hosts. Prompts are left-padded to the fixed
   `prompt_len` bucket, so the sampler compiles once (twice with `group_size`).
 
+  `sample(..., prompt_len=P)` pads the prompts to P columns instead (the iteration's bucket,
+  `Rollout.prompt_columns`): one compile per distinct P.
+
   `group_size` (`train.prefill_per_group`: the samples per problem): when the rows come in runs
   of that many identical prompts, the prefill runs once per run (`sampling.sample_fn`'s group).
   Only in a single process, where every row is in view (each process would otherwise have to
@@ -514,10 +519,10 @@ def make_sampler(
   # sampler touches no device, so it can be lowered for a topology that is not here (compile/).
   knobs: list = []
 
-  def sample(state: ppo.TrainState, prompt_ids, rng):
+  def sample(state: ppo.TrainState, prompt_ids, rng, prompt_len: int = prompt_len):
     if not knobs:
       knobs.extend(spmd.to_global(settings, (rep, rep, rep)))
-    tokens, mask = sampling.pad_prompts(prompt_ids, pad_id, min_bucket=prompt_len)
+    tokens, mask = sampling.pad_prompts(prompt_ids, pad_id, length=prompt_len)
     n = placement.global_rows(len(prompt_ids))
     lo, hi = placement.rows(n)
     g = spmd.from_local_rows({"tokens": tokens, "mask": mask}, placement, n)
@@ -579,12 +584,16 @@ class Rollout:
     self.curriculum, self.pool = curriculum, pool
     self.cfg, self.ppo_cfg, self.fgo_cfg = cfg, ppo_cfg, fgo_cfg
     # Prompts are fitted into cfg.max_prompt_tokens as evaluation and SFT fit theirs; the arrays
-    # are padded to a power-of-two bucket (compile reuse), which never lengthens a prompt.
+    # have at most a power-of-two bucket of it (`prompt_len`, what compile/ plans for) prompt
+    # columns, and each iteration the fewest that `prompt_columns` allows.
     self.prompt_len = batching.bucket(cfg.max_prompt_tokens)
     self.response_len = batching.bucket(cfg.max_new_tokens)
-    self.forward = make_forward(
-      policy_gd, value_gd, cfg.logprob_chunk, placement, response_start=self.prompt_len
+    self._forwards: dict[int, Callable] = {}
+    self._make_forward = functools.partial(
+      make_forward, policy_gd, value_gd, cfg.logprob_chunk, placement
     )
+    self.forward = self.forward_for(self.prompt_len)
+    self.custom_sampler = sampler is not None
     self.sampler = sampler or make_sampler(
       policy_gd,
       cfg.max_new_tokens,
@@ -598,6 +607,24 @@ class Rollout:
     self.row_multiple = math.lcm(
       max(1, ppo_cfg.minibatches * ppo_cfg.grad_accum), placement.row_divisor
     )
+
+  def forward_for(self, prompt_len: int) -> Callable:
+    """The scoring forward of batches with `prompt_len` prompt columns (compiled once each)."""
+    if prompt_len not in self._forwards:
+      self._forwards[prompt_len] = self._make_forward(response_start=prompt_len)
+    return self._forwards[prompt_len]
+
+  def prompt_columns(self, items: Sequence[Item], fixed: bool = False) -> int:
+    """The prompt columns of a batch of `items`: their longest prompt rounded up to a multiple
+    of `train.prompt_bucket` (so a batch of short prompts is not padded to the limit's bucket:
+    the sampler's prefill and every forward and backward over the batch scale with it), at
+    most `prompt_len`. `prompt_len` itself with `fixed`, `train.prompt_bucket = 0` or a custom
+    sampler (its own padding)."""
+    step = self.cfg.prompt_bucket
+    if fixed or step <= 0 or self.custom_sampler:
+      return self.prompt_len
+    longest = max(len(it.prompt_ids) for it in items)
+    return min(self.prompt_len, -(-longest // step) * step)
 
   def items(self, problems: Sequence[Problem]) -> tuple[list[Item], PromptReport]:
     """The global rows: each problem samples_per_problem times at its stage, padded."""
@@ -613,15 +640,25 @@ class Rollout:
     return pad_items(items, self.row_multiple), report
 
   def collect(
-    self, state: ppo.TrainState, problems: Sequence[Problem], rng: jax.Array
+    self,
+    state: ppo.TrainState,
+    problems: Sequence[Problem],
+    rng: jax.Array,
+    fixed_columns: bool = False,
   ) -> tuple[ppo.Batch, RowResults]:
-    """Sample, judge and score one rollout of `problems` with the policy in `state`."""
+    """Sample, judge and score one rollout of `problems` with the policy in `state`.
+    `fixed_columns`: prompt_len prompt columns whatever the prompts (batches to be merged)."""
     t0 = time.time()
     items, report = self.items(problems)
     n = len(items)
     lo, hi = self.placement.rows(n)
     mine = items[lo:hi]
-    sampled = self.sampler(state, [i.prompt_ids for i in mine], rng)
+    p = self.prompt_columns(items, fixed_columns)  # every process sees every row: one p
+    ids = [i.prompt_ids for i in mine]
+    if self.custom_sampler:
+      sampled = self.sampler(state, ids, rng)
+    else:
+      sampled = self.sampler(state, ids, rng, prompt_len=p)
     sampled_lp = None
     if isinstance(sampled, Sampled):
       sampled, sampled_lp = sampled.ids, sampled.logprobs
@@ -630,11 +667,11 @@ class Rollout:
     fill_responses(mine, sampled, self.tok, self.eos_ids)
     t_sample = time.time()
     future = self.pool.submit(jobs(mine))
-    arrays = pack(mine, self.pad_id, self.prompt_len, self.response_len)
+    arrays = pack(mine, self.pad_id, p, self.response_len)
     arrays["response_mask"] = arrays["response_mask"].astype(np.float32)
     arrays["response_mask"][weightless_rows(mine, self.ppo_cfg.mask_truncated)] = 0  # no weight
     dev = spmd.from_local_rows(arrays, self.placement, n)
-    scored = self.forward(
+    scored = self.forward_for(p)(
       state,
       self.ref_params,
       dev["tokens"],
@@ -647,11 +684,12 @@ class Rollout:
     for item, res in zip(mine, future.result()):
       item.result = res
     t_judge = time.time()
-    rm = rewards_and_masks(mine, arrays, self.prompt_len, self.fgo_cfg.enabled)
+    rm = rewards_and_masks(mine, arrays, p, self.fgo_cfg.enabled)
     judged = {"fgo_mask": rm["fgo_mask"], "rewards": rm["rewards"]}
     if self.ppo_cfg.critic_free:
       judged["group"] = group_ids(items)[lo:hi]
     batch = ppo.Batch(**dev, **scored, **spmd.from_local_rows(judged, self.placement, n))
     rows = exchange_results(items, mine, rm["fgo_mask"], arrays["response_mask"], lo, hi, report)
     rows.times = {"sample_s": t_sample - t0, "judge_wait_s": t_judge - t_sample}
+    rows.prompt_len = p
     return batch, rows

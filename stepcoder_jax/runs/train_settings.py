@@ -10,7 +10,8 @@ settings on purpose (`train --allow_changed_settings`). Compared:
 * `ppo.*`, `cccs.*`, `fgo.*` and `reward.*` (the reward per outcome);
 * `model.*`: the policy's architecture and dtypes (ModelConfig);
 * except, in any scope, the knobs that change how a forward pass is computed, not what it
-  computes (`logprob_chunk`, `train.prefill_per_group`, `model.remat`,
+  computes (`logprob_chunk`, `train.prefill_per_group`, `train.prompt_bucket`,
+  `model.remat`,
   `model.scan_layers`): a resume on a machine with less
   memory may need them;
 * `problems`: how many training problems and a hash of their ids.
@@ -35,6 +36,7 @@ MAY_CHANGE = (
   "train.eval_every",
   "train.logprob_chunk",
   "train.prefill_per_group",
+  "train.prompt_bucket",
   "ppo.logprob_chunk",
   "model.remat",
   "model.scan_layers",

@@ -19,10 +19,11 @@ Gin stays at the entry points (pipeline.py, commands/): the Trainer receives con
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gin
 import jax
@@ -92,6 +93,10 @@ def _check_config(cfg: TrainConfig, ppo_cfg: PPOConfig) -> None:
       f"divisible by ppo.minibatches x ppo.grad_accum = {per}"
     )
   _check_ppo_options(cfg, ppo_cfg)
+  if cfg.prompt_bucket < 0:
+    raise UserError(
+      f"train: gin train.prompt_bucket must be >= 0 (0: fixed), got {cfg.prompt_bucket}"
+    )
   if ppo_cfg.critic_free and cfg.samples_per_problem < 2:
     raise UserError(
       f"train.samples_per_problem: {cfg.samples_per_problem} leaves ppo.advantage="
@@ -222,10 +227,20 @@ class Trainer:
       fgo_cfg,
       sampler=sampler,
     )
-    self.prompt_len = self.rollout.prompt_len
-    self.ppo_step = make_sharded_ppo_step(
-      self.policy_gd, value_gd, ppo_cfg, self.placement, response_start=self.prompt_len
+    self.prompt_len = self.rollout.prompt_len  # the most prompt columns a batch has
+    self._ppo_steps: dict[int, Callable] = {}
+    self._make_step = functools.partial(
+      make_sharded_ppo_step, self.policy_gd, value_gd, ppo_cfg, self.placement
     )
+    self.ppo_step = self._make_step(response_start=self.prompt_len)  # at the limit's width
+
+  def ppo_step_for(self, prompt_len: int) -> Callable:
+    """The PPO step of batches with `prompt_len` prompt columns (compiled once each)."""
+    if prompt_len == self.prompt_len:
+      return self.ppo_step
+    if prompt_len not in self._ppo_steps:
+      self._ppo_steps[prompt_len] = self._make_step(response_start=prompt_len)
+    return self._ppo_steps[prompt_len]
 
   @property
   def curriculum(self) -> Curriculum:
@@ -296,7 +311,9 @@ class Trainer:
     t0, it = time.time(), self.iteration
     problems = choose_problems(self.problems, self.cfg.problems_per_iteration, self.cfg.seed, it)
     rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.seed), it)
-    batch, rows = self.rollout.collect(self.state, problems, rng)
+    # Batches to be merged by dynamic sampling share the fixed prompt columns.
+    fixed = bool(self.ppo_cfg.max_refill_rounds)
+    batch, rows = self.rollout.collect(self.state, problems, rng, fixed_columns=fixed)
     refilled = {}
     if self.ppo_cfg.max_refill_rounds:  # dynamic sampling: groups with signal for dropped ones
       batch, rows, refilled = refill.refill(
@@ -310,7 +327,7 @@ class Trainer:
         seed=self.cfg.seed,
         iteration=it,
       )
-    self.state, step_metrics = self.ppo_step(self.state, batch)
+    self.state, step_metrics = self.ppo_step_for(rows.prompt_len)(self.state, batch)
     # Rows at s* = 0 (the whole problem; all rows without CCCS), read before the verdicts move
     # the curriculum: their pass rate is comparable across arms, the stage-mixed one is not.
     final = np.array(
