@@ -40,6 +40,9 @@ Levers of ours, on by default (each printed with the results; flags turn them of
   remat               `model.remat` (cpu_demo_gemma: 'full'); --remat full|none|dots sets it.
   group prefill       `train.prefill_per_group`: the sampler prefills one row per problem and
                       its samples share the cache (--no_prefill_per_group).
+  prompt columns      `train.prompt_bucket`: a batch's prompts padded to its longest prompt
+                      rounded up to 64, not to the limit's bucket (256); TRL pads to the longest
+                      (--no_prompt_bucket).
   TRL keeps the full vocabulary and its own scoring.
 
 The machine's limits, measured in the same run after the sides (benchmarks/limits.py): fp32
@@ -147,6 +150,8 @@ def lever_bindings(args) -> list[str]:
     b.append(f"model.remat = '{args.remat}'")
   if args.no_prefill_per_group:
     b.append("train.prefill_per_group = False")
+  if args.no_prompt_bucket:
+    b.append("train.prompt_bucket = 0")
   return b
 
 
@@ -157,7 +162,7 @@ def levers(args) -> str:
     f"{on(args.no_output_vocab or args.tiny)}"
     f"{' (gemma3_code)' if not (args.no_output_vocab or args.tiny) else ''}, remat "
     f"{args.remat or 'as the experiment config sets it'}, prefill once per group "
-    f"{on(args.no_prefill_per_group)}"
+    f"{on(args.no_prefill_per_group)}, prompt columns per batch {on(args.no_prompt_bucket)}"
   )
 
 
@@ -195,6 +200,7 @@ def run_ours(args, arm: str) -> dict:
             "scoring_s": clock.get("forward", float("nan")),
             "judging_s": clock.get("judge", float("nan")),
             "update_s": clock.get("update", float("nan")),
+            "prompt_columns": clock.get("prompt_columns"),
             "tokens": m.get("response_tokens_mean", 0.0) * rows,
             "reward_mean": m.get("reward_mean"),
             "rows": rows,
@@ -208,7 +214,7 @@ def run_ours(args, arm: str) -> dict:
         )
     finally:
       pool.close()
-    work = _work_of(trainer)
+    work = _work_of(trainer, iters[-1]["prompt_columns"])
   return {
     "side": f"ours_{arm}",
     "load_s": load_s,
@@ -219,15 +225,16 @@ def run_ours(args, arm: str) -> dict:
   }
 
 
-def _work_of(trainer) -> dict:
+def _work_of(trainer, p: int) -> dict:
   """The analytic work of one iteration's buckets (benchmarks/limits.py) and the update's
-  matmul shape, for the fractions of the machine's bounds."""
+  matmul shape, for the fractions of the machine's bounds, at `p` prompt columns (the last
+  iteration's: `bucket_fractions` warns when the warm iterations' differ)."""
   import limits
 
   cfg, ppo_cfg = trainer.models.cfg, trainer.ppo_cfg
   s = limits.Shapes.of(cfg)
   rows = trainer.cfg.problems_per_iteration * trainer.cfg.samples_per_problem
-  p, r = trainer.rollout.prompt_len, trainer.rollout.response_len
+  r = trainer.rollout.response_len
   models = 1 if ppo_cfg.critic_free else 2
   remat = remat_name(cfg.remat)
   gen = limits.generation_work(s, rows, p, r, 1)
@@ -277,8 +284,10 @@ def _instrument_ours(trainer, pool) -> dict:
     return run
 
   holder = getattr(trainer, "rollout", trainer)  # the rollout object owns the forward (if any)
-  holder.forward = timed("forward", holder.forward)
-  trainer.ppo_step = timed("update", trainer.ppo_step)
+  # One forward and one step per prompt width (train.prompt_bucket); each is timed.
+  forward_for, step_for = holder.forward_for, trainer.ppo_step_for
+  holder.forward_for = lambda p: timed("forward", forward_for(p))
+  trainer.ppo_step_for = lambda p: timed("update", step_for(p))
   submit = pool.submit
 
   def submit_timed(jobs):
@@ -290,10 +299,11 @@ def _instrument_ours(trainer, pool) -> dict:
   pool.submit = submit_timed
   sample = holder.sampler
 
-  def sample_counted(state, prompt_ids, rng):
-    out = sample(state, prompt_ids, rng)
+  def sample_counted(state, prompt_ids, rng, **k):
+    out = sample(state, prompt_ids, rng, **k)
     ids = getattr(out, "ids", out)  # the decode loop runs until the longest row ends
     clock["decode_steps"] = max((len(i) for i in ids), default=0)
+    clock["prompt_columns"] = k.get("prompt_len", holder.prompt_len)
     return out
 
   holder.sampler = sample_counted
@@ -533,6 +543,7 @@ def _run_side(args, side: str, tmp: str, hf_dir: str | None, extra=()) -> dict:
   for b in args.bind:
     cmd += ["--bind", b]
   offs = ("--no_sampler_logprobs", "--no_output_vocab", "--no_prefill_per_group")
+  offs += ("--no_prompt_bucket",)
   cmd += [f for f in offs if getattr(args, f[2:])]
   t = time.perf_counter()
   subprocess.run(cmd + list(extra), check=True)
@@ -551,6 +562,9 @@ def bucket_fractions(r: dict, lim: dict) -> dict:
   flops_s = max(lim["matmul_flops_s"].values())
   bytes_s = max(lim["bandwidth_bytes_s"].values())
   w = r["work"]
+  widths = {i.get("prompt_columns") for i in r["iterations"][1:]}
+  if len(widths) > 1:
+    print(f"note: the warm iterations had prompt widths {sorted(widths)}; bounds use the last")
   steps = _warm_mean(r, "decode_steps")
   pre, step = limits.Work(**w["prefill"]), limits.Work(**w["decode_step"])
   gen_bound = pre.bound_s(flops_s, bytes_s) + steps * step.bound_s(flops_s, bytes_s)
@@ -611,6 +625,11 @@ def main(argv=None) -> int:
     "--no_prefill_per_group",
     action="store_true",
     help="ours: prefill every row, not one per problem (train.prefill_per_group off)",
+  )
+  p.add_argument(
+    "--no_prompt_bucket",
+    action="store_true",
+    help="ours: prompts padded to the limit's bucket, not the batch's longest (prompt_bucket 0)",
   )
   p.add_argument(
     "--remat",
