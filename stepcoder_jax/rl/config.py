@@ -240,7 +240,7 @@ class TrainConfig:
   # max_prompt_tokens bucket), so short prompts are not padded to the limit (the sampler, scoring
   # and the update all scale with it; one compile per distinct width). 0: always the limit's
   # bucket (one compile). Dynamic sampling's merged rounds use the limit's bucket.
-  prompt_bucket: int = 64
+  prompt_bucket: int = 32
 
   def __post_init__(self):
     from stepcoder_jax.data.config import prompt_limit
