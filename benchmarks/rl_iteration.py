@@ -80,9 +80,12 @@ LR = 2e-6
 # one batch peaks at 7.65 GB but computes the forward twice); the gradient is the same (ppo.py
 # divides by the minibatch's response tokens). --remat overrides the policy.
 MICRO_ROWS = 2
+# The demo's config fixes the prompt width (6 iterations: one compile); the sides measured at
+# steady state take the trainer's default, 32-token widths.
+WIDTH = ["train.prompt_bucket = 32"]
 ARMS = {
-  "grpo": ["ppo.advantage = 'grpo'", "cccs.enabled = False", "fgo.enabled = False"],
-  "gae": ["ppo.advantage = 'gae'", "cccs.enabled = False", "fgo.enabled = False"],
+  "grpo": ["ppo.advantage = 'grpo'", "cccs.enabled = False", "fgo.enabled = False"] + WIDTH,
+  "gae": ["ppo.advantage = 'gae'", "cccs.enabled = False", "fgo.enabled = False"] + WIDTH,
   "demo": [],  # the demo's own iteration: gae + CCCS + FGO, its own batch (4 x 1)
 }
 
@@ -173,7 +176,8 @@ def levers(args) -> str:
     f"{' (gemma3_code)' if not (args.no_output_vocab or args.tiny) else ''}, remat "
     f"{args.remat or 'grpo: none, 2-row micro-batches; others: the experiment config'}, "
     "prefill once per group "
-    f"{on(args.no_prefill_per_group)}, prompt columns per batch {on(args.no_prompt_bucket)}"
+    f"{on(args.no_prefill_per_group)}, prompt columns per batch {on(args.no_prompt_bucket)} "
+    "(the demo side: its config's fixed width)"
   )
 
 
