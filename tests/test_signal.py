@@ -320,6 +320,47 @@ def test_signal_summary_pairs_arms_by_seed_and_iteration(tmp_path):
   assert "| paper | 2 | 0.375" in text  # mean signal fraction of paper over 4 iterations
 
 
+def _probe(out, model, records, subtask):
+  import json
+
+  d = out / "evals" / model / "probe"
+  d.mkdir(parents=True)
+  (d / "DONE.json").write_text("{}")
+  (d / "eval.json").write_text(json.dumps({"problems": records}))
+  (d / "eval_subtask.json").write_text(json.dumps({"problems": subtask}))
+
+
+def test_signal_summary_pool_tables_pair_each_problem_with_sft(tmp_path):
+  from stepcoder_jax.ablation import signal
+
+  def recs(passed, shares):
+    return [
+      {"problem_id": f"p{k}", "greedy_passed": bool(p), "tests_share": s}
+      for k, (p, s) in enumerate(zip(passed, shares))
+    ]
+
+  # p3 has no curriculum: its subtask record is all None and is left out of the subtask columns
+  no_stage = {"problem_id": "p3", "subtask_passed": None, "tests_share": None}
+  sub = lambda passed, shares: (
+    [
+      {"problem_id": f"p{k}", "subtask_passed": bool(p), "tests_share": s}
+      for k, (p, s) in enumerate(zip(passed, shares))
+    ]
+    + [no_stage]
+  )
+  _probe(tmp_path, "sft", recs([0, 0, 0, 1], [0, 0.5, 0, 1]), sub([0, 0, 1], [0, 0.5, 1]))
+  _probe(tmp_path, "paper_s0", recs([1, 1, 0, 1], [1, 1, 0.5, 1]), sub([1, 0, 1], [1, 0.5, 1]))
+  _metrics(tmp_path, "paper_s0", [{"ppo/signal_fraction": 0.5}])
+  text = signal.summary(tmp_path, ["paper_s0"])
+  assert "| sft | 25.0 [" in text  # SFT's level: 1 of 4 pass at s* = 0
+  line = next(l for l in text.splitlines() if l.startswith("| paper |") and "+" in l)
+  cells = [c.strip() for c in line.split("|")[2:6]]
+  assert cells[0].startswith("+50.0 [")  # 2 of 4 problems went from fail to pass
+  assert cells[1].startswith("+33.3 [")  # subtask: 1 of the 3 with a curriculum
+  assert cells[2].startswith("+50.0 [")  # tests share: (+1 +0.5 +0.5 +0) / 4
+  assert cells[3].startswith("+33.3 [")  # subtask tests share: (+1 + 0 + 0) / 3
+
+
 def _batch_of(marker, rewards):
   """A critic-free Batch whose row i holds tokens marker + i (to see where rows went)."""
   n = len(rewards)

@@ -43,9 +43,13 @@ SERIES = (
   ("grad clipped", "ppo/grad_clipped"),
   ("clip frac", "ppo/clip_frac"),
 )
+# (column, probe file, record field): pass/fail per problem, then the share of its unit tests
+# (finer: it moves before a whole problem does). The subtask file's tests_share is the subtask's.
 POOL = (
   ("pool s*=0 pass", "eval.json", "greedy_passed"),
   ("pool latest-start pass", "eval_subtask.json", "subtask_passed"),
+  ("pool s*=0 tests share", "eval.json", "tests_share"),
+  ("pool latest-start tests share", "eval_subtask.json", "tests_share"),
 )
 
 
@@ -72,8 +76,13 @@ def pairs(a: dict[int, dict], b: dict[int, dict], key: str) -> tuple[list[float]
 
 
 def pool_values(out: Path, model: str, file: str, field: str) -> dict[str, float]:
+  """problem -> the probe's value of `field` (a pass as 0/1); problems without one left out (in
+  the subtask file, those without a curriculum)."""
   records = eval_records(out / "evals" / model / "probe" / file) or []
-  return {r["problem_id"]: float(bool(r[field])) for r in records if r.get(field) is not None}
+  held = [r for r in records if r.get(field) is not None]
+  if file == "eval_subtask.json":
+    held = [r for r in held if r.get("subtask_passed") is not None]
+  return {r["problem_id"]: float(r[field]) for r in held}
 
 
 def summary(out: Path, runs: list[str]) -> str:
@@ -119,10 +128,23 @@ def summary(out: Path, runs: list[str]) -> str:
     lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
   lines += [
     "",
+    "## Training pool, greedy: before (SFT) and after (each arm's runs), mean over problems",
+    "",
+    "| model | " + " | ".join(name for name, *_ in POOL) + " |",
+    "|---|" + "---:|" * len(POOL),
+  ]
+  for arm, seeds in ({"sft": {0: "sft"}} | arms).items():
+    cells = []
+    for _, file, field in POOL:
+      vals = [v for run in seeds.values() for v in pool_values(out, run, file, field).values()]
+      cells.append(stats.mean_ci(vals).text(100, 1) if vals else "n/a")
+    lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+  lines += [
+    "",
     "## Training pool, after (each run) minus before (SFT), per problem",
     "",
     "| arm | " + " | ".join(name for name, *_ in POOL) + " |",
-    "|---|" + "---:|" * 2,
+    "|---|" + "---:|" * len(POOL),
   ]
   for arm, seeds in arms.items():
     cells = []
