@@ -180,6 +180,14 @@ def test_group_slots_split_groups_by_signal_and_leave_padding_out():
   assert signal == [[0, 1]] and flat == [[2, 3], [4]]
 
 
+def test_pass_signal_counts_groups_with_a_pass_and_a_fail_only():
+  # a: pass + fail (signal); b: two graded failures (advantage, but no pass signal); c: padding
+  rows = _rows(["a", "a", "b", "b", "c"], [1, -0.3, -0.3, -1, 1], padding=(4,))
+  rows.outcomes[:] = [0, 1, 1, 4, 0]  # passed, failed, failed, compile_error, passed
+  assert rows.pass_signal() == 0.5
+  assert rows.metrics()["pass_signal"] == 0.5
+
+
 def test_further_problems_are_new_and_drawn_from_the_iteration_alone():
   pool = [_problem(f"p{k}") for k in range(10)]
   a = refill.further_problems(pool, {"p1", "p2"}, 3, seed=0, iteration=5, round_=1)

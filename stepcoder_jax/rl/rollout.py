@@ -290,6 +290,17 @@ class RowResults:
     record_verdicts(curriculum, self.items, self.passed)
     return curriculum.ignored - before
 
+  def pass_signal(self) -> float:
+    """Share of the generated groups (the real rows of one problem) with a pass and a fail: the
+    outcome signal. The reward is graded (a runtime error ranks above a compile error), so a
+    group can carry an advantage with no pass in it; this counts only pass against fail."""
+    groups: dict[str, list[bool]] = {}
+    for it, ok in zip(self.items, self.passed):
+      if not it.padding:
+        groups.setdefault(it.problem.id, []).append(bool(ok))
+    mixed = [any(g) and not all(g) for g in groups.values()]
+    return float(np.mean(mixed)) if mixed else 0.0
+
   def metrics(self) -> dict[str, float]:
     """Rollout metrics over the real rows (padding rows left out)."""
     real = self.real
@@ -297,6 +308,7 @@ class RowResults:
     out = {
       "reward_mean": float(np.mean(self.rewards[real].astype(np.float64))) if real.any() else 0.0,
       "pass_rate": int(np.sum(self.passed[real])) / n,
+      "pass_signal": self.pass_signal(),
       "response_tokens_mean": float(np.mean(self.response_len[real])) if real.any() else 0.0,
     }
     for k, o in enumerate(OUTCOMES):
