@@ -3,9 +3,12 @@
 The measurement is `ablate --arm_dir signal` with runs named `<arm>_s<seed>`; this writes
 `<out>/signal.md` from whatever has finished:
   * over training, from each run's metrics.jsonl: the signal fraction (share of GRPO groups
-    whose rewards differ: `ppo/signal_fraction`, of the batch the step trained on), the rollout
-    pass rate, curriculum progress (`cccs/written_share`: the mean share of each pool problem's
-    solution the policy writes itself), and the share of steps whose gradient was clipped. Each
+    whose rewards differ: `ppo/signal_fraction`, of the batch the step trained on), the pass
+    signal (`pass_signal`: the share of generated groups with a pass and a fail; the reward is
+    graded, so a group of failures of different kinds has signal but no pass signal), the
+    rollout pass rate, curriculum progress (`cccs/written_share`: the mean share of each pool
+    problem's solution the policy writes itself), and the share of steps whose gradient was
+    clipped. Each
     arm's mean over (seed, iteration), and paired differences between arms: run `<a>_s<k>` and
     `<b>_s<k>` draw the same problems at every iteration, so their values at one (seed,
     iteration) are a pair. The interval is the paired bootstrap over those pairs; iterations of
@@ -38,11 +41,13 @@ COMPARISONS = (
 )
 SERIES = (
   ("signal fraction", "ppo/signal_fraction"),
+  ("pass signal", "pass_signal"),  # groups with a pass and a fail (the graded reward aside)
   ("rollout pass rate", "pass_rate"),
   ("written share", "cccs/written_share"),
   ("grad clipped", "ppo/grad_clipped"),
   ("clip frac", "ppo/clip_frac"),
 )
+PAIRED = 4  # the first series are compared between arms: signal, pass signal, pass rate, written
 # (column, probe file, record field): pass/fail per problem, then the share of its unit tests
 # (finer: it moves before a whole problem does). The subtask file's tests_share is the subtask's.
 POOL = (
@@ -111,14 +116,14 @@ def summary(out: Path, runs: list[str]) -> str:
     "",
     "## Paired differences over training",
     "",
-    "| arm - baseline | " + " | ".join(name for name, _ in SERIES[:3]) + " |",
-    "|---|" + "---:|" * 3,
+    "| arm - baseline | " + " | ".join(name for name, _ in SERIES[:PAIRED]) + " |",
+    "|---|" + "---:|" * PAIRED,
   ]
   for a, b in COMPARISONS:
     if a not in arms or b not in arms:
       continue
     cells = []
-    for _, key in SERIES[:3]:
+    for _, key in SERIES[:PAIRED]:
       xs, ys = [], []
       for seed in sorted(set(arms[a]) & set(arms[b])):
         x, y = pairs(series[arms[a][seed]], series[arms[b][seed]], key)
