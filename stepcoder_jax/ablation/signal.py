@@ -90,6 +90,17 @@ def pool_values(out: Path, model: str, file: str, field: str) -> dict[str, float
   return {r["problem_id"]: float(r[field]) for r in held}
 
 
+def _head(title: str, first: str) -> list[str]:
+  """A training-pool table's section title and header rows, one column per POOL measure."""
+  return [
+    "",
+    f"## {title}",
+    "",
+    f"| {first} | " + " | ".join(name for name, *_ in POOL) + " |",
+    "|---|" + "---:|" * len(POOL),
+  ]
+
+
 def summary(out: Path, runs: list[str]) -> str:
   arms = split_runs(runs)
   series = {r: run_series(out, r) for seeds in arms.values() for r in seeds.values()}
@@ -131,26 +142,16 @@ def summary(out: Path, runs: list[str]) -> str:
         ys += y
       cells.append(diff_cell(stats.paired_diff_ci(xs, ys)) if xs else "n/a")
     lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
-  lines += [
-    "",
-    "## Training pool, greedy: before (SFT) and after (each arm's runs), mean over problems",
-    "",
-    "| model | " + " | ".join(name for name, *_ in POOL) + " |",
-    "|---|" + "---:|" * len(POOL),
-  ]
+  lines += _head(
+    "Training pool, greedy: before (SFT) and after (each arm's runs), mean over problems", "model"
+  )
   for arm, seeds in ({"sft": {0: "sft"}} | arms).items():
     cells = []
     for _, file, field in POOL:
       vals = [v for run in seeds.values() for v in pool_values(out, run, file, field).values()]
       cells.append(stats.mean_ci(vals).text(100, 1) if vals else "n/a")
     lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-  lines += [
-    "",
-    "## Training pool, after (each run) minus before (SFT), per problem",
-    "",
-    "| arm | " + " | ".join(name for name, *_ in POOL) + " |",
-    "|---|" + "---:|" * len(POOL),
-  ]
+  lines += _head("Training pool, after (each run) minus before (SFT), per problem", "arm")
   for arm, seeds in arms.items():
     cells = []
     for _, file, field in POOL:
