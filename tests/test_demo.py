@@ -34,7 +34,7 @@ def _write_eval(
   """A finished evaluation of one stage in the demo's layout (records as runs/evaluation.py
   writes them), problem i being 'p{i}'; the first half 'introductory', the rest 'interview'."""
   out = demo.eval_dir(work, stage)
-  out.mkdir(parents=True)
+  out.mkdir(parents=True, exist_ok=True)  # a later call rewrites the stage
   n = len(passed)
   diff = ["introductory" if i < n // 2 else "interview" for i in range(n)]
   recs = [
@@ -97,6 +97,11 @@ def test_table_has_intervals_and_identical_stages_differ_by_exactly_zero(tmp_pat
   assert "Intervals include 0" in line and "exclude" not in line
   line = next(l for l in report.splitlines() if l.startswith("- **StepCoder - SFT**"))
   assert line.startswith("- **StepCoder - SFT**: Intervals exclude 0 for greedy pass@1 +75.0")
+  verdict = demo.rl_verdict(demo.stage_values(tmp_path))
+  assert verdict.startswith("RL (StepCoder - SFT): raised greedy pass@1 by +75.0 [")
+  assert "raised tests share" in verdict and "raised subtask pass rate by +83.3" in verdict
+  _write_eval(tmp_path, "stepcoder", *base)  # StepCoder identical to SFT: nothing moved
+  assert "no measure moved" in demo.rl_verdict(demo.stage_values(tmp_path))
   data = json.loads((tmp_path / "report.json").read_text())
   d = data["differences"]["stepcoder-sft"]["greedy pass@1"]
   assert d["value"] == pytest.approx(0.75) and d["low"] > 0 and d["n"] == n
@@ -182,6 +187,7 @@ def test_tiny_demo_prints_table_and_paths_and_its_final_model_loads(tiny_demo, t
   final = demo.final_model_dir(work)
   assert "| StepCoder - SFT | " in printed and "| base | " in printed
   assert f"report: {work / 'report.md'}" in printed
+  assert "\nRL (StepCoder - SFT): " in printed  # the plain line on what the RL stage moved
   assert "budget: SFT 2 steps of " in printed  # TINY's gin, not the Gemma demo's
   assert "StepCoder 1 PPO iterations x 2 problems x " in printed
   assert f"final model (HF directory): {final}" in printed

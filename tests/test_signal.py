@@ -180,6 +180,14 @@ def test_group_slots_split_groups_by_signal_and_leave_padding_out():
   assert signal == [[0, 1]] and flat == [[2, 3], [4]]
 
 
+def test_pass_signal_counts_groups_with_a_pass_and_a_fail_only():
+  # a: pass + fail (signal); b: two graded failures (advantage, but no pass signal); c: padding
+  rows = _rows(["a", "a", "b", "b", "c"], [1, -0.3, -0.3, -1, 1], padding=(4,))
+  rows.outcomes[:] = [0, 1, 1, 4, 0]  # passed, failed, failed, compile_error, passed
+  assert rows.pass_signal() == 0.5
+  assert rows.metrics()["pass_signal"] == 0.5
+
+
 def test_further_problems_are_new_and_drawn_from_the_iteration_alone():
   pool = [_problem(f"p{k}") for k in range(10)]
   a = refill.further_problems(pool, {"p1", "p2"}, 3, seed=0, iteration=5, round_=1)
@@ -318,6 +326,47 @@ def test_signal_summary_pairs_arms_by_seed_and_iteration(tmp_path):
   line = next(l for l in text.splitlines() if l.startswith("| adaptive - paper |"))
   assert line.split("|")[2].strip() == "+50.0 [+50.0, +50.0] *"
   assert "| paper | 2 | 0.375" in text  # mean signal fraction of paper over 4 iterations
+
+
+def _probe(out, model, records, subtask):
+  import json
+
+  d = out / "evals" / model / "probe"
+  d.mkdir(parents=True)
+  (d / "DONE.json").write_text("{}")
+  (d / "eval.json").write_text(json.dumps({"problems": records}))
+  (d / "eval_subtask.json").write_text(json.dumps({"problems": subtask}))
+
+
+def test_signal_summary_pool_tables_pair_each_problem_with_sft(tmp_path):
+  from stepcoder_jax.ablation import signal
+
+  def recs(passed, shares):
+    return [
+      {"problem_id": f"p{k}", "greedy_passed": bool(p), "tests_share": s}
+      for k, (p, s) in enumerate(zip(passed, shares))
+    ]
+
+  # p3 has no curriculum: its subtask record is all None and is left out of the subtask columns
+  no_stage = {"problem_id": "p3", "subtask_passed": None, "tests_share": None}
+  sub = lambda passed, shares: (
+    [
+      {"problem_id": f"p{k}", "subtask_passed": bool(p), "tests_share": s}
+      for k, (p, s) in enumerate(zip(passed, shares))
+    ]
+    + [no_stage]
+  )
+  _probe(tmp_path, "sft", recs([0, 0, 0, 1], [0, 0.5, 0, 1]), sub([0, 0, 1], [0, 0.5, 1]))
+  _probe(tmp_path, "paper_s0", recs([1, 1, 0, 1], [1, 1, 0.5, 1]), sub([1, 0, 1], [1, 0.5, 1]))
+  _metrics(tmp_path, "paper_s0", [{"ppo/signal_fraction": 0.5}])
+  text = signal.summary(tmp_path, ["paper_s0"])
+  assert "| sft | 25.0 [" in text  # SFT's level: 1 of 4 pass at s* = 0
+  line = next(l for l in text.splitlines() if l.startswith("| paper |") and "+" in l)
+  cells = [c.strip() for c in line.split("|")[2:6]]
+  assert cells[0].startswith("+50.0 [")  # 2 of 4 problems went from fail to pass
+  assert cells[1].startswith("+33.3 [")  # subtask: 1 of the 3 with a curriculum
+  assert cells[2].startswith("+50.0 [")  # tests share: (+1 +0.5 +0.5 +0) / 4
+  assert cells[3].startswith("+33.3 [")  # subtask tests share: (+1 + 0 + 0) / 3
 
 
 def _batch_of(marker, rewards):

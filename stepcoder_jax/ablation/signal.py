@@ -3,9 +3,12 @@
 The measurement is `ablate --arm_dir signal` with runs named `<arm>_s<seed>`; this writes
 `<out>/signal.md` from whatever has finished:
   * over training, from each run's metrics.jsonl: the signal fraction (share of GRPO groups
-    whose rewards differ: `ppo/signal_fraction`, of the batch the step trained on), the rollout
-    pass rate, curriculum progress (`cccs/written_share`: the mean share of each pool problem's
-    solution the policy writes itself), and the share of steps whose gradient was clipped. Each
+    whose rewards differ: `ppo/signal_fraction`, of the batch the step trained on), the pass
+    signal (`pass_signal`: the share of generated groups with a pass and a fail; the reward is
+    graded, so a group of failures of different kinds has signal but no pass signal), the
+    rollout pass rate, curriculum progress (`cccs/written_share`: the mean share of each pool
+    problem's solution the policy writes itself), and the share of steps whose gradient was
+    clipped. Each
     arm's mean over (seed, iteration), and paired differences between arms: run `<a>_s<k>` and
     `<b>_s<k>` draw the same problems at every iteration, so their values at one (seed,
     iteration) are a pair. The interval is the paired bootstrap over those pairs; iterations of
@@ -38,14 +41,20 @@ COMPARISONS = (
 )
 SERIES = (
   ("signal fraction", "ppo/signal_fraction"),
+  ("pass signal", "pass_signal"),  # groups with a pass and a fail (the graded reward aside)
   ("rollout pass rate", "pass_rate"),
   ("written share", "cccs/written_share"),
   ("grad clipped", "ppo/grad_clipped"),
   ("clip frac", "ppo/clip_frac"),
 )
+PAIRED = 4  # the first series are compared between arms: signal, pass signal, pass rate, written
+# (column, probe file, record field): pass/fail per problem, then the share of its unit tests
+# (finer: it moves before a whole problem does). The subtask file's tests_share is the subtask's.
 POOL = (
   ("pool s*=0 pass", "eval.json", "greedy_passed"),
   ("pool latest-start pass", "eval_subtask.json", "subtask_passed"),
+  ("pool s*=0 tests share", "eval.json", "tests_share"),
+  ("pool latest-start tests share", "eval_subtask.json", "tests_share"),
 )
 
 
@@ -72,8 +81,24 @@ def pairs(a: dict[int, dict], b: dict[int, dict], key: str) -> tuple[list[float]
 
 
 def pool_values(out: Path, model: str, file: str, field: str) -> dict[str, float]:
+  """problem -> the probe's value of `field` (a pass as 0/1); problems without one left out (in
+  the subtask file, those without a curriculum)."""
   records = eval_records(out / "evals" / model / "probe" / file) or []
-  return {r["problem_id"]: float(bool(r[field])) for r in records if r.get(field) is not None}
+  held = [r for r in records if r.get(field) is not None]
+  if file == "eval_subtask.json":
+    held = [r for r in held if r.get("subtask_passed") is not None]
+  return {r["problem_id"]: float(r[field]) for r in held}
+
+
+def _head(title: str, first: str) -> list[str]:
+  """A training-pool table's section title and header rows, one column per POOL measure."""
+  return [
+    "",
+    f"## {title}",
+    "",
+    f"| {first} | " + " | ".join(name for name, *_ in POOL) + " |",
+    "|---|" + "---:|" * len(POOL),
+  ]
 
 
 def summary(out: Path, runs: list[str]) -> str:
@@ -102,14 +127,14 @@ def summary(out: Path, runs: list[str]) -> str:
     "",
     "## Paired differences over training",
     "",
-    "| arm - baseline | " + " | ".join(name for name, _ in SERIES[:3]) + " |",
-    "|---|" + "---:|" * 3,
+    "| arm - baseline | " + " | ".join(name for name, _ in SERIES[:PAIRED]) + " |",
+    "|---|" + "---:|" * PAIRED,
   ]
   for a, b in COMPARISONS:
     if a not in arms or b not in arms:
       continue
     cells = []
-    for _, key in SERIES[:3]:
+    for _, key in SERIES[:PAIRED]:
       xs, ys = [], []
       for seed in sorted(set(arms[a]) & set(arms[b])):
         x, y = pairs(series[arms[a][seed]], series[arms[b][seed]], key)
@@ -117,13 +142,16 @@ def summary(out: Path, runs: list[str]) -> str:
         ys += y
       cells.append(diff_cell(stats.paired_diff_ci(xs, ys)) if xs else "n/a")
     lines.append(f"| {a} - {b} | " + " | ".join(cells) + " |")
-  lines += [
-    "",
-    "## Training pool, after (each run) minus before (SFT), per problem",
-    "",
-    "| arm | " + " | ".join(name for name, *_ in POOL) + " |",
-    "|---|" + "---:|" * 2,
-  ]
+  lines += _head(
+    "Training pool, greedy: before (SFT) and after (each arm's runs), mean over problems", "model"
+  )
+  for arm, seeds in ({"sft": {0: "sft"}} | arms).items():
+    cells = []
+    for _, file, field in POOL:
+      vals = [v for run in seeds.values() for v in pool_values(out, run, file, field).values()]
+      cells.append(stats.mean_ci(vals).text(100, 1) if vals else "n/a")
+    lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+  lines += _head("Training pool, after (each run) minus before (SFT), per problem", "arm")
   for arm, seeds in arms.items():
     cells = []
     for _, file, field in POOL:

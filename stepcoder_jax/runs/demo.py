@@ -105,6 +105,23 @@ def diff_sentences(per_model: dict[str, dict]) -> list[str]:
   return out
 
 
+def rl_verdict(per_model: dict[str, dict]) -> str:
+  """One plain line on the RL stage: each measure whose StepCoder - SFT interval excludes 0,
+  raised or lowered, or that none moved."""
+  moved = []
+  for m in MEASURES:
+    d = measures.paired(m, per_model, "stepcoder", "sft")
+    if d is not None and d.n and d.excludes_zero:
+      way = "raised" if d.value > 0 else "lowered"
+      moved.append(f"{way} {m} by {d.text(100, 1, signed=True)} points")
+  if not moved:
+    return (
+      "RL (StepCoder - SFT): no measure moved; every paired 95% interval includes 0 at this "
+      "many problems."
+    )
+  return "RL (StepCoder - SFT): " + "; ".join(moved) + " (paired 95% intervals excluding 0)."
+
+
 def pass_at_1_by_difficulty(per_model: dict[str, dict]) -> tuple[dict, dict]:
   """({stage: {difficulty: greedy pass@1}}, {difficulty: problems}), 'all' included."""
   results, counts = {}, {}
@@ -276,6 +293,7 @@ def run_demo(work_dir: str, model: str | None = None) -> str:
     [
       table,
       "",
+      rl_verdict(stage_values(work)),
       budget_line(),
       f"report: {work / 'report.md'}",
       *[f"plot: {p}" for p in plots],
