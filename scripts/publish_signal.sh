@@ -7,7 +7,7 @@
 set -euo pipefail
 SRC="${1:?usage: publish_signal.sh SIGNAL_DIR DEST}"
 DEST="${2:?usage: publish_signal.sh SIGNAL_DIR DEST}"
-mkdir -p "$DEST"
+DEST="$(mkdir -p "$DEST" && cd "$DEST" && pwd)"  # absolute: the copy runs from SRC
 cd "$SRC"
 find . \( -path './arms/*/train/metrics.jsonl' -o -path './arms/*/train/operative_config.gin' \
   -o -path './evals/*/probe/eval.json' -o -path './evals/*/probe/eval_subtask.json' \
