@@ -296,7 +296,7 @@ class RowResults:
     group can carry an advantage with no pass in it; this counts only pass against fail."""
     groups: dict[str, list[bool]] = {}
     for it, ok in zip(self.items, self.passed):
-      if not it.padding:
+      if not it.padding and it.problem is not None:  # rows built from a bare prompt form no group
         groups.setdefault(it.problem.id, []).append(bool(ok))
     mixed = [any(g) and not all(g) for g in groups.values()]
     return float(np.mean(mixed)) if mixed else 0.0
